@@ -1,0 +1,61 @@
+# membrane — the two commands a new user needs are `make demo` and `make test`.
+# Both install what they need (Debian packages) first; run them as root.
+SHELL := /bin/bash
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+PREFIX ?= /usr/local
+
+# Every build/run dependency, from Debian 12 (bookworm) packages only.
+DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpftool \
+        libelf-dev zlib1g-dev libnl-3-dev libnl-route-3-dev prometheus-cpp-dev \
+        libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev \
+        libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
+        iputils-ping curl netcat-openbsd python3 prometheus iperf3 libclang-rt-14-dev
+
+.PHONY: all deps build test test-unit demo demo-stop install uninstall clean bench
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (needs apt-get install $$missing)"; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BUILD)/build.ninja: CMakeLists.txt
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_ARGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Every test tier: unit, bpf, privileged, integration (the last three need root).
+test: build
+	scripts/run-tests.sh $(BUILD)
+
+test-unit: build
+	ctest --test-dir $(BUILD) -L unit --output-on-failure -j $(JOBS)
+
+demo: build
+	scripts/demo.sh $(BUILD)
+
+demo-stop:
+	scripts/demo.sh --stop $(BUILD)
+
+bench: build
+	bench/datapath/run.sh $(BUILD)
+
+install: build
+	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned
+	install -D -m 0755 $(BUILD)/bin/membrane $(DESTDIR)$(PREFIX)/bin/membrane
+	@if [ -f deploy/systemd/membraned.service ]; then \
+	  install -D -m 0644 deploy/systemd/membraned.service $(DESTDIR)/etc/systemd/system/membraned.service; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)/etc/systemd/system/membraned.service
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * THE ONLY definitions of what crosses the kernel <-> user space boundary:
+ * map keys and values, event records, drop reasons, marks and flags.
+ * Included by bpf/<program>.bpf.c (kernel C) and by src/kernel (C++). Layouts are
+ * fixed with explicit padding and checked with static asserts on both sides.
+ *
+ * Map names carry a layout version (_v1). A layout change gets a new name so
+ * that a new agent never misreads a map pinned by an old one.
+ *
+ * Byte order: IPv4 addresses and L4 ports are kept in NETWORK byte order in
+ * every key and value (that is how the program reads them off the packet);
+ * identities, ids, counters and flags are host order.
+ */
+#ifndef MEMBRANE_BPF_SHARED_DATAPATH_H
+#define MEMBRANE_BPF_SHARED_DATAPATH_H
+
+#include <linux/types.h>
+
+#ifdef __cplusplus
+#define MB_STATIC_ASSERT(c, m) static_assert(c, m)
+#else
+#define MB_STATIC_ASSERT(c, m) _Static_assert(c, m)
+#endif
+
+/* ---------------------------------------------------------------------------
+ * Map names (as pinned under <bpf-root>/, e.g. /sys/fs/bpf/membrane/).
+ * BPF object names are limited to 15 characters, hence the short forms.
+ */
+#define MB_MAP_ENDPOINTS "mb_lxc_v1"     /* ifindex  -> endpoint_info   */
+#define MB_MAP_ENDPOINTS_BY_IP "mb_lxcip_v1" /* ipv4   -> endpoint_info   */
+#define MB_MAP_IPCACHE "mb_ipcache_v1"   /* LPM prefix -> remote_info   */
+#define MB_MAP_POLICY "mb_policy_v1"     /* policy_key -> policy_value (per-CPU) */
+#define MB_MAP_CT "mb_ct4_v1"            /* ct_key     -> ct_entry      */
+#define MB_MAP_METRICS "mb_metrics_v1"   /* metrics_key -> metrics_value (per-CPU) */
+#define MB_MAP_EVENTS "mb_events_v1"     /* ring buffer of events        */
+#define MB_MAP_CONFIG "mb_config_v1"     /* [0] -> datapath_config       */
+
+#define MB_ENDPOINTS_MAX 4096
+#define MB_IPCACHE_MAX 524288
+#define MB_POLICY_MAX 262144
+#define MB_CT_MAX 262144
+#define MB_METRICS_MAX 1024
+#define MB_EVENTS_BYTES (4 * 1024 * 1024)
+
+/* ---------------------------------------------------------------------------
+ * Reserved identities (Cilium's numbers). Allocated identities start at 256.
+ */
+enum mb_reserved_identity {
+	MB_ID_UNKNOWN = 0,
+	MB_ID_HOST = 1,
+	MB_ID_WORLD = 2,
+	MB_ID_UNMANAGED = 3,
+	MB_ID_HEALTH = 4,
+	MB_ID_INIT = 5,
+	MB_ID_REMOTE_NODE = 6,
+	MB_ID_KUBE_APISERVER = 7,
+	MB_ID_MIN_ALLOCATED = 256,
+};
+
+/* ---------------------------------------------------------------------------
+ * Traffic direction, as in Cilium's metrics map (METRIC_INGRESS/EGRESS) and
+ * the `direction` label (UNKNOWN, INGRESS, EGRESS, SERVICE).
+ * Also used as the direction field of policy keys.
+ */
+enum mb_direction {
+	MB_DIR_UNKNOWN = 0,
+	MB_DIR_INGRESS = 1,
+	MB_DIR_EGRESS = 2,
+	MB_DIR_SERVICE = 3,
+};
+
+/* ---------------------------------------------------------------------------
+ * Drop reasons: Cilium's numeric codes (pkg/monitor/api/drop.go), positive.
+ * Reason 0 in the metrics map means "forwarded". The exporter turns a code
+ * into Cilium's string (src/metrics/drop_reason.cc holds the table).
+ */
+enum mb_drop_reason {
+	MB_REASON_FORWARDED = 0,
+	MB_DROP_INVALID_SIP = 132,      /* "Invalid source ip" */
+	MB_DROP_POLICY = 133,           /* "Policy denied" */
+	MB_DROP_INVALID = 134,          /* "Invalid packet" */
+	MB_DROP_CT_INVALID_HDR = 135,   /* "CT: Truncated or invalid header" */
+	MB_DROP_CT_UNKNOWN_PROTO = 137, /* "CT: Unknown L4 protocol" */
+	MB_DROP_UNKNOWN_L3 = 139,       /* "Unsupported L3 protocol" */
+	MB_DROP_WRITE_ERROR = 141,      /* "Error writing to packet" */
+	MB_DROP_UNKNOWN_L4 = 142,       /* "Unknown L4 protocol" */
+	MB_DROP_UNKNOWN_TARGET = 150,   /* "Unknown L3 target address" */
+	MB_DROP_UNROUTABLE = 151,       /* "Stale or unroutable IP" */
+	MB_DROP_CT_CREATE_FAILED = 155, /* "CT: Map insertion failed" */
+	MB_DROP_FRAG_NOSUPPORT = 157,   /* "IP fragmentation not supported" */
+	MB_DROP_NO_SERVICE = 158,       /* "Service backend not found" */
+	MB_DROP_UNKNOWN_CT = 163,       /* "Unknown connection tracking state" */
+	MB_DROP_NO_CONFIG = 165,        /* "No configuration available to perform policy decision" */
+	MB_DROP_INVALID_IDENTITY = 171, /* "Invalid identity" */
+	MB_DROP_PROXY_LOOKUP_FAILED = 178, /* "Socket lookup failed" */
+	MB_DROP_PROXY_SET_FAILED = 179, /* "Socket assign failed" */
+	MB_DROP_POLICY_DENY = 181,      /* "Policy denied by denylist" */
+	MB_DROP_EP_NOT_READY = 203,     /* "Endpoint policy program not available" */
+};
+
+/* ---------------------------------------------------------------------------
+ * skb->mark conventions (Cilium's magic values, bpf/lib/common.h).
+ */
+#define MB_MARK_MAGIC_MASK 0x0F00
+#define MB_MARK_MAGIC_TO_PROXY 0x0200        /* | proxy_port << 16 */
+#define MB_MARK_MAGIC_PROXY_INGRESS 0x0A00   /* | identity         */
+#define MB_MARK_MAGIC_PROXY_EGRESS 0x0B00    /* | identity         */
+#define MB_MARK_MAGIC_HOST 0x0C00
+#define MB_MARK_MAGIC_IDENTITY 0x0F00        /* | identity         */
+
+/* ---------------------------------------------------------------------------
+ * Endpoints. One value type, two maps: by host-side veth ifindex (the program
+ * attached to that veth finds "its" endpoint) and by IPv4 (is a destination
+ * local, and where to deliver it).
+ */
+#define MB_EP_F_INGRESS_ENFORCED (1U << 0) /* default-deny ingress (a rule selects it) */
+#define MB_EP_F_EGRESS_ENFORCED (1U << 1)  /* default-deny egress */
+#define MB_EP_F_INGRESS_AUDIT (1U << 2)    /* would-be ingress drops are forwarded */
+#define MB_EP_F_EGRESS_AUDIT (1U << 3)
+#define MB_EP_F_HOST (1U << 4)             /* the host itself, not a pod */
+
+struct mb_endpoint_info {
+	__u32 ep_id;        /* endpoint id (policy keys, events) */
+	__u32 identity;     /* security identity of the endpoint */
+	__u32 ifindex;      /* host-side veth ifindex (redirect target) */
+	__u32 flags;        /* MB_EP_F_* */
+	__u32 ipv4;         /* network order */
+	__u8 mac[6];        /* pod-side (eth0) MAC */
+	__u8 node_mac[6];   /* host-side veth MAC (the pod's gateway) */
+	__u32 pad[2];       /* room for IPv6 later without a layout bump */
+};
+MB_STATIC_ASSERT(sizeof(struct mb_endpoint_info) == 40, "mb_endpoint_info layout");
+
+struct mb_endpoint_ip_key {
+	__u32 ipv4;         /* network order */
+	__u8 family;        /* 4 (v6 later) */
+	__u8 pad[3];
+};
+MB_STATIC_ASSERT(sizeof(struct mb_endpoint_ip_key) == 8, "mb_endpoint_ip_key layout");
+
+/* ---------------------------------------------------------------------------
+ * ipcache: LPM trie, prefix -> identity. prefixlen counts bits after the
+ * `prefixlen` field: 32 fixed bits (pad, cluster_id, family) + IP prefix
+ * length. Miss => world (2).
+ */
+#define MB_IPCACHE_STATIC_PREFIX 32
+struct mb_ipcache_key {
+	__u32 prefixlen;    /* MB_IPCACHE_STATIC_PREFIX + prefix length */
+	__u16 pad;
+	__u8 cluster_id;
+	__u8 family;        /* 4 (v6 later) */
+	__u32 ip[4];        /* network order; v4 uses ip[0] */
+};
+MB_STATIC_ASSERT(sizeof(struct mb_ipcache_key) == 24, "mb_ipcache_key layout");
+
+struct mb_remote_info {
+	__u32 identity;
+	__u32 tunnel_endpoint; /* network order; 0 = local/none (multi-node later) */
+	__u16 node_id;
+	__u8 flags;
+	__u8 pad;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_remote_info) == 12, "mb_remote_info layout");
+
+/* ---------------------------------------------------------------------------
+ * Policy: one global per-CPU hash keyed by endpoint. Lookup order for a
+ * packet of (endpoint, direction, peer identity, proto, dport), first match:
+ *   1. {identity, proto, dport}   L3+L4
+ *   2. {0,        proto, dport}   L4-only
+ *   3. {identity, 0,     0}       L3-only
+ *   4. {0,        0,     0}       allow-all
+ * Deny-over-allow precedence is resolved in user space (the policy engine
+ * writes a deny at every more specific key an allow would otherwise hit), so
+ * the datapath stays first-match. Miss in an enforced direction => drop 133.
+ * Per-CPU so that the per-entry packet/byte counters are uncontended.
+ */
+#define MB_POLICY_F_DENY (1U << 0)
+
+struct mb_policy_key {
+	__u32 ep_id;
+	__u32 identity;     /* peer identity; 0 = any */
+	__u16 dport;        /* network order; 0 = any (ICMP: type, later) */
+	__u8 proto;         /* IPPROTO_*; 0 = any */
+	__u8 direction;     /* MB_DIR_INGRESS / MB_DIR_EGRESS */
+};
+MB_STATIC_ASSERT(sizeof(struct mb_policy_key) == 12, "mb_policy_key layout");
+
+struct mb_policy_value {
+	__u16 proxy_port;   /* network order; 0 = no L7 redirect */
+	__u8 flags;         /* MB_POLICY_F_* */
+	__u8 pad;
+	__u32 cookie;       /* which rule produced the entry (attribution) */
+	__u64 packets;      /* per-CPU hit counters, updated by the datapath */
+	__u64 bytes;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_policy_value) == 24, "mb_policy_value layout");
+
+/* ---------------------------------------------------------------------------
+ * Conntrack (IPv4). LRU hash keyed by the flow's ORIGINAL direction tuple.
+ * A packet is looked up as-is (hit => ESTABLISHED) and reversed (hit =>
+ * REPLY). Replies skip policy; forward packets of established flows are
+ * re-checked against policy (so revoking an allow cuts the flow, as in
+ * Cilium). ICMP echo uses the echo id as both ports so the reply reverses
+ * onto the same key. Lifetimes are CLOCK_BOOTTIME ns (bpf_ktime_get_boot_ns);
+ * the agent deletes expired entries (GC); LRU eviction is the last resort.
+ */
+#define MB_CT_F_RX_CLOSING (1U << 0)
+#define MB_CT_F_TX_CLOSING (1U << 1)
+#define MB_CT_F_SEEN_NON_SYN (1U << 2)
+#define MB_CT_F_PROXY_REDIRECT (1U << 3)
+
+#define MB_CT_LIFETIME_TCP_NS (21600ULL * 1000000000ULL)
+#define MB_CT_LIFETIME_SYN_NS (60ULL * 1000000000ULL)
+#define MB_CT_LIFETIME_NONTCP_NS (60ULL * 1000000000ULL)
+#define MB_CT_CLOSE_TIMEOUT_NS (10ULL * 1000000000ULL)
+
+struct mb_ct_key {
+	__u32 saddr;        /* network order, original direction */
+	__u32 daddr;
+	__u16 sport;        /* network order */
+	__u16 dport;
+	__u8 proto;
+	__u8 flags;         /* reserved (0) */
+	__u16 pad;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_ct_key) == 16, "mb_ct_key layout");
+
+struct mb_ct_entry {
+	__u64 expires_ns;   /* CLOCK_BOOTTIME */
+	__u64 tx_packets;   /* original direction */
+	__u64 tx_bytes;
+	__u64 rx_packets;   /* reply direction */
+	__u64 rx_bytes;
+	__u32 src_identity; /* identity of the flow's originator */
+	__u32 dst_identity;
+	__u16 flags;        /* MB_CT_F_* */
+	__u8 tx_flags_seen; /* TCP flags seen, original direction */
+	__u8 rx_flags_seen;
+	__u16 ep_id;        /* endpoint that created the entry */
+	__u16 proxy_port;   /* network order */
+};
+MB_STATIC_ASSERT(sizeof(struct mb_ct_entry) == 56, "mb_ct_entry layout");
+
+/* ---------------------------------------------------------------------------
+ * Metrics: per-CPU hash {reason, direction} -> {packets, bytes}.
+ * reason 0 = forwarded; otherwise an mb_drop_reason code.
+ */
+struct mb_metrics_key {
+	__u8 reason;
+	__u8 direction;     /* mb_direction */
+	__u16 pad[3];
+};
+MB_STATIC_ASSERT(sizeof(struct mb_metrics_key) == 8, "mb_metrics_key layout");
+
+struct mb_metrics_value {
+	__u64 packets;
+	__u64 bytes;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_metrics_value) == 16, "mb_metrics_value layout");
+
+/* ---------------------------------------------------------------------------
+ * Runtime configuration (array map, one element), so that modes change
+ * without recompiling or reloading anything.
+ */
+#define MB_CFG_F_TRACE_EVENTS (1U << 0)  /* emit trace events for forwarded packets */
+#define MB_CFG_F_POLICY_ALWAYS (1U << 1) /* --enable-policy=always */
+#define MB_CFG_F_POLICY_NEVER (1U << 2)  /* --enable-policy=never */
+#define MB_CFG_F_AUDIT (1U << 3)         /* --policy-audit-mode */
+
+struct mb_datapath_config {
+	__u32 flags;        /* MB_CFG_F_* */
+	__u32 host_ipv4;    /* network order: the pods' gateway address */
+	__u32 pod_cidr;     /* network order */
+	__u32 pod_cidr_len;
+	__u32 pad[4];
+};
+MB_STATIC_ASSERT(sizeof(struct mb_datapath_config) == 32, "mb_datapath_config layout");
+
+/* ---------------------------------------------------------------------------
+ * Events (ring buffer). Every record starts with mb_event_hdr; `type`
+ * follows Cilium's monitor message types.
+ */
+enum mb_event_type {
+	MB_EVENT_DROP = 1,
+	MB_EVENT_TRACE = 4,
+	MB_EVENT_POLICY_VERDICT = 5,
+};
+
+/* Trace observation points (subset of Cilium's). */
+enum mb_trace_point {
+	MB_TRACE_TO_ENDPOINT = 0,
+	MB_TRACE_TO_STACK = 3,
+	MB_TRACE_FROM_ENDPOINT = 5,
+	MB_TRACE_TO_PROXY = 1,
+};
+
+/* Policy match types (Cilium's numbering). */
+enum mb_match_type {
+	MB_MATCH_NONE = 0,
+	MB_MATCH_L3_ONLY = 1,
+	MB_MATCH_L3_L4 = 2,
+	MB_MATCH_L4_ONLY = 3,
+	MB_MATCH_ALL = 4,
+};
+
+/* Verdicts in policy-verdict events. */
+enum mb_verdict {
+	MB_VERDICT_FORWARDED = 1,
+	MB_VERDICT_DROPPED = 2,
+	MB_VERDICT_AUDIT = 4,
+	MB_VERDICT_REDIRECTED = 5,
+};
+
+struct mb_event {
+	__u8 type;          /* mb_event_type */
+	__u8 subtype;       /* DROP: reason; TRACE: observation point; VERDICT: mb_verdict */
+	__u8 direction;     /* mb_direction */
+	__u8 match_type;    /* VERDICT: mb_match_type */
+	__u32 ep_id;        /* endpoint whose program saw the packet */
+	__u32 ifindex;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 dst_ep_id;    /* 0 if not a local endpoint */
+	__u32 saddr;        /* network order */
+	__u32 daddr;
+	__u16 sport;        /* network order; ICMP: echo id */
+	__u16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 ct_state;      /* 0 new, 1 established, 2 reply */
+	__u32 len;          /* skb length */
+	__u32 cookie;       /* VERDICT: policy entry cookie */
+	__u64 ts_ns;        /* CLOCK_BOOTTIME */
+};
+MB_STATIC_ASSERT(sizeof(struct mb_event) == 56, "mb_event layout");
+
+#endif /* MEMBRANE_BPF_SHARED_DATAPATH_H */

@@ -1,0 +1,188 @@
+// Agent metrics under Cilium's names, types, labels and label values, so that
+// dashboards and alerts written for Cilium keep working (DESIGN.md §1, §6;
+// reference/cilium-facts.md §1). docs/metrics.md describes every metric.
+//
+// AgentMetrics declares each metric once. Other modules update it through the
+// typed methods below; the datapath counters and map pressure are not pushed
+// but pulled from registered sources at scrape time, so /metrics shows exactly
+// what the kernel counted. MetricsServer serves the result on /metrics.
+//
+// Thread-safety: every AgentMetrics method may be called concurrently from any
+// thread, including while a scrape is running. Sources are called on the
+// scraping thread (civetweb worker, /v1/metrics handler, tests).
+//
+// prometheus-cpp and civetweb stay out of this header (pimpl): many modules
+// include it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "membrane/result.h"
+
+namespace membrane::metrics {
+
+// One (reason, direction) row of the per-CPU metrics map, already summed over
+// CPUs. reason 0 = forwarded; otherwise a Cilium drop reason code
+// (bpf/shared/datapath.h). direction is an mb_direction value.
+struct DatapathCounter {
+  uint8_t reason = 0;
+  uint8_t direction = 0;
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
+// Fill ratio (entries / max entries, 0..1) of one BPF map.
+struct MapPressure {
+  std::string map_name;
+  double ratio = 0;
+};
+
+// Called at every scrape, on the scraping thread, possibly by two concurrent
+// scrapes at once; must be quick and must not call back into AgentMetrics.
+// An Error (or an exception) makes the scrape omit the families it feeds
+// (logged once per failure streak); the rest of the scrape is unaffected.
+using DatapathSource = std::function<Result<std::vector<DatapathCounter>>()>;
+using MapPressureSource = std::function<Result<std::vector<MapPressure>>()>;
+
+// One exposed sample, flattened as in the text format: histogram series appear
+// as <name>_bucket (with an `le` label), <name>_sum and <name>_count; counter
+// names already end in _total. Used by GET /v1/metrics and `membrane metrics list`.
+struct Sample {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  double value = 0;
+
+  bool operator==(const Sample&) const = default;
+};
+
+// Label values of the snapshot gauges that are always exposed (0 when absent
+// from a snapshot), in Cilium's spelling.
+inline constexpr std::string_view kEndpointStates[] = {
+    "creating", "waiting-for-identity", "not-ready", "waiting-to-regenerate", "regenerating",
+    "restoring", "ready", "disconnecting", "disconnected", "invalid"};
+inline constexpr std::string_view kEnforcementStates[] = {
+    "none", "ingress", "egress", "both", "audit-ingress", "audit-egress", "audit-both"};
+inline constexpr std::string_view kIdentityTypes[] = {"node_local", "cluster_local",
+                                                      "remote_node"};
+
+// `family` / `protocol` labels of the conntrack GC metrics.
+enum class CtFamily { Ipv4, Ipv6 };          // "ipv4", "ipv6"
+enum class CtProtocol { Tcp, NonTcp };       // "TCP", "non-TCP"
+
+// cilium_version labels. Defaults: the build's version and git revision, and
+// the Go-style arch of the build ("amd64", "arm64", ...).
+struct BuildInfo {
+  std::string version;
+  std::string revision;
+  std::string arch;
+  static BuildInfo current();
+};
+
+class AgentMetrics {
+ public:
+  explicit AgentMetrics(BuildInfo build = BuildInfo::current());
+  ~AgentMetrics();
+  AgentMetrics(const AgentMetrics&) = delete;
+  AgentMetrics& operator=(const AgentMetrics&) = delete;
+
+  // --- endpoints -----------------------------------------------------------
+  // cilium_endpoint_count.
+  void setEndpointCount(int64_t n);
+  // cilium_endpoint_regenerating.
+  void setEndpointsRegenerating(int64_t n);
+  // cilium_endpoint_state{endpoint_state}: replaces the whole snapshot. Every
+  // state of kEndpointStates is exposed, 0 when absent; a state not in that
+  // list is exposed as given (and stays, at 0, once it disappears).
+  void setEndpointStates(const std::map<std::string, int>& count_by_state);
+  // cilium_endpoint_regenerations_total{outcome="success"|"fail"}.
+  void recordEndpointRegeneration(bool success);
+  // cilium_endpoint_regeneration_time_stats_seconds{scope,status="success"|"failure"}.
+  // scope: Cilium's scope names, e.g. "total", "policyCalculation", "mapSync".
+  void observeRegenerationTime(std::string_view scope, bool success, double seconds);
+
+  // --- policy --------------------------------------------------------------
+  // cilium_policy: number of policy rules loaded.
+  void setPolicyCount(int64_t n);
+  // cilium_policy_max_revision.
+  void setPolicyMaxRevision(uint64_t revision);
+  // cilium_policy_change_total{outcome="success"|"failure"}; a failure also
+  // counts cilium_policy_import_errors_total (as Cilium does for imports).
+  void recordPolicyChange(bool success);
+  // cilium_policy_endpoint_enforcement_status{enforcement}: whole snapshot,
+  // like setEndpointStates (known values: kEnforcementStates).
+  void setEnforcementStatus(const std::map<std::string, int>& count_by_enforcement);
+
+  // --- identities ----------------------------------------------------------
+  // cilium_identity{type}: whole snapshot (known values: kIdentityTypes).
+  void setIdentities(const std::map<std::string, int>& count_by_type);
+
+  // --- health (set by the health module; 0 until then) ----------------------
+  void setUnreachableNodes(int64_t n);
+  void setUnreachableHealthEndpoints(int64_t n);
+
+  // --- conntrack GC --------------------------------------------------------
+  // One GC pass: cilium_datapath_conntrack_gc_runs_total and
+  // cilium_datapath_conntrack_gc_duration_seconds, status "completed" or
+  // "uncompleted" (Cilium's values), and
+  // cilium_datapath_conntrack_gc_entries{status="alive"|"deleted"} set to the
+  // pass's result.
+  void recordConntrackGc(CtFamily family, CtProtocol protocol, bool completed, double seconds,
+                         uint64_t alive, uint64_t deleted);
+
+  // --- scrape-time sources ---------------------------------------------------
+  // Feeds cilium_drop_count_total / cilium_drop_bytes_total{reason,direction}
+  // and cilium_forward_count_total / cilium_forward_bytes_total{direction}.
+  // Replaces any previous source; an empty function unregisters.
+  void registerDatapathSource(DatapathSource source);
+  // Feeds cilium_bpf_map_pressure{map_name}. Same rules.
+  void registerMapPressureSource(MapPressureSource source);
+
+  // --- output ----------------------------------------------------------------
+  // The /metrics body (Prometheus text format 0.0.4): every family, sorted by
+  // name, including cilium_process_* read from /proc/self. Families without a
+  // sample are left out, as Prometheus' Go client does.
+  std::string renderText() const;
+  // The same samples, flattened (see Sample), with families and series in
+  // the same order; a histogram series gives its _bucket samples (le
+  // ascending, ending with "+Inf"), then _sum, then _count.
+  std::vector<Sample> samples() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// HTTP server for GET /metrics (civetweb, the server prometheus-cpp's Exposer
+// uses, with our own handler so that the body is exactly renderText()).
+// Serves until destroyed; `metrics` must outlive it. Destruction stops the
+// civetweb threads and can take up to 2 s (its accept loop polls every 2 s).
+// Any path other than /metrics gets 404.
+class MetricsServer {
+ public:
+  // addr: ":9962" (all interfaces), "127.0.0.1:9962", port 0 = any free port.
+  // Returns nullptr (not an error) for "" (metrics disabled). Fails cleanly,
+  // without throwing, on a malformed address or a port in use.
+  static Result<std::unique_ptr<MetricsServer>> start(const std::string& addr,
+                                                      AgentMetrics& metrics);
+  ~MetricsServer();
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // The TCP port actually listened on (useful with port 0).
+  int port() const;
+
+  struct Impl;
+
+ private:
+  explicit MetricsServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace membrane::metrics

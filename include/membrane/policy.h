@@ -1,0 +1,165 @@
+// Policy model and parser: CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy
+// and Kubernetes NetworkPolicy, from YAML or JSON text, into one normalized
+// model (Cilium's api.Rule). Resolution to map entries is in policy_repository.h,
+// JSON output (as `cilium policy get` shows it) in policy_json.h.
+//
+// All types are plain values; not thread-safe (copy or lock).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "membrane/labels.h"
+#include "membrane/result.h"
+
+namespace membrane::policy {
+
+// ---------------------------------------------------------------------------
+// Selectors (Kubernetes LabelSelector with Cilium's key sources).
+
+enum class SelectorOp { In, NotIn, Exists, DoesNotExist };
+
+// One requirement on a label. Keys are normalized with a source: a key given
+// without one ("org") gets source "any" (matches the key from every source),
+// as Cilium does; "k8s:org", "reserved:host" keep theirs.
+struct Requirement {
+  std::string source;               // "any", "k8s", "reserved", ...
+  std::string key;
+  SelectorOp op = SelectorOp::In;
+  std::vector<std::string> values;  // In/NotIn only; sorted, unique
+  bool operator==(const Requirement&) const = default;
+};
+
+// matchLabels and matchExpressions, kept apart only for faithful printing:
+// both are ANDed. An empty selector matches every label set.
+struct Selector {
+  std::vector<Requirement> match_labels;       // op In with one value; sorted by (source, key)
+  std::vector<Requirement> match_expressions;  // in input order
+
+  bool empty() const { return match_labels.empty() && match_expressions.empty(); }
+  bool matches(const labels::LabelSet& labels) const;
+  // True if some requirement is on `key` with source `source` or `any`.
+  bool constrains(std::string_view source, std::string_view key) const;
+  // True if some requirement has source "reserved".
+  bool mentionsReserved() const;
+  // Adds (or replaces) matchLabels source:key=value.
+  void addMatchLabel(std::string_view source, std::string_view key, std::string_view value);
+  bool operator==(const Selector&) const = default;
+};
+
+// ---------------------------------------------------------------------------
+// Peers and ports.
+
+enum class Entity { All, World, Cluster, Host, Init, Health, RemoteNode, Unmanaged, KubeApiserver, None };
+std::string_view entityName(Entity e);
+
+enum class Protocol : uint8_t { Any = 0, ICMP = 1, TCP = 6, UDP = 17, SCTP = 132 };
+std::string_view protocolName(Protocol p);  // "ANY", "TCP", ...
+
+// One `ports[]` item. port 0 = every port (then protocol is ANY: the datapath
+// has no protocol-only key, the parser rejects "TCP, any port").
+struct PortProtocol {
+  uint16_t port = 0;
+  uint16_t end_port = 0;  // 0 = single port; else inclusive range end (> port)
+  Protocol protocol = Protocol::Any;
+  bool operator==(const PortProtocol&) const = default;
+};
+
+struct HttpRule {
+  std::string method, path, host;    // extended regexes; empty = any
+  std::vector<std::string> headers;  // "Name: value" or "Name" (must be present)
+  bool operator==(const HttpRule&) const = default;
+};
+
+// A `toPorts[]` item. Empty `ports` = all ports. Non-empty `http` => traffic
+// on these ports goes through the L7 proxy.
+struct PortRule {
+  std::vector<PortProtocol> ports;
+  std::vector<HttpRule> http;
+  bool operator==(const PortRule&) const = default;
+};
+
+// fromCIDR/toCIDR/fromCIDRSet/toCIDRSet/ipBlock, IPv4. `cidr` is normalized
+// (host bits cleared is NOT required by Cilium; we keep the canonical network).
+struct CidrRule {
+  std::string cidr;                 // "10.0.0.0/8"
+  std::vector<std::string> except;  // each inside `cidr`
+  bool operator==(const CidrRule&) const = default;
+};
+
+// One element of ingress[] / ingressDeny[] / egress[] / egressDeny[].
+// Peers are the union of endpoints, entities and cidrs. If all three are
+// empty: with ports it is an L4-only rule (any peer); without ports it allows
+// nothing (`ingress: [{}]` only turns on default deny).
+struct PeerRule {
+  std::vector<Selector> endpoints;  // normalized: namespace label added for namespaced policies
+  std::vector<Entity> entities;
+  std::vector<CidrRule> cidrs;
+  std::vector<PortRule> to_ports;
+  bool operator==(const PeerRule&) const = default;
+};
+
+enum class Direction : uint8_t { Ingress = 1, Egress = 2 };  // MB_DIR_INGRESS / MB_DIR_EGRESS
+
+struct Rule {
+  Selector endpoint_selector;  // normalized (namespaced: pod namespace label added)
+  std::string description;
+  labels::LabelSet labels;     // derived-from/name/namespace labels + spec labels
+  std::vector<PeerRule> ingress, ingress_deny, egress, egress_deny;
+  // Whether the rule has a policy section for the direction: CNP non-empty
+  // ingress/ingressDeny (egress...), NetworkPolicy policyTypes. A selected
+  // endpoint becomes default-deny in that direction unless enableDefaultDeny
+  // says false.
+  bool has_ingress = false;
+  bool has_egress = false;
+  std::optional<bool> default_deny_ingress;  // enableDefaultDeny.ingress
+  std::optional<bool> default_deny_egress;
+  bool operator==(const Rule&) const = default;
+};
+
+enum class Kind { CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy, NetworkPolicy };
+std::string_view kindName(Kind k);
+
+struct Policy {
+  Kind kind = Kind::CiliumNetworkPolicy;
+  std::string name;
+  std::string namespace_name;  // empty for clusterwide policies
+  std::vector<Rule> rules;
+  labels::LabelSet labels;     // metadata.labels (k8s source)
+  uint32_t cookie = 0;         // set by Repository::import; 0 = not imported
+
+  // "ns/name", or "name" when clusterwide.
+  std::string displayName() const;
+  bool operator==(const Policy&) const = default;
+};
+
+// ---------------------------------------------------------------------------
+// Parser.
+
+struct Diagnostic {
+  std::string file;
+  int line = 0;    // 1-based; 0 if unknown
+  int column = 0;  // 1-based; 0 if unknown
+  std::string path;  // e.g. "spec.ingress[0].toPorts[0].ports[0].port"; empty for syntax errors
+  std::string message;
+  bool operator==(const Diagnostic&) const = default;
+};
+
+// "file:line:col: path: message" (path part omitted when empty).
+std::string formatDiagnostic(const Diagnostic& d);
+
+struct ParseResult {
+  std::vector<Policy> policies;        // empty whenever diagnostics is non-empty
+  std::vector<Diagnostic> diagnostics;
+  bool ok() const { return diagnostics.empty(); }
+};
+
+// Parses YAML (one or more documents) or JSON (an object, an array of
+// objects, or a `List` with `items`). All or nothing: any error yields no
+// policies, and every error found is reported. Never throws.
+ParseResult parsePolicies(std::string_view text, const std::string& filename);
+
+}  // namespace membrane::policy

@@ -1,0 +1,641 @@
+#include "src/daemon/agent.h"
+
+#include <arpa/inet.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/vfs.h>
+#include <time.h>
+
+#include <chrono>
+#include <regex>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "bpf/shared/datapath.h"
+#include "membrane/drop_reason.h"
+#include "src/endpoint/ipam.h"
+#include "src/endpoint/state_store.h"
+#include "src/kernel/events.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+namespace membrane::daemon {
+namespace {
+
+using nlohmann::json;
+using api::Request;
+using api::Response;
+
+int httpStatusFor(const Error& e) {
+  switch (e.code) {
+    case EINVAL: return 400;
+    case ENOENT: return 404;
+    case EEXIST: return 409;
+    case ENOSPC: return 503;
+    default: return 500;
+  }
+}
+
+Response errorResponse(const Error& e) { return Response::error(httpStatusFor(e), e.message); }
+
+Status ensureBpffs() {
+  struct statfs st {};
+  if (statfs("/sys/fs/bpf", &st) == 0 && static_cast<unsigned long>(st.f_type) == BPF_FS_MAGIC) return okStatus();
+  ::mkdir("/sys/fs/bpf", 0755);
+  if (mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700") != 0)
+    return Error::fromErrno(errno, "mount bpffs on /sys/fs/bpf (needed for pinned maps; try: mount -t bpf bpf /sys/fs/bpf)");
+  return okStatus();
+}
+
+int64_t bootToRealtimeOffsetNs() {
+  timespec rt{}, bt{};
+  clock_gettime(CLOCK_REALTIME, &rt);
+  clock_gettime(CLOCK_BOOTTIME, &bt);
+  return (rt.tv_sec - bt.tv_sec) * 1000000000LL + (rt.tv_nsec - bt.tv_nsec);
+}
+
+uint64_t boottimeNs() {
+  timespec bt{};
+  clock_gettime(CLOCK_BOOTTIME, &bt);
+  return static_cast<uint64_t>(bt.tv_sec) * 1000000000ULL + static_cast<uint64_t>(bt.tv_nsec);
+}
+
+std::string policyKey(const policy::Policy& p) {
+  return fmt::format("{}/{}/{}", policy::kindName(p.kind), p.namespace_name, p.name);
+}
+std::string policyDisplayName(const policy::Policy& p) { return p.displayName(); }
+
+bool hasL7Rules(const policy::Policy& p) {
+  for (const auto& r : p.rules)
+    for (const auto* sec : {&r.ingress, &r.egress})
+      for (const auto& peer : *sec)
+        for (const auto& pr : peer.to_ports)
+          if (!pr.http.empty()) return true;
+  return false;
+}
+
+const char* protoName(uint8_t p) {
+  switch (p) {
+    case IPPROTO_TCP: return "TCP";
+    case IPPROTO_UDP: return "UDP";
+    case IPPROTO_ICMP: return "ICMP";
+    case IPPROTO_SCTP: return "SCTP";
+    case 0: return "ANY";
+    default: return "?";
+  }
+}
+
+std::optional<uint32_t> parseId(const std::string& s) {
+  if (s.empty() || s.size() > 9) return std::nullopt;
+  uint32_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint32_t>(c - '0');
+  }
+  return v;
+}
+
+}  // namespace
+
+Agent::Agent(const Config& cfg) : cfg_(cfg), started_(std::chrono::steady_clock::now()) {}
+
+Agent::~Agent() { stop(); }
+
+Result<std::unique_ptr<Agent>> Agent::start(const Config& cfg) {
+  std::unique_ptr<Agent> a(new Agent(cfg));
+  auto st = a->init();
+  if (!st.ok()) {
+    a->stop();
+    return st.error();
+  }
+  return a;
+}
+
+Status Agent::init() {
+  auto cidr = endpoint::Cidr4::parse(cfg_.pod_cidr);
+  if (!cidr) return cidr.error().wrap("--pod-cidr");
+  MB_TRY(ensureBpffs());
+  MB_TRY_CTX(endpoint::makeDirs(cfg_.state_dir), "--state-dir");
+  boot_to_real_ns_ = bootToRealtimeOffsetNs();
+
+  kernel::DatapathOptions dopt;
+  dopt.bpf_root = cfg_.bpf_root;
+  auto dp = kernel::Datapath::open(dopt);
+  if (!dp) return dp.error().wrap("load BPF datapath");
+  dp_ = std::move(*dp);
+
+  metrics_ = std::make_unique<metrics::AgentMetrics>();
+  kernel::Datapath* dpp = dp_.get();
+  metrics_->registerDatapathSource([dpp]() -> Result<std::vector<metrics::DatapathCounter>> {
+    auto rows = dpp->readMetrics();
+    if (!rows) return rows.error();
+    std::vector<metrics::DatapathCounter> out;
+    out.reserve(rows->size());
+    for (const auto& r : *rows) out.push_back({r.reason, r.direction, r.packets, r.bytes});
+    return out;
+  });
+  metrics_->registerMapPressureSource([dpp]() -> Result<std::vector<metrics::MapPressure>> {
+    auto usage = dpp->mapUsage();
+    if (!usage) return usage.error();
+    std::vector<metrics::MapPressure> out;
+    for (const auto& u : *usage)
+      if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries});
+    return out;
+  });
+
+  endpoint::ManagerConfig mc;
+  mc.state_dir = cfg_.state_dir;
+  mc.pod_cidr = *cidr;
+  mc.host_device = cfg_.host_device;
+  mc.mode = cfg_.enable_policy == "always"  ? endpoint::EnforcementMode::Always
+            : cfg_.enable_policy == "never" ? endpoint::EnforcementMode::Never
+                                            : endpoint::EnforcementMode::Default;
+  mc.audit = cfg_.policy_audit_mode;
+  mc.trace_events = cfg_.trace_events;
+  mc.bpf_root = cfg_.bpf_root;
+  eps_ = std::make_unique<endpoint::Manager>(mc, *dp_, ids_, repo_, *metrics_);
+
+  {
+    std::lock_guard lk(mu_);
+    MB_TRY_CTX(loadPolicyState(), "restore policies from " + cfg_.state_dir + "/policy.json");
+    MB_TRY_CTX(eps_->init(), "restore endpoints");
+    updatePolicyMetrics();
+  }
+
+  auto ms = metrics::MetricsServer::start(cfg_.prometheus_serve_addr, *metrics_);
+  if (!ms) return ms.error();
+  metrics_server_ = std::move(*ms);
+
+  api_ = std::make_unique<api::HttpServer>(cfg_.api_socket);
+  registerRoutes();
+  MB_TRY_CTX(api_->start(), "serve API on " + cfg_.api_socket);
+
+  event_thread_ = std::thread([this] { eventLoop(); });
+  gc_thread_ = std::thread([this] { gcLoop(); });
+  return okStatus();
+}
+
+void Agent::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  stopping_ = true;
+  gc_cv_.notify_all();
+  hub_.closeAll();
+  if (api_) api_->stop();
+  if (event_thread_.joinable()) event_thread_.join();
+  if (gc_thread_.joinable()) gc_thread_.join();
+  metrics_server_.reset();
+  // The datapath object goes, the programs and pinned maps stay in the kernel.
+}
+
+Status Agent::cleanup(const Config& cfg) {
+  // Bring up just enough to know and remove what exists; no API, no metrics.
+  auto cidr = endpoint::Cidr4::parse(cfg.pod_cidr);
+  if (!cidr) return cidr.error().wrap("--pod-cidr");
+  MB_TRY(ensureBpffs());
+  kernel::DatapathOptions dopt;
+  dopt.bpf_root = cfg.bpf_root;
+  auto dp = kernel::Datapath::open(dopt);
+  if (!dp) return dp.error().wrap("load BPF datapath");
+  identity::IdentityAllocator ids;
+  policy::Repository repo;
+  metrics::AgentMetrics metrics;
+  endpoint::ManagerConfig mc;
+  mc.state_dir = cfg.state_dir;
+  mc.pod_cidr = *cidr;
+  mc.host_device = cfg.host_device;
+  mc.bpf_root = cfg.bpf_root;
+  endpoint::Manager mgr(mc, **dp, ids, repo, metrics);
+  auto st = mgr.init();
+  if (!st.ok()) spdlog::warn("cleanup: {}", st.error().message);
+  Status first = mgr.removeAll();
+  dp->reset();
+  auto pins = kernel::Datapath::removePins(cfg.bpf_root);
+  if (!pins.ok() && first.ok()) first = pins;
+  endpoint::removeFile(cfg.state_dir + "/policy.json").ok();
+  ::rmdir((cfg.state_dir + "/endpoints").c_str());
+  ::rmdir(cfg.state_dir.c_str());
+  return first;
+}
+
+// ---------------------------------------------------------------------------
+// Background work.
+
+void Agent::eventLoop() {
+  auto reader = kernel::EventReader::open(dp_->eventsFd(), [this](const mb_event& ev) {
+    json j = kernel::eventToJson(ev, boot_to_real_ns_);
+    std::string type = j.value("type", "");
+    hub_.publish(type, j.dump());
+  });
+  if (!reader) {
+    spdlog::error("event reader: {} (monitor will show nothing)", reader.error().message);
+    return;
+  }
+  while (!stopping_) {
+    auto n = reader->poll(200);
+    if (!n.ok() && n.error().code != EINTR) {
+      spdlog::error("event reader: {}", n.error().message);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+}
+
+void Agent::gcLoop() {
+  while (!stopping_) {
+    {
+      std::unique_lock lk(gc_mu_);
+      gc_cv_.wait_for(lk, std::chrono::seconds(cfg_.ct_gc_interval_seconds), [this] { return stopping_.load(); });
+    }
+    if (stopping_) break;
+    auto t0 = std::chrono::steady_clock::now();
+    auto deleted = dp_->gcCt(boottimeNs());
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    uint64_t alive = 0;
+    if (auto u = dp_->mapUsage(); u.ok())
+      for (const auto& m : *u)
+        if (m.name == MB_MAP_CT) alive = m.entries;
+    if (!deleted) {
+      spdlog::warn("conntrack GC: {}", deleted.error().message);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, false, secs, alive, 0);
+    } else {
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, true, secs, alive, *deleted);
+      if (*deleted) spdlog::debug("conntrack GC: {} expired entries deleted", *deleted);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Policy state: the imports as the user wrote them, replayed on start.
+
+Status Agent::loadPolicyState() {
+  std::string path = cfg_.state_dir + "/policy.json";
+  auto text = endpoint::readFile(path);
+  if (!text) return okStatus();  // first start
+  json j = json::parse(*text, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return Error::invalid("not valid JSON; move it away to start without policies");
+  std::set<std::string> live;
+  for (const auto& k : j.value("live", json::array())) live.insert(k.get<std::string>());
+  for (const auto& imp : j.value("imports", json::array())) {
+    auto parsed = policy::parsePolicies(imp.value("content", ""), imp.value("source", "policy"));
+    if (!parsed.ok()) {
+      spdlog::warn("restoring policy import '{}': no longer parses; skipped", imp.value("source", ""));
+      continue;
+    }
+    auto r = repo_.import(parsed.policies);
+    if (!r) spdlog::warn("restoring policy import '{}': {}", imp.value("source", ""), r.error().message);
+    policy_imports_.push_back(imp);
+  }
+  std::vector<std::pair<std::string, std::string>> dead;
+  for (const auto& p : repo_.policies())
+    if (!live.count(policyKey(p))) dead.emplace_back(p.name, p.namespace_name);
+  for (const auto& [n, ns] : dead) (void)repo_.remove(n, ns);
+  spdlog::info("restored {} policies (revision {})", repo_.policies().size(), repo_.revision());
+  return okStatus();
+}
+
+Status Agent::savePolicyState() {
+  // Keep only imports that still provide a live policy (the last import of a
+  // key provides it), so the file does not grow with every change.
+  std::set<std::string> live;
+  for (const auto& p : repo_.policies()) live.insert(policyKey(p));
+  json kept = json::array();
+  std::set<std::string> provided;
+  for (auto it = policy_imports_.rbegin(); it != policy_imports_.rend(); ++it) {
+    bool useful = false;
+    for (const auto& k : (*it)["keys"]) {
+      std::string key = k.get<std::string>();
+      if (live.count(key) && !provided.count(key)) {
+        provided.insert(key);
+        useful = true;
+      }
+    }
+    if (useful) kept.insert(kept.begin(), *it);
+  }
+  policy_imports_ = kept;
+  json state = {{"version", 1}, {"revision", repo_.revision()}, {"imports", policy_imports_},
+                {"live", json(std::vector<std::string>(live.begin(), live.end()))}};
+  return endpoint::writeFileAtomic(cfg_.state_dir + "/policy.json", state.dump(1) + "\n");
+}
+
+void Agent::updatePolicyMetrics() {
+  size_t rules = 0;
+  for (const auto& p : repo_.policies()) rules += p.rules.size();
+  metrics_->setPolicyCount(static_cast<int64_t>(rules));
+  metrics_->setPolicyMaxRevision(repo_.revision());
+}
+
+// ---------------------------------------------------------------------------
+// API.
+
+void Agent::registerRoutes() {
+  auto bind = [this](Response (Agent::*fn)(const Request&)) {
+    return [this, fn](const Request& r) { return (this->*fn)(r); };
+  };
+  api_->route("GET", "/v1/healthz", bind(&Agent::healthz));
+  api_->route("GET", "/v1/endpoint", bind(&Agent::listEndpoints));
+  api_->route("PUT", "/v1/endpoint", bind(&Agent::createEndpoint));
+  api_->route("GET", "/v1/endpoint/{id}", bind(&Agent::getEndpoint));
+  api_->route("DELETE", "/v1/endpoint/{id}", bind(&Agent::deleteEndpoint));
+  api_->route("GET", "/v1/identity", bind(&Agent::listIdentities));
+  api_->route("GET", "/v1/identity/{id}", bind(&Agent::getIdentity));
+  api_->route("GET", "/v1/policy", bind(&Agent::getPolicy));
+  api_->route("PUT", "/v1/policy", bind(&Agent::importPolicy));
+  api_->route("DELETE", "/v1/policy", bind(&Agent::deletePolicy));
+  api_->route("GET", "/v1/metrics", bind(&Agent::listMetrics));
+  api_->route("GET", "/v1/bpf/ct", bind(&Agent::listCt));
+  api_->route("GET", "/v1/bpf/policy/{id}", bind(&Agent::getBpfPolicy));
+  api_->routeStream("GET", "/v1/monitor",
+                    [this](const Request& r, api::StreamWriter& w) { monitor(r, w); });
+}
+
+Response Agent::healthz(const Request&) {
+  std::lock_guard lk(mu_);
+  size_t not_ready = 0;
+  for (const auto* ep : eps_->list())
+    if (ep->state != endpoint::kStateReady) ++not_ready;
+  std::string status = not_ready ? "degraded" : "ok";
+  auto up = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count();
+  return Response::json(200, {{"status", status},
+                              {"version", MEMBRANE_VERSION_STRING},
+                              {"revision", MEMBRANE_REVISION_STRING},
+                              {"uptime_seconds", up},
+                              {"endpoints", eps_->list().size()},
+                              {"policy_revision", repo_.revision()},
+                              {"datapath", {{"status", "ok"}, {"bpf_root", cfg_.bpf_root}}},
+                              {"pod_cidr", cfg_.pod_cidr},
+                              {"enforcement", cfg_.enable_policy},
+                              {"audit", cfg_.policy_audit_mode},
+                              {"message", not_ready ? fmt::format("{} endpoints not ready", not_ready) : ""}});
+}
+
+Response Agent::listEndpoints(const Request& req) {
+  std::lock_guard lk(mu_);
+  auto name = req.queryValue("name");
+  auto ns = req.queryValue("namespace");
+  json arr = json::array();
+  for (const auto* ep : eps_->list()) {
+    if (!name.empty() && ep->name != name) continue;
+    if (!ns.empty() && ep->ns != ns) continue;
+    arr.push_back(endpoint::toApiJson(*ep));
+  }
+  return Response::json(200, arr);
+}
+
+Response Agent::createEndpoint(const Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return Response::error(400, "request body must be a JSON object {\"name\", \"namespace\", \"labels\"}");
+  if (!body.contains("name") || !body["name"].is_string())
+    return Response::error(400, "field 'name' (string) is required");
+  std::string name = body["name"];
+  std::string ns = body.value("namespace", "default");
+  if (!body.value("namespace", json("default")).is_string()) return Response::error(400, "field 'namespace' must be a string");
+  labels::LabelSet user;
+  if (body.contains("labels")) {
+    const auto& l = body["labels"];
+    if (l.is_object()) {
+      for (const auto& [k, v] : l.items()) {
+        if (!v.is_string()) return Response::error(400, fmt::format("label '{}': value must be a string", k));
+        auto lab = labels::parseLabel(k + "=" + v.get<std::string>());
+        if (!lab) return Response::error(400, lab.error().message);
+        user.add(*lab);
+      }
+    } else if (l.is_string()) {
+      auto ls = labels::parseLabels(l.get<std::string>());
+      if (!ls) return Response::error(400, ls.error().message);
+      user = *ls;
+    } else {
+      return Response::error(400, "field 'labels' must be an object {\"key\": \"value\"} or a string \"k=v,k2=v2\"");
+    }
+  }
+  std::lock_guard lk(mu_);
+  auto ep = eps_->create(name, ns, user);
+  if (!ep) return errorResponse(ep.error());
+  return Response::json(201, endpoint::toApiJson(*ep));
+}
+
+Response Agent::getEndpoint(const Request& req) {
+  std::lock_guard lk(mu_);
+  auto id = parseId(req.param("id"));
+  if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
+  const auto* ep = eps_->find(*id);
+  if (!ep) return Response::error(404, fmt::format("endpoint {} not found", *id));
+  return Response::json(200, endpoint::toApiJson(*ep));
+}
+
+Response Agent::deleteEndpoint(const Request& req) {
+  std::lock_guard lk(mu_);
+  auto id = parseId(req.param("id"));
+  if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
+  auto st = eps_->remove(*id);
+  if (!st.ok()) return errorResponse(st.error());
+  return Response::json(200, {{"deleted", *id}});
+}
+
+namespace {
+json identityJson(const identity::Identity& id) {
+  json labels = json::array();
+  for (const auto& l : id.labels) labels.push_back(l.toString());
+  return {{"id", id.id}, {"labels", labels}, {"reserved", id.reserved}, {"references", id.refs}};
+}
+}  // namespace
+
+Response Agent::listIdentities(const Request&) {
+  std::lock_guard lk(mu_);
+  json arr = json::array();
+  for (const auto& id : ids_.list()) arr.push_back(identityJson(id));
+  return Response::json(200, arr);
+}
+
+Response Agent::getIdentity(const Request& req) {
+  std::lock_guard lk(mu_);
+  auto id = parseId(req.param("id"));
+  if (!id) return Response::error(400, fmt::format("identity '{}' is not a number", req.param("id")));
+  auto found = ids_.lookup(*id);
+  if (!found) return Response::error(404, fmt::format("identity {} not found", *id));
+  return Response::json(200, identityJson(*found));
+}
+
+Response Agent::getPolicy(const Request&) {
+  std::lock_guard lk(mu_);
+  json arr = json::array();
+  for (const auto& p : repo_.policies()) arr.push_back(policy::toJson(p));
+  return Response::json(200, {{"revision", repo_.revision()}, {"policies", arr}});
+}
+
+Response Agent::importPolicy(const Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("content") || !body["content"].is_string())
+    return Response::error(400, "request body must be {\"source\": \"file.yaml\", \"content\": \"<YAML or JSON>\"}");
+  std::string source = body.value("source", "policy");
+  std::string content = body["content"];
+  auto parsed = policy::parsePolicies(content, source);
+  std::lock_guard lk(mu_);
+  if (!parsed.ok()) {
+    metrics_->recordPolicyChange(false);
+    json diags = json::array();
+    std::string first;
+    for (const auto& d : parsed.diagnostics) {
+      diags.push_back({{"file", d.file}, {"line", d.line}, {"column", d.column}, {"path", d.path}, {"message", d.message}});
+      if (first.empty()) first = policy::formatDiagnostic(d);
+    }
+    return Response::json(400, {{"error", fmt::format("policy {} rejected, nothing applied: {}", source, first)},
+                                {"code", 400},
+                                {"diagnostics", diags}});
+  }
+  if (parsed.policies.empty()) {
+    metrics_->recordPolicyChange(false);
+    return Response::error(400, fmt::format("policy {}: no policy documents found", source));
+  }
+  // L7 rules need the proxy; refusing is safer than silently allowing all of L7.
+  for (const auto& p : parsed.policies)
+    if (hasL7Rules(p)) {
+      metrics_->recordPolicyChange(false);
+      return Response::error(400, fmt::format("policy {} in {}: toPorts[].rules (L7 HTTP rules) need the L7 proxy, "
+                                              "which this version of membrane does not have yet; nothing applied",
+                                              p.displayName(), source));
+    }
+  auto r = repo_.import(parsed.policies);
+  if (!r) {
+    metrics_->recordPolicyChange(false);
+    return errorResponse(r.error());
+  }
+  json keys = json::array(), names = json::array();
+  for (const auto& p : parsed.policies) {
+    keys.push_back(policyKey(p));
+    names.push_back(policyDisplayName(p));
+  }
+  policy_imports_.push_back({{"source", source}, {"content", content}, {"keys", keys}});
+  auto regen = eps_->regenerateAll();
+  auto saved = savePolicyState();
+  if (!saved.ok()) spdlog::error("save policy state: {}", saved.error().message);
+  updatePolicyMetrics();
+  metrics_->recordPolicyChange(regen.ok());
+  if (!regen) return Response::error(500, "policy imported but not realized on every endpoint: " + regen.error().message);
+  spdlog::info("policy import {}: {} policies, revision {}", source, names.size(), repo_.revision());
+  return Response::json(200, {{"revision", repo_.revision()}, {"imported", names}});
+}
+
+Response Agent::deletePolicy(const Request& req) {
+  std::lock_guard lk(mu_);
+  std::vector<std::string> deleted;
+  if (req.queryValue("all") == "true") {
+    deleted = repo_.removeAll();
+  } else {
+    std::string name = req.queryValue("name");
+    std::string ns = req.queryValue("namespace");
+    if (name.empty()) return Response::error(400, "give ?name=NAME[&namespace=NS] or ?all=true");
+    auto r = repo_.remove(name, ns.empty() ? "default" : ns);
+    if (!r) return errorResponse(r.error());
+    deleted = *r;
+  }
+  auto regen = eps_->regenerateAll();
+  auto saved = savePolicyState();
+  if (!saved.ok()) spdlog::error("save policy state: {}", saved.error().message);
+  updatePolicyMetrics();
+  metrics_->recordPolicyChange(regen.ok());
+  if (!regen) return Response::error(500, "policy deleted but not realized on every endpoint: " + regen.error().message);
+  return Response::json(200, {{"revision", repo_.revision()}, {"deleted", deleted}});
+}
+
+Response Agent::listMetrics(const Request&) {
+  json arr = json::array();
+  for (const auto& s : metrics_->samples()) arr.push_back({{"name", s.name}, {"labels", s.labels}, {"value", s.value}});
+  return Response::json(200, arr);
+}
+
+Response Agent::listCt(const Request&) {
+  auto flows = dp_->listCt();
+  if (!flows) return errorResponse(flows.error());
+  uint64_t now = boottimeNs();
+  json arr = json::array();
+  auto addr = [](uint32_t be, uint16_t port_be, uint8_t proto) {
+    std::string ip = endpoint::ipv4ToString(ntohl(be));
+    return proto == IPPROTO_ICMP ? ip : fmt::format("{}:{}", ip, ntohs(port_be));
+  };
+  for (const auto& f : *flows) {
+    json flags = json::array();
+    if (f.entry.flags & MB_CT_F_RX_CLOSING) flags.push_back("rx_closing");
+    if (f.entry.flags & MB_CT_F_TX_CLOSING) flags.push_back("tx_closing");
+    if (f.entry.flags & MB_CT_F_SEEN_NON_SYN) flags.push_back("seen_non_syn");
+    if (f.entry.flags & MB_CT_F_PROXY_REDIRECT) flags.push_back("proxy_redirect");
+    arr.push_back({{"src", addr(f.key.saddr, f.key.sport, f.key.proto)},
+                   {"dst", addr(f.key.daddr, f.key.dport, f.key.proto)},
+                   {"proto", protoName(f.key.proto)},
+                   {"expires_in_seconds", f.entry.expires_ns > now ? (f.entry.expires_ns - now) / 1000000000ULL : 0},
+                   {"tx_packets", f.entry.tx_packets},
+                   {"tx_bytes", f.entry.tx_bytes},
+                   {"rx_packets", f.entry.rx_packets},
+                   {"rx_bytes", f.entry.rx_bytes},
+                   {"src_identity", f.entry.src_identity},
+                   {"dst_identity", f.entry.dst_identity},
+                   {"endpoint", f.entry.ep_id},
+                   {"flags", flags}});
+  }
+  return Response::json(200, arr);
+}
+
+Response Agent::getBpfPolicy(const Request& req) {
+  std::lock_guard lk(mu_);
+  auto id = parseId(req.param("id"));
+  if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
+  if (!eps_->find(*id)) return Response::error(404, fmt::format("endpoint {} not found", *id));
+  auto entries = dp_->dumpPolicy(*id);
+  if (!entries) return errorResponse(entries.error());
+  json arr = json::array();
+  for (const auto& e : *entries) {
+    json labels = json::array();
+    if (e.key.identity == 0) {
+      labels.push_back("reserved:unknown");
+    } else if (auto ident = ids_.lookup(e.key.identity)) {
+      for (const auto& l : ident->labels) labels.push_back(l.toString());
+    }
+    arr.push_back({{"direction", e.key.direction == MB_DIR_INGRESS ? "Ingress" : "Egress"},
+                   {"identity", e.key.identity},
+                   {"labels", labels},
+                   {"port", e.key.dport},
+                   {"proto", protoName(e.key.proto)},
+                   {"deny", e.value.deny},
+                   {"proxy_port", e.value.proxy_port},
+                   {"packets", e.packets},
+                   {"bytes", e.bytes},
+                   {"policy", repo_.policyForCookie(e.value.cookie)}});
+  }
+  return Response::json(200, arr);
+}
+
+void Agent::monitor(const Request& req, api::StreamWriter& out) {
+  std::set<std::string> types;
+  for (const auto& t : req.queryValues("type")) {
+    if (t != "drop" && t != "policy-verdict" && t != "trace" && t != "l7") {
+      out.write(json({{"type", "error"}, {"error", fmt::format("unknown event type '{}' (drop, policy-verdict, trace, l7)", t)}}).dump());
+      return;
+    }
+    types.insert(t);
+  }
+  auto sub = hub_.subscribe(types);
+  std::vector<std::string> lines;
+  uint64_t lost = 0;
+  while (!stopping_) {
+    if (!sub->next(&lines, &lost, 1000)) break;
+    bool alive = true;
+    if (lost) alive = out.write(json({{"type", "lost"}, {"lost", lost}}).dump());
+    for (const auto& l : lines) {
+      if (!alive) break;
+      alive = out.write(l);
+    }
+    // A heartbeat-free stream cannot tell a gone client; writing an empty
+    // keepalive chunk-line every second would show in the output, so we
+    // rely on the next event to detect it, and on stop() to end the loop.
+    if (!alive || !out.alive()) break;
+  }
+  hub_.unsubscribe(sub);
+}
+
+}  // namespace membrane::daemon

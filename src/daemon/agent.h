@@ -1,0 +1,101 @@
+// Agent: membraned's parts wired together.
+//
+//   api (unix socket) ──> endpoint manager ──> identity allocator
+//          │                    │
+//          └──> policy repository ──(pure resolve)──> datapath map writer ──> kernel
+//   kernel ring buffer ──> event thread ──> monitor hub ──> `membrane monitor`
+//   kernel per-CPU maps ──(read at scrape)──> /metrics
+//
+// Every API call runs under one agent lock (mu_): the endpoint manager,
+// identity allocator and policy repository are not thread-safe by design.
+// Scrapes read BPF maps directly, without the lock.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "membrane/identity.h"
+#include "membrane/metrics.h"
+#include "membrane/policy.h"
+#include "membrane/policy_json.h"
+#include "membrane/policy_repository.h"
+#include "membrane/result.h"
+#include "src/api/http_server.h"
+#include "src/daemon/config.h"
+#include "src/daemon/monitor_hub.h"
+#include "src/endpoint/manager.h"
+#include "src/kernel/datapath.h"
+
+#ifndef MEMBRANE_VERSION_STRING
+#define MEMBRANE_VERSION_STRING "0.1.0"
+#endif
+
+namespace membrane::daemon {
+
+class Agent {
+ public:
+  // Brings the agent up: bpffs, datapath (reusing pinned maps), state restore,
+  // metrics server, API socket, background threads. Any failure stops and
+  // undoes what was started, with an error that says what to do.
+  static Result<std::unique_ptr<Agent>> start(const Config& cfg);
+  // `membraned cleanup`: removes every endpoint, pin, route, device and state file.
+  static Status cleanup(const Config& cfg);
+
+  ~Agent();
+  // Stops the API and threads. BPF programs and pinned maps stay: enforcement continues.
+  void stop();
+
+ private:
+  explicit Agent(const Config& cfg);
+  Status init();
+  void registerRoutes();
+  void eventLoop();
+  void gcLoop();
+  Status loadPolicyState();
+  Status savePolicyState();
+  void updatePolicyMetrics();
+
+  // Handlers (hold mu_).
+  api::Response healthz(const api::Request& req);
+  api::Response listEndpoints(const api::Request& req);
+  api::Response createEndpoint(const api::Request& req);
+  api::Response getEndpoint(const api::Request& req);
+  api::Response deleteEndpoint(const api::Request& req);
+  api::Response listIdentities(const api::Request& req);
+  api::Response getIdentity(const api::Request& req);
+  api::Response getPolicy(const api::Request& req);
+  api::Response importPolicy(const api::Request& req);
+  api::Response deletePolicy(const api::Request& req);
+  api::Response listMetrics(const api::Request& req);
+  api::Response listCt(const api::Request& req);
+  api::Response getBpfPolicy(const api::Request& req);
+  void monitor(const api::Request& req, api::StreamWriter& out);
+
+  Config cfg_;
+  std::mutex mu_;
+  std::unique_ptr<kernel::Datapath> dp_;
+  identity::IdentityAllocator ids_;
+  policy::Repository repo_;
+  std::unique_ptr<metrics::AgentMetrics> metrics_;
+  std::unique_ptr<endpoint::Manager> eps_;
+  std::unique_ptr<metrics::MetricsServer> metrics_server_;
+  std::unique_ptr<api::HttpServer> api_;
+  MonitorHub hub_;
+  // Imports as given (source name + text) so that a restart re-parses exactly what the user wrote.
+  nlohmann::json policy_imports_ = nlohmann::json::array();
+  std::atomic<bool> stopping_{false};
+  std::thread event_thread_;
+  std::thread gc_thread_;
+  std::mutex gc_mu_;
+  std::condition_variable gc_cv_;
+  int64_t boot_to_real_ns_ = 0;
+  std::chrono::steady_clock::time_point started_;
+  bool stopped_ = false;
+};
+
+}  // namespace membrane::daemon

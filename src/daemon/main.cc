@@ -1,0 +1,121 @@
+// membraned: the membrane node agent. Wiring only: flags, logging, signals.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdio>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "src/daemon/agent.h"
+#include "src/daemon/config.h"
+
+namespace {
+
+void setupLogging(const membrane::daemon::Config& cfg) {
+  auto logger = spdlog::stderr_logger_mt("membraned");
+  spdlog::set_default_logger(logger);
+  if (cfg.log_format == "json") {
+    spdlog::set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})", spdlog::pattern_time_type::utc);
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
+  }
+  spdlog::set_level(spdlog::level::from_str(cfg.log_level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  membrane::daemon::Config cfg;
+  CLI::App app{
+      "membraned — the membrane node agent.\n"
+      "Runs pods (endpoints) in network namespaces, enforces CiliumNetworkPolicy L3/L4 rules on them with eBPF\n"
+      "programs on each pod's veth, and exports what it does as Cilium-compatible Prometheus metrics.\n"
+      "Runs as root. Stopping it leaves the BPF programs and pinned maps in place: enforcement continues\n"
+      "with the last policy, and a restarted agent restores its endpoints from --state-dir."};
+  app.footer(
+      "Examples:\n"
+      "  membraned                                   # defaults: socket /var/run/membrane/membrane.sock, metrics :9962\n"
+      "  membraned --pod-cidr 10.201.0.0/16 --api-socket /tmp/m2.sock --state-dir /tmp/m2 \\\n"
+      "            --bpf-root /sys/fs/bpf/membrane-m2 --host-device membrane_m2 --prometheus-serve-addr :9972\n"
+      "  membraned cleanup                           # remove every pod, pin, route and state file of this agent\n"
+      "The CLI is 'membrane' (membrane --help).");
+  app.set_version_flag("--version", std::string(MEMBRANE_VERSION_STRING));
+  app.add_option("--api-socket", cfg.api_socket, "Unix socket of the REST API (mode 0660)")->capture_default_str();
+  app.add_option("--state-dir", cfg.state_dir, "Directory for endpoint and policy state (restored on start)")
+      ->capture_default_str();
+  app.add_option("--bpf-root", cfg.bpf_root, "bpffs directory where maps are pinned")->capture_default_str();
+  app.add_option("--pod-cidr", cfg.pod_cidr,
+                 "IPv4 CIDR pods get addresses from; the first address is the pods' gateway; an unreachable "
+                 "route covers the whole CIDR so pod traffic never leaves the machine")
+      ->capture_default_str();
+  app.add_option("--prometheus-serve-addr", cfg.prometheus_serve_addr,
+                 "Address of the Prometheus /metrics endpoint (\":9962\" all interfaces, \"127.0.0.1:9962\", "
+                 "\"\" disables)")
+      ->capture_default_str();
+  app.add_option("--host-device", cfg.host_device, "Name of the host dummy device holding the gateway address")
+      ->capture_default_str();
+  app.add_option("--enable-policy", cfg.enable_policy,
+                 "Policy enforcement mode: default (enforce once a rule selects the endpoint, per direction), "
+                 "always (deny everything not allowed, even without rules), never")
+      ->check(CLI::IsMember({"default", "always", "never"}))
+      ->capture_default_str();
+  app.add_flag("--policy-audit-mode", cfg.policy_audit_mode,
+               "Audit mode: would-be policy drops are forwarded and reported with verdict AUDIT");
+  app.add_flag("--trace-events", cfg.trace_events, "Emit trace events for forwarded packets (membrane monitor -t trace)");
+  app.add_option("--ct-gc-interval", cfg.ct_gc_interval_seconds, "Seconds between conntrack garbage collections")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  app.add_option("--log-format", cfg.log_format, "text or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  auto* cleanup = app.add_subcommand(
+      "cleanup",
+      "Remove everything this agent created: every endpoint (network namespace, veth, route), the BPF programs "
+      "and pins under --bpf-root, the host device, the unreachable route and the state directory. Stop the agent "
+      "first.");
+
+  CLI11_PARSE(app, argc, argv);
+  setupLogging(cfg);
+
+  if (geteuid() != 0) {
+    spdlog::error("membraned must run as root (it loads BPF programs and creates network namespaces)");
+    return 1;
+  }
+
+  if (*cleanup) {
+    auto st = membrane::daemon::Agent::cleanup(cfg);
+    if (!st.ok()) {
+      spdlog::error("cleanup: {}", st.error().message);
+      return 1;
+    }
+    spdlog::info("cleanup done");
+    return 0;
+  }
+
+  // Block the stop signals in every thread; the main thread waits for them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto agent = membrane::daemon::Agent::start(cfg);
+  if (!agent.ok()) {
+    spdlog::error("{}", agent.error().message);
+    return 1;
+  }
+  spdlog::info("membraned {} ready: api {}, metrics {}, pod CIDR {}", MEMBRANE_VERSION_STRING, cfg.api_socket,
+               cfg.prometheus_serve_addr.empty() ? "disabled" : cfg.prometheus_serve_addr, cfg.pod_cidr);
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("signal {}: stopping (BPF programs and maps stay in place; enforcement continues)", sig);
+  (*agent)->stop();
+  return 0;
+}

@@ -1,0 +1,104 @@
+#include "src/endpoint/endpoint.h"
+
+#include <fmt/format.h>
+
+#include "src/endpoint/ipam.h"
+
+namespace membrane::endpoint {
+
+std::string macToString(const std::array<uint8_t, 6>& m) {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+namespace {
+Result<std::array<uint8_t, 6>> parseMac(const std::string& s) {
+  std::array<uint8_t, 6> m{};
+  unsigned v[6];
+  if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6)
+    return Error::invalid("bad MAC '" + s + "'");
+  for (int i = 0; i < 6; ++i) m[i] = static_cast<uint8_t>(v[i]);
+  return m;
+}
+
+nlohmann::json labelList(const labels::LabelSet& ls) {
+  auto arr = nlohmann::json::array();
+  for (const auto& l : ls) arr.push_back(l.toString());
+  return arr;
+}
+}  // namespace
+
+nlohmann::json toApiJson(const Endpoint& ep) {
+  return {
+      {"id", ep.id},
+      {"name", ep.name},
+      {"namespace", ep.ns},
+      {"labels", labelList(ep.labels)},
+      {"identity", ep.identity},
+      {"ipv4", ipv4ToString(ep.ipv4)},
+      {"state", ep.state},
+      {"policy",
+       {{"ingress", {{"enforcing", ep.ingress_enforced}, {"audit", ep.ingress_audit}, {"policies", ep.ingress_policies}}},
+        {"egress", {{"enforcing", ep.egress_enforced}, {"audit", ep.egress_audit}, {"policies", ep.egress_policies}}},
+        {"revision", ep.policy_revision}}},
+      {"netns", ep.netns_path},
+      {"interface",
+       {{"host", ep.host_ifname},
+        {"ifindex", ep.host_ifindex},
+        {"mac", macToString(ep.mac)},
+        {"host_mac", macToString(ep.host_mac)}}},
+      {"created", ep.created},
+  };
+}
+
+nlohmann::json toStateJson(const Endpoint& ep) {
+  nlohmann::json user = nlohmann::json::object();
+  for (const auto& l : ep.user_labels) user[l.key] = l.value;
+  return {{"version", 1},
+          {"id", ep.id},
+          {"name", ep.name},
+          {"namespace", ep.ns},
+          {"user_labels", user},
+          {"identity", ep.identity},
+          {"ipv4", ipv4ToString(ep.ipv4)},
+          {"netns_name", ep.netns_name},
+          {"host_ifname", ep.host_ifname},
+          {"created", ep.created}};
+}
+
+Result<Endpoint> fromStateJson(const nlohmann::json& j) {
+  try {
+    Endpoint ep;
+    ep.id = j.at("id").get<uint32_t>();
+    ep.name = j.at("name").get<std::string>();
+    ep.ns = j.at("namespace").get<std::string>();
+    for (const auto& [k, v] : j.at("user_labels").items()) ep.user_labels.add("k8s", k, v.get<std::string>());
+    ep.labels = labels::endpointLabels(ep.ns, ep.user_labels);
+    ep.identity = j.at("identity").get<uint32_t>();
+    auto ip = parseIpv4(j.at("ipv4").get<std::string>());
+    if (!ip) return ip.error();
+    ep.ipv4 = *ip;
+    ep.netns_name = j.at("netns_name").get<std::string>();
+    ep.host_ifname = j.at("host_ifname").get<std::string>();
+    ep.created = j.value("created", "");
+    ep.state = kStateRestoring;
+    return ep;
+  } catch (const std::exception& e) {
+    return Error::invalid(std::string("endpoint state: ") + e.what());
+  }
+}
+
+Status validateName(const std::string& what, const std::string& name) {
+  auto bad = [&](const std::string& why) {
+    return Error::invalid(fmt::format("{} '{}' {} (Kubernetes names: lowercase letters, digits and '-', starting "
+                                      "and ending with a letter or digit, at most 63 characters)",
+                                      what, name, why));
+  };
+  if (name.empty()) return bad("is empty");
+  if (name.size() > 63) return bad("is longer than 63 characters");
+  for (char c : name)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return bad(fmt::format("contains '{}'", c));
+  if (name.front() == '-' || name.back() == '-') return bad("must start and end with a letter or digit");
+  return okStatus();
+}
+
+}  // namespace membrane::endpoint

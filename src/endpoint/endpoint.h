@@ -1,0 +1,62 @@
+// Endpoint: a pod managed by this agent, as the agent records and reports it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "membrane/labels.h"
+#include "membrane/result.h"
+
+namespace membrane::endpoint {
+
+// Cilium's endpoint states (api/v1 models; `cilium_endpoint_state` label values).
+inline constexpr const char* kStateCreating = "creating";
+inline constexpr const char* kStateWaitingForIdentity = "waiting-for-identity";
+inline constexpr const char* kStateRegenerating = "regenerating";
+inline constexpr const char* kStateReady = "ready";
+inline constexpr const char* kStateDisconnecting = "disconnecting";
+inline constexpr const char* kStateRestoring = "restoring";
+inline constexpr const char* kStateNotReady = "not-ready";
+
+struct Endpoint {
+  uint32_t id = 0;
+  std::string name;
+  std::string ns;                // Kubernetes namespace ("default")
+  labels::LabelSet user_labels;  // as given (source k8s)
+  labels::LabelSet labels;       // identity-relevant: user labels + namespace + cluster
+  uint32_t identity = 0;
+  uint32_t ipv4 = 0;             // host byte order
+  std::string state = kStateCreating;
+  std::string netns_name;
+  std::string netns_path;
+  std::string host_ifname;
+  uint32_t host_ifindex = 0;
+  std::array<uint8_t, 6> mac{};       // pod side (eth0)
+  std::array<uint8_t, 6> host_mac{};  // host side (the pod's gateway MAC)
+  bool ingress_enforced = false;
+  bool egress_enforced = false;
+  bool ingress_audit = false;
+  bool egress_audit = false;
+  uint64_t policy_revision = 0;       // revision realized in the maps
+  std::vector<std::string> ingress_policies;  // ns/name of policies selecting it, per direction
+  std::vector<std::string> egress_policies;
+  std::string created;                // RFC 3339 UTC
+};
+
+std::string macToString(const std::array<uint8_t, 6>& mac);
+
+// The API view (docs/api.md "Endpoint").
+nlohmann::json toApiJson(const Endpoint& ep);
+// State file (everything needed to restore after a restart) and back.
+nlohmann::json toStateJson(const Endpoint& ep);
+Result<Endpoint> fromStateJson(const nlohmann::json& j);
+
+// Pod and namespace names: Kubernetes DNS-1123 labels (lowercase alphanumerics
+// and '-', start and end alphanumeric, at most 63 characters).
+Status validateName(const std::string& what, const std::string& name);
+
+}  // namespace membrane::endpoint

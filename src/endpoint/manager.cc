@@ -1,0 +1,443 @@
+#include "src/endpoint/manager.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include <chrono>
+#include <ctime>
+#include <functional>
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "bpf/shared/datapath.h"
+#include "membrane/metrics.h"
+#include "src/endpoint/state_store.h"
+#include "src/kernel/datapath.h"
+#include "src/kernel/netlink.h"
+#include "src/kernel/netns.h"
+
+namespace membrane::endpoint {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::string nowRfc3339() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Runs the undo steps of a multi-step setup in reverse order unless dismissed.
+class Rollback {
+ public:
+  ~Rollback() {
+    if (armed_)
+      for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) (*it)();
+  }
+  void add(std::function<void()> undo) { steps_.push_back(std::move(undo)); }
+  void dismiss() { armed_ = false; }
+
+ private:
+  std::vector<std::function<void()>> steps_;
+  bool armed_ = true;
+};
+
+void logIfError(const Status& st, const char* what) {
+  if (!st.ok()) spdlog::warn("{}: {}", what, st.error().message);
+}
+
+std::string netnsNameFor(const std::string& ns, const std::string& name) {
+  // '_' cannot appear in Kubernetes names, so the mapping is unambiguous.
+  return fmt::format("membrane_{}_{}", ns, name);
+}
+
+kernel::PolicyMapKey toMapKey(const policy::PolicyKey& k) {
+  kernel::PolicyMapKey m{};
+  m.identity = k.identity;
+  m.dport = k.dport;
+  m.proto = k.proto;
+  m.direction = k.direction;
+  return m;
+}
+
+kernel::PolicyMapValue toMapValue(const policy::PolicyEntry& e) {
+  kernel::PolicyMapValue v{};
+  v.deny = e.deny;
+  v.proxy_port = 0;  // L7 redirect: the proxy arrives with the L7 issue
+  v.cookie = e.cookie;
+  return v;
+}
+
+}  // namespace
+
+Manager::Manager(ManagerConfig cfg, kernel::Datapath& dp, identity::IdentityAllocator& ids,
+                 const policy::Repository& repo, metrics::AgentMetrics& metrics)
+    : cfg_(std::move(cfg)), dp_(dp), ids_(ids), repo_(repo), metrics_(metrics), ipam_(cfg_.pod_cidr) {}
+
+Manager::~Manager() = default;
+
+Status Manager::init() {
+  uint32_t gw_be = htonl(ipam_.gateway());
+  MB_TRY_CTX(kernel::ensureHostDevice(cfg_.host_device, gw_be), "set up host device " + cfg_.host_device);
+  MB_TRY_CTX(kernel::ensureUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len),
+             "install unreachable route for " + cfg_.pod_cidr.toString());
+
+  mb_datapath_config dc{};
+  dc.flags = (cfg_.trace_events ? MB_CFG_F_TRACE_EVENTS : 0) |
+             (cfg_.mode == EnforcementMode::Always ? MB_CFG_F_POLICY_ALWAYS : 0) |
+             (cfg_.mode == EnforcementMode::Never ? MB_CFG_F_POLICY_NEVER : 0) | (cfg_.audit ? MB_CFG_F_AUDIT : 0);
+  dc.host_ipv4 = gw_be;
+  dc.pod_cidr = htonl(cfg_.pod_cidr.network);
+  dc.pod_cidr_len = cfg_.pod_cidr.prefix_len;
+  MB_TRY_CTX(dp_.setConfig(dc), "write datapath config");
+  MB_TRY(syncHostIpcache());
+
+  // Restore endpoints recorded in the state directory.
+  MB_TRY(makeDirs(cfg_.state_dir + "/endpoints"));
+  MB_ASSIGN(auto files, listFiles(cfg_.state_dir + "/endpoints", ".json"));
+  for (const auto& f : files) {
+    auto text = readFile(f);
+    if (!text) {
+      spdlog::warn("restore: {}", text.error().message);
+      continue;
+    }
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    auto ep = j.is_discarded() ? Result<Endpoint>(Error::invalid("not JSON")) : fromStateJson(j);
+    if (!ep) {
+      spdlog::warn("restore {}: {} (skipped)", f, ep.error().message);
+      continue;
+    }
+    auto st = restoreOne(std::move(*ep));
+    if (!st.ok()) spdlog::warn("restore {}: {}", f, st.error().message);
+  }
+
+  // Endpoint map entries whose endpoint was not restored are stale: remove them
+  // (their veths are gone or no longer ours).
+  if (auto listed = dp_.listEndpoints(); listed.ok()) {
+    std::set<uint32_t> known;
+    for (const auto& [id, ep] : eps_) known.insert(ep.host_ifindex);
+    for (const auto& info : *listed)
+      if (!known.count(info.ifindex)) {
+        spdlog::info("removing stale datapath endpoint {} (ifindex {})", info.ep_id, info.ifindex);
+        logIfError(dp_.deleteEndpoint(info.ifindex, info.ipv4), "remove stale endpoint");
+        logIfError(dp_.deletePolicy(info.ep_id), "remove stale policy");
+        logIfError(dp_.deleteIpcache(info.ipv4, 32), "remove stale ipcache entry");
+      }
+  }
+  MB_TRY(regenerateAll().ok() ? okStatus() : Status(Error(EIO, "initial regeneration failed")));
+  updateMetrics();
+  return okStatus();
+}
+
+Status Manager::syncHostIpcache() {
+  // Traffic from the host stack into a pod carries a host address as source:
+  // map every local IPv4 address to the reserved host identity (1).
+  ifaddrs* ifa = nullptr;
+  if (getifaddrs(&ifa) != 0) return Error::fromErrno(errno, "list host addresses");
+  for (auto* p = ifa; p; p = p->ifa_next) {
+    if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET) continue;
+    uint32_t be = reinterpret_cast<sockaddr_in*>(p->ifa_addr)->sin_addr.s_addr;
+    if (cfg_.pod_cidr.contains(ntohl(be)) && ntohl(be) != ipam_.gateway()) continue;
+    auto st = dp_.upsertIpcache(be, 32, MB_ID_HOST);
+    if (!st.ok()) {
+      freeifaddrs(ifa);
+      return st.error().wrap("ipcache: host address");
+    }
+  }
+  freeifaddrs(ifa);
+  return dp_.upsertIpcache(htonl(ipam_.gateway()), 32, MB_ID_HOST);
+}
+
+Status Manager::restoreOne(Endpoint ep) {
+  MB_TRY_CTX(ipam_.reserve(ep.ipv4), "restore endpoint " + ep.name);
+  kernel::PodNetworkSpec spec;
+  spec.netns_name = ep.netns_name;
+  spec.host_ifname = ep.host_ifname;
+  spec.ipv4_be = htonl(ep.ipv4);
+  spec.gateway_be = htonl(ipam_.gateway());
+  auto net = kernel::inspectPodNetwork(spec);
+  if (!net) {
+    ipam_.release(ep.ipv4);
+    return net.error().wrap(fmt::format("restore endpoint {}/{}: its network is gone", ep.ns, ep.name));
+  }
+  auto st = ids_.restore(ep.identity, ep.labels);
+  if (!st.ok()) {
+    ipam_.release(ep.ipv4);
+    return st.error().wrap(fmt::format("restore endpoint {}/{}: identity {}", ep.ns, ep.name, ep.identity));
+  }
+  ep.netns_path = net->netns_path;
+  ep.host_ifindex = net->host_ifindex;
+  ep.mac = net->pod_mac;
+  ep.host_mac = net->host_mac;
+  ep.state = kStateRestoring;
+  uint32_t id = ep.id;
+  eps_.emplace(id, std::move(ep));
+  spdlog::info("restored endpoint {} {}/{}", id, eps_[id].ns, eps_[id].name);
+  return okStatus();
+}
+
+uint32_t Manager::nextId() const {
+  // Lowest free id from 1, like Cilium's endpoint IDs (16 bits).
+  uint32_t id = 1;
+  for (const auto& [k, _] : eps_) {
+    if (k != id) break;
+    ++id;
+  }
+  return id;
+}
+
+uint32_t Manager::endpointFlags(const Endpoint& ep) const {
+  uint32_t f = 0;
+  if (ep.ingress_enforced) f |= MB_EP_F_INGRESS_ENFORCED;
+  if (ep.egress_enforced) f |= MB_EP_F_EGRESS_ENFORCED;
+  if (ep.ingress_audit) f |= MB_EP_F_INGRESS_AUDIT;
+  if (ep.egress_audit) f |= MB_EP_F_EGRESS_AUDIT;
+  return f;
+}
+
+std::vector<identity::Identity> Manager::identities() const { return ids_.list(); }
+
+
+Status Manager::writeState(const Endpoint& ep) {
+  return writeFileAtomic(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id), toStateJson(ep).dump(2) + "\n");
+}
+
+Result<Endpoint> Manager::create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels) {
+  const std::string what = fmt::format("create endpoint {}/{}", ns, name);
+  MB_TRY_CTX(validateName("pod name", name), what);
+  MB_TRY_CTX(validateName("namespace", ns), what);
+  if (findByName(ns, name))
+    return Error::exists(fmt::format("{}: an endpoint named {} already exists in namespace {} (delete it first: "
+                                     "membrane endpoint delete {} -n {})",
+                                     what, name, ns, name, ns));
+  if (eps_.size() >= MB_ENDPOINTS_MAX - 1)
+    return Error(ENOSPC, fmt::format("{}: endpoint limit {} reached", what, MB_ENDPOINTS_MAX - 1));
+
+  auto t0 = Clock::now();
+  Rollback undo;
+  Endpoint ep;
+  ep.id = nextId();
+  ep.name = name;
+  ep.ns = ns;
+  ep.user_labels = user_labels;
+  ep.labels = labels::endpointLabels(ns, user_labels);
+  ep.created = nowRfc3339();
+  ep.netns_name = netnsNameFor(ns, name);
+  ep.netns_path = kernel::Netns::pathOf(ep.netns_name);
+  ep.host_ifname = kernel::hostIfnameFor(ns, name, cfg_.bpf_root);
+
+  MB_ASSIGN(ep.ipv4, ipam_.allocate());
+  undo.add([this, ip = ep.ipv4] { ipam_.release(ip); });
+
+  ep.state = kStateWaitingForIdentity;
+  auto ident = ids_.allocate(ep.labels);
+  if (!ident) return ident.error().wrap(what + ": allocate identity");
+  ep.identity = ident->id;
+  undo.add([this, id = ep.identity] { ids_.release(id); });
+
+  kernel::PodNetworkSpec spec;
+  spec.netns_name = ep.netns_name;
+  spec.host_ifname = ep.host_ifname;
+  spec.ipv4_be = htonl(ep.ipv4);
+  spec.gateway_be = htonl(ipam_.gateway());
+  auto net = kernel::createPodNetwork(spec);
+  if (!net) return net.error().wrap(what);
+  undo.add([spec] { logIfError(kernel::deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network"); });
+  ep.netns_path = net->netns_path;
+  ep.host_ifindex = net->host_ifindex;
+  ep.mac = net->pod_mac;
+  ep.host_mac = net->host_mac;
+
+  // Policy entries and endpoint flags first, programs last: the endpoint is
+  // enforced from its very first packet.
+  ep.state = kStateRegenerating;
+  auto refs = ids_.refs();
+  undo.add([this, id = ep.id] { logIfError(dp_.deletePolicy(id), "rollback policy entries"); });
+  MB_TRY_CTX(regenerate(ep, refs), what);
+  undo.add([this, ifx = ep.host_ifindex, ip = htonl(ep.ipv4)] {
+    logIfError(dp_.deleteEndpoint(ifx, ip), "rollback endpoint map");
+  });
+  MB_TRY_CTX(dp_.upsertIpcache(htonl(ep.ipv4), 32, ep.identity), what + ": ipcache");
+  undo.add([this, ip = htonl(ep.ipv4)] { logIfError(dp_.deleteIpcache(ip, 32), "rollback ipcache"); });
+  MB_TRY_CTX(dp_.attach(ep.host_ifindex), what + ": attach BPF programs to " + ep.host_ifname);
+  ep.state = kStateReady;
+  MB_TRY_CTX(writeState(ep), what + ": save state");
+  undo.dismiss();
+
+  uint32_t id = ep.id;
+  eps_.emplace(id, ep);
+  metrics_.observeRegenerationTime("total", true, secondsSince(t0));
+  metrics_.recordEndpointRegeneration(true);
+  spdlog::info("endpoint {} {}/{} created: identity {}, ipv4 {}, interface {}", id, ns, name, ep.identity,
+               ipv4ToString(ep.ipv4), ep.host_ifname);
+
+  // Other endpoints' rules may select the new identity.
+  if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
+  return eps_.at(id);
+}
+
+Status Manager::remove(uint32_t id) {
+  auto it = eps_.find(id);
+  if (it == eps_.end()) return Error::notFound(fmt::format("endpoint {} not found", id));
+  Endpoint& ep = it->second;
+  ep.state = kStateDisconnecting;
+  uint32_t ip_be = htonl(ep.ipv4);
+  // Map entries first (the veth, and with it the programs, goes next), keep going on errors so that
+  // every trace is attempted, report the first failure.
+  Status first;
+  auto note = [&](Status st) {
+    if (!st.ok() && first.ok()) first = st;
+  };
+  note(dp_.deleteIpcache(ip_be, 32));
+  note(dp_.deleteEndpoint(ep.host_ifindex, ip_be));
+  note(dp_.deletePolicy(ep.id));
+  note(dp_.flushCtFor(ip_be));
+  note(kernel::deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
+  note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
+  ids_.release(ep.identity);
+  ipam_.release(ep.ipv4);
+  spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
+  eps_.erase(it);
+  if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
+  if (!first.ok()) return first.error().wrap(fmt::format("delete endpoint {}", id));
+  return okStatus();
+}
+
+const Endpoint* Manager::find(uint32_t id) const {
+  auto it = eps_.find(id);
+  return it == eps_.end() ? nullptr : &it->second;
+}
+
+const Endpoint* Manager::findByName(const std::string& ns, const std::string& name) const {
+  for (const auto& [_, ep] : eps_)
+    if (ep.ns == ns && ep.name == name) return &ep;
+  return nullptr;
+}
+
+std::vector<const Endpoint*> Manager::list() const {
+  std::vector<const Endpoint*> out;
+  for (const auto& [_, ep] : eps_) out.push_back(&ep);
+  return out;
+}
+
+Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs) {
+  auto t0 = Clock::now();
+  auto pol = repo_.resolve(ep.labels, refs);
+  metrics_.observeRegenerationTime("policyCalculation", true, secondsSince(t0));
+
+  ep.ingress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.ingress_enforced);
+  ep.egress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.egress_enforced);
+  ep.ingress_audit = cfg_.audit && ep.ingress_enforced;
+  ep.egress_audit = cfg_.audit && ep.egress_enforced;
+  ep.ingress_policies = pol.ingress_rules;
+  ep.egress_policies = pol.egress_rules;
+
+  std::map<kernel::PolicyMapKey, kernel::PolicyMapValue> desired;
+  for (const auto& [k, v] : pol.entries) desired.emplace(toMapKey(k), toMapValue(v));
+
+  auto t1 = Clock::now();
+  auto synced = dp_.syncPolicy(ep.id, desired);
+  if (!synced) {
+    metrics_.observeRegenerationTime("mapSync", false, secondsSince(t1));
+    metrics_.recordEndpointRegeneration(false);
+    return synced.error().wrap(fmt::format("sync policy map of endpoint {}", ep.id));
+  }
+  // Flags after entries: turning enforcement on only once the allows are in place.
+  mb_endpoint_info info{};
+  info.ep_id = ep.id;
+  info.identity = ep.identity;
+  info.ifindex = ep.host_ifindex;
+  info.flags = endpointFlags(ep);
+  info.ipv4 = htonl(ep.ipv4);
+  std::copy(ep.mac.begin(), ep.mac.end(), info.mac);
+  std::copy(ep.host_mac.begin(), ep.host_mac.end(), info.node_mac);
+  MB_TRY_CTX(dp_.upsertEndpoint(info), fmt::format("write endpoint {} to the datapath", ep.id));
+  metrics_.observeRegenerationTime("mapSync", true, secondsSince(t1));
+  ep.policy_revision = repo_.revision();
+  return okStatus();
+}
+
+Result<RegenerationStats> Manager::regenerateAll() {
+  auto t0 = Clock::now();
+  RegenerationStats stats;
+  auto refs = ids_.refs();
+  Status first;
+  for (auto& [id, ep] : eps_) {
+    std::string prev = ep.state;
+    ep.state = kStateRegenerating;
+    auto st = regenerate(ep, refs);
+    if (!st.ok()) {
+      ep.state = kStateNotReady;
+      spdlog::error("{}", st.error().message);
+      if (first.ok()) first = st;
+      continue;
+    }
+    if (prev == kStateRestoring) {
+      // A restored endpoint gets its programs re-attached (replacing the old agent's instance atomically).
+      auto at = dp_.attach(ep.host_ifindex);
+      if (!at.ok()) {
+        ep.state = kStateNotReady;
+        if (first.ok()) first = at;
+        continue;
+      }
+    }
+    ep.state = kStateReady;
+    metrics_.recordEndpointRegeneration(true);
+    ++stats.endpoints;
+  }
+  stats.seconds = secondsSince(t0);
+  updateMetrics();
+  if (!first.ok()) return first.error();
+  return stats;
+}
+
+void Manager::updateMetrics() {
+  metrics_.setEndpointCount(static_cast<int64_t>(eps_.size()));
+  std::map<std::string, int> states, enforcement;
+  int regenerating = 0;
+  for (const auto& [_, ep] : eps_) {
+    states[ep.state]++;
+    if (ep.state == kStateRegenerating) ++regenerating;
+    std::string e = ep.ingress_enforced && ep.egress_enforced ? "both"
+                    : ep.ingress_enforced                     ? "ingress"
+                    : ep.egress_enforced                      ? "egress"
+                                                              : "none";
+    if (cfg_.audit && e != "none") e = "audit-" + e;
+    enforcement[e]++;
+  }
+  metrics_.setEndpointsRegenerating(regenerating);
+  metrics_.setEndpointStates(states);
+  metrics_.setEnforcementStatus(enforcement);
+  std::map<std::string, int> idtypes;
+  for (const auto& id : ids_.list())
+    if (!id.reserved) idtypes["cluster_local"]++;
+  metrics_.setIdentities(idtypes);
+}
+
+Status Manager::removeAll() {
+  Status first;
+  std::vector<uint32_t> ids;
+  for (const auto& [id, _] : eps_) ids.push_back(id);
+  for (uint32_t id : ids) {
+    auto st = remove(id);
+    if (!st.ok() && first.ok()) first = st;
+  }
+  auto st = kernel::removeUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len);
+  if (!st.ok() && first.ok()) first = st;
+  st = kernel::removeHostDevice(cfg_.host_device);
+  if (!st.ok() && first.ok()) first = st;
+  return first;
+}
+
+}  // namespace membrane::endpoint

@@ -1,0 +1,104 @@
+// EndpointManager: the life of pods (endpoints) on this node.
+//
+// Creating an endpoint is a sequence of kernel steps (netns, veth, addresses,
+// routes, BPF map entries, tc programs) run under a rollback guard: if any
+// step fails, every earlier step is undone and the error says which step
+// failed. Policy changes reach the kernel only through regenerate(): the pure
+// policy engine computes each endpoint's desired map state, and the datapath
+// writes the difference (never a flush).
+//
+// Not thread-safe: the agent serializes every call with its own lock.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "membrane/identity.h"
+#include "membrane/policy.h"
+#include "membrane/policy_repository.h"
+#include "membrane/result.h"
+#include "src/endpoint/endpoint.h"
+#include "src/endpoint/ipam.h"
+
+namespace membrane::kernel {
+class Datapath;
+}
+namespace membrane::metrics {
+class AgentMetrics;
+}
+
+namespace membrane::endpoint {
+
+enum class EnforcementMode { Default, Always, Never };
+
+struct ManagerConfig {
+  std::string state_dir;   // endpoint state files go to <state_dir>/endpoints/<id>.json
+  Cidr4 pod_cidr;
+  std::string host_device;
+  EnforcementMode mode = EnforcementMode::Default;
+  bool audit = false;
+  bool trace_events = false;
+  std::string bpf_root;    // salt for interface names, so two agents never collide
+};
+
+struct RegenerationStats {
+  size_t endpoints = 0;
+  size_t entries_written = 0;
+  size_t entries_deleted = 0;
+  double seconds = 0;
+};
+
+class Manager {
+ public:
+  Manager(ManagerConfig cfg, kernel::Datapath& dp, identity::IdentityAllocator& ids,
+          const policy::Repository& repo, metrics::AgentMetrics& metrics);
+  ~Manager();
+
+  // Host side (gateway device, unreachable route for the pod CIDR, datapath
+  // config, host addresses in the ipcache), then restores endpoints from the
+  // state directory and reconciles the maps by difference.
+  Status init();
+
+  // Creates a pod: validates, then netns + veth + IP + identity + maps +
+  // programs; all or nothing. EEXIST for a taken name, ENOSPC for an
+  // exhausted CIDR, EINVAL for bad labels or names.
+  Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels);
+  // Removes every trace of the endpoint (maps, CT entries, veth, netns, route, state file).
+  Status remove(uint32_t id);
+
+  const Endpoint* find(uint32_t id) const;
+  const Endpoint* findByName(const std::string& ns, const std::string& name) const;
+  std::vector<const Endpoint*> list() const;
+
+  // Recomputes every endpoint's policy and writes the map differences.
+  Result<RegenerationStats> regenerateAll();
+
+  // Known identities, reserved ones included (for `identity list` and policy resolution).
+  std::vector<identity::Identity> identities() const;
+
+  // Deletes every endpoint and the host-side objects (membraned cleanup).
+  Status removeAll();
+
+  const ManagerConfig& config() const { return cfg_; }
+
+ private:
+  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs);
+  Status writeState(const Endpoint& ep);
+  Status restoreOne(Endpoint ep);
+  Status syncHostIpcache();
+  void updateMetrics();
+  uint32_t nextId() const;
+  uint32_t endpointFlags(const Endpoint& ep) const;
+  
+  ManagerConfig cfg_;
+  kernel::Datapath& dp_;
+  identity::IdentityAllocator& ids_;
+  const policy::Repository& repo_;
+  metrics::AgentMetrics& metrics_;
+  Ipam ipam_;
+  std::map<uint32_t, Endpoint> eps_;
+};
+
+}  // namespace membrane::endpoint

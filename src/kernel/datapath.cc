@@ -1,0 +1,627 @@
+#include "src/kernel/datapath.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+#include <tuple>
+#include <utility>
+
+#include "datapath.skel.h"
+#include "membrane/unique_fd.h"
+
+namespace membrane::kernel {
+namespace {
+
+// Fixed tc filter identity: a restarted agent replaces exactly our filter.
+constexpr uint32_t kTcHandle = 1;
+constexpr uint32_t kTcPriority = 1;
+
+// Every map the object pins (removePins must not need a loaded object).
+constexpr std::array<std::string_view, 8> kPinnedMaps = {
+    MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP, MB_MAP_IPCACHE, MB_MAP_POLICY,
+    MB_MAP_CT,        MB_MAP_METRICS,         MB_MAP_EVENTS,  MB_MAP_CONFIG,
+};
+
+std::string ifName(uint32_t ifindex) {
+  char buf[IF_NAMESIZE] = {};
+  if (if_indextoname(ifindex, buf) != nullptr) return buf;
+  return "ifindex " + std::to_string(ifindex);
+}
+
+std::string ipString(uint32_t ipv4_be) {
+  char buf[INET_ADDRSTRLEN] = {};
+  in_addr a{};
+  a.s_addr = ipv4_be;
+  inet_ntop(AF_INET, &a, buf, sizeof(buf));
+  return buf;
+}
+
+// libbpf >= 1.0 returns -errno from its APIs.
+Error bpfError(int ret, const std::string& what) { return Error::fromErrno(ret < 0 ? -ret : ret, what); }
+
+// Checks that `path` (or its nearest existing ancestor) is on bpffs.
+Status checkBpffs(const std::string& path) {
+  std::filesystem::path p(path);
+  std::error_code ec;
+  while (!p.empty() && !std::filesystem::exists(p, ec)) p = p.parent_path();
+  if (p.empty()) p = "/";
+  struct statfs st {};
+  if (statfs(p.c_str(), &st) != 0) return Error::fromErrno(errno, "statfs " + p.string());
+  if (static_cast<unsigned long>(st.f_type) != BPF_FS_MAGIC) {
+    return Error(ENODEV, "bpf filesystem is not mounted at " + p.string() +
+                             " (mount it: mount -t bpf bpf /sys/fs/bpf)");
+  }
+  return okStatus();
+}
+
+Status makeDirs(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return Error(ec.value(), "create " + path + ": " + ec.message());
+  return okStatus();
+}
+
+// libbpf reuses a pinned map only if it matches exactly, and then fails with
+// a bare EINVAL. Check first so the user learns which map and what to do.
+Status checkPinnedMap(const bpf_map* map, const std::string& root) {
+  const std::string path = root + "/" + bpf_map__name(map);
+  if (access(path.c_str(), F_OK) != 0) return okStatus();
+  UniqueFd fd(bpf_obj_get(path.c_str()));
+  if (!fd) return bpfError(-errno, "open pinned map " + path);
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  int r = bpf_obj_get_info_by_fd(fd.get(), &info, &len);
+  if (r) return bpfError(r, "inspect pinned map " + path);
+  auto desc = [](uint32_t type, uint32_t key, uint32_t value, uint32_t max, uint32_t flags) {
+    return "type " + std::to_string(type) + ", key " + std::to_string(key) + " B, value " +
+           std::to_string(value) + " B, max_entries " + std::to_string(max) + ", flags " +
+           std::to_string(flags);
+  };
+  if (info.type != static_cast<uint32_t>(bpf_map__type(map)) ||
+      info.key_size != bpf_map__key_size(map) || info.value_size != bpf_map__value_size(map) ||
+      info.max_entries != bpf_map__max_entries(map) || info.map_flags != bpf_map__map_flags(map)) {
+    return Error(EEXIST,
+                 "pinned map " + path + " is incompatible with this membrane build (pinned: " +
+                     desc(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags) +
+                     "; expected: " +
+                     desc(bpf_map__type(map), bpf_map__key_size(map), bpf_map__value_size(map),
+                          bpf_map__max_entries(map), bpf_map__map_flags(map)) +
+                     "). Its layout changed without a new _vN name; stop the agent and remove the pin "
+                     "(membrane cleanup, or rm " + path + "), which drops that map's state");
+  }
+  return okStatus();
+}
+
+template <typename K>
+Result<std::vector<K>> allKeys(int fd, const char* map_name) {
+  std::vector<K> keys;
+  K cur{};
+  K next{};
+  const void* prev = nullptr;
+  for (;;) {
+    int r = bpf_map_get_next_key(fd, prev, &next);
+    if (r == -ENOENT) break;
+    if (r) return bpfError(r, std::string("iterate ") + map_name);
+    keys.push_back(next);
+    cur = next;
+    prev = &cur;
+  }
+  return keys;
+}
+
+size_t possibleCpus() {
+  int n = libbpf_num_possible_cpus();
+  return n > 0 ? static_cast<size_t>(n) : 1;
+}
+
+// Per-CPU values come as one slot per possible CPU, each rounded up to 8 B.
+template <typename V>
+struct PerCpu {
+  static constexpr size_t kStride = (sizeof(V) + 7) / 8 * 8;
+  explicit PerCpu(size_t cpus) : cpus_(cpus), buf_(kStride * cpus) {}
+  V get(size_t cpu) const {
+    V v;
+    std::memcpy(&v, buf_.data() + cpu * kStride, sizeof(V));
+    return v;
+  }
+  void set(size_t cpu, const V& v) { std::memcpy(buf_.data() + cpu * kStride, &v, sizeof(V)); }
+  void* data() { return buf_.data(); }
+  size_t cpus() const { return cpus_; }
+
+ private:
+  size_t cpus_;
+  std::vector<unsigned char> buf_;
+};
+
+mb_policy_key toBpf(uint32_t ep_id, const PolicyMapKey& k) {
+  mb_policy_key key{};
+  key.ep_id = ep_id;
+  key.identity = k.identity;
+  key.dport = htons(k.dport);
+  key.proto = k.proto;
+  key.direction = k.direction;
+  return key;
+}
+
+PolicyMapKey fromBpf(const mb_policy_key& k) {
+  return PolicyMapKey{k.identity, ntohs(k.dport), k.proto, k.direction};
+}
+
+PolicyMapValue fromBpf(const mb_policy_value& v) {
+  return PolicyMapValue{(v.flags & MB_POLICY_F_DENY) != 0, ntohs(v.proxy_port), v.cookie};
+}
+
+void applyValue(mb_policy_value& v, const PolicyMapValue& want) {
+  v.proxy_port = htons(want.proxy_port);
+  v.flags = want.deny ? MB_POLICY_F_DENY : 0;
+  v.pad = 0;
+  v.cookie = want.cookie;
+}
+
+}  // namespace
+
+void Datapath::SkelDeleter::operator()(membrane_datapath* skel) const {
+  membrane_datapath__destroy(skel);
+}
+
+Datapath::Datapath(std::unique_ptr<membrane_datapath, SkelDeleter> skel, std::string bpf_root)
+    : skel_(std::move(skel)), bpf_root_(std::move(bpf_root)) {}
+
+Datapath::~Datapath() = default;
+
+Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options) {
+  const std::string ctx = "load BPF datapath (pins in " + options.bpf_root + ")";
+  MB_TRY_CTX(checkBpffs(options.bpf_root), ctx);
+  MB_TRY_CTX(makeDirs(options.bpf_root), ctx);
+
+  LIBBPF_OPTS(bpf_object_open_opts, open_opts);
+  open_opts.pin_root_path = options.bpf_root.c_str();
+  std::unique_ptr<membrane_datapath, SkelDeleter> skel(membrane_datapath__open_opts(&open_opts));
+  if (!skel) return Error::fromErrno(errno, "open BPF object").wrap(ctx);
+
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, skel->obj) { MB_TRY_CTX(checkPinnedMap(map, options.bpf_root), ctx); }
+
+  int r = membrane_datapath__load(skel.get());
+  if (r) {
+    if (r == -EPERM || r == -EACCES) {
+      return Error(-r, ctx + ": " + std::strerror(-r) +
+                           " (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)");
+    }
+    return bpfError(r, "load and verify programs (libbpf printed the verifier log)").wrap(ctx);
+  }
+  return std::unique_ptr<Datapath>(new Datapath(std::move(skel), options.bpf_root));
+}
+
+int Datapath::eventsFd() const { return bpf_map__fd(skel_->maps.mb_events_v1); }
+
+int Datapath::programFd(Program program) const {
+  return bpf_program__fd(program == Program::FromEndpoint ? skel_->progs.from_endpoint
+                                                          : skel_->progs.to_endpoint);
+}
+
+// ---------------------------------------------------------------------------
+// tc attachment
+
+namespace {
+Status attachOne(uint32_t ifindex, bpf_tc_attach_point point, int prog_fd) {
+  const std::string what = std::string("attach tc ") +
+                           (point == BPF_TC_INGRESS ? "ingress" : "egress") + " on " + ifName(ifindex);
+  bpf_tc_hook hook{};
+  hook.sz = sizeof(hook);
+  hook.ifindex = static_cast<int>(ifindex);
+  hook.attach_point = point;
+  // Creates the clsact qdisc (shared by both directions); EEXIST is normal.
+  int r = bpf_tc_hook_create(&hook);
+  if (r && r != -EEXIST) return bpfError(r, what + ": create clsact qdisc");
+  bpf_tc_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.prog_fd = prog_fd;
+  opts.flags = BPF_TC_F_REPLACE;
+  opts.handle = kTcHandle;
+  opts.priority = kTcPriority;
+  r = bpf_tc_attach(&hook, &opts);
+  if (r) return bpfError(r, what);
+  return okStatus();
+}
+
+Status detachOne(uint32_t ifindex, bpf_tc_attach_point point) {
+  bpf_tc_hook hook{};
+  hook.sz = sizeof(hook);
+  hook.ifindex = static_cast<int>(ifindex);
+  hook.attach_point = point;
+  bpf_tc_opts opts{};
+  opts.sz = sizeof(opts);
+  opts.handle = kTcHandle;
+  opts.priority = kTcPriority;
+  int r = bpf_tc_detach(&hook, &opts);
+  // ENOENT: no such filter; ENODEV: device gone; EINVAL: no clsact qdisc.
+  if (r && r != -ENOENT && r != -ENODEV && r != -EINVAL) {
+    return bpfError(r, std::string("detach tc ") + (point == BPF_TC_INGRESS ? "ingress" : "egress") +
+                           " from " + ifName(ifindex));
+  }
+  return okStatus();
+}
+}  // namespace
+
+Status Datapath::attach(uint32_t ifindex) {
+  MB_TRY(attachOne(ifindex, BPF_TC_INGRESS, programFd(Program::FromEndpoint)));
+  MB_TRY(attachOne(ifindex, BPF_TC_EGRESS, programFd(Program::ToEndpoint)));
+  return okStatus();
+}
+
+Status Datapath::detach(uint32_t ifindex) {
+  MB_TRY(detachOne(ifindex, BPF_TC_INGRESS));
+  MB_TRY(detachOne(ifindex, BPF_TC_EGRESS));
+  return okStatus();
+}
+
+// ---------------------------------------------------------------------------
+// config, endpoints, ipcache
+
+Status Datapath::setConfig(const mb_datapath_config& config) {
+  uint32_t key = 0;
+  int r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_config_v1), &key, &config, BPF_ANY);
+  if (r) return bpfError(r, "write datapath config");
+  return okStatus();
+}
+
+Result<mb_datapath_config> Datapath::config() {
+  uint32_t key = 0;
+  mb_datapath_config cfg{};
+  int r = bpf_map_lookup_elem(bpf_map__fd(skel_->maps.mb_config_v1), &key, &cfg);
+  if (r) return bpfError(r, "read datapath config");
+  return cfg;
+}
+
+Status Datapath::upsertEndpoint(const mb_endpoint_info& ep) {
+  const std::string what = "write endpoint " + std::to_string(ep.ep_id) + " (" + ipString(ep.ipv4) +
+                           ", " + ifName(ep.ifindex) + ")";
+  uint32_t ifindex = ep.ifindex;
+  // By-IP first: once the ifindex entry exists the endpoint's own program
+  // runs, and replies to it must already be deliverable.
+  mb_endpoint_ip_key ip_key{};
+  ip_key.ipv4 = ep.ipv4;
+  ip_key.family = 4;
+  int r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key, &ep, BPF_ANY);
+  if (r) return bpfError(r, what + ": " MB_MAP_ENDPOINTS_BY_IP);
+  r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex, &ep, BPF_ANY);
+  if (r) return bpfError(r, what + ": " MB_MAP_ENDPOINTS);
+  return okStatus();
+}
+
+Status Datapath::deleteEndpoint(uint32_t ifindex, uint32_t ipv4_be) {
+  const std::string what = "delete endpoint " + ipString(ipv4_be) + " (" + ifName(ifindex) + ")";
+  int r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex);
+  if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_ENDPOINTS);
+  mb_endpoint_ip_key ip_key{};
+  ip_key.ipv4 = ipv4_be;
+  ip_key.family = 4;
+  r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key);
+  if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_ENDPOINTS_BY_IP);
+  return okStatus();
+}
+
+Result<std::vector<mb_endpoint_info>> Datapath::listEndpoints() {
+  int fd = bpf_map__fd(skel_->maps.mb_lxc_v1);
+  MB_ASSIGN(auto keys, allKeys<uint32_t>(fd, MB_MAP_ENDPOINTS));
+  std::vector<mb_endpoint_info> out;
+  for (uint32_t k : keys) {
+    mb_endpoint_info ep{};
+    int r = bpf_map_lookup_elem(fd, &k, &ep);
+    if (r == -ENOENT) continue;  // deleted meanwhile
+    if (r) return bpfError(r, "read " MB_MAP_ENDPOINTS);
+    out.push_back(ep);
+  }
+  return out;
+}
+
+namespace {
+Result<mb_ipcache_key> ipcacheKey(uint32_t ipv4_be, uint8_t prefix_len) {
+  if (prefix_len > 32) return Error::invalid("ipcache prefix length " + std::to_string(prefix_len) + " > 32");
+  mb_ipcache_key key{};
+  key.prefixlen = MB_IPCACHE_STATIC_PREFIX + prefix_len;
+  key.family = 4;
+  // The trie compares all bits up to prefixlen; keep host bits zero so
+  // that delete finds what upsert wrote.
+  uint32_t mask = prefix_len == 0 ? 0 : htonl(~uint32_t{0} << (32 - prefix_len));
+  key.ip[0] = ipv4_be & mask;
+  return key;
+}
+}  // namespace
+
+Status Datapath::upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity) {
+  const std::string what = "write ipcache " + ipString(ipv4_be) + "/" + std::to_string(prefix_len);
+  auto key = ipcacheKey(ipv4_be, prefix_len);
+  if (!key) return key.error().wrap(what);
+  mb_remote_info info{};
+  info.identity = identity;
+  int r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key, &info, BPF_ANY);
+  if (r) return bpfError(r, what);
+  return okStatus();
+}
+
+Status Datapath::deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len) {
+  const std::string what = "delete ipcache " + ipString(ipv4_be) + "/" + std::to_string(prefix_len);
+  auto key = ipcacheKey(ipv4_be, prefix_len);
+  if (!key) return key.error().wrap(what);
+  int r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key);
+  if (r && r != -ENOENT) return bpfError(r, what);
+  return okStatus();
+}
+
+// ---------------------------------------------------------------------------
+// policy
+
+namespace {
+struct CurrentEntry {
+  mb_policy_key raw;
+  PolicyMapValue value;
+};
+
+// Reads every entry of ep_id (one scan of the global map).
+Result<std::map<PolicyMapKey, CurrentEntry>> currentPolicy(int fd, uint32_t ep_id) {
+  MB_ASSIGN(auto keys, allKeys<mb_policy_key>(fd, MB_MAP_POLICY));
+  std::map<PolicyMapKey, CurrentEntry> out;
+  PerCpu<mb_policy_value> values(possibleCpus());
+  for (const auto& k : keys) {
+    if (k.ep_id != ep_id) continue;
+    int r = bpf_map_lookup_elem(fd, &k, values.data());
+    if (r == -ENOENT) continue;
+    if (r) return bpfError(r, "read " MB_MAP_POLICY);
+    out.emplace(fromBpf(k), CurrentEntry{k, fromBpf(values.get(0))});
+  }
+  return out;
+}
+}  // namespace
+
+Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
+                                             const std::map<PolicyMapKey, PolicyMapValue>& desired) {
+  const std::string what = "sync policy of endpoint " + std::to_string(ep_id);
+  const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
+  auto current = currentPolicy(fd, ep_id);
+  if (!current) return current.error().wrap(what);
+
+  PolicySyncStats stats;
+  const size_t cpus = possibleCpus();
+  PerCpu<mb_policy_value> values(cpus);
+  // 1. new and changed entries first: the packet never sees a gap.
+  for (const auto& [key, want] : desired) {
+    mb_policy_key raw = toBpf(ep_id, key);
+    auto it = current->find(key);
+    if (it != current->end() && it->second.value == want) {
+      ++stats.unchanged;
+      continue;
+    }
+    bool updated = false;
+    if (it != current->end()) {
+      // Keep the per-CPU counters: rewrite only the policy fields.
+      int r = bpf_map_lookup_elem(fd, &raw, values.data());
+      if (r == 0) {
+        for (size_t c = 0; c < cpus; ++c) {
+          mb_policy_value v = values.get(c);
+          applyValue(v, want);
+          values.set(c, v);
+        }
+        r = bpf_map_update_elem(fd, &raw, values.data(), BPF_EXIST);
+        if (r == 0) updated = true;
+        else if (r != -ENOENT) return bpfError(r, what + ": update entry");
+      } else if (r != -ENOENT) {
+        return bpfError(r, what + ": read entry");
+      }
+    }
+    if (!updated) {
+      mb_policy_value v{};
+      applyValue(v, want);
+      for (size_t c = 0; c < cpus; ++c) values.set(c, v);
+      int r = bpf_map_update_elem(fd, &raw, values.data(), BPF_ANY);
+      if (r) {
+        return bpfError(r, what + ": add entry" +
+                               (r == -E2BIG || r == -ENOMEM ? " (" MB_MAP_POLICY " is full)" : ""));
+      }
+    }
+    if (it != current->end()) ++stats.updated;
+    else ++stats.added;
+  }
+  // 2. then stale entries.
+  for (const auto& [key, entry] : *current) {
+    if (desired.count(key)) continue;
+    int r = bpf_map_delete_elem(fd, &entry.raw);
+    if (r && r != -ENOENT) return bpfError(r, what + ": delete entry");
+    ++stats.deleted;
+  }
+  return stats;
+}
+
+Result<std::vector<PolicyEntryStat>> Datapath::dumpPolicy(uint32_t ep_id) {
+  const std::string what = "dump policy of endpoint " + std::to_string(ep_id);
+  const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
+  auto keys = allKeys<mb_policy_key>(fd, MB_MAP_POLICY);
+  if (!keys) return keys.error().wrap(what);
+  std::vector<PolicyEntryStat> out;
+  PerCpu<mb_policy_value> values(possibleCpus());
+  for (const auto& k : *keys) {
+    if (k.ep_id != ep_id) continue;
+    int r = bpf_map_lookup_elem(fd, &k, values.data());
+    if (r == -ENOENT) continue;
+    if (r) return bpfError(r, what);
+    PolicyEntryStat s;
+    s.key = fromBpf(k);
+    s.value = fromBpf(values.get(0));
+    for (size_t c = 0; c < values.cpus(); ++c) {
+      s.packets += values.get(c).packets;
+      s.bytes += values.get(c).bytes;
+    }
+    out.push_back(s);
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+  return out;
+}
+
+Status Datapath::deletePolicy(uint32_t ep_id) {
+  auto r = syncPolicy(ep_id, {});
+  if (!r) return r.error();
+  return okStatus();
+}
+
+// ---------------------------------------------------------------------------
+// metrics, conntrack, usage
+
+Result<std::vector<MetricsEntry>> Datapath::readMetrics() {
+  const int fd = bpf_map__fd(skel_->maps.mb_metrics_v1);
+  MB_ASSIGN(auto keys, allKeys<mb_metrics_key>(fd, MB_MAP_METRICS));
+  std::vector<MetricsEntry> out;
+  PerCpu<mb_metrics_value> values(possibleCpus());
+  for (const auto& k : keys) {
+    int r = bpf_map_lookup_elem(fd, &k, values.data());
+    if (r == -ENOENT) continue;
+    if (r) return bpfError(r, "read " MB_MAP_METRICS);
+    MetricsEntry e;
+    e.reason = k.reason;
+    e.direction = k.direction;
+    for (size_t c = 0; c < values.cpus(); ++c) {
+      e.packets += values.get(c).packets;
+      e.bytes += values.get(c).bytes;
+    }
+    out.push_back(e);
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.reason, a.direction) < std::tie(b.reason, b.direction);
+  });
+  return out;
+}
+
+Result<std::vector<CtFlow>> Datapath::listCt() {
+  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v1);
+  MB_ASSIGN(auto keys, allKeys<mb_ct_key>(fd, MB_MAP_CT));
+  std::vector<CtFlow> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) {
+    CtFlow f{k, {}};
+    int r = bpf_map_lookup_elem(fd, &k, &f.entry);
+    if (r == -ENOENT) continue;
+    if (r) return bpfError(r, "read " MB_MAP_CT);
+    out.push_back(f);
+  }
+  return out;
+}
+
+Result<size_t> Datapath::gcCt(uint64_t now_boottime_ns) {
+  auto flows = listCt();
+  if (!flows) return flows.error().wrap("conntrack gc");
+  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v1);
+  size_t deleted = 0;
+  for (const auto& f : *flows) {
+    if (f.entry.expires_ns >= now_boottime_ns) continue;
+    int r = bpf_map_delete_elem(fd, &f.key);
+    if (r == 0) ++deleted;
+    else if (r != -ENOENT) return bpfError(r, "conntrack gc: delete entry");
+  }
+  return deleted;
+}
+
+Status Datapath::flushCtFor(uint32_t ipv4_be) {
+  const std::string what = "flush conntrack of " + ipString(ipv4_be);
+  auto flows = listCt();
+  if (!flows) return flows.error().wrap(what);
+  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v1);
+  for (const auto& f : *flows) {
+    if (f.key.saddr != ipv4_be && f.key.daddr != ipv4_be) continue;
+    int r = bpf_map_delete_elem(fd, &f.key);
+    if (r && r != -ENOENT) return bpfError(r, what);
+  }
+  return okStatus();
+}
+
+Result<std::vector<MapUsage>> Datapath::mapUsage() {
+  std::vector<MapUsage> out;
+  auto add = [&](const bpf_map* map, auto key_tag) -> Status {
+    using K = decltype(key_tag);
+    MB_ASSIGN(auto keys, allKeys<K>(bpf_map__fd(map), bpf_map__name(map)));
+    out.push_back(MapUsage{bpf_map__name(map), keys.size(), bpf_map__max_entries(map)});
+    return okStatus();
+  };
+  MB_TRY(add(skel_->maps.mb_lxc_v1, uint32_t{}));
+  MB_TRY(add(skel_->maps.mb_ipcache_v1, mb_ipcache_key{}));
+  MB_TRY(add(skel_->maps.mb_policy_v1, mb_policy_key{}));
+  MB_TRY(add(skel_->maps.mb_ct4_v1, mb_ct_key{}));
+  MB_TRY(add(skel_->maps.mb_metrics_v1, mb_metrics_key{}));
+  return out;
+}
+
+Status Datapath::removePins(const std::string& bpf_root) {
+  for (std::string_view name : kPinnedMaps) {
+    const std::string path = bpf_root + "/" + std::string(name);
+    if (unlink(path.c_str()) != 0 && errno != ENOENT) return Error::fromErrno(errno, "unpin " + path);
+  }
+  if (rmdir(bpf_root.c_str()) != 0 && errno != ENOENT) {
+    return Error::fromErrno(errno, "remove " + bpf_root);
+  }
+  return okStatus();
+}
+
+// ---------------------------------------------------------------------------
+// EventReader
+
+namespace {
+int onEvent(void* ctx, void* data, size_t size) {
+  if (size < sizeof(mb_event)) return 0;  // not ours: skip, keep reading
+  mb_event ev;
+  std::memcpy(&ev, data, sizeof(ev));
+  (*static_cast<EventReader::Callback*>(ctx))(ev);
+  return 0;
+}
+}  // namespace
+
+EventReader::EventReader(ring_buffer* rb, std::unique_ptr<Callback> callback)
+    : rb_(rb), callback_(std::move(callback)) {}
+
+EventReader::~EventReader() {
+  if (rb_) ring_buffer__free(rb_);
+}
+
+EventReader::EventReader(EventReader&& o) noexcept
+    : rb_(std::exchange(o.rb_, nullptr)), callback_(std::move(o.callback_)) {}
+
+EventReader& EventReader::operator=(EventReader&& o) noexcept {
+  if (this != &o) {
+    if (rb_) ring_buffer__free(rb_);
+    rb_ = std::exchange(o.rb_, nullptr);
+    callback_ = std::move(o.callback_);
+  }
+  return *this;
+}
+
+Result<EventReader> EventReader::open(int events_fd, Callback callback) {
+  auto cb = std::make_unique<Callback>(std::move(callback));
+  ring_buffer* rb = ring_buffer__new(events_fd, onEvent, cb.get(), nullptr);
+  if (!rb) return Error::fromErrno(errno, "open events ring buffer " MB_MAP_EVENTS);
+  return EventReader(rb, std::move(cb));
+}
+
+Result<int> EventReader::poll(int timeout_ms) {
+  int r = ring_buffer__poll(rb_, timeout_ms);
+  if (r == -EINTR) return 0;
+  if (r < 0) return bpfError(r, "poll events ring buffer");
+  return r;
+}
+
+Result<int> EventReader::consume() {
+  int r = ring_buffer__consume(rb_);
+  if (r < 0) return bpfError(r, "read events ring buffer");
+  return r;
+}
+
+}  // namespace membrane::kernel

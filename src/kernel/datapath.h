@@ -1,0 +1,187 @@
+// Datapath: loads membrane's BPF object (bpf/datapath.bpf.c), keeps its maps
+// pinned under a bpffs directory, attaches the tc programs to pod veths and
+// gives typed access to every map.
+//
+// Contract
+// - Maps are pinned by name under DatapathOptions::bpf_root and REUSED when
+//   already pinned: an agent restart keeps endpoints, policy, conntrack and
+//   counters. A pinned map whose layout differs is refused with a message
+//   naming it (layout changes get a new _vN name, see bpf/shared/datapath.h).
+// - Programs stay attached (cls_bpf, fixed handle/priority) when the process
+//   exits: enforcement continues with the last written maps. attach() with
+//   BPF_TC_F_REPLACE atomically swaps in the new program on restart.
+// - Byte order: addresses in *_be parameters and in the raw BPF structs are
+//   network order; PolicyMapKey/PolicyMapValue use host order (converted
+//   inside).
+// - Thread safety: map operations are safe to call concurrently (each is a
+//   syscall on a map fd); open/destruction must not race with other calls.
+// - Errors carry context, e.g. "attach tc ingress on lxc1a2b: Operation not
+//   permitted".
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bpf/shared/datapath.h"
+#include "membrane/result.h"
+
+struct membrane_datapath;  // generated skeleton (bpf/datapath.skel.h)
+struct ring_buffer;        // libbpf
+
+namespace membrane::kernel {
+
+struct DatapathOptions {
+  std::string bpf_root = "/sys/fs/bpf/membrane";
+};
+
+// One policy map entry of an endpoint, host byte order.
+struct PolicyMapKey {
+  uint32_t identity = 0;   // peer identity; 0 = any
+  uint16_t dport = 0;      // 0 = any
+  uint8_t proto = 0;       // IPPROTO_*; 0 = any
+  uint8_t direction = 0;   // MB_DIR_INGRESS / MB_DIR_EGRESS
+  auto operator<=>(const PolicyMapKey&) const = default;
+};
+
+struct PolicyMapValue {
+  bool deny = false;
+  uint16_t proxy_port = 0;  // 0 = no L7 redirect
+  uint32_t cookie = 0;      // rule attribution
+  auto operator<=>(const PolicyMapValue&) const = default;
+};
+
+struct PolicyEntryStat {
+  PolicyMapKey key;
+  PolicyMapValue value;
+  uint64_t packets = 0;  // summed over all possible CPUs
+  uint64_t bytes = 0;
+};
+
+struct PolicySyncStats {
+  size_t added = 0;
+  size_t updated = 0;
+  size_t deleted = 0;
+  size_t unchanged = 0;
+};
+
+struct MetricsEntry {
+  uint8_t reason = 0;     // 0 forwarded, else mb_drop_reason
+  uint8_t direction = 0;  // mb_direction
+  uint64_t packets = 0;   // summed over all possible CPUs
+  uint64_t bytes = 0;
+};
+
+struct CtFlow {
+  mb_ct_key key;      // original direction, network order
+  mb_ct_entry entry;
+};
+
+struct MapUsage {
+  std::string name;   // MB_MAP_* name
+  size_t entries = 0;
+  size_t max_entries = 0;
+};
+
+enum class Program { FromEndpoint, ToEndpoint };
+
+class Datapath {
+ public:
+  // Loads (verifies) the BPF object with its maps pinned under bpf_root,
+  // reusing pinned maps. Creates bpf_root if needed. Fails with an
+  // actionable message when bpffs is not mounted, when not privileged, or
+  // when a pinned map is incompatible.
+  static Result<std::unique_ptr<Datapath>> open(const DatapathOptions& options);
+  ~Datapath();
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  const std::string& bpfRoot() const { return bpf_root_; }
+
+  // Ensures a clsact qdisc and attaches from_endpoint (ingress) and
+  // to_endpoint (egress) with fixed handle/priority, replacing what is there.
+  Status attach(uint32_t ifindex);
+  // Removes both filters; succeeds if they (or the device) are already gone.
+  Status detach(uint32_t ifindex);
+
+  Status setConfig(const mb_datapath_config& config);
+  Result<mb_datapath_config> config();
+
+  // Writes the endpoint into both endpoint maps (by ifindex and by IPv4).
+  Status upsertEndpoint(const mb_endpoint_info& endpoint);
+  // Removes it from both maps; missing entries are not an error.
+  Status deleteEndpoint(uint32_t ifindex, uint32_t ipv4_be);
+  Result<std::vector<mb_endpoint_info>> listEndpoints();
+
+  Status upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity);
+  Status deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len);  // missing is ok
+
+  // Brings ep_id's policy entries to `desired` by difference: writes new and
+  // changed entries first, then deletes stale ones, so a packet never sees a
+  // state that is neither the old nor the new policy for more than the
+  // entries in flight (no flush). Counters of unchanged entries are kept;
+  // changed entries keep theirs too (read-modify-write per CPU: increments
+  // that land between the read and the write of that one entry are lost).
+  Result<PolicySyncStats> syncPolicy(uint32_t ep_id,
+                                     const std::map<PolicyMapKey, PolicyMapValue>& desired);
+  // All entries of ep_id with counters summed over CPUs, sorted by key.
+  Result<std::vector<PolicyEntryStat>> dumpPolicy(uint32_t ep_id);
+  Status deletePolicy(uint32_t ep_id);
+
+  // Metrics map summed over CPUs, sorted by (reason, direction).
+  Result<std::vector<MetricsEntry>> readMetrics();
+
+  Result<std::vector<CtFlow>> listCt();
+  // Deletes entries with expires_ns < now_boottime_ns; returns how many.
+  Result<size_t> gcCt(uint64_t now_boottime_ns);
+  // Deletes entries with ipv4_be as source or destination.
+  Status flushCtFor(uint32_t ipv4_be);
+
+  Result<std::vector<MapUsage>> mapUsage();
+
+  int eventsFd() const;
+  int programFd(Program program) const;  // for BPF_PROG_TEST_RUN and benchmarks
+
+  // Unpins every map this object pins under bpf_root and removes the
+  // directory. Missing pins/directory are not an error.
+  static Status removePins(const std::string& bpf_root);
+
+ private:
+  struct SkelDeleter {
+    void operator()(membrane_datapath* skel) const;
+  };
+  Datapath(std::unique_ptr<membrane_datapath, SkelDeleter> skel, std::string bpf_root);
+
+  std::unique_ptr<membrane_datapath, SkelDeleter> skel_;
+  std::string bpf_root_;
+};
+
+// Consumer of the events ring buffer. Move-only RAII owner of the libbpf
+// ring_buffer. The callback runs on the thread calling poll()/consume().
+class EventReader {
+ public:
+  using Callback = std::function<void(const mb_event&)>;
+
+  static Result<EventReader> open(int events_fd, Callback callback);
+  ~EventReader();
+  EventReader(EventReader&&) noexcept;
+  EventReader& operator=(EventReader&&) noexcept;
+  EventReader(const EventReader&) = delete;
+  EventReader& operator=(const EventReader&) = delete;
+
+  // Waits up to timeout_ms for events and delivers them; returns how many.
+  Result<int> poll(int timeout_ms);
+  // Delivers what is available without waiting; returns how many.
+  Result<int> consume();
+
+ private:
+  EventReader(ring_buffer* rb, std::unique_ptr<Callback> callback);
+  ring_buffer* rb_ = nullptr;
+  std::unique_ptr<Callback> callback_;  // heap: its address is libbpf's ctx
+};
+
+}  // namespace membrane::kernel

@@ -1,0 +1,547 @@
+// BPF_PROG_TEST_RUN tests of bpf/datapath.bpf.c through the real loader and
+// map writers (Datapath). Needs root; skipped otherwise.
+//
+// Every test gets its own pin root (unique per pid and test), removed in
+// TearDown and by a guard destructor if SetUp fails half-way. If /sys/fs/bpf
+// is not a bpffs, a private bpffs is mounted under /tmp for the test and
+// unmounted afterwards.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <linux/pkt_cls.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "src/kernel/datapath.h"
+#include "src/kernel/packet_builder.h"
+
+namespace membrane::kernel {
+namespace {
+
+constexpr uint32_t kSrcIfindex = 1;  // lo: the only ifindex test_run accepts without a device
+constexpr uint32_t kSrcEp = 100;
+constexpr uint32_t kSrcId = 1000;
+constexpr const char* kSrcIp = "10.200.0.7";
+constexpr uint32_t kDstIfindex = 4242;  // redirect target; test_run does not resolve it
+constexpr uint32_t kDstEp = 200;
+constexpr uint32_t kDstId = 2000;
+constexpr const char* kDstIp = "10.200.0.5";
+constexpr uint32_t kRemoteId = 3000;  // 192.0.2.0/24 in the ipcache
+constexpr const char* kRemoteIp = "192.0.2.10";
+constexpr const char* kWorldIp = "198.51.100.1";  // not in the ipcache
+
+const MacAddr kDstMac{0x02, 0xbb, 0, 0, 0, 0x05};
+const MacAddr kDstNodeMac{0x02, 0xcc, 0, 0, 0, 0x05};
+
+// Owns the kernel-side test state: pin dir (and a private bpffs mount).
+struct PinRootGuard {
+  std::string mount_dir;  // non-empty if we mounted a bpffs
+  std::string root;
+  ~PinRootGuard() {
+    if (!root.empty()) {
+      auto st = Datapath::removePins(root);
+      if (!st.ok()) ADD_FAILURE() << st.error().message;
+    }
+    if (!mount_dir.empty()) {
+      umount2(mount_dir.c_str(), MNT_DETACH);
+      rmdir(mount_dir.c_str());
+    }
+  }
+};
+
+bool isBpffs(const char* path) {
+  struct statfs st {};
+  return statfs(path, &st) == 0 && static_cast<unsigned long>(st.f_type) == BPF_FS_MAGIC;
+}
+
+struct RunResult {
+  int retval = -1;
+  std::vector<uint8_t> data;
+};
+
+class DatapathBpfTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF_PROG_LOAD, BPF_PROG_TEST_RUN)";
+    static int counter = 0;
+    const std::string name = "membrane-test-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    guard_ = std::make_unique<PinRootGuard>();
+    std::string base = "/sys/fs/bpf";
+    if (!isBpffs(base.c_str())) {
+      guard_->mount_dir = "/tmp/" + name + "-bpffs";
+      ASSERT_EQ(mkdir(guard_->mount_dir.c_str(), 0700), 0) << std::strerror(errno);
+      if (mount("bpf", guard_->mount_dir.c_str(), "bpf", 0, nullptr) != 0) {
+        int e = errno;
+        rmdir(guard_->mount_dir.c_str());
+        guard_->mount_dir.clear();
+        FAIL() << "mount private bpffs: " << std::strerror(e);
+      }
+      base = guard_->mount_dir;
+    }
+    guard_->root = base + "/" + name;
+    auto dp = Datapath::open(DatapathOptions{guard_->root});
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    dp_ = std::move(*dp);
+
+    mb_endpoint_info src{};
+    src.ep_id = kSrcEp;
+    src.identity = kSrcId;
+    src.ifindex = kSrcIfindex;
+    src.ipv4 = ipv4Be(kSrcIp);
+    ASSERT_TRUE(dp_->upsertEndpoint(src).ok());
+    src_ = src;
+    mb_endpoint_info dst{};
+    dst.ep_id = kDstEp;
+    dst.identity = kDstId;
+    dst.ifindex = kDstIfindex;
+    dst.ipv4 = ipv4Be(kDstIp);
+    std::memcpy(dst.mac, kDstMac.data(), 6);
+    std::memcpy(dst.node_mac, kDstNodeMac.data(), 6);
+    ASSERT_TRUE(dp_->upsertEndpoint(dst).ok());
+    dst_ = dst;
+    ASSERT_TRUE(dp_->upsertIpcache(ipv4Be("192.0.2.0"), 24, kRemoteId).ok());
+
+    auto reader = EventReader::open(dp_->eventsFd(), [this](const mb_event& e) { events_.push_back(e); });
+    ASSERT_TRUE(reader.ok()) << reader.error().message;
+    reader_.emplace(std::move(*reader));
+  }
+
+  void TearDown() override {
+    reader_.reset();
+    dp_.reset();    // closes map/prog fds before the pins go
+    guard_.reset();
+  }
+
+  void setSrcFlags(uint32_t flags) {
+    src_.flags = flags;
+    ASSERT_TRUE(dp_->upsertEndpoint(src_).ok());
+  }
+  void setDstFlags(uint32_t flags) {
+    dst_.flags = flags;
+    ASSERT_TRUE(dp_->upsertEndpoint(dst_).ok());
+  }
+  void setPolicy(uint32_t ep_id, const std::map<PolicyMapKey, PolicyMapValue>& entries) {
+    auto r = dp_->syncPolicy(ep_id, entries);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+
+  RunResult run(Program prog, const std::vector<uint8_t>& pkt, uint32_t mark = 0) {
+    RunResult res;
+    res.data.resize(pkt.size() + 256);
+    __sk_buff ctx{};
+    ctx.ifindex = kSrcIfindex;
+    ctx.mark = mark;
+    bpf_test_run_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.data_in = pkt.data();
+    opts.data_size_in = static_cast<uint32_t>(pkt.size());
+    opts.data_out = res.data.data();
+    opts.data_size_out = static_cast<uint32_t>(res.data.size());
+    opts.ctx_in = &ctx;
+    opts.ctx_size_in = sizeof(ctx);
+    int r = bpf_prog_test_run_opts(dp_->programFd(prog), &opts);
+    EXPECT_EQ(r, 0) << "bpf_prog_test_run_opts: " << std::strerror(-r);
+    res.retval = static_cast<int>(opts.retval);
+    res.data.resize(opts.data_size_out);
+    return res;
+  }
+  int fromEp(const std::vector<uint8_t>& pkt) { return run(Program::FromEndpoint, pkt).retval; }
+  int toEp(const std::vector<uint8_t>& pkt, uint32_t mark = 0) {
+    return run(Program::ToEndpoint, pkt, mark).retval;
+  }
+
+  // {packets, bytes} of one metrics key; {0,0} if absent.
+  std::pair<uint64_t, uint64_t> metric(uint8_t reason, uint8_t dir) {
+    auto m = dp_->readMetrics();
+    EXPECT_TRUE(m.ok());
+    if (!m.ok()) return {0, 0};
+    for (const auto& e : *m) {
+      if (e.reason == reason && e.direction == dir) return {e.packets, e.bytes};
+    }
+    return {0, 0};
+  }
+
+  std::vector<mb_event> drainEvents() {
+    events_.clear();
+    auto r = reader_->consume();
+    EXPECT_TRUE(r.ok());
+    return events_;
+  }
+
+  std::unique_ptr<PinRootGuard> guard_;
+  std::unique_ptr<Datapath> dp_;
+  std::optional<EventReader> reader_;
+  std::vector<mb_event> events_;
+  mb_endpoint_info src_{};
+  mb_endpoint_info dst_{};
+};
+
+PolicyMapKey egress(uint32_t id, uint16_t port, uint8_t proto) {
+  return PolicyMapKey{id, port, proto, MB_DIR_EGRESS};
+}
+PolicyMapKey ingress(uint32_t id, uint16_t port, uint8_t proto) {
+  return PolicyMapKey{id, port, proto, MB_DIR_INGRESS};
+}
+PolicyMapValue allow(uint32_t cookie = 0) { return PolicyMapValue{false, 0, cookie}; }
+PolicyMapValue deny(uint32_t cookie = 0) { return PolicyMapValue{true, 0, cookie}; }
+
+std::vector<uint8_t> tcpTo(const char* dst, uint16_t sport, uint16_t dport, uint8_t flags = kTcpSyn,
+                           size_t payload = 0) {
+  return PacketBuilder().ipv4(kSrcIp, dst).tcp(sport, dport, flags).payload(payload).build();
+}
+
+TEST_F(DatapathBpfTest, EachLookupTierAllows) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  struct Tier {
+    PolicyMapKey key;
+    uint8_t match;
+  } tiers[] = {
+      {egress(kRemoteId, 80, IPPROTO_TCP), MB_MATCH_L3_L4},
+      {egress(0, 80, IPPROTO_TCP), MB_MATCH_L4_ONLY},
+      {egress(kRemoteId, 0, 0), MB_MATCH_L3_ONLY},
+      {egress(0, 0, 0), MB_MATCH_ALL},
+  };
+  uint16_t sport = 40000;
+  for (const auto& t : tiers) {
+    SCOPED_TRACE(static_cast<int>(t.match));
+    setPolicy(kSrcEp, {{t.key, allow(t.match * 10)}});
+    auto pkt = tcpTo(kRemoteIp, sport++, 80);
+    drainEvents();
+    EXPECT_EQ(fromEp(pkt), TC_ACT_OK);
+    auto stats = dp_->dumpPolicy(kSrcEp);
+    ASSERT_TRUE(stats.ok());
+    ASSERT_EQ(stats->size(), 1u);
+    EXPECT_EQ((*stats)[0].packets, 1u);
+    EXPECT_EQ((*stats)[0].bytes, pkt.size());
+    auto ev = drainEvents();
+    ASSERT_EQ(ev.size(), 1u);
+    EXPECT_EQ(ev[0].type, MB_EVENT_POLICY_VERDICT);
+    EXPECT_EQ(ev[0].subtype, MB_VERDICT_FORWARDED);
+    EXPECT_EQ(ev[0].match_type, t.match);
+    EXPECT_EQ(ev[0].cookie, t.match * 10u);
+    EXPECT_EQ(ev[0].direction, MB_DIR_EGRESS);
+  }
+  EXPECT_EQ(metric(0, MB_DIR_EGRESS).first, 4u);
+}
+
+TEST_F(DatapathBpfTest, EgressMissDropsAndCountsExactly) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  setPolicy(kSrcEp, {{egress(kRemoteId, 443, IPPROTO_TCP), allow()}});
+  auto pkt = tcpTo(kRemoteIp, 40000, 80, kTcpSyn, 11);
+  EXPECT_EQ(fromEp(pkt), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_EGRESS), std::make_pair(uint64_t{1}, uint64_t{pkt.size()}));
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS), std::make_pair(uint64_t{0}, uint64_t{0}));
+  EXPECT_EQ(metric(0, MB_DIR_EGRESS), std::make_pair(uint64_t{0}, uint64_t{0}));
+  auto ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  EXPECT_TRUE(ct->empty()) << "a dropped NEW flow must not create conntrack state";
+}
+
+TEST_F(DatapathBpfTest, IngressMissOfLocalDestinationDrops) {
+  setDstFlags(MB_EP_F_INGRESS_ENFORCED);
+  setPolicy(kDstEp, {{ingress(kSrcId, 443, IPPROTO_TCP), allow()}});
+  auto pkt = tcpTo(kDstIp, 40000, 80);
+  EXPECT_EQ(fromEp(pkt), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS), std::make_pair(uint64_t{1}, uint64_t{pkt.size()}));
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_EGRESS).first, 0u);
+}
+
+TEST_F(DatapathBpfTest, DenyEntryAtTierOneBeatsAllowAll) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  setPolicy(kSrcEp, {{egress(kRemoteId, 80, IPPROTO_TCP), deny(5)}, {egress(0, 0, 0), allow()}});
+  auto pkt = tcpTo(kRemoteIp, 40000, 80);
+  EXPECT_EQ(fromEp(pkt), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY_DENY, MB_DIR_EGRESS), std::make_pair(uint64_t{1}, uint64_t{pkt.size()}));
+  // Another port falls through to the allow-all entry.
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40001, 81)), TC_ACT_OK);
+  auto ev = drainEvents();
+  ASSERT_GE(ev.size(), 2u);
+  EXPECT_EQ(ev[0].type, MB_EVENT_POLICY_VERDICT);
+  EXPECT_EQ(ev[0].subtype, MB_VERDICT_DROPPED);
+  EXPECT_EQ(ev[0].match_type, MB_MATCH_L3_L4);
+  EXPECT_EQ(ev[0].cookie, 5u);
+  EXPECT_EQ(ev[1].type, MB_EVENT_DROP);
+  EXPECT_EQ(ev[1].subtype, MB_DROP_POLICY_DENY);
+}
+
+TEST_F(DatapathBpfTest, ReplyBypassesPolicy) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED | MB_EP_F_INGRESS_ENFORCED);
+  setPolicy(kSrcEp, {{egress(kRemoteId, 80, IPPROTO_TCP), allow()}});
+  ASSERT_EQ(fromEp(tcpTo(kRemoteIp, 40000, 80)), TC_ACT_OK);
+
+  auto ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  ASSERT_EQ(ct->size(), 1u);
+  const auto& flow = (*ct)[0];
+  EXPECT_EQ(flow.key.saddr, ipv4Be(kSrcIp));
+  EXPECT_EQ(flow.key.daddr, ipv4Be(kRemoteIp));
+  EXPECT_EQ(ntohs(flow.key.sport), 40000);
+  EXPECT_EQ(ntohs(flow.key.dport), 80);
+  EXPECT_EQ(flow.entry.src_identity, kSrcId);
+  EXPECT_EQ(flow.entry.dst_identity, kRemoteId);
+  EXPECT_EQ(flow.entry.ep_id, kSrcEp);
+  EXPECT_EQ(flow.entry.tx_packets, 1u);
+
+  setPolicy(kSrcEp, {});
+  auto reply = PacketBuilder().ipv4(kRemoteIp, kSrcIp).tcp(80, 40000, kTcpSyn | kTcpAck).build();
+  EXPECT_EQ(toEp(reply), TC_ACT_OK);
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40001, 80)), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_EGRESS).first, 1u);
+  EXPECT_EQ(metric(0, MB_DIR_INGRESS).first, 1u);
+
+  ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  ASSERT_EQ(ct->size(), 1u);
+  EXPECT_EQ((*ct)[0].entry.rx_packets, 1u);
+  EXPECT_EQ((*ct)[0].entry.rx_bytes, reply.size());
+  EXPECT_EQ((*ct)[0].entry.rx_flags_seen, kTcpSyn | kTcpAck);
+}
+
+TEST_F(DatapathBpfTest, IcmpEchoReplyMatchesRequest) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED | MB_EP_F_INGRESS_ENFORCED);
+  setPolicy(kSrcEp, {{egress(0, 0, IPPROTO_ICMP), allow()}});
+  auto req = PacketBuilder().ipv4(kSrcIp, kWorldIp).icmpEcho(8, 77, 1).build();
+  EXPECT_EQ(fromEp(req), TC_ACT_OK);
+  auto rep = PacketBuilder().ipv4(kWorldIp, kSrcIp).icmpEcho(0, 77, 1).build();
+  EXPECT_EQ(toEp(rep), TC_ACT_OK);
+  auto other = PacketBuilder().ipv4(kWorldIp, kSrcIp).icmpEcho(0, 78, 1).build();
+  EXPECT_EQ(toEp(other), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS).first, 1u);
+}
+
+TEST_F(DatapathBpfTest, AntiSpoofing) {
+  auto pkt = PacketBuilder().ipv4("10.200.0.99", kRemoteIp).udp(5000, 53).payload(3).build();
+  EXPECT_EQ(fromEp(pkt), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_INVALID_SIP, MB_DIR_EGRESS), std::make_pair(uint64_t{1}, uint64_t{pkt.size()}));
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].type, MB_EVENT_DROP);
+  EXPECT_EQ(ev[0].subtype, MB_DROP_INVALID_SIP);
+}
+
+TEST_F(DatapathBpfTest, PolicyEntryCountersSumAndSurviveChanges) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  setPolicy(kSrcEp, {{egress(kRemoteId, 80, IPPROTO_TCP), allow(1)}, {egress(0, 53, IPPROTO_UDP), allow(2)}});
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    auto pkt = tcpTo(kRemoteIp, 40000, 80, i == 0 ? kTcpSyn : kTcpAck, i * 100);
+    bytes += pkt.size();
+    ASSERT_EQ(fromEp(pkt), TC_ACT_OK);
+  }
+  // Cookie change: the entry is rewritten in place, counters kept.
+  auto sync = dp_->syncPolicy(kSrcEp, {{egress(kRemoteId, 80, IPPROTO_TCP), allow(9)},
+                                       {egress(0, 53, IPPROTO_UDP), allow(2)}});
+  ASSERT_TRUE(sync.ok());
+  EXPECT_EQ(sync->updated, 1u);
+  EXPECT_EQ(sync->unchanged, 1u);
+  EXPECT_EQ(sync->added + sync->deleted, 0u);
+
+  auto stats = dp_->dumpPolicy(kSrcEp);
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->size(), 2u);
+  // Sorted by key: identity 0 (UDP/53) first.
+  EXPECT_EQ((*stats)[0].key, egress(0, 53, IPPROTO_UDP));
+  EXPECT_EQ((*stats)[0].packets, 0u);
+  EXPECT_EQ((*stats)[1].key, egress(kRemoteId, 80, IPPROTO_TCP));
+  EXPECT_EQ((*stats)[1].value.cookie, 9u);
+  EXPECT_EQ((*stats)[1].packets, 3u);
+  EXPECT_EQ((*stats)[1].bytes, bytes);
+
+  auto ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  ASSERT_EQ(ct->size(), 1u);
+  EXPECT_EQ((*ct)[0].entry.tx_packets, 3u);
+  EXPECT_EQ((*ct)[0].entry.tx_bytes, bytes);
+  EXPECT_TRUE((*ct)[0].entry.flags & MB_CT_F_SEEN_NON_SYN);
+}
+
+TEST_F(DatapathBpfTest, DropEventCarriesBothIdentities) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  auto pkt = tcpTo(kRemoteIp, 40000, 8080, kTcpSyn, 7);
+  drainEvents();
+  ASSERT_EQ(fromEp(pkt), TC_ACT_SHOT);
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 2u);  // policy verdict + drop
+  const mb_event& d = ev[1];
+  EXPECT_EQ(d.type, MB_EVENT_DROP);
+  EXPECT_EQ(d.subtype, MB_DROP_POLICY);
+  EXPECT_EQ(d.direction, MB_DIR_EGRESS);
+  EXPECT_EQ(d.ep_id, kSrcEp);
+  EXPECT_EQ(d.ifindex, kSrcIfindex);
+  EXPECT_EQ(d.src_identity, kSrcId);
+  EXPECT_EQ(d.dst_identity, kRemoteId);
+  EXPECT_EQ(d.dst_ep_id, 0u);
+  EXPECT_EQ(d.saddr, ipv4Be(kSrcIp));
+  EXPECT_EQ(d.daddr, ipv4Be(kRemoteIp));
+  EXPECT_EQ(ntohs(d.sport), 40000);
+  EXPECT_EQ(ntohs(d.dport), 8080);
+  EXPECT_EQ(d.proto, IPPROTO_TCP);
+  EXPECT_EQ(d.tcp_flags, kTcpSyn);
+  EXPECT_EQ(d.ct_state, 0);
+  EXPECT_EQ(d.len, pkt.size());
+  EXPECT_NE(d.ts_ns, 0u);
+  EXPECT_EQ(ev[0].type, MB_EVENT_POLICY_VERDICT);
+  EXPECT_EQ(ev[0].subtype, MB_VERDICT_DROPPED);
+  EXPECT_EQ(ev[0].match_type, MB_MATCH_NONE);
+}
+
+TEST_F(DatapathBpfTest, LocalDeliveryRedirectsWithRewrittenMacs) {
+  setDstFlags(MB_EP_F_INGRESS_ENFORCED);
+  setPolicy(kDstEp, {{ingress(kSrcId, 80, IPPROTO_TCP), allow()}});
+  auto pkt = tcpTo(kDstIp, 40000, 80, kTcpSyn, 20);
+  auto res = run(Program::FromEndpoint, pkt);
+  EXPECT_EQ(res.retval, TC_ACT_REDIRECT);
+  ASSERT_EQ(res.data.size(), pkt.size());
+  EXPECT_EQ(std::vector<uint8_t>(res.data.begin(), res.data.begin() + 6),
+            std::vector<uint8_t>(kDstMac.begin(), kDstMac.end()));
+  EXPECT_EQ(std::vector<uint8_t>(res.data.begin() + 6, res.data.begin() + 12),
+            std::vector<uint8_t>(kDstNodeMac.begin(), kDstNodeMac.end()));
+  EXPECT_TRUE(std::equal(pkt.begin() + 12, pkt.end(), res.data.begin() + 12)) << "only MACs change";
+  EXPECT_EQ(metric(0, MB_DIR_EGRESS), std::make_pair(uint64_t{1}, uint64_t{pkt.size()}));
+  EXPECT_EQ(metric(0, MB_DIR_INGRESS), std::make_pair(uint64_t{1}, uint64_t{pkt.size()}));
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);  // egress not enforced: only the ingress decision
+  EXPECT_EQ(ev[0].direction, MB_DIR_INGRESS);
+  EXPECT_EQ(ev[0].dst_ep_id, kDstEp);
+}
+
+TEST_F(DatapathBpfTest, ToEndpointTakesIdentityFromMark) {
+  setSrcFlags(MB_EP_F_INGRESS_ENFORCED);
+  constexpr uint32_t kMarkedId = 4242;
+  setPolicy(kSrcEp, {{ingress(kMarkedId, 8080, IPPROTO_TCP), allow()}});
+  auto pkt = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(50000, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(pkt, (kMarkedId << 16) | MB_MARK_MAGIC_IDENTITY), TC_ACT_OK);
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].src_identity, kMarkedId);
+  EXPECT_EQ(ev[0].dst_identity, kSrcId);
+  // Without the mark the source is world (ipcache miss): dropped.
+  auto pkt2 = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(50001, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(pkt2), TC_ACT_SHOT);
+  // A mark with another magic is not an identity.
+  auto pkt3 = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(50002, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(pkt3, (kMarkedId << 16) | MB_MARK_MAGIC_HOST), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS).first, 2u);
+  EXPECT_EQ(metric(0, MB_DIR_INGRESS).first, 1u);
+}
+
+TEST_F(DatapathBpfTest, ParserDrops) {
+  auto v6 = PacketBuilder().ethertype(0x86DD).payload(40).build();
+  EXPECT_EQ(fromEp(v6), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_UNKNOWN_L3, MB_DIR_EGRESS).first, 1u);
+  auto arp = PacketBuilder().ethertype(0x0806).payload(28).build();
+  EXPECT_EQ(fromEp(arp), TC_ACT_OK);
+  auto frag = PacketBuilder().ipv4(kSrcIp, kRemoteIp).udp(1, 2).fragment(0x2000).build();
+  EXPECT_EQ(fromEp(frag), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_FRAG_NOSUPPORT, MB_DIR_EGRESS).first, 1u);
+  auto truncated = tcpTo(kRemoteIp, 1, 2);
+  truncated.resize(14 + 20 + 4);  // TCP header cut, IP tot_len now lies
+  EXPECT_EQ(fromEp(truncated), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_INVALID, MB_DIR_EGRESS).first, 1u);
+}
+
+TEST_F(DatapathBpfTest, UnknownEndpointFailsClosed) {
+  ASSERT_TRUE(dp_->deleteEndpoint(kSrcIfindex, ipv4Be(kSrcIp)).ok());
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 1, 2)), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_EP_NOT_READY, MB_DIR_EGRESS).first, 1u);
+  EXPECT_EQ(toEp(tcpTo(kRemoteIp, 1, 2)), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_EP_NOT_READY, MB_DIR_INGRESS).first, 1u);
+}
+
+TEST_F(DatapathBpfTest, AuditForwardsAndConfigModes) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED | MB_EP_F_EGRESS_AUDIT);
+  drainEvents();
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40000, 80)), TC_ACT_OK);
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].subtype, MB_VERDICT_AUDIT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_EGRESS).first, 0u);
+
+  setSrcFlags(0);
+  mb_datapath_config cfg{};
+  cfg.flags = MB_CFG_F_POLICY_ALWAYS;
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40001, 80)), TC_ACT_SHOT);
+  cfg.flags = MB_CFG_F_POLICY_NEVER;
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40002, 80)), TC_ACT_OK);
+  cfg.flags = MB_CFG_F_TRACE_EVENTS;
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
+  setSrcFlags(0);
+  drainEvents();
+  EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40003, 80)), TC_ACT_OK);
+  ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].type, MB_EVENT_TRACE);
+  EXPECT_EQ(ev[0].subtype, MB_TRACE_TO_STACK);
+}
+
+TEST_F(DatapathBpfTest, ConntrackGcAndFlush) {
+  ASSERT_EQ(fromEp(tcpTo(kRemoteIp, 40000, 80)), TC_ACT_OK);
+  ASSERT_EQ(fromEp(PacketBuilder().ipv4(kSrcIp, kWorldIp).udp(5000, 53).build()), TC_ACT_OK);
+  auto ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  ASSERT_EQ(ct->size(), 2u);
+  auto none = dp_->gcCt(0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0u);
+  ASSERT_TRUE(dp_->flushCtFor(ipv4Be(kWorldIp)).ok());
+  ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  ASSERT_EQ(ct->size(), 1u);
+  auto all = dp_->gcCt(UINT64_MAX);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(*all, 1u);
+}
+
+TEST_F(DatapathBpfTest, ReopenReusesPinnedMaps) {
+  setPolicy(kSrcEp, {{egress(0, 0, 0), allow()}});
+  auto dp2 = Datapath::open(DatapathOptions{guard_->root});
+  ASSERT_TRUE(dp2.ok()) << dp2.error().message;
+  auto eps = (*dp2)->listEndpoints();
+  ASSERT_TRUE(eps.ok());
+  EXPECT_EQ(eps->size(), 2u);
+  auto pol = (*dp2)->dumpPolicy(kSrcEp);
+  ASSERT_TRUE(pol.ok());
+  EXPECT_EQ(pol->size(), 1u);
+  auto usage = (*dp2)->mapUsage();
+  ASSERT_TRUE(usage.ok());
+  ASSERT_EQ(usage->size(), 5u);
+  EXPECT_EQ((*usage)[0].name, MB_MAP_ENDPOINTS);
+  EXPECT_EQ((*usage)[0].entries, 2u);
+  EXPECT_EQ((*usage)[0].max_entries, static_cast<size_t>(MB_ENDPOINTS_MAX));
+  EXPECT_EQ((*usage)[1].entries, 1u);  // ipcache
+  EXPECT_EQ((*usage)[2].entries, 1u);  // policy
+}
+
+TEST_F(DatapathBpfTest, IncompatiblePinnedMapIsNamed) {
+  const std::string root = guard_->root + "-incompat";
+  struct RootCleanup {
+    std::string root;
+    ~RootCleanup() { (void)Datapath::removePins(root); }
+  } cleanup{root};
+  ASSERT_EQ(mkdir(root.c_str(), 0700), 0);
+  int fd = bpf_map_create(BPF_MAP_TYPE_LRU_HASH, "mb_ct4_v1", 8, 8, 16, nullptr);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(bpf_obj_pin(fd, (root + "/" MB_MAP_CT).c_str()), 0);
+  close(fd);
+  auto dp = Datapath::open(DatapathOptions{root});
+  ASSERT_FALSE(dp.ok());
+  EXPECT_NE(dp.error().message.find("pinned map " + root + "/" MB_MAP_CT " is incompatible"),
+            std::string::npos)
+      << dp.error().message;
+}
+
+}  // namespace
+}  // namespace membrane::kernel

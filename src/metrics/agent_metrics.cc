@@ -1,0 +1,321 @@
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "membrane/metrics.h"
+#include "src/metrics/collectors.h"
+
+#ifndef MEMBRANE_VERSION_STRING
+#define MEMBRANE_VERSION_STRING "unknown"
+#endif
+#ifndef MEMBRANE_REVISION_STRING
+#define MEMBRANE_REVISION_STRING "unknown"
+#endif
+
+namespace membrane::metrics {
+namespace {
+
+using prometheus::Counter;
+using prometheus::Family;
+using prometheus::Gauge;
+using prometheus::Histogram;
+using prometheus::MetricFamily;
+
+// Go's GOARCH spelling, as Cilium's cilium_version{arch} carries it.
+constexpr const char* goArch() {
+#if defined(__x86_64__)
+  return "amd64";
+#elif defined(__aarch64__)
+  return "arm64";
+#elif defined(__i386__)
+  return "386";
+#elif defined(__arm__)
+  return "arm";
+#elif defined(__riscv) && __riscv_xlen == 64
+  return "riscv64";
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return "ppc64le";
+#elif defined(__s390x__)
+  return "s390x";
+#else
+  return "unknown";
+#endif
+}
+
+// Cilium: ExponentialBuckets(10e-6, 10, 8), written as literals so that the
+// `le` values are exact decimal strings (1e-05 … 100).
+const Histogram::BucketBoundaries kRegenerationBuckets = {1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100};
+// Go's prometheus.DefBuckets (Cilium's conntrack GC histogram sets none).
+const Histogram::BucketBoundaries kDefaultBuckets = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+
+Family<Gauge>& gauge(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r);
+}
+Family<Counter>& counter(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(r);
+}
+Family<Histogram>& histogram(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r);
+}
+
+// A gauge vector set from whole snapshots: values missing from a snapshot go
+// to 0 rather than disappearing, so `sum by (label)` panels stay continuous.
+class SnapshotGauge {
+ public:
+  template <typename Range>
+  SnapshotGauge(Family<Gauge>& family, std::string label, const Range& known)
+      : family_(family), label_(std::move(label)) {
+    for (auto v : known) child(std::string(v));
+  }
+
+  void set(const std::map<std::string, int>& snapshot) {
+    // One lock so two concurrent snapshots never interleave into a mix.
+    std::lock_guard lock(mu_);
+    for (auto& [value, g] : children_) {
+      auto it = snapshot.find(value);
+      g->Set(it == snapshot.end() ? 0 : it->second);
+    }
+    for (const auto& [value, n] : snapshot)
+      if (!children_.count(value)) child(value).Set(n);
+  }
+
+ private:
+  Gauge& child(const std::string& value) {
+    Gauge& g = family_.Add({{label_, value}});
+    children_.emplace(value, &g);
+    return g;
+  }
+
+  Family<Gauge>& family_;
+  std::string label_;
+  std::mutex mu_;
+  std::map<std::string, Gauge*> children_;
+};
+
+const char* ctFamily(CtFamily f) { return f == CtFamily::Ipv4 ? "ipv4" : "ipv6"; }
+const char* ctProtocol(CtProtocol p) { return p == CtProtocol::Tcp ? "TCP" : "non-TCP"; }
+
+// A scrape-time source and its failure streak.
+template <typename Row>
+class PolledSource {
+ public:
+  using Fn = std::function<Result<std::vector<Row>>()>;
+
+  explicit PolledSource(const char* what) : what_(what) {}
+
+  void set(Fn fn) {
+    std::lock_guard lock(mu_);
+    fn_ = fn ? std::make_shared<Fn>(std::move(fn)) : nullptr;
+    failing_ = false;
+  }
+
+  // nullopt when unregistered or failing: the caller emits nothing.
+  std::optional<std::vector<Row>> poll() {
+    std::shared_ptr<Fn> fn;
+    {
+      std::lock_guard lock(mu_);
+      fn = fn_;
+    }
+    if (!fn) return std::nullopt;
+    // Called without the lock: a slow kernel read must not block
+    // registration, and the source may run for two scrapes at once.
+    std::optional<Error> err;
+    try {
+      auto r = (*fn)();
+      if (r.ok()) {
+        if (failing_.exchange(false)) spdlog::info("metrics: {} readable again", what_);
+        return std::move(r).value();
+      }
+      err = r.error();
+    } catch (const std::exception& e) {
+      // A scrape never crashes the agent, whatever the source does.
+      err = Error(EIO, e.what());
+    }
+    if (!failing_.exchange(true))
+      spdlog::warn("metrics: {} left out of scrapes until readable again: {}", what_, err->message);
+    return std::nullopt;
+  }
+
+ private:
+  const char* what_;
+  std::mutex mu_;
+  std::shared_ptr<Fn> fn_;
+  std::atomic<bool> failing_{false};
+};
+
+}  // namespace
+
+BuildInfo BuildInfo::current() { return {MEMBRANE_VERSION_STRING, MEMBRANE_REVISION_STRING, goArch()}; }
+
+struct AgentMetrics::Impl {
+  explicit Impl(const BuildInfo& build)
+      : endpoint_count(gauge(registry, "cilium_endpoint_count", "Number of endpoints managed by this agent")
+                           .Add({})),
+        endpoint_regenerating(gauge(registry, "cilium_endpoint_regenerating",
+                                    "Number of endpoints currently regenerating. Deprecated. Use "
+                                    "endpoint_state with proper labels instead")
+                                  .Add({})),
+        endpoint_state(gauge(registry, "cilium_endpoint_state",
+                             "Count of all endpoints, tagged by different endpoint states"),
+                       "endpoint_state", kEndpointStates),
+        regenerations(counter(registry, "cilium_endpoint_regenerations_total",
+                              "Count of all endpoint regenerations that have completed, tagged by outcome")),
+        regenerations_success(regenerations.Add({{"outcome", "success"}})),
+        regenerations_fail(regenerations.Add({{"outcome", "fail"}})),
+        regeneration_time(histogram(registry, "cilium_endpoint_regeneration_time_stats_seconds",
+                                    "Endpoint regeneration time stats labeled by the scope")),
+        policy(gauge(registry, "cilium_policy", "Number of policies currently loaded").Add({})),
+        policy_max_revision(
+            gauge(registry, "cilium_policy_max_revision", "Highest policy revision number in the agent").Add({})),
+        policy_change(counter(registry, "cilium_policy_change_total", "Number of policy changes by outcome")),
+        policy_change_success(policy_change.Add({{"outcome", "success"}})),
+        policy_change_failure(policy_change.Add({{"outcome", "failure"}})),
+        policy_import_errors(counter(registry, "cilium_policy_import_errors_total",
+                                     "Number of times a policy import has failed")
+                                 .Add({})),
+        enforcement(gauge(registry, "cilium_policy_endpoint_enforcement_status",
+                          "Number of endpoints labeled by policy enforcement status"),
+                    "enforcement", kEnforcementStates),
+        identity(gauge(registry, "cilium_identity", "Number of identities currently allocated"), "type",
+                 kIdentityTypes),
+        unreachable_nodes(
+            gauge(registry, "cilium_unreachable_nodes", "Number of nodes that cannot be reached").Add({})),
+        unreachable_health_endpoints(gauge(registry, "cilium_unreachable_health_endpoints",
+                                           "Number of health endpoints that cannot be reached")
+                                         .Add({})),
+        ct_gc_runs(counter(registry, "cilium_datapath_conntrack_gc_runs_total",
+                           "Number of times that the conntrack garbage collector process was run labeled by "
+                           "completion status")),
+        ct_gc_entries(gauge(registry, "cilium_datapath_conntrack_gc_entries",
+                            "The number of alive and deleted conntrack entries at the end of a garbage "
+                            "collector run labeled by datapath family.")),
+        ct_gc_duration(histogram(registry, "cilium_datapath_conntrack_gc_duration_seconds",
+                                 "Duration in seconds of the garbage collector process labeled by datapath "
+                                 "family and completion status")) {
+    gauge(registry, "cilium_version", "Cilium version")
+        .Add({{"version", build.version}, {"revision", build.revision}, {"arch", build.arch}})
+        .Set(1);
+  }
+
+  // Everything a scrape shows, sorted by family name and series labels so
+  // that two scrapes of the same state are byte-identical.
+  std::vector<MetricFamily> gather() {
+    std::vector<MetricFamily> all = registry.Collect();
+    auto append = [&all](std::vector<MetricFamily> fs) {
+      for (auto& f : fs) all.push_back(std::move(f));
+    };
+    if (auto rows = datapath.poll()) append(detail::datapathFamilies(*rows));
+    if (auto rows = map_pressure.poll()) append(detail::mapPressureFamilies(*rows));
+    append(detail::processFamilies());
+
+    std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
+    std::sort(all.begin(), all.end(),
+              [](const MetricFamily& a, const MetricFamily& b) { return a.name < b.name; });
+    for (auto& f : all)
+      std::sort(f.metric.begin(), f.metric.end(),
+                [](const prometheus::ClientMetric& a, const prometheus::ClientMetric& b) {
+                  return a.label < b.label;
+                });
+    return all;
+  }
+
+  prometheus::Registry registry;
+  Gauge& endpoint_count;
+  Gauge& endpoint_regenerating;
+  SnapshotGauge endpoint_state;
+  Family<Counter>& regenerations;
+  Counter& regenerations_success;
+  Counter& regenerations_fail;
+  Family<Histogram>& regeneration_time;
+  Gauge& policy;
+  Gauge& policy_max_revision;
+  Family<Counter>& policy_change;
+  Counter& policy_change_success;
+  Counter& policy_change_failure;
+  Counter& policy_import_errors;
+  SnapshotGauge enforcement;
+  SnapshotGauge identity;
+  Gauge& unreachable_nodes;
+  Gauge& unreachable_health_endpoints;
+  Family<Counter>& ct_gc_runs;
+  Family<Gauge>& ct_gc_entries;
+  Family<Histogram>& ct_gc_duration;
+  PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
+  PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
+};
+
+AgentMetrics::AgentMetrics(BuildInfo build) : impl_(std::make_unique<Impl>(build)) {}
+AgentMetrics::~AgentMetrics() = default;
+
+void AgentMetrics::setEndpointCount(int64_t n) { impl_->endpoint_count.Set(static_cast<double>(n)); }
+void AgentMetrics::setEndpointsRegenerating(int64_t n) {
+  impl_->endpoint_regenerating.Set(static_cast<double>(n));
+}
+void AgentMetrics::setEndpointStates(const std::map<std::string, int>& s) { impl_->endpoint_state.set(s); }
+void AgentMetrics::recordEndpointRegeneration(bool success) {
+  (success ? impl_->regenerations_success : impl_->regenerations_fail).Increment();
+}
+void AgentMetrics::observeRegenerationTime(std::string_view scope, bool success, double seconds) {
+  impl_->regeneration_time
+      .Add({{"scope", std::string(scope)}, {"status", success ? "success" : "failure"}}, kRegenerationBuckets)
+      .Observe(seconds);
+}
+
+void AgentMetrics::setPolicyCount(int64_t n) { impl_->policy.Set(static_cast<double>(n)); }
+void AgentMetrics::setPolicyMaxRevision(uint64_t rev) { impl_->policy_max_revision.Set(static_cast<double>(rev)); }
+void AgentMetrics::recordPolicyChange(bool success) {
+  if (success) {
+    impl_->policy_change_success.Increment();
+  } else {
+    impl_->policy_change_failure.Increment();
+    impl_->policy_import_errors.Increment();
+  }
+}
+void AgentMetrics::setEnforcementStatus(const std::map<std::string, int>& s) { impl_->enforcement.set(s); }
+void AgentMetrics::setIdentities(const std::map<std::string, int>& s) { impl_->identity.set(s); }
+
+void AgentMetrics::setUnreachableNodes(int64_t n) { impl_->unreachable_nodes.Set(static_cast<double>(n)); }
+void AgentMetrics::setUnreachableHealthEndpoints(int64_t n) {
+  impl_->unreachable_health_endpoints.Set(static_cast<double>(n));
+}
+
+void AgentMetrics::recordConntrackGc(CtFamily family, CtProtocol protocol, bool completed, double seconds,
+                                     uint64_t alive, uint64_t deleted) {
+  const std::string fam = ctFamily(family), proto = ctProtocol(protocol);
+  const std::string status = completed ? "completed" : "uncompleted";
+  impl_->ct_gc_runs.Add({{"family", fam}, {"protocol", proto}, {"status", status}}).Increment();
+  impl_->ct_gc_duration.Add({{"family", fam}, {"protocol", proto}, {"status", status}}, kDefaultBuckets)
+      .Observe(seconds);
+  impl_->ct_gc_entries.Add({{"family", fam}, {"protocol", proto}, {"status", "alive"}})
+      .Set(static_cast<double>(alive));
+  impl_->ct_gc_entries.Add({{"family", fam}, {"protocol", proto}, {"status", "deleted"}})
+      .Set(static_cast<double>(deleted));
+}
+
+void AgentMetrics::registerDatapathSource(DatapathSource source) { impl_->datapath.set(std::move(source)); }
+void AgentMetrics::registerMapPressureSource(MapPressureSource source) {
+  impl_->map_pressure.set(std::move(source));
+}
+
+std::string AgentMetrics::renderText() const {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, impl_->gather());
+  return out.str();
+}
+
+std::vector<Sample> AgentMetrics::samples() const { return detail::flatten(impl_->gather()); }
+
+}  // namespace membrane::metrics

@@ -1,0 +1,118 @@
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "membrane/policy.h"
+
+namespace membrane::policy {
+
+namespace {
+
+// The labels a requirement looks at: the exact source, or every source for `any`.
+std::vector<const labels::Label*> candidates(const Requirement& r, const labels::LabelSet& set) {
+  if (r.source == labels::kSourceAny) return set.findAnySource(r.key);
+  std::vector<const labels::Label*> out;
+  if (const auto* l = set.find(r.source, r.key)) out.push_back(l);
+  return out;
+}
+
+bool requirementMatches(const Requirement& r, const labels::LabelSet& set) {
+  auto found = candidates(r, set);
+  auto in_values = [&](const labels::Label* l) {
+    return std::find(r.values.begin(), r.values.end(), l->value) != r.values.end();
+  };
+  switch (r.op) {
+    case SelectorOp::In:
+      return std::any_of(found.begin(), found.end(), in_values);
+    case SelectorOp::NotIn:  // Kubernetes: also true when the label is absent
+      return std::none_of(found.begin(), found.end(), in_values);
+    case SelectorOp::Exists:
+      return !found.empty();
+    case SelectorOp::DoesNotExist:
+      return found.empty();
+  }
+  return false;
+}
+
+}  // namespace
+
+bool Selector::matches(const labels::LabelSet& set) const {
+  for (const auto& r : match_labels)
+    if (!requirementMatches(r, set)) return false;
+  for (const auto& r : match_expressions)
+    if (!requirementMatches(r, set)) return false;
+  return true;
+}
+
+bool Selector::constrains(std::string_view source, std::string_view key) const {
+  auto on = [&](const Requirement& r) {
+    return r.key == key && (r.source == source || r.source == labels::kSourceAny);
+  };
+  return std::any_of(match_labels.begin(), match_labels.end(), on) ||
+         std::any_of(match_expressions.begin(), match_expressions.end(), on);
+}
+
+bool Selector::mentionsReserved() const {
+  auto on = [](const Requirement& r) { return r.source == labels::kSourceReserved; };
+  return std::any_of(match_labels.begin(), match_labels.end(), on) ||
+         std::any_of(match_expressions.begin(), match_expressions.end(), on);
+}
+
+void Selector::addMatchLabel(std::string_view source, std::string_view key, std::string_view value) {
+  Requirement r{std::string(source), std::string(key), SelectorOp::In, {std::string(value)}};
+  auto it = std::lower_bound(match_labels.begin(), match_labels.end(), r, [](const auto& a, const auto& b) {
+    return std::tie(a.source, a.key) < std::tie(b.source, b.key);
+  });
+  if (it != match_labels.end() && it->source == r.source && it->key == r.key) {
+    *it = std::move(r);
+    return;
+  }
+  match_labels.insert(it, std::move(r));
+}
+
+std::string_view entityName(Entity e) {
+  switch (e) {
+    case Entity::All: return "all";
+    case Entity::World: return "world";
+    case Entity::Cluster: return "cluster";
+    case Entity::Host: return "host";
+    case Entity::Init: return "init";
+    case Entity::Health: return "health";
+    case Entity::RemoteNode: return "remote-node";
+    case Entity::Unmanaged: return "unmanaged";
+    case Entity::KubeApiserver: return "kube-apiserver";
+    case Entity::None: return "none";
+  }
+  return "?";
+}
+
+std::string_view protocolName(Protocol p) {
+  switch (p) {
+    case Protocol::Any: return "ANY";
+    case Protocol::ICMP: return "ICMP";
+    case Protocol::TCP: return "TCP";
+    case Protocol::UDP: return "UDP";
+    case Protocol::SCTP: return "SCTP";
+  }
+  return "?";
+}
+
+std::string_view kindName(Kind k) {
+  switch (k) {
+    case Kind::CiliumNetworkPolicy: return "CiliumNetworkPolicy";
+    case Kind::CiliumClusterwideNetworkPolicy: return "CiliumClusterwideNetworkPolicy";
+    case Kind::NetworkPolicy: return "NetworkPolicy";
+  }
+  return "?";
+}
+
+std::string Policy::displayName() const {
+  return namespace_name.empty() ? name : namespace_name + "/" + name;
+}
+
+std::string formatDiagnostic(const Diagnostic& d) {
+  if (d.path.empty()) return fmt::format("{}:{}:{}: {}", d.file, d.line, d.column, d.message);
+  return fmt::format("{}:{}:{}: {}: {}", d.file, d.line, d.column, d.path, d.message);
+}
+
+}  // namespace membrane::policy

@@ -1,0 +1,77 @@
+#include <gtest/gtest.h>
+
+#include "membrane/policy_repository.h"
+#include "src/policy/test_util.h"
+
+namespace membrane::policy {
+namespace {
+
+using testing::allDiagnostics;
+
+std::vector<Policy> parse(const std::string& text) {
+  auto r = parsePolicies(text, "t.yaml");
+  EXPECT_TRUE(r.ok()) << allDiagnostics(r);
+  return r.policies;
+}
+
+std::string cnp(const std::string& name, const std::string& ns, const std::string& org) {
+  return "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: " + name + ", namespace: " + ns +
+         "}\nspec:\n  endpointSelector: {matchLabels: {org: " + org + "}}\n  ingress: [{}]\n";
+}
+
+TEST(Repository, ImportReplaceRemove) {
+  Repository repo;
+  EXPECT_EQ(repo.revision(), 1u);
+  auto r1 = repo.import(parse(cnp("a", "default", "empire") + "---\n" + cnp("b", "ns2", "empire")));
+  ASSERT_TRUE(r1.ok()) << r1.error().message;
+  EXPECT_EQ(r1->revision, 2u);
+  EXPECT_EQ(r1->names, (std::vector<std::string>{"default/a", "ns2/b"}));
+  const uint32_t cookie_a = repo.policies()[0].cookie, cookie_b = repo.policies()[1].cookie;
+  EXPECT_NE(cookie_a, 0u);
+  EXPECT_NE(cookie_a, cookie_b);
+
+  // Replacing keeps the cookie and the position; one revision per import.
+  auto r2 = repo.import(parse(cnp("a", "default", "alliance")));
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->revision, 3u);
+  ASSERT_EQ(repo.policies().size(), 2u);
+  EXPECT_EQ(repo.policies()[0].cookie, cookie_a);
+  EXPECT_TRUE(repo.policies()[0].rules[0].endpoint_selector.constrains("any", "org"));
+  auto alliance = labels::endpointLabels("default", labels::parseLabels("org=alliance").value());
+  EXPECT_EQ(repo.selectingPolicies(alliance), std::vector<std::string>{"default/a"});
+
+  EXPECT_EQ(repo.policyForCookie(cookie_b), "ns2/b");
+  EXPECT_EQ(repo.policyForCookie(12345), "");
+
+  auto gone = repo.remove("b", "ns2");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(*gone, std::vector<std::string>{"ns2/b"});
+  EXPECT_EQ(repo.revision(), 4u);
+  EXPECT_EQ(repo.policyForCookie(cookie_b), "ns2/b");  // old events still attribute
+  auto missing = repo.remove("b", "ns2");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ENOENT);
+  EXPECT_EQ(missing.error().message, "policy ns2/b not found");
+  EXPECT_EQ(repo.revision(), 4u);
+
+  // A re-imported policy gets a fresh cookie only if it never existed.
+  ASSERT_TRUE(repo.import(parse(cnp("c", "default", "x"))).ok());
+  EXPECT_NE(repo.policies()[1].cookie, cookie_b);
+  EXPECT_EQ(repo.removeAll(), (std::vector<std::string>{"default/a", "default/c"}));
+  EXPECT_EQ(repo.revision(), 6u);
+  EXPECT_TRUE(repo.removeAll().empty());
+  EXPECT_EQ(repo.revision(), 6u);
+}
+
+TEST(Repository, ImportIsAllOrNothing) {
+  Repository repo;
+  auto dup = repo.import(parse(cnp("a", "default", "x") + "---\n" + cnp("a", "default", "y")));
+  ASSERT_FALSE(dup.ok());
+  EXPECT_EQ(dup.error().message, "import: CiliumNetworkPolicy default/a is given twice");
+  EXPECT_TRUE(repo.policies().empty());
+  EXPECT_EQ(repo.revision(), 1u);
+  EXPECT_FALSE(repo.import({}).ok());
+}
+
+}  // namespace
+}  // namespace membrane::policy

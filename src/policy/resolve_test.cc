@@ -1,0 +1,251 @@
+#include <gtest/gtest.h>
+
+#include "membrane/identity.h"
+#include "membrane/policy_repository.h"
+#include "src/policy/test_util.h"
+
+namespace membrane::policy {
+namespace {
+
+using labels::LabelSet;
+using testing::allDiagnostics;
+using testing::readSourceFile;
+
+constexpr uint8_t kTcp = 6, kUdp = 17, kIn = 1, kEg = 2;
+
+LabelSet pod(std::string_view ns, std::string_view user) {
+  return labels::endpointLabels(ns, labels::parseLabels(user).value());
+}
+
+std::vector<Policy> parse(const std::string& text) {
+  auto r = parsePolicies(text, "t.yaml");
+  EXPECT_TRUE(r.ok()) << allDiagnostics(r);
+  return r.policies;
+}
+
+// The Star Wars demo: tiefighter 256, xwing 257, deathstar 258, all in "default".
+class StarWars : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(ids.allocate(tiefighter)->id, 256u);
+    ASSERT_EQ(ids.allocate(xwing)->id, 257u);
+    ASSERT_EQ(ids.allocate(deathstar)->id, 258u);
+  }
+  EndpointPolicy resolve(const LabelSet& subject) { return repo.resolve(subject, ids.refs()); }
+  void import(const std::string& file) {
+    auto r = repo.import(parse(readSourceFile("examples/starwars/" + file)));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+
+  identity::IdentityAllocator ids;
+  Repository repo;
+  LabelSet tiefighter = pod("default", "org=empire,class=tiefighter");
+  LabelSet xwing = pod("default", "org=alliance,class=xwing");
+  LabelSet deathstar = pod("default", "org=empire,class=deathstar");
+};
+
+TEST_F(StarWars, L3L4) {
+  import("sw_l3_l4_policy.yaml");
+  const uint32_t cookie = repo.policies()[0].cookie;
+  ASSERT_NE(cookie, 0u);
+  auto ep = resolve(deathstar);
+  EXPECT_TRUE(ep.ingress_enforced);
+  EXPECT_FALSE(ep.egress_enforced);
+  std::map<PolicyKey, PolicyEntry> want = {{{256, 80, kTcp, kIn}, {false, 0, cookie}},
+                                           {{258, 80, kTcp, kIn}, {false, 0, cookie}}};
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_EQ(ep.ingress_rules, std::vector<std::string>{"default/rule1"});
+  EXPECT_TRUE(ep.egress_rules.empty());
+  EXPECT_EQ(verdict(ep, 256, kTcp, 80, kIn), (Verdict{VerdictKind::Allowed, 0, cookie, true}));
+  EXPECT_EQ(verdict(ep, 257, kTcp, 80, kIn).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, 256, kTcp, 443, kIn).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, 256, kUdp, 80, kIn).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, 257, kTcp, 80, kEg).kind, VerdictKind::Allowed);  // egress not enforced
+  EXPECT_EQ(repo.policyForCookie(cookie), "default/rule1");
+
+  // The policy does not select the ships.
+  auto tf = resolve(tiefighter);
+  EXPECT_FALSE(tf.ingress_enforced);
+  EXPECT_TRUE(tf.entries.empty());
+}
+
+TEST_F(StarWars, L7NeedsProxy) {
+  import("sw_l3_l4_l7_policy.yaml");
+  auto ep = resolve(deathstar);
+  const uint32_t cookie = repo.policies()[0].cookie;
+  std::map<PolicyKey, PolicyEntry> want = {{{256, 80, kTcp, kIn}, {false, 1, cookie}},
+                                           {{258, 80, kTcp, kIn}, {false, 1, cookie}}};
+  EXPECT_EQ(ep.entries, want);
+}
+
+TEST_F(StarWars, DenyPolicyMakesEmpireDefaultDeny) {
+  import("sw_deny_policy.yaml");
+  for (const auto* subject : {&tiefighter, &deathstar}) {
+    auto ep = resolve(*subject);
+    EXPECT_TRUE(ep.ingress_enforced);
+    EXPECT_FALSE(ep.egress_enforced);
+    EXPECT_TRUE(ep.entries.empty());  // `ingress: [{}]` allows nothing
+    EXPECT_EQ(verdict(ep, 257, kTcp, 80, kIn).kind, VerdictKind::Dropped);
+  }
+  auto xw = resolve(xwing);
+  EXPECT_FALSE(xw.ingress_enforced);
+  import("sw_l3_l4_policy.yaml");
+  auto ep = resolve(deathstar);
+  EXPECT_EQ(ep.entries.size(), 2u);
+  EXPECT_EQ(ep.ingress_rules, (std::vector<std::string>{"default/empire-default-deny", "default/rule1"}));
+  EXPECT_EQ(verdict(ep, 256, kTcp, 80, kIn).kind, VerdictKind::Allowed);
+}
+
+TEST(Resolve, NamespaceScoping) {
+  identity::IdentityAllocator ids;
+  LabelSet a_empire = pod("a", "org=empire"), b_empire = pod("b", "org=empire");
+  LabelSet a_target = pod("a", "app=target"), b_target = pod("b", "app=target");
+  const uint32_t ida = ids.allocate(a_empire)->id, idb = ids.allocate(b_empire)->id;
+  ASSERT_TRUE(ids.allocate(a_target).ok());
+  ASSERT_TRUE(ids.allocate(b_target).ok());
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p, namespace: a}
+spec:
+  endpointSelector: {matchLabels: {app: target}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {org: empire}}]
+  - fromEndpoints: [{}]
+    toPorts: [{ports: [{port: "22", protocol: TCP}]}]
+  - fromEndpoints: [{matchLabels: {org: empire, k8s:io.kubernetes.pod.namespace: b}}]
+    toPorts: [{ports: [{port: "53", protocol: UDP}]}]
+)");
+  auto in_b = resolvePolicies(policies, b_target, ids.refs());
+  EXPECT_FALSE(in_b.ingress_enforced);
+  EXPECT_TRUE(in_b.entries.empty());
+  auto in_a = resolvePolicies(policies, a_target, ids.refs());
+  EXPECT_TRUE(in_a.ingress_enforced);
+  const uint32_t a_tgt = ids.lookup(a_target)->id;
+  std::map<PolicyKey, PolicyEntry> want = {
+      {{ida, 0, 0, kIn}, {}},             // org=empire in a only
+      {{a_tgt, 22, kTcp, kIn}, {}},       // {} = every pod of namespace a
+      {{idb, 53, kUdp, kIn}, {}},         // explicit namespace b
+  };
+  EXPECT_EQ(in_a.entries, want);
+}
+
+TEST(Resolve, EntitiesAndCidrs) {
+  identity::IdentityAllocator ids;
+  const uint32_t p1 = ids.allocate(pod("x", "app=one"))->id;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: cw}
+spec:
+  endpointSelector: {}
+  egress:
+  - toEntities: [cluster]
+  - toEntities: [world]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - toCIDR: [0.0.0.0/0, 10.0.0.0/8]
+    toPorts: [{ports: [{port: "53"}]}]
+  ingress:
+  - fromEntities: [all]
+    toPorts: [{ports: [{port: "8080", endPort: 8081, protocol: TCP}]}]
+)");
+  auto ep = resolvePolicies(policies, pod("x", "app=one"), ids.refs());
+  EXPECT_TRUE(ep.ingress_enforced);
+  EXPECT_TRUE(ep.egress_enforced);
+  std::map<PolicyKey, PolicyEntry> want;
+  for (uint32_t id : {1u, 3u, 4u, 5u, 6u, 7u, p1}) want[{id, 0, 0, kEg}] = {};
+  want[{2, 443, kTcp, kEg}] = {};
+  for (uint8_t proto : {kTcp, kUdp, uint8_t{132}}) want[{2, 53, proto, kEg}] = {};
+  want[{0, 8080, kTcp, kIn}] = {};
+  want[{0, 8081, kTcp, kIn}] = {};
+  EXPECT_EQ(ep.entries, want);
+  ASSERT_EQ(ep.cidr_peers.size(), 1u);
+  EXPECT_EQ(ep.cidr_peers[0].cidr.cidr, "10.0.0.0/8");
+  EXPECT_EQ(ep.cidr_peers[0].direction, kEg);
+  EXPECT_FALSE(ep.cidr_peers[0].deny);
+  EXPECT_EQ(ep.cidr_peers[0].ports.size(), 1u);
+}
+
+TEST(Resolve, DenyWinsOverMoreSpecificLookups) {
+  identity::IdentityAllocator ids;
+  const uint32_t x = ids.allocate(pod("default", "role=bad"))->id;
+  const uint32_t y = ids.allocate(pod("default", "role=good"))->id;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {role: bad}}]
+)");
+  auto ep = resolvePolicies(policies, pod("default", "role=good"), ids.refs());
+  std::map<PolicyKey, PolicyEntry> want = {
+      {{0, 80, kTcp, kIn}, {false, 0, 0}},
+      {{x, 0, 0, kIn}, {true, 0, 0}},
+      {{x, 80, kTcp, kIn}, {true, 0, 0}},  // else (0,80,TCP) would be hit first
+  };
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_EQ(verdict(ep, x, kTcp, 80, kIn).kind, VerdictKind::Denied);
+  EXPECT_EQ(verdict(ep, y, kTcp, 80, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, y, kTcp, 81, kIn).kind, VerdictKind::Dropped);
+}
+
+TEST(Resolve, DenyWithoutDefaultDenyAddsAllowAll) {
+  identity::IdentityAllocator ids;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  enableDefaultDeny: {egress: false}
+  egressDeny:
+  - toEntities: [world]
+)");
+  auto ep = resolvePolicies(policies, pod("default", "a=b"), ids.refs());
+  EXPECT_FALSE(ep.egress_enforced);
+  EXPECT_FALSE(ep.ingress_enforced);
+  std::map<PolicyKey, PolicyEntry> want = {{{0, 0, 0, kEg}, {false, 0, 0}}, {{2, 0, 0, kEg}, {true, 0, 0}}};
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_EQ(verdict(ep, 2, kTcp, 443, kEg).kind, VerdictKind::Denied);
+  EXPECT_EQ(verdict(ep, 1, kTcp, 443, kEg).kind, VerdictKind::Allowed);
+}
+
+TEST(Resolve, WildcardSelectorNeverReachesReservedIdentities) {
+  identity::IdentityAllocator ids;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEndpoints: [{}]
+  - fromEndpoints: [{matchLabels: {"reserved:host": ""}}]
+    toPorts: [{ports: [{port: "9090", protocol: TCP}]}]
+)");
+  const uint32_t p1 = ids.allocate(pod("default", "a=b"))->id;
+  auto ep = resolvePolicies(policies, pod("default", "a=b"), ids.refs());
+  std::map<PolicyKey, PolicyEntry> want = {{{p1, 0, 0, kIn}, {}}, {{1, 9090, kTcp, kIn}, {}}};
+  EXPECT_EQ(ep.entries, want);
+}
+
+TEST(Resolve, NetworkPolicyEmptyRuleAllowsAllAndPolicyTypes) {
+  identity::IdentityAllocator ids;
+  auto policies = parse(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - {}
+)");
+  auto ep = resolvePolicies(policies, pod("default", "a=b"), ids.refs());
+  EXPECT_TRUE(ep.ingress_enforced);
+  EXPECT_TRUE(ep.egress_enforced);
+  std::map<PolicyKey, PolicyEntry> want = {{{0, 0, 0, kIn}, {}}};
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_EQ(verdict(ep, 2, kUdp, 53, kEg).kind, VerdictKind::Dropped);
+}
+
+}  // namespace
+}  // namespace membrane::policy

@@ -1,0 +1,137 @@
+#include "tests/integration/agent_fixture.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace membrane::testing {
+
+std::string AgentFixture::bin(const std::string& name) const { return build_dir_ + "/bin/" + name; }
+
+void AgentFixture::SetUp() {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (BPF, network namespaces)";
+  const char* b = std::getenv("MEMBRANE_BUILD_DIR");
+  const char* s = std::getenv("MEMBRANE_SOURCE_DIR");
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(s, nullptr);
+  build_dir_ = b;
+  source_dir_ = s;
+  int pid = getpid();
+  dir_ = fmt::format("/tmp/membrane-it-{}", pid);
+  mkdir(dir_.c_str(), 0700);
+  socket_ = dir_ + "/membrane.sock";
+  state_dir_ = dir_ + "/state";
+  bpf_root_ = fmt::format("/sys/fs/bpf/membrane-it-{}", pid);
+  pod_cidr_ = fmt::format("10.{}.{}.0/24", 240 + (pid / 256) % 10, pid % 256);
+  host_dev_ = fmt::format("mbit{}", pid % 100000000);
+  ns_ = fmt::format("it{}", pid);
+  metrics_port_ = freePort();
+}
+
+std::vector<std::string> AgentFixture::agentArgs() const {
+  return {bin("membraned"), "--api-socket", socket_, "--state-dir", state_dir_, "--bpf-root", bpf_root_,
+          "--pod-cidr", pod_cidr_, "--host-device", host_dev_, "--prometheus-serve-addr",
+          fmt::format("127.0.0.1:{}", metrics_port_), "--log-level", "debug"};
+}
+
+void AgentFixture::startAgent() {
+  agent_ = Child::spawn(agentArgs(), dir_ + "/membraned.log");
+  bool up = waitFor([&] { return cli({"status", "--brief"}, std::chrono::seconds(5)).exit_code == 0; },
+                    std::chrono::seconds(20));
+  ASSERT_TRUE(up) << "membraned did not come up; log:\n" << readFileOrEmpty(dir_ + "/membraned.log");
+}
+
+int AgentFixture::stopAgent() {
+  if (!agent_) return -1;
+  int rc = agent_->stop(SIGTERM, std::chrono::seconds(15));
+  agent_.reset();
+  return rc;
+}
+
+void AgentFixture::TearDown() {
+  if (geteuid() != 0) return;
+  for (auto& c : children_) c.stop(SIGTERM, std::chrono::seconds(3));
+  children_.clear();
+  stopAgent();
+  // Remove everything the agent created, then check nothing is left.
+  auto args = agentArgs();
+  args.insert(args.begin() + 1, "cleanup");
+  auto r = run(args, std::chrono::seconds(60));
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto netns = run({"ip", "netns", "list"});
+  EXPECT_EQ(netns.out.find("membrane_" + ns_ + "_"), std::string::npos) << netns.out;
+  struct stat st {};
+  EXPECT_NE(stat(bpf_root_.c_str(), &st), 0) << bpf_root_ << " still exists";
+  auto links = run({"ip", "link", "show", host_dev_});
+  EXPECT_NE(links.exit_code, 0) << "host device " << host_dev_ << " still exists";
+  if (!HasFailure()) run({"rm", "-rf", dir_});
+  else std::fprintf(stderr, "agent log kept in %s/membraned.log\n", dir_.c_str());
+}
+
+RunResult AgentFixture::cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv{bin("membrane"), "--socket", socket_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv, timeout);
+}
+
+RunResult AgentFixture::execIn(const std::string& pod, const std::vector<std::string>& cmd,
+                               std::chrono::milliseconds timeout) {
+  std::vector<std::string> args{"exec", "-n", ns_, pod, "--"};
+  args.insert(args.end(), cmd.begin(), cmd.end());
+  return cli(args, timeout);
+}
+
+AgentFixture::Pod AgentFixture::createPod(const std::string& name, const std::string& labels) {
+  Pod p;
+  auto r = cli({"endpoint", "create", name, "-n", ns_, "--labels", labels});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  auto g = cli({"endpoint", "get", name, "-n", ns_, "-o", "json"});
+  EXPECT_EQ(g.exit_code, 0) << g.out << g.err;
+  auto j = nlohmann::json::parse(g.out, nullptr, false);
+  if (j.is_array() && !j.empty()) j = j[0];
+  if (!j.is_object()) {
+    ADD_FAILURE() << "endpoint get: " << g.out;
+    return p;
+  }
+  p.id = j.value("id", 0u);
+  p.identity = j.value("identity", 0u);
+  p.ip = j.value("ipv4", "");
+  return p;
+}
+
+RunResult AgentFixture::importPolicy(const std::string& yaml) {
+  static int n = 0;
+  std::string path = fmt::format("{}/policy-{}.yaml", dir_, n++);
+  std::ofstream(path) << yaml;
+  return cli({"policy", "import", path});
+}
+
+std::string AgentFixture::scrape() { return httpGet(metrics_port_, "/metrics"); }
+
+double AgentFixture::metric(const std::string& name, const std::map<std::string, std::string>& labels) {
+  std::string text = scrape();
+  std::string want = name;
+  if (!labels.empty()) {
+    want += "{";
+    bool first = true;
+    for (const auto& [k, v] : labels) {
+      want += fmt::format("{}{}=\"{}\"", first ? "" : ",", k, v);
+      first = false;
+    }
+    want += "}";
+  }
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(want + " ", 0) == 0) return std::stod(line.substr(want.size() + 1));
+  }
+  return 0;
+}
+
+}  // namespace membrane::testing
