@@ -83,6 +83,9 @@ int from_endpoint(struct __sk_buff *skb)
 	if (dst_ep) {
 		f.dst_identity = dst_ep->identity;
 		f.dst_ep_id = dst_ep->ep_id;
+	} else if (ct && f.ct_state == MB_CT_REPLY) {
+		/* Saves the LPM walk: a reply goes back to the flow's originator. */
+		f.dst_identity = ct->src_identity;
 	} else {
 		f.dst_identity = mb_ipcache_identity(f.tuple.daddr);
 	}
@@ -151,15 +154,17 @@ int to_endpoint(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
+	cfg_flags = mb_config_flags();
+	ct = mb_ct_lookup(&f.tuple, &f.ct_state);
+
 	/* Identity carried in the mark (set by whoever classified the packet). */
 	mark = skb->mark;
 	if ((mark & MB_MARK_MAGIC_MASK) == MB_MARK_MAGIC_IDENTITY)
 		f.src_identity = mark >> 16;
+	else if (ct && f.ct_state == MB_CT_REPLY)
+		f.src_identity = ct->dst_identity; /* reply from the flow's peer: no LPM walk */
 	else
 		f.src_identity = mb_ipcache_identity(f.tuple.saddr);
-
-	cfg_flags = mb_config_flags();
-	ct = mb_ct_lookup(&f.tuple, &f.ct_state);
 	if (f.ct_state != MB_CT_REPLY) {
 		ret = mb_policy_check(&f, ep->ep_id, ep->flags, f.src_identity, MB_DIR_INGRESS,
 				      cfg_flags);

@@ -330,6 +330,45 @@ TEST_F(HttpTest, StalledClientDoesNotBlockOthers) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
 }
 
+TEST_F(HttpTest, ExpectContinueGets100ThenTheAnswer) {
+  auto fd = rawConnect(sock_);
+  rawSend(fd.get(), "PUT /v1/endpoint HTTP/1.1\r\nContent-Length: 14\r\nExpect: 100-continue\r\n\r\n");
+  EXPECT_EQ(rawReadUntil(fd.get(), "\r\n\r\n"), "HTTP/1.1 100 Continue\r\n\r\n");
+  rawSend(fd.get(), R"({"name":"tie"})");
+  std::string out = rawReadUntil(fd.get(), "}");
+  EXPECT_EQ(out.rfind("HTTP/1.1 201 Created\r\n", 0), 0u) << out;
+  EXPECT_NE(out.find(R"({"bytes":14,"name":"tie"})"), std::string::npos) << out;
+}
+
+TEST_F(HttpTest, GarbageNeverCrashesAndServerKeepsServing) {
+  // Deterministic pseudo-random inputs, plus prefixes of a valid request cut
+  // at every byte and then closed.
+  uint32_t seed = 12345;
+  auto rnd = [&] { return seed = seed * 1103515245u + 12345u; };
+  for (int i = 0; i < 40; ++i) {
+    auto fd = rawConnect(sock_);
+    std::string junk(static_cast<size_t>(rnd() % 3000), '\0');
+    for (auto& ch : junk) ch = static_cast<char>(rnd() >> 16);
+    if (i % 2) junk = "GET /v1/endpoint/" + junk;
+    rawSend(fd.get(), junk);
+    ::shutdown(fd.get(), SHUT_WR);
+    rawReadUntil(fd.get(), "");
+  }
+  const std::string valid = "PUT /v1/endpoint?x=%zz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\n\r\n0\r\n\r\n";
+  for (size_t cut = 0; cut < valid.size(); ++cut) {
+    auto fd = rawConnect(sock_);
+    rawSend(fd.get(), valid.substr(0, cut));
+    ::shutdown(fd.get(), SHUT_WR);
+    std::string out = rawReadUntil(fd.get(), "");
+    EXPECT_TRUE(out.empty() || out.starts_with("HTTP/1.1 400 ")) << cut << ": " << out;
+  }
+  HttpClient c(sock_);
+  auto r = c.request("GET", "/v1/endpoint/ok");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->body, R"({"id":"ok"})");
+  EXPECT_TRUE(waitFor([&] { return server_->activeConnections() <= 1; }));
+}
+
 TEST_F(HttpTest, SecondServerOnSameSocketRefused) {
   HttpServer other(sock_);
   auto st = other.start();
@@ -398,6 +437,36 @@ TEST(HttpServerTest, StopBeforeStartAndTwiceIsHarmless) {
   s.stop();
   s.stop();
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/a.sock"));
+}
+
+size_t openFds() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+TEST(HttpServerTest, StopLeaksNoFdsOrThreads) {
+  TempDir dir;
+  size_t before = openFds();
+  {
+    HttpServer s(dir.path() + "/a.sock");
+    s.route("GET", "/v1/x", [](const Request&) { return Response::json(200, {{"x", 1}}); });
+    s.routeStream("GET", "/v1/s", [](const Request&, StreamWriter& w) {
+      while (w.alive()) std::this_thread::sleep_for(5ms);
+    });
+    ASSERT_TRUE(s.start().ok());
+    HttpClient c(s.socketPath());
+    ASSERT_TRUE(c.request("GET", "/v1/x").ok());
+    std::thread streamer([&] {
+      HttpClient sc(s.socketPath());
+      (void)sc.stream("/v1/s", [](std::string_view) { return true; });
+    });
+    ASSERT_TRUE(waitFor([&] { return s.activeConnections() == 2; }));
+    s.stop();
+    streamer.join();
+    EXPECT_EQ(s.activeConnections(), 0u);
+  }
+  EXPECT_EQ(openFds(), before);
 }
 
 TEST(HttpServerTest, RegularFileInTheWayIsAnError) {

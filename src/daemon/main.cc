@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
       "and pins under --bpf-root, the host device, the unreachable route and the state directory. Stop the agent "
       "first.");
 
+  cleanup->fallthrough();  // accept the agent flags after "cleanup" too
   CLI11_PARSE(app, argc, argv);
   setupLogging(cfg);
 

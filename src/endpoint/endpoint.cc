@@ -11,15 +11,6 @@ std::string macToString(const std::array<uint8_t, 6>& m) {
 }
 
 namespace {
-Result<std::array<uint8_t, 6>> parseMac(const std::string& s) {
-  std::array<uint8_t, 6> m{};
-  unsigned v[6];
-  if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5]) != 6)
-    return Error::invalid("bad MAC '" + s + "'");
-  for (int i = 0; i < 6; ++i) m[i] = static_cast<uint8_t>(v[i]);
-  return m;
-}
-
 nlohmann::json labelList(const labels::LabelSet& ls) {
   auto arr = nlohmann::json::array();
   for (const auto& l : ls) arr.push_back(l.toString());

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <linux/magic.h>
 #include <linux/pkt_cls.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -20,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "src/kernel/datapath.h"
@@ -293,8 +295,20 @@ TEST_F(DatapathBpfTest, ReplyBypassesPolicy) {
   EXPECT_EQ(flow.entry.tx_packets, 1u);
 
   setPolicy(kSrcEp, {});
+  mb_datapath_config cfg{};
+  cfg.flags = MB_CFG_F_TRACE_EVENTS;
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
+  drainEvents();
   auto reply = PacketBuilder().ipv4(kRemoteIp, kSrcIp).tcp(80, 40000, kTcpSyn | kTcpAck).build();
   EXPECT_EQ(toEp(reply), TC_ACT_OK);
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].type, MB_EVENT_TRACE);
+  EXPECT_EQ(ev[0].ct_state, 2);  // reply
+  EXPECT_EQ(ev[0].src_identity, kRemoteId);
+  EXPECT_EQ(ev[0].dst_identity, kSrcId);
+  cfg.flags = 0;
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
   EXPECT_EQ(fromEp(tcpTo(kRemoteIp, 40001, 80)), TC_ACT_SHOT);
   EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_EGRESS).first, 1u);
   EXPECT_EQ(metric(0, MB_DIR_INGRESS).first, 1u);
@@ -541,6 +555,55 @@ TEST_F(DatapathBpfTest, IncompatiblePinnedMapIsNamed) {
   EXPECT_NE(dp.error().message.find("pinned map " + root + "/" MB_MAP_CT " is incompatible"),
             std::string::npos)
       << dp.error().message;
+}
+
+// attach/detach on lo of a throwaway netns, entered by a helper thread only
+// (netns is per thread): nothing outside the test sees the filters.
+TEST_F(DatapathBpfTest, AttachReplaceDetachOnLoopbackInPrivateNetns) {
+  std::string failure;
+  std::thread t([&] {
+    if (unshare(CLONE_NEWNET) != 0) {
+      failure = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
+      return;
+    }
+    auto query = [](bpf_tc_attach_point point, uint32_t* prog_id) {
+      bpf_tc_hook hook{};
+      hook.sz = sizeof(hook);
+      hook.ifindex = 1;
+      hook.attach_point = point;
+      bpf_tc_opts opts{};
+      opts.sz = sizeof(opts);
+      opts.handle = 1;
+      opts.priority = 1;
+      int r = bpf_tc_query(&hook, &opts);
+      *prog_id = opts.prog_id;
+      return r;
+    };
+    auto progId = [](int fd) {
+      bpf_prog_info info{};
+      uint32_t len = sizeof(info);
+      return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0u;
+    };
+    for (int i = 0; i < 2; ++i) {  // the second attach replaces in place
+      auto st = dp_->attach(1);
+      if (!st.ok()) {
+        failure = st.error().message;
+        return;
+      }
+    }
+    uint32_t in_id = 0, eg_id = 0;
+    if (query(BPF_TC_INGRESS, &in_id) != 0 || in_id != progId(dp_->programFd(Program::FromEndpoint)))
+      failure = "ingress filter is not from_endpoint";
+    if (query(BPF_TC_EGRESS, &eg_id) != 0 || eg_id != progId(dp_->programFd(Program::ToEndpoint)))
+      failure = "egress filter is not to_endpoint";
+    for (int i = 0; i < 2; ++i) {  // detaching twice is fine
+      auto st = dp_->detach(1);
+      if (!st.ok()) failure = st.error().message;
+    }
+    if (query(BPF_TC_INGRESS, &in_id) == 0) failure = "ingress filter still attached";
+  });
+  t.join();
+  EXPECT_EQ(failure, "");
 }
 
 }  // namespace

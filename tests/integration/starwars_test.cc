@@ -268,8 +268,11 @@ TEST_F(StarWars, EstablishedConnectionSurvivesAgentRestart) {
   auto list = nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out);
   EXPECT_EQ(list.size(), 3u);
   for (const auto& ep : list) EXPECT_EQ(ep["state"], "ready") << ep.dump();
-  for (const auto& ep : list)
-    if (ep["name"] == "deathstar") EXPECT_EQ(ep["identity"].get<uint32_t>(), deathstar_.identity);
+  for (const auto& ep : list) {
+    if (ep["name"] == "deathstar") {
+      EXPECT_EQ(ep["identity"].get<uint32_t>(), deathstar_.identity);
+    }
+  }
   EXPECT_EQ(land("xwing", 2).exit_code, 28);
   EXPECT_EQ(land("tiefighter", 5).out, "Ship landed\n");
 }

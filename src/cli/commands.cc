@@ -1,0 +1,375 @@
+#include "src/cli/commands.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <regex>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "membrane/result.h"
+#include "src/api/http_client.h"
+#include "src/cli/format.h"
+
+namespace membrane::cli {
+
+namespace {
+
+using api::HttpClient;
+
+// An API call that failed: the message to print (transport error or the
+// server's "error") and, for a rejected policy, its diagnostics.
+struct Failure {
+  std::string message;
+  std::string diagnostics;
+};
+
+struct Answer {
+  Json body;
+  Failure failure;
+  bool ok = false;
+};
+
+Answer call(HttpClient& client, std::string_view method, const std::string& target, const std::string& body = "") {
+  Answer a;
+  auto r = client.request(method, target, body);
+  if (!r.ok()) {
+    a.failure.message = r.error().message;
+    return a;
+  }
+  Json j = Json::parse(r->body, nullptr, false);
+  if (r->status < 200 || r->status >= 300) {
+    if (j.is_object() && j.contains("error") && j["error"].is_string()) {
+      a.failure.message = j["error"].get<std::string>();
+      a.failure.diagnostics = formatDiagnostics(j);
+    } else {
+      a.failure.message = fmt::format("{} {}: membraned answered {} {}", method, target, r->status,
+                                      api::reasonPhrase(r->status));
+    }
+    return a;
+  }
+  if (j.is_discarded()) {
+    a.failure.message = fmt::format("{} {}: membraned sent an answer that is not JSON", method, target);
+    return a;
+  }
+  a.body = std::move(j);
+  a.ok = true;
+  return a;
+}
+
+int fail(Context& ctx, const Failure& f) {
+  ctx.err << f.message << "\n" << f.diagnostics;
+  ctx.err.flush();
+  return 1;
+}
+int fail(Context& ctx, const std::string& msg) { return fail(ctx, Failure{msg, ""}); }
+
+void printJson(Context& ctx, const Json& j) {
+  ctx.out << j.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
+}
+
+bool isNumber(const std::string& s) {
+  return !s.empty() && s.size() <= 10 && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+std::string nsOrDefault(const std::string& ns) { return ns.empty() ? "default" : ns; }
+
+// The endpoint object for "ID" or "NAME" (in namespace ns).
+Answer findEndpoint(HttpClient& client, const std::string& ref, const std::string& ns) {
+  if (isNumber(ref)) return call(client, "GET", "/v1/endpoint/" + ref);
+  Answer a = call(client, "GET",
+                  "/v1/endpoint?name=" + api::percentEncode(ref) + "&namespace=" + api::percentEncode(nsOrDefault(ns)));
+  if (!a.ok) return a;
+  if (!a.body.is_array() || a.body.empty()) {
+    a.ok = false;
+    a.failure.message = fmt::format("no endpoint named '{}' in namespace '{}' (see 'membrane endpoint list')", ref,
+                                    nsOrDefault(ns));
+    return a;
+  }
+  a.body = a.body[0];
+  return a;
+}
+
+Result<std::string> readInput(const std::string& file) {
+  std::stringstream ss;
+  if (file == "-") {
+    ss << std::cin.rdbuf();
+    if (std::cin.bad()) return Error(EIO, "read policy from stdin failed");
+    return ss.str();
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return Error::fromErrno(errno ? errno : ENOENT, "open policy file " + file);
+  ss << in.rdbuf();
+  if (in.bad()) return Error::fromErrno(errno ? errno : EIO, "read policy file " + file);
+  return ss.str();
+}
+
+}  // namespace
+
+int cmdStatus(Context& ctx, bool brief) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/healthz");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << (brief ? formatStatusBrief(a.body) : formatStatus(a.body));
+  return statusOk(a.body) ? 0 : 1;
+}
+
+int cmdEndpointList(Context& ctx) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/endpoint");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatEndpointList(a.body);
+  return 0;
+}
+
+int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns) {
+  HttpClient client(ctx.socket);
+  Answer a = findEndpoint(client, ref, ns);
+  if (!a.ok) return fail(ctx, a.failure);
+  // Like cilium-dbg, the endpoint's detail is its JSON in either output mode.
+  printJson(ctx, a.body);
+  return 0;
+}
+
+int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels) {
+  Json lab = Json::object();
+  std::stringstream ss(labels);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    size_t eq = item.find('=');
+    std::string key = item.substr(0, eq);
+    if (key.empty()) return fail(ctx, fmt::format("label '{}': expected key=value", item));
+    lab[key] = eq == std::string::npos ? "" : item.substr(eq + 1);
+  }
+  Json body = {{"name", name}, {"namespace", nsOrDefault(ns)}, {"labels", lab}};
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "PUT", "/v1/endpoint", body.dump());
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatEndpointCreated(a.body);
+  return 0;
+}
+
+int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& ns) {
+  HttpClient client(ctx.socket);
+  std::string id = ref;
+  if (!isNumber(ref)) {
+    Answer ep = findEndpoint(client, ref, ns);
+    if (!ep.ok) return fail(ctx, ep.failure);
+    id = std::to_string(ep.body.value("id", 0));
+  }
+  Answer a = call(client, "DELETE", "/v1/endpoint/" + id);
+  if (!a.ok) return fail(ctx, a.failure);
+  ctx.out << "Endpoint " << id << " deleted\n";
+  return 0;
+}
+
+int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const std::vector<std::string>& argv) {
+  if (argv.empty()) return fail(ctx, "membrane exec: give a command after '--', e.g. membrane exec xwing -- curl -s http://10.200.0.5/");
+  std::string netns;
+  {
+    HttpClient client(ctx.socket);  // closed before exec (and CLOEXEC anyway)
+    Answer a = findEndpoint(client, name, ns);
+    if (!a.ok) return fail(ctx, a.failure);
+    netns = a.body.value("netns", "");
+  }
+  if (netns.empty()) return fail(ctx, fmt::format("endpoint '{}' has no network namespace path", name));
+  int fd = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return fail(ctx, fmt::format("open network namespace {} of {}/{}: {}", netns, nsOrDefault(ns), name,
+                                 std::strerror(errno)));
+  // This process is single-threaded here, so setns moves all of it.
+  if (::setns(fd, CLONE_NEWNET) != 0) {
+    int err = errno;
+    ::close(fd);
+    return fail(ctx, fmt::format("enter network namespace {} of {}/{}: {}{}", netns, nsOrDefault(ns), name,
+                                 std::strerror(err), err == EPERM ? " — run as root (needs CAP_SYS_ADMIN)" : ""));
+  }
+  ::close(fd);
+  ctx.out.flush();
+  ctx.err.flush();
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execvp(args[0], args.data());
+  int err = errno;
+  if (err == ENOENT) {
+    fail(ctx, fmt::format("membrane exec: {}: command not found", argv[0]));
+    return 127;
+  }
+  fail(ctx, fmt::format("membrane exec: {}: {}", argv[0], std::strerror(err)));
+  return 126;
+}
+
+int cmdIdentityList(Context& ctx) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/identity");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatIdentityList(a.body);
+  return 0;
+}
+
+int cmdIdentityGet(Context& ctx, const std::string& id) {
+  if (!isNumber(id)) return fail(ctx, fmt::format("identity '{}' is not a number", id));
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/identity/" + id);
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatIdentityList(a.body);
+  return 0;
+}
+
+int cmdPolicyImport(Context& ctx, const std::vector<std::string>& files) {
+  HttpClient client(ctx.socket);
+  Json answers = Json::array();
+  int64_t revision = -1;
+  for (const auto& f : files) {
+    auto text = readInput(f);
+    if (!text.ok()) return fail(ctx, text.error().message);
+    Json body = {{"source", f == "-" ? "stdin" : f}, {"content", *text}};
+    Answer a = call(client, "PUT", "/v1/policy", body.dump(-1, ' ', false, Json::error_handler_t::replace));
+    if (!a.ok) return fail(ctx, a.failure);
+    revision = a.body.value("revision", int64_t{0});
+    answers.push_back(a.body);
+  }
+  if (ctx.json)
+    printJson(ctx, files.size() == 1 ? answers[0] : answers);
+  else
+    ctx.out << "Revision: " << revision << "\n";
+  return 0;
+}
+
+int cmdPolicyGet(Context& ctx) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/policy");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatPolicyGet(a.body);
+  return 0;
+}
+
+int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all) {
+  if (all == !name.empty()) return fail(ctx, "policy delete: give either a policy NAME or --all");
+  std::string target = all ? "/v1/policy?all=true"
+                           : "/v1/policy?name=" + api::percentEncode(name) +
+                                 "&namespace=" + api::percentEncode(nsOrDefault(ns));
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "DELETE", target);
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json) {
+    printJson(ctx, a.body);
+    return 0;
+  }
+  if (a.body.contains("deleted") && a.body["deleted"].is_array())
+    for (const auto& d : a.body["deleted"]) ctx.out << "Deleted " << (d.is_string() ? d.get<std::string>() : d.dump()) << "\n";
+  ctx.out << "Revision: " << a.body.value("revision", int64_t{0}) << "\n";
+  return 0;
+}
+
+int cmdMonitor(Context& ctx, const std::vector<std::string>& types) {
+  std::string target = "/v1/monitor";
+  for (size_t i = 0; i < types.size(); ++i) target += (i ? "&type=" : "?type=") + api::percentEncode(types[i]);
+  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+  // stderr, so that stdout carries only events (--json pipes into jq).
+  ctx.err << "Listening for events on " << (cpus > 0 ? cpus : 1) << " CPUs with 64x4096 of shared memory\n"
+          << "Press Ctrl-C to quit\n";
+  ctx.err.flush();
+  HttpClient client(ctx.socket);
+  std::string stream_error;
+  auto st = client.stream(target, [&](std::string_view line) {
+    if (line.empty()) return true;
+    Json ev = Json::parse(line, nullptr, false);
+    if (ev.is_object() && ev.value("type", "") == "error") {
+      stream_error = ev.value("error", "monitor stream failed");
+      return false;
+    }
+    if (ctx.json) {
+      ctx.out << line << "\n";
+    } else {
+      std::string text = ev.is_discarded() ? std::string(line) : formatEvent(ev);
+      if (text.empty()) return true;
+      ctx.out << text << "\n";
+    }
+    ctx.out.flush();
+    return static_cast<bool>(ctx.out);  // stdout closed (| head): stop
+  });
+  if (!stream_error.empty()) return fail(ctx, stream_error);
+  if (!st.ok()) return fail(ctx, st.error().message);
+  if (!ctx.out) return 0;
+  return fail(ctx, "membraned ended the event stream (agent stopping?)");
+}
+
+int cmdMetricsList(Context& ctx, const std::string& pattern) {
+  std::regex re;
+  if (!pattern.empty()) {
+    try {
+      re = std::regex(pattern);
+    } catch (const std::regex_error& e) {
+      return fail(ctx, fmt::format("--match-pattern '{}': not a valid regular expression: {}", pattern, e.what()));
+    }
+  }
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/metrics");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json) {
+    Json out = Json::array();
+    for (const auto& s : a.body)
+      if (pattern.empty() || std::regex_search(s.value("name", ""), re)) out.push_back(s);
+    printJson(ctx, out);
+  } else {
+    ctx.out << formatMetricList(a.body, pattern.empty() ? nullptr : &re);
+  }
+  return 0;
+}
+
+int cmdBpfCtList(Context& ctx) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/bpf/ct");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatCtList(a.body);
+  return 0;
+}
+
+int cmdBpfPolicyGet(Context& ctx, const std::string& ref, const std::string& ns) {
+  HttpClient client(ctx.socket);
+  std::string id = ref;
+  if (!isNumber(ref)) {
+    Answer ep = findEndpoint(client, ref, ns);
+    if (!ep.ok) return fail(ctx, ep.failure);
+    id = std::to_string(ep.body.value("id", 0));
+  }
+  Answer a = call(client, "GET", "/v1/bpf/policy/" + id);
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatBpfPolicy(a.body);
+  return 0;
+}
+
+}  // namespace membrane::cli

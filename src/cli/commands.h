@@ -1,0 +1,45 @@
+// The `membrane` CLI's commands: each talks to membraned through HttpClient,
+// prints with src/cli/format.h and returns the process exit code (0 success,
+// 1 failure; exec does not return on success). Errors go to Context::err:
+// the HttpClient message when the agent is unreachable, else the server's
+// "error" (and its diagnostics). Not thread-safe (one command per process).
+#pragma once
+
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace membrane::cli {
+
+inline constexpr const char* kDefaultSocket = "/var/run/membrane/membrane.sock";
+
+struct Context {
+  std::string socket = kDefaultSocket;
+  std::ostream& out;
+  std::ostream& err;
+  bool json = false;  // -o json
+};
+
+int cmdStatus(Context& ctx, bool brief);
+int cmdEndpointList(Context& ctx);
+int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns);
+// labels: "k=v[,k=v...]".
+int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels);
+int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& ns);
+// Enters the endpoint's network namespace and execs argv (PATH search).
+// Returns only on failure: 1 unknown endpoint/namespace, 126 exec failed,
+// 127 command not found.
+int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const std::vector<std::string>& argv);
+int cmdIdentityList(Context& ctx);
+int cmdIdentityGet(Context& ctx, const std::string& id);
+// files: paths, "-" = stdin.
+int cmdPolicyImport(Context& ctx, const std::vector<std::string>& files);
+int cmdPolicyGet(Context& ctx);
+int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all);
+// Streams until the agent ends the stream (exit 1) or the process is killed.
+int cmdMonitor(Context& ctx, const std::vector<std::string>& types);
+int cmdMetricsList(Context& ctx, const std::string& pattern);
+int cmdBpfCtList(Context& ctx);
+int cmdBpfPolicyGet(Context& ctx, const std::string& ref, const std::string& ns);
+
+}  // namespace membrane::cli

@@ -1,0 +1,206 @@
+// membrane: CLI of the membrane agent. Wiring only: CLI11 options -> commands.cc.
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "src/cli/commands.h"
+
+#ifndef MEMBRANE_VERSION_STRING
+#define MEMBRANE_VERSION_STRING "0.1.0"
+#endif
+
+namespace {
+
+using membrane::cli::Context;
+
+void addOutput(CLI::App* cmd, std::string& output) {
+  cmd->add_option("-o,--output", output, "Output format: text (tables as cilium-dbg prints them) or json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"membrane — CLI of the membrane agent (eBPF network policy and Cilium-compatible metrics)", "membrane"};
+  app.footer(
+      "Talks to membraned's REST API on a unix socket (root or the socket's group).\n"
+      "Examples:\n"
+      "  membrane status\n"
+      "  membrane endpoint list\n"
+      "  membrane policy import examples/starwars/sw_l3_l4_policy.yaml\n"
+      "  membrane monitor --type drop\n"
+      "  membrane --socket /tmp/m2.sock endpoint list -o json");
+  app.require_subcommand(1);
+  app.fallthrough();  // --socket also after the subcommand
+  app.set_version_flag("--version", std::string("membrane ") + MEMBRANE_VERSION_STRING);
+
+  Context ctx{membrane::cli::kDefaultSocket, std::cout, std::cerr};
+  app.add_option("--socket", ctx.socket, "Unix socket of membraned's REST API")
+      ->envname("MEMBRANE_SOCKET")
+      ->capture_default_str();
+
+  std::string output = "text";
+  std::function<int()> action;
+
+  // status
+  bool brief = false;
+  auto* status = app.add_subcommand("status", "Show the agent's health (exit 0 only when it is ok)");
+  status->add_flag("--brief", brief, "Print only OK or the reason it is not");
+  addOutput(status, output);
+  status->footer("Examples:\n  membrane status\n  membrane status --brief && echo healthy");
+  status->callback([&] { action = [&] { return membrane::cli::cmdStatus(ctx, brief); }; });
+
+  // endpoint
+  auto* endpoint = app.add_subcommand("endpoint", "Manage endpoints (pods)");
+  endpoint->require_subcommand(1);
+  endpoint->footer("Examples:\n  membrane endpoint list\n  membrane endpoint create xwing --labels org=alliance,class=xwing");
+  std::string ep_ref, ep_ns = "default", ep_labels;
+
+  auto* ep_list = endpoint->add_subcommand("list", "List endpoints with their policy enforcement, identity and labels");
+  addOutput(ep_list, output);
+  ep_list->footer("Example:\n  membrane endpoint list -o json");
+  ep_list->callback([&] { action = [&] { return membrane::cli::cmdEndpointList(ctx); }; });
+
+  auto* ep_get = endpoint->add_subcommand("get", "Show one endpoint (JSON)");
+  ep_get->add_option("endpoint", ep_ref, "Endpoint ID or pod NAME")->required();
+  ep_get->add_option("-n,--namespace", ep_ns, "Namespace of NAME")->capture_default_str();
+  addOutput(ep_get, output);
+  ep_get->footer("Examples:\n  membrane endpoint get 1204\n  membrane endpoint get deathstar-1 -n empire");
+  ep_get->callback([&] { action = [&] { return membrane::cli::cmdEndpointGet(ctx, ep_ref, ep_ns); }; });
+
+  auto* ep_create = endpoint->add_subcommand("create", "Create an endpoint: network namespace, veth, IP, identity");
+  ep_create->add_option("name", ep_ref, "Pod NAME")->required();
+  ep_create->add_option("-n,--namespace", ep_ns, "Namespace of the pod")->capture_default_str();
+  ep_create->add_option("--labels", ep_labels, "Labels as k=v[,k=v...] (they select policies and form the identity)");
+  addOutput(ep_create, output);
+  ep_create->footer("Example:\n  membrane endpoint create deathstar --labels org=empire,class=deathstar");
+  ep_create->callback([&] { action = [&] { return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels); }; });
+
+  auto* ep_delete = endpoint->add_subcommand("delete", "Delete an endpoint and everything created for it");
+  ep_delete->add_option("endpoint", ep_ref, "Endpoint ID or pod NAME")->required();
+  ep_delete->add_option("-n,--namespace", ep_ns, "Namespace of NAME")->capture_default_str();
+  ep_delete->footer("Examples:\n  membrane endpoint delete 1204\n  membrane endpoint delete xwing");
+  ep_delete->callback([&] { action = [&] { return membrane::cli::cmdEndpointDelete(ctx, ep_ref, ep_ns); }; });
+
+  // exec
+  std::string exec_name, exec_ns = "default";
+  std::vector<std::string> exec_argv;
+  auto* exec = app.add_subcommand("exec", "Run a command inside an endpoint's network namespace (as root)");
+  exec->add_option("-n,--namespace", exec_ns, "Namespace of the pod")->capture_default_str();
+  exec->add_option("name", exec_name, "Pod NAME")->required();
+  exec->add_option("command", exec_argv, "Command and its arguments, after --")->required();
+  exec->footer(
+      "The command replaces membrane: its exit status is membrane's.\n"
+      "Example:\n  membrane exec tiefighter -- curl -s -XPOST http://10.200.0.5/v1/request-landing");
+  exec->callback([&] { action = [&] { return membrane::cli::cmdExec(ctx, exec_name, exec_ns, exec_argv); }; });
+
+  // identity
+  std::string identity_id;
+  auto* identity = app.add_subcommand("identity", "Show security identities");
+  identity->require_subcommand(1);
+  identity->footer("Examples:\n  membrane identity list\n  membrane identity get 257");
+  auto* id_list = identity->add_subcommand("list", "List identities (reserved ones included) with their labels");
+  addOutput(id_list, output);
+  id_list->footer("Example:\n  membrane identity list -o json");
+  id_list->callback([&] { action = [&] { return membrane::cli::cmdIdentityList(ctx); }; });
+  auto* id_get = identity->add_subcommand("get", "Show one identity");
+  id_get->add_option("id", identity_id, "Numeric identity")->required();
+  addOutput(id_get, output);
+  id_get->footer("Example:\n  membrane identity get 1");
+  id_get->callback([&] { action = [&] { return membrane::cli::cmdIdentityGet(ctx, identity_id); }; });
+
+  // policy
+  auto* policy = app.add_subcommand("policy", "Manage network policies (CiliumNetworkPolicy, NetworkPolicy)");
+  policy->require_subcommand(1);
+  policy->footer("Examples:\n  membrane policy import sw_l3_l4_policy.yaml\n  membrane policy get\n  membrane policy delete rule1");
+  std::vector<std::string> policy_files;
+  auto* pol_import = policy->add_subcommand("import", "Import policies from YAML or JSON files (all or nothing per file)");
+  pol_import->add_option("files", policy_files, "Policy files; '-' reads stdin")->required();
+  addOutput(pol_import, output);
+  pol_import->footer(
+      "Prints the new policy revision. A rejected file prints file:line:col: path: message diagnostics.\n"
+      "Examples:\n  membrane policy import sw_l3_l4_policy.yaml\n  kubectl get cnp rule1 -o yaml | membrane policy import -");
+  pol_import->callback([&] { action = [&] { return membrane::cli::cmdPolicyImport(ctx, policy_files); }; });
+  auto* pol_get = policy->add_subcommand("get", "Print the imported policies and the policy revision");
+  addOutput(pol_get, output);
+  pol_get->footer("Example:\n  membrane policy get");
+  pol_get->callback([&] { action = [&] { return membrane::cli::cmdPolicyGet(ctx); }; });
+  std::string pol_name, pol_ns = "default";
+  bool pol_all = false;
+  auto* pol_delete = policy->add_subcommand("delete", "Delete one policy by name, or all of them");
+  pol_delete->add_option("name", pol_name, "Policy NAME (metadata.name)");
+  pol_delete->add_option("-n,--namespace", pol_ns, "Namespace of the policy")->capture_default_str();
+  pol_delete->add_flag("--all", pol_all, "Delete every policy");
+  addOutput(pol_delete, output);
+  pol_delete->footer("Examples:\n  membrane policy delete rule1\n  membrane policy delete --all");
+  pol_delete->callback([&] { action = [&] { return membrane::cli::cmdPolicyDelete(ctx, pol_name, pol_ns, pol_all); }; });
+
+  // monitor
+  std::vector<std::string> mon_types;
+  bool mon_json = false;
+  auto* monitor = app.add_subcommand("monitor", "Stream datapath events: drops, policy verdicts, traces");
+  monitor->add_option("-t,--type", mon_types, "Event type to show (repeatable; default all)")
+      ->check(CLI::IsMember({"drop", "policy-verdict", "trace", "l7"}));
+  monitor->add_flag("-j,--json", mon_json, "One JSON object per event instead of text");
+  monitor->footer(
+      "Examples:\n  membrane monitor --type drop\n  membrane monitor -t policy-verdict -t drop\n"
+      "  membrane monitor --json | jq .");
+  monitor->callback([&] { action = [&] {
+    ctx.json = mon_json;
+    return membrane::cli::cmdMonitor(ctx, mon_types);
+  }; });
+
+  // metrics
+  std::string metrics_pattern;
+  auto* metrics = app.add_subcommand("metrics", "Show the agent's metrics");
+  metrics->require_subcommand(1);
+  metrics->footer("Example:\n  membrane metrics list -p drop");
+  auto* met_list = metrics->add_subcommand("list", "List metrics (what /metrics exports) with their labels and values");
+  met_list->add_option("-p,--match-pattern", metrics_pattern, "Show only metrics whose name matches this regex");
+  addOutput(met_list, output);
+  met_list->footer("Examples:\n  membrane metrics list\n  membrane metrics list -p 'cilium_drop_.*'");
+  met_list->callback([&] { action = [&] { return membrane::cli::cmdMetricsList(ctx, metrics_pattern); }; });
+
+  // bpf
+  auto* bpf = app.add_subcommand("bpf", "Inspect BPF maps");
+  bpf->require_subcommand(1);
+  bpf->footer("Examples:\n  membrane bpf ct list\n  membrane bpf policy get deathstar");
+  auto* ct = bpf->add_subcommand("ct", "Connection tracking table");
+  ct->require_subcommand(1);
+  ct->footer("Example:\n  membrane bpf ct list");
+  auto* ct_list = ct->add_subcommand("list", "List conntrack entries, one flow per line");
+  addOutput(ct_list, output);
+  ct_list->footer("Example:\n  membrane bpf ct list -o json");
+  ct_list->callback([&] { action = [&] { return membrane::cli::cmdBpfCtList(ctx); }; });
+  auto* bpol = bpf->add_subcommand("policy", "Per-endpoint policy maps");
+  bpol->require_subcommand(1);
+  bpol->footer("Example:\n  membrane bpf policy get 1204");
+  std::string bpol_ref, bpol_ns = "default";
+  auto* bpol_get = bpol->add_subcommand("get", "Show an endpoint's policy map entries with their hit counters");
+  bpol_get->add_option("endpoint", bpol_ref, "Endpoint ID or pod NAME")->required();
+  bpol_get->add_option("-n,--namespace", bpol_ns, "Namespace of NAME")->capture_default_str();
+  addOutput(bpol_get, output);
+  bpol_get->footer("Examples:\n  membrane bpf policy get 1204\n  membrane bpf policy get deathstar -n default");
+  bpol_get->callback([&] { action = [&] { return membrane::cli::cmdBpfPolicyGet(ctx, bpol_ref, bpol_ns); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Help/version exit 0; a usage error exits 2 (1 is kept for "the command failed").
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  ctx.json = ctx.json || output == "json";
+  if (!action) return 1;  // require_subcommand makes this unreachable
+  try {
+    return action();
+  } catch (const std::exception& e) {
+    // Only a bug gets here (commands return codes); say so instead of std::terminate.
+    std::cerr << "membrane: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
