@@ -92,6 +92,7 @@ agents=()             # "name" of each started agent (args in $work/agent-<name>
 ipt_installed=0
 ipt_table_preexisted=1
 cleaning=0
+fg_pid=""             # the measurement client currently running
 
 stop_pid() {  # stop_pid PID: TERM, wait up to 5 s, then KILL; only a PID we started
   local pid=$1
@@ -107,6 +108,7 @@ cleanup() {
   cleaning=1
   trap '' INT TERM
   log "cleanup"
+  [ -n "$fg_pid" ] && stop_pid "$fg_pid"
   iptables_remove || true
   # Processes running inside netns we created (servers started via membrane exec).
   local ns p
@@ -451,27 +453,39 @@ start_servers() {  # start_servers CONFIG: rr and iperf3 servers in the server p
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
 
+# Foreground child run in the background + wait, so that TERM/INT reach the trap at once
+# instead of after the current measurement; cleanup stops it by PID.
+run_child() {  # run_child OUTFILE CMD...
+  local out=$1; shift
+  "$@" >"$out" 2>>"$work/client.log" &
+  fg_pid=$!
+  local rc=0
+  wait "$fg_pid" || rc=$?
+  fg_pid=""
+  return $rc
+}
+
 measure() {  # measure CONFIG ROUND
-  local c=$1 r=$2 ip=${srv_ip[$1]} out
+  local c=$1 r=$2 ip=${srv_ip[$1]} out=$work/client.out
   local to=$(( seconds + 20 ))
   for mode in rr crr; do
-    if out=$(in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" "$rr_bin" -c "$ip" -p "$rr_port" -m "$mode" -t "$seconds" 2>>"$work/client.log"); then
+    if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" "$rr_bin" -c "$ip" -p "$rr_port" -m "$mode" -t "$seconds"; then
       local rate p50 p99
-      rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' <<<"$out")
-      p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' <<<"$out")
-      p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' <<<"$out")
+      rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")
+      p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' "$out")
+      p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' "$out")
       record "$c" "$r" "${mode}_rate" "$rate"; record "$c" "$r" "${mode}_p50" "$p50"; record "$c" "$r" "${mode}_p99" "$p99"
-      printf '   %s round %s %-4s %10.0f /s  p50 %6.1f us  p99 %6.1f us\n' "$c" "$r" "$mode" "$rate" "$p50" "$p99" >&2
+      printf '   %s round %s %-6s %9.0f /s    p50 %6.1f us  p99 %7.1f us\n' "$c" "$r" "$mode" "$rate" "$p50" "$p99" >&2
     else
       warn "$c round $r $mode failed (see $work/client.log)"
     fi
   done
-  if out=$(in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" iperf3 -c "$ip" -p "$iperf_port" -t "$seconds" -J 2>>"$work/client.log"); then
+  if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" iperf3 -c "$ip" -p "$iperf_port" -t "$seconds" -J; then
     local gbps
-    gbps=$(python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' <<<"$out") || gbps=""
+    gbps=$(python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9))' "$out") || gbps=""
     if [ -n "$gbps" ]; then
       record "$c" "$r" stream_gbps "$gbps"
-      printf '   %s round %s stream %7.2f Gbit/s\n' "$c" "$r" "$gbps" >&2
+      printf '   %s round %s stream %9.2f Gbit/s\n' "$c" "$r" "$gbps" >&2
     else
       warn "$c round $r stream: could not parse iperf3 output"
     fi
