@@ -77,13 +77,15 @@ done
 membrane endpoint list
 
 land() { membrane exec "$1" -- curl -s --max-time "${2:-3}" -XPOST "http://$deathstar_ip/v1/request-landing"; }
-metric() {  # metric NAME LABELS -> value (0 if absent)
-  curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1{$2}" '$1==m {print $2; f=1} END {if (!f) print 0}'
+metric() {  # metric NAME LABELS -> value (0 if absent); label values may contain spaces
+  local v
+  v=$(curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -F "$1{$2} " | awk '{print $NF}')
+  echo "${v:-0}"
 }
 
 bold "3. No policy: both ships land"
-printf 'tiefighter: %s' "$(land tiefighter)"
-printf 'xwing:      %s' "$(land xwing)"
+printf 'tiefighter: %s\n' "$(land tiefighter)"
+printf 'xwing:      %s\n' "$(land xwing)"
 
 bold "4. Apply the L3/L4 policy (examples/starwars/sw_l3_l4_policy.yaml)"
 step "membrane policy import examples/starwars/sw_l3_l4_policy.yaml"
@@ -96,10 +98,10 @@ before=$(metric cilium_drop_count_total "$labels")
 "$bin/membrane" monitor --type drop >"$log_dir/monitor.log" 2>/dev/null &
 monitor_pid=$!
 sleep 0.5
-printf 'tiefighter: %s' "$(land tiefighter)"
+printf 'tiefighter: %s\n' "$(land tiefighter)"
 attempts=3
 for i in $(seq 1 $attempts); do
-  if out=$(land xwing 2); then printf 'xwing:      %s' "$out"; else echo "xwing:      (no answer: timed out after 2 s, as the seed shows)"; fi
+  if out=$(land xwing 2); then printf 'xwing:      %s\n' "$out"; else echo "xwing:      (no answer: timed out after 2 s, as the seed shows)"; fi
 done
 step "5 pings from xwing to deathstar"
 membrane exec xwing -- ping -c 5 -i 0.2 -W 1 "$deathstar_ip" | tail -2 || true
@@ -109,8 +111,12 @@ wait $monitor_pid 2>/dev/null || true
 after=$(metric cilium_drop_count_total "$labels")
 
 bold "6. What the metrics and the monitor show"
-echo "cilium_drop_count_total{$labels}: $before -> $after (+$(python3 -c "print(int(float('$after')-float('$before')))"))"
-echo "  (each xwing curl sends SYNs that are dropped at deathstar's ingress; each ping is one drop)"
+delta=$(python3 -c "print(int(float('$after')-float('$before')))")
+syns=$(grep -c 'tcp SYN' "$log_dir/monitor.log" || true)
+echos=$(grep -c 'EchoRequest' "$log_dir/monitor.log" || true)
+echo "cilium_drop_count_total{$labels}: $before -> $after (+$delta)"
+echo "membrane monitor saw $((syns + echos)) drops: $syns TCP SYNs from xwing's $attempts curls (the first SYN and"
+echo "its retransmission within 2 s each) and $echos ICMP echo requests: the counter delta, packet for packet."
 echo
 echo "membrane monitor --type drop (first lines):"
 head -n 8 "$log_dir/monitor.log" | sed 's/^/  /'

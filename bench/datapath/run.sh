@@ -426,7 +426,7 @@ setup_membrane() {  # setup_membrane B|C
   n_srv=$(policy_entries "$c" srv) || return 1
   n_cli=$(policy_entries "$c" cli) || return 1
   n_ipc=$(ipcache_entries "$c") || return 1
-  echo "$c srv_policy=$n_srv cli_policy=$n_cli ipcache=$n_ipc" >>"$work/maps.txt"
+  echo "$c: policy map entries server=$n_srv client=$n_cli, ipcache entries=$n_ipc" >>"$work/maps.txt"
   log "$c: policy map entries: server $n_srv, client $n_cli; ipcache entries: $n_ipc"
 }
 
@@ -441,14 +441,31 @@ start_servers() {  # start_servers CONFIG: rr and iperf3 servers in the server p
     >"$work/srv-$c-iperf.log" 2>&1 &
   pids+=($!)
   # Ready when the client can do one transaction (also proves the policy allows the flow).
+  local ok=0
   for _ in $(seq 1 50); do
     if in_pod "$c" cli timeout 5 "$rr_bin" -c "$ip" -p "$rr_port" -m rr -t 0.05 >/dev/null 2>&1; then
-      return 0
+      ok=1; break
     fi
     sleep 0.2
   done
-  warn "$c: no TCP_RR transaction from client to $ip:$rr_port within 10 s"
-  return 1
+  if [ $ok = 0 ]; then warn "$c: no TCP_RR transaction from client to $ip:$rr_port within 10 s"; return 1; fi
+  # Proof that policy is enforced: a port the policy does not allow (nothing listens there)
+  # must time out (SYN dropped), not be refused (RST from the server's stack).
+  if [ "$c" = B ] || [ "$c" = C ]; then
+    local rc=0
+    in_pod "$c" cli timeout 1 "$rr_bin" -c "$ip" -p "$(( rr_port + 1 ))" -m rr -t 0.05 >/dev/null 2>&1 || rc=$?
+    if [ $rc = 124 ]; then
+      echo "$c: port $(( rr_port + 1 )) (not allowed) dropped: policy enforced" >>"$work/maps.txt"
+    else
+      warn "$c: a connection to port $(( rr_port + 1 )), which the policy does not allow, was not dropped (rc $rc): policy NOT enforced"
+      echo "$c: policy NOT enforced (port $(( rr_port + 1 )) not dropped)" >>"$work/maps.txt"
+    fi
+  fi
+}
+
+forwarded_packets() {  # forwarded_packets CONFIG: sum of cilium_forward_count_total
+  curl -s --max-time 5 "http://127.0.0.1:$(cat "$work/agent-$1.port")/metrics" |
+    awk '/^cilium_forward_count_total/ {s += $2} END {printf "%.0f", s}'
 }
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
@@ -536,11 +553,17 @@ for r in $(seq 1 "$rounds"); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# Sanity after the run: the big maps are still big (nothing reconciled them away).
+# Sanity after the run: the big maps are still big (nothing reconciled them away), and the
+# programs saw the traffic.
 if [[ " $active " == *" C "* ]]; then
   n_ipc=$(ipcache_entries C || echo "?"); n_pol=$(policy_entries C srv || echo "?")
-  echo "C after run srv_policy=$n_pol ipcache=$n_ipc" >>"$work/maps.txt"
+  echo "C after the run: srv_policy=$n_pol ipcache=$n_ipc" >>"$work/maps.txt"
 fi
+for c in B C; do
+  if [[ " $active " == *" $c "* ]]; then
+    echo "$c: cilium_forward_count_total after the run = $(forwarded_packets "$c" || echo "?")" >>"$work/maps.txt"
+  fi
+done
 
 python3 "$here/summarize.py" "$results" \
   --configs "$active" --skipped "$skipped" --rounds "$rounds" --seconds "$seconds" \

@@ -171,7 +171,7 @@ def main():
             p("")
     if a.maps and os.path.exists(a.maps):
         with open(a.maps) as f:
-            p("Map sizes: " + "; ".join(l.strip() for l in f if l.strip()) + ".")
+            p("Checks: " + "; ".join(l.strip() for l in f if l.strip()) + ".")
     if a.iptables_restore_ms and os.path.exists(a.iptables_restore_ms):
         with open(a.iptables_restore_ms) as f:
             ms = [int(x) for x in f.read().split()]

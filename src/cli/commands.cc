@@ -1,5 +1,7 @@
 #include "src/cli/commands.h"
 
+#include "src/kernel/netns.h"
+
 #include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
@@ -189,18 +191,12 @@ int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const 
     netns = a.body.value("netns", "");
   }
   if (netns.empty()) return fail(ctx, fmt::format("endpoint '{}' has no network namespace path", name));
-  int fd = ::open(netns.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return fail(ctx, fmt::format("open network namespace {} of {}/{}: {}", netns, nsOrDefault(ns), name,
-                                 std::strerror(errno)));
-  // This process is single-threaded here, so setns moves all of it.
-  if (::setns(fd, CLONE_NEWNET) != 0) {
-    int err = errno;
-    ::close(fd);
-    return fail(ctx, fmt::format("enter network namespace {} of {}/{}: {}{}", netns, nsOrDefault(ns), name,
-                                 std::strerror(err), err == EPERM ? " — run as root (needs CAP_SYS_ADMIN)" : ""));
+  // This process is single-threaded here, so setns moves all of it (src/kernel owns the syscall).
+  if (auto st = kernel::enterNetnsForExec(netns); !st.ok()) {
+    const Error& e = st.error();
+    return fail(ctx, fmt::format("{} (pod {}/{}){}", e.message, nsOrDefault(ns), name,
+                                 e.code == EPERM ? " — run as root (needs CAP_SYS_ADMIN)" : ""));
   }
-  ::close(fd);
   ctx.out.flush();
   ctx.err.flush();
   std::vector<char*> args;

@@ -302,18 +302,26 @@ std::string identityName(const Json& id) {
   }
 }
 
+// The endpoint whose policy the event is about: for ingress at a local
+// destination that is the destination (the program runs on the source's
+// veth), as Cilium reports "to endpoint <dst>" / "local EP ID <dst>".
+int64_t localEndpoint(const Json& ev) {
+  if (str(ev, "direction") == "INGRESS" && num(ev, "dst_endpoint") > 0) return num(ev, "dst_endpoint");
+  return num(ev, "endpoint");
+}
+
 std::string formatEvent(const Json& ev) {
   std::string type = str(ev, "type");
   if (type == "drop") {
     return fmt::format("xx drop ({}) to endpoint {}, ifindex {}, identity {}: {}", str(ev, "reason"),
-                       num(ev, "endpoint"), num(ev, "ifindex"), identityPair(ev), flowSummary(ev));
+                       localEndpoint(ev), num(ev, "ifindex"), identityPair(ev), flowSummary(ev));
   }
   if (type == "policy-verdict") {
     std::string dir = lower(str(ev, "direction"));
     const Json& remote = dir == "egress" ? field(ev, "dst_identity") : field(ev, "src_identity");
     std::string proto = protoName(field(ev, "proto"));
     std::string line = fmt::format("Policy verdict log: local EP ID {}, remote ID {}, proto {}, {}, action {}, match {}, {}",
-                                   num(ev, "endpoint"), identityName(remote), protoNumber(proto), dir,
+                                   localEndpoint(ev), identityName(remote), protoNumber(proto), dir,
                                    verdictAction(str(ev, "verdict")), str(ev, "match"), flowSummary(ev));
     return line;
   }

@@ -70,7 +70,7 @@ Json tcpEvent(const char* type) {
 
 TEST(FormatTest, MonitorDrop) {
   EXPECT_EQ(formatEvent(tcpEvent("drop")),
-            "xx drop (Policy denied) to endpoint 1204, ifindex 42, identity 257->256: "
+            "xx drop (Policy denied) to endpoint 1100, ifindex 42, identity 257->256: "
             "10.200.0.7:43122 -> 10.200.0.5:80 tcp SYN");
 }
 
@@ -79,7 +79,7 @@ TEST(FormatTest, MonitorPolicyVerdict) {
   ev["verdict"] = "FORWARDED";
   ev["match"] = "L3-L4";
   EXPECT_EQ(formatEvent(ev),
-            "Policy verdict log: local EP ID 1204, remote ID 257, proto 6, ingress, action allow, match L3-L4, "
+            "Policy verdict log: local EP ID 1100, remote ID 257, proto 6, ingress, action allow, match L3-L4, "
             "10.200.0.7:43122 -> 10.200.0.5:80 tcp SYN");
   ev["verdict"] = "DROPPED";
   ev["match"] = "none";
@@ -113,7 +113,7 @@ TEST(FormatTest, MonitorIcmpDrop) {
   ev["icmp_type"] = 8;
   ev.erase("tcp_flags");
   EXPECT_EQ(formatEvent(ev),
-            "xx drop (Policy denied) to endpoint 1204, ifindex 42, identity 257->256: 10.200.0.7 -> 10.200.0.5 "
+            "xx drop (Policy denied) to endpoint 1100, ifindex 42, identity 257->256: 10.200.0.7 -> 10.200.0.5 "
             "EchoRequest");
   ev["icmp_type"] = "EchoReply";
   EXPECT_EQ(formatEvent(ev).substr(formatEvent(ev).rfind(':') + 2), "10.200.0.7 -> 10.200.0.5 EchoReply");

@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string_view>
@@ -170,6 +172,19 @@ void applyValue(mb_policy_value& v, const PolicyMapValue& want) {
   v.cookie = want.cookie;
 }
 
+// libbpf prints to stderr by default. Keep its warnings (verifier logs on a
+// failed load are how one debugs the datapath) but drop debug chatter and the
+// kernel's "Exclusivity flag on" note, which bpf_tc_hook_create causes every
+// time the clsact qdisc already exists (normal on every attach and restart).
+int libbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  char buf[4096];
+  int n = std::vsnprintf(buf, sizeof buf, fmt, args);
+  if (std::strstr(buf, "Exclusivity flag on") || std::strstr(buf, "Cannot find specified filter chain")) return 0;
+  std::fputs(buf, stderr);
+  return n;
+}
+
 }  // namespace
 
 void Datapath::SkelDeleter::operator()(membrane_datapath* skel) const {
@@ -183,6 +198,7 @@ Datapath::~Datapath() = default;
 
 Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options) {
   const std::string ctx = "load BPF datapath (pins in " + options.bpf_root + ")";
+  libbpf_set_print(libbpfPrint);
   MB_TRY_CTX(checkBpffs(options.bpf_root), ctx);
   MB_TRY_CTX(makeDirs(options.bpf_root), ctx);
 
