@@ -74,6 +74,26 @@ class StarWars : public AgentFixture {
                          fmt::format("http://{}/v1/request-landing", deathstar_.ip)});
   }
 
+  // One UDP datagram to deathstar:5353 and its echo; true if the echo came back.
+  bool udpEcho(const std::string& ship) {
+    auto r = execIn(ship, {"python3", "-c",
+                           fmt::format("import socket\n"
+                                       "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
+                                       "s.sendto(b'hello', ('{}', 5353))\n"
+                                       "print(s.recvfrom(100)[0].decode())\n",
+                                       deathstar_.ip)});
+    return r.exit_code == 0 && r.out == "hello\n";
+  }
+  void startUdpEcho() {
+    children_.push_back(Child::spawn(
+        {bin("membrane"), "--socket", socket_, "exec", "-n", ns_, "deathstar", "--", "python3", "-c",
+         "import socket\n"
+         "s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5353))\n"
+         "while True:\n"
+         "  d,a=s.recvfrom(100); s.sendto(d,a)\n"},
+        dir_ + "/udp-echo.log"));
+  }
+
   Pod deathstar_, tiefighter_, xwing_;
 };
 
@@ -84,6 +104,11 @@ TEST_F(StarWars, NoPolicyBothShipsLand) {
   auto x = land("xwing", 5);
   EXPECT_EQ(x.exit_code, 0);
   EXPECT_EQ(x.out, "Ship landed\n");
+  // UDP and ICMP flow too, and replies come back through conntrack.
+  startUdpEcho();
+  EXPECT_TRUE(waitFor([&] { return udpEcho("xwing"); }, std::chrono::seconds(5)));
+  auto ping = execIn("tiefighter", {"ping", "-c", "3", "-i", "0.2", "-W", "1", deathstar_.ip});
+  EXPECT_NE(ping.out.find("3 packets transmitted, 3 received"), std::string::npos) << ping.out;
   // Nothing enforced yet.
   auto list = cli({"endpoint", "list", "-o", "json"});
   auto j = nlohmann::json::parse(list.out);
@@ -178,9 +203,42 @@ TEST_F(StarWars, L3L4PolicyDropsXwingWithExactCounts) {
   EXPECT_EQ(metric("cilium_policy_max_revision"), 2);
   EXPECT_EQ(metric("cilium_policy_change_total", {{"outcome", "success"}}), 1);
 
+  // UDP is not in the policy: even empire ships are denied, with an exact count.
+  startUdpEcho();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  double drops = metric("cilium_drop_count_total", ingress_denied);
+  EXPECT_FALSE(udpEcho("tiefighter"));
+  EXPECT_TRUE(waitFor([&] { return metric("cilium_drop_count_total", ingress_denied) == drops + 1; },
+                      std::chrono::seconds(3)));
+
   // Deleting the policy restores reachability.
   auto del = cli({"policy", "delete", "rule1", "-n", ns_});
   EXPECT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(land("xwing", 5).out, "Ship landed\n");
+  EXPECT_TRUE(udpEcho("tiefighter"));
+}
+
+TEST_F(StarWars, EndpointDeleteRemovesEveryTrace) {
+  std::string netns = "membrane_" + ns_ + "_xwing";
+  auto ep = nlohmann::json::parse(cli({"endpoint", "get", "xwing", "-n", ns_, "-o", "json"}).out);
+  std::string host_if = ep["interface"]["host"];
+  ASSERT_FALSE(host_if.empty());
+  auto ids_before = nlohmann::json::parse(cli({"identity", "list", "-o", "json"}).out);
+  auto del = cli({"endpoint", "delete", "xwing", "-n", ns_});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_EQ(run({"ip", "netns", "list"}).out.find(netns), std::string::npos);
+  EXPECT_NE(run({"ip", "link", "show", host_if}).exit_code, 0);
+  EXPECT_EQ(run({"ip", "route", "show", xwing_.ip}).out, "");
+  auto ids_after = nlohmann::json::parse(cli({"identity", "list", "-o", "json"}).out);
+  EXPECT_EQ(ids_after.size() + 1, ids_before.size());  // xwing's identity was its alone
+  for (const auto& id : ids_after) EXPECT_NE(id["id"].get<uint32_t>(), xwing_.identity);
+  EXPECT_EQ(metric("cilium_endpoint_count"), 2);
+  // Its address is unreachable now (the pod CIDR's unreachable route), never routed elsewhere.
+  auto route = run({"ip", "route", "get", xwing_.ip});
+  EXPECT_NE(route.exit_code, 0);
+  // The name can be reused, and the new pod works.
+  auto again = createPod("xwing", "org=alliance,class=xwing");
+  EXPECT_EQ(again.identity, xwing_.identity);
   EXPECT_EQ(land("xwing", 5).out, "Ship landed\n");
 }
 

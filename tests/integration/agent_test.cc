@@ -1,0 +1,89 @@
+// Agent behaviour outside the Star Wars story: resource exhaustion, an
+// unreachable agent, health.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/agent_fixture.h"
+
+namespace membrane::testing {
+namespace {
+
+class Agent : public AgentFixture {};
+
+TEST_F(Agent, ExhaustedPodCidrIsAClearErrorAndLeavesNothing) {
+  // A /29 has 8 addresses: network, gateway and broadcast are never handed out.
+  int pid = getpid();
+  pod_cidr_ = fmt::format("10.{}.{}.248/29", 240 + (pid / 256) % 10, pid % 256);
+  startAgent();
+  for (int i = 0; i < 5; ++i) {
+    auto r = cli({"endpoint", "create", fmt::format("pod{}", i), "-n", ns_, "--labels", "app=x"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto netns_before = run({"ip", "netns", "list"}).out;
+  auto links_before = run({"ip", "-o", "link", "show"}).out;
+  auto full = cli({"endpoint", "create", "pod5", "-n", ns_, "--labels", "app=x"});
+  EXPECT_EQ(full.exit_code, 1);
+  EXPECT_NE(full.err.find(fmt::format("pod CIDR {} is exhausted", pod_cidr_)), std::string::npos) << full.err;
+  EXPECT_EQ(run({"ip", "netns", "list"}).out, netns_before);
+  EXPECT_EQ(run({"ip", "-o", "link", "show"}).out.size(), links_before.size());
+  auto list = nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out);
+  EXPECT_EQ(list.size(), 5u);
+  EXPECT_EQ(metric("cilium_endpoint_count"), 5);
+  // Deleting one frees its address for the next pod.
+  ASSERT_EQ(cli({"endpoint", "delete", "pod2", "-n", ns_}).exit_code, 0);
+  EXPECT_EQ(cli({"endpoint", "create", "pod5", "-n", ns_, "--labels", "app=x"}).exit_code, 0);
+}
+
+TEST_F(Agent, CliSaysHowToStartAnAgentThatIsNotRunning) {
+  auto r = cli({"endpoint", "list"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("cannot reach membraned at " + socket_), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("Start it with 'membraned'"), std::string::npos) << r.err;
+  EXPECT_EQ(cli({"status"}).exit_code, 1);
+}
+
+TEST_F(Agent, StatusMetricsAndIdentities) {
+  startAgent();
+  auto st = cli({"status"});
+  EXPECT_EQ(st.exit_code, 0);
+  EXPECT_NE(st.out.find(pod_cidr_), std::string::npos) << st.out;
+  // Reserved identities with Cilium's numbers.
+  auto ids = nlohmann::json::parse(cli({"identity", "list", "-o", "json"}).out);
+  std::map<uint32_t, std::string> reserved;
+  for (const auto& id : ids)
+    if (id["reserved"].get<bool>()) reserved[id["id"].get<uint32_t>()] = id["labels"][0];
+  EXPECT_EQ(reserved, (std::map<uint32_t, std::string>{{1, "reserved:host"},
+                                                       {2, "reserved:world"},
+                                                       {3, "reserved:unmanaged"},
+                                                       {4, "reserved:health"},
+                                                       {5, "reserved:init"},
+                                                       {6, "reserved:remote-node"},
+                                                       {7, "reserved:kube-apiserver"}}));
+  // Two pods with equal labels share one identity, allocated from 256.
+  ASSERT_EQ(cli({"endpoint", "create", "a", "-n", ns_, "--labels", "app=web"}).exit_code, 0);
+  ASSERT_EQ(cli({"endpoint", "create", "b", "-n", ns_, "--labels", "app=web"}).exit_code, 0);
+  auto eps = nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out);
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_EQ(eps[0]["identity"], eps[1]["identity"]);
+  EXPECT_GE(eps[0]["identity"].get<uint32_t>(), 256u);
+  // The metrics every dashboard of the seed needs are there, and /v1/metrics agrees with /metrics.
+  std::string text = scrape();
+  for (const char* name : {"cilium_endpoint_count 2", "cilium_endpoint_state{endpoint_state=\"ready\"} 2",
+                           "cilium_policy_max_revision 1", "cilium_identity{type=\"cluster_local\"} 1",
+                           "cilium_version{", "cilium_process_open_fds", "cilium_bpf_map_pressure{map_name=\"mb_policy_v1\"}",
+                           "cilium_endpoint_regeneration_time_stats_seconds_bucket{"})
+    EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
+  auto list = cli({"metrics", "list", "-p", "cilium_endpoint_count"});
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_NE(list.out.find("cilium_endpoint_count"), std::string::npos) << list.out;
+  // Bad API input: 4xx with a message.
+  auto curl = run({"curl", "-s", "--unix-socket", socket_, "-X", "PUT", "-d", "{\"name\": 5}",
+                   "http://localhost/v1/endpoint"});
+  EXPECT_NE(curl.out.find("\"code\":400"), std::string::npos) << curl.out;
+  auto nf = run({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", socket_,
+                 "http://localhost/v1/identity/99999"});
+  EXPECT_EQ(nf.out, "404");
+}
+
+}  // namespace
+}  // namespace membrane::testing
