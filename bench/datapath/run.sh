@@ -4,22 +4,24 @@
 #   bench/datapath/run.sh [BUILD_DIR] [--rounds N] [--seconds S] [--quick]
 #                         [--configs "V A B C D"] [--server-cpu N] [--client-cpu N]
 #                         [--iptables iptables|iptables-legacy] [--out-dir DIR]
+#   defaults: BUILD_DIR=build, 3 rounds of 5 s per test; --quick = 1 round of 2 s (< 1 min)
 #
-# Configurations, all alive at once, measured interleaved (V A B C D V A B C D ...):
-#   V  direct veth pair between two netns (the physical floor; for context only)
-#   A  bare veth, membrane's topology without programs: each pod a veth pair, /32 address,
-#      default route via the gateway on a host device (veth pair, as membraned does), host /32 routes, host forwarding
-#      (net.ipv4.conf.<veth>.forwarding=1 on the two host veths only). THE baseline.
-#   B  membrane: an isolated membraned, two pods, L3/L4 policy (client egress + server ingress)
-#   C  B plus ~10 000 policy-map entries for the server and 50 000 extra ipcache entries
-#   D  A plus 10 000 non-matching iptables FORWARD rules before the accepting ones, stateless
-#      (both directions walk them), installed for D's slot only and removed right after
-# Per config and round: TCP_RR and TCP_CRR (bench rr tool), one iperf3 stream. Server pinned
-# to --server-cpu, client to --client-cpu. Medians per config, ratios of medians to A with a
-# bootstrap 95% CI over rounds, as a Markdown table.
+# Configurations, all alive at once:
+#   V  direct veth pair between two netns: the physical floor, for context only
+#   A  bare veth, membrane's topology without programs: per pod a veth pair, a /32 address,
+#      default route via the gateway held by a host device (a veth pair, as membraned uses),
+#      host /32 routes, forwarding enabled on the two host veths only. THE baseline.
+#   B  membrane: an isolated membraned, two pods, L3/L4 policy (client egress, server ingress)
+#   C  B with ~10 000 policy-map entries for the server and 50 000 extra ipcache entries
+#   D  A with 10 000 non-matching iptables FORWARD rules before the accepting ones, stateless
+#      (both directions walk them); installed for each D slot only, removed right after
+# Each round: TCP_RR over V A B C D, then TCP_CRR over V A B C D, then one iperf3 stream over
+# V A B C D. Server pinned to --server-cpu (0), client to --client-cpu (1). Prints medians per
+# config and ratios of medians to A with a bootstrap 95% CI over rounds, as Markdown, and
+# saves the samples (.tsv) and the report (.md) in --out-dir (default BUILD_DIR/bench).
 #
-# Everything created (netns, links, routes, iptables rules, the agents, their pins and state,
-# processes) is removed on exit, on failure and on Ctrl-C. Processes are ended by PID only.
+# Everything created (netns, links, routes, iptables rules, agents with their pins and state,
+# processes) is removed on exit, on failure and on Ctrl-C; processes are ended by PID only.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,7 +38,7 @@ big_policy_ports=10000
 big_ipcache=50000
 iptables_rules=10000
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -482,27 +484,28 @@ run_child() {  # run_child OUTFILE CMD...
   return $rc
 }
 
-measure() {  # measure CONFIG ROUND
-  local c=$1 r=$2 ip=${srv_ip[$1]} out=$work/client.out
+measure() {  # measure CONFIG ROUND rr|crr|stream
+  local c=$1 r=$2 t=$3 ip=${srv_ip[$1]} out=$work/client.out
   local to=$(( seconds + 20 ))
-  for mode in rr crr; do
-    if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" "$rr_bin" -c "$ip" -p "$rr_port" -m "$mode" -t "$seconds"; then
+  if [ "$t" != stream ]; then
+    if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" "$rr_bin" -c "$ip" -p "$rr_port" -m "$t" -t "$seconds"; then
       local rate p50 p99
       rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")
       p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' "$out")
       p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' "$out")
-      record "$c" "$r" "${mode}_rate" "$rate"; record "$c" "$r" "${mode}_p50" "$p50"; record "$c" "$r" "${mode}_p99" "$p99"
-      printf '   %s round %s %-6s %9.0f /s    p50 %6.1f us  p99 %7.1f us\n' "$c" "$r" "$mode" "$rate" "$p50" "$p99" >&2
+      record "$c" "$r" "${t}_rate" "$rate"; record "$c" "$r" "${t}_p50" "$p50"; record "$c" "$r" "${t}_p99" "$p99"
+      printf '   %s %-6s %9.0f /s    p50 %6.1f us  p99 %7.1f us\n' "$c" "$t" "$rate" "$p50" "$p99" >&2
     else
-      warn "$c round $r $mode failed (see $work/client.log)"
+      warn "$c round $r $t failed (see $work/client.log)"
     fi
-  done
+    return 0
+  fi
   if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" iperf3 -c "$ip" -p "$iperf_port" -t "$seconds" -J; then
     local gbps
     gbps=$(python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9))' "$out") || gbps=""
     if [ -n "$gbps" ]; then
       record "$c" "$r" stream_gbps "$gbps"
-      printf '   %s round %s stream %9.2f Gbit/s\n' "$c" "$r" "$gbps" >&2
+      printf '   %s stream %9.2f Gbit/s\n' "$c" "$gbps" >&2
     else
       warn "$c round $r stream: could not parse iperf3 output"
     fi
@@ -543,12 +546,16 @@ done
 if [[ " $active " == *" D "* ]] && [[ " $active " != *" A "* ]]; then start_servers D; fi
 
 : >"$results"
+# Interleaved per test, so the configurations compared in one round are measured within
+# seconds of each other: round r = RR(V A B C D), CRR(V A B C D), stream(V A B C D).
 for r in $(seq 1 "$rounds"); do
-  log "round $r/$rounds:$active"
-  for c in $active; do
-    if [ "$c" = D ]; then iptables_install; fi
-    measure "$c" "$r"
-    if [ "$c" = D ]; then iptables_remove; fi
+  log "round $r/$rounds:$active  (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  for t in rr crr stream; do
+    for c in $active; do
+      if [ "$c" = D ]; then iptables_install; fi
+      measure "$c" "$r" "$t"
+      if [ "$c" = D ]; then iptables_remove; fi
+    done
   done
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -102,7 +102,7 @@ def main():
     p(f"### Datapath benchmark, {now}")
     p("")
     p(f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, kernel {platform.release()}")
-    p(f"- {a.rounds} interleaved round(s) x {a.seconds} s per test ({' '.join(configs)} per round); "
+    p(f"- {a.rounds} interleaved round(s) x {a.seconds} s per test ({' '.join(configs)} per test, then the next test); "
       f"server pinned to CPU {a.server_cpu}, client to CPU {a.client_cpu}")
     p(f"- load average (1/5/15 min) before: {a.load_before}; after: {a.load_after}")
     if a.skipped.strip():

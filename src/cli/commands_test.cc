@@ -123,7 +123,7 @@ TEST_F(CommandsTest, ExecUnknownPodAndMissingNetns) {
   EXPECT_EQ(err_.str(), "no endpoint named 'ywing' in namespace 'default' (see 'membrane endpoint list')\n");
   err_.str("");
   EXPECT_EQ(cmdExec(c, "xwing", "default", {"true"}), 1);
-  EXPECT_EQ(err_.str(), "open network namespace /nonexistent/netns/x of default/xwing: No such file or directory\n");
+  EXPECT_EQ(err_.str(), "enter netns /nonexistent/netns/x: open: No such file or directory (pod default/xwing)\n");
 }
 
 TEST_F(CommandsTest, PolicyImportPrintsRevisionOrDiagnostics) {
