@@ -11,9 +11,9 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libelf-dev zlib1g-dev libnl-3-dev libnl-route-3-dev prometheus-cpp-dev \
         libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev \
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
-        iputils-ping curl netcat-openbsd python3 prometheus iperf3 libclang-rt-14-dev
+        iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev
 
-.PHONY: all deps build test test-unit demo demo-stop install uninstall clean bench
+.PHONY: all deps build test test-unit test-sanitize demo demo-stop install uninstall clean bench
 
 all: build
 
@@ -32,9 +32,17 @@ $(BUILD)/build.ninja: CMakeLists.txt
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Every test tier: unit, bpf, privileged, integration (the last three need root).
+# Every test tier: unit, bpf, privileged, integration (the last three need root),
+# then the unit tier again under AddressSanitizer + UndefinedBehaviorSanitizer.
 test: build
 	scripts/run-tests.sh $(BUILD)
+	$(MAKE) test-sanitize
+
+test-sanitize: deps
+	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DMEMBRANE_SANITIZE=ON $(CMAKE_ARGS)
+	cmake --build $(BUILD)-asan -j $(JOBS) --target membrane_unit_tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir $(BUILD)-asan -L unit --output-on-failure -j $(JOBS)
 
 test-unit: build
 	ctest --test-dir $(BUILD) -L unit --output-on-failure -j $(JOBS)
@@ -58,4 +66,4 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)/etc/systemd/system/membraned.service
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD)-asan

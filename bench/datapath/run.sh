@@ -25,7 +25,6 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-src_root=$(cd "$here/../.." && pwd)
 build=""
 rounds=3
 seconds=5
@@ -109,6 +108,7 @@ cleanup() {
   [ $cleaning = 1 ] && return
   cleaning=1
   trap '' INT TERM
+  set +e   # best effort from here on: one failed removal must not skip the others
   log "cleanup"
   [ -n "$fg_pid" ] && stop_pid "$fg_pid"
   iptables_remove || true
@@ -572,7 +572,11 @@ for c in B C; do
   fi
 done
 
-python3 "$here/summarize.py" "$results" \
+revision="tree $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -x "$build/bin/membraned" ]; then
+  revision+=", membraned $("$build/bin/membraned" --version 2>/dev/null | head -1) built $(date -u -r "$build/bin/membraned" +%Y-%m-%dT%H:%MZ)"
+fi
+python3 "$here/summarize.py" "$results" --revision "$revision" \
   --configs "$active" --skipped "$skipped" --rounds "$rounds" --seconds "$seconds" \
   --load-before "$load_before" --load-after "$load_after" \
   --maps "$work/maps.txt" --iptables "$ipt" --iptables-restore-ms "$work/iptables-restore.ms" \

@@ -92,6 +92,7 @@ def main():
     ap.add_argument("--iptables-restore-ms", default="")
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--revision", default="")
     a = ap.parse_args()
 
     data = load(a.tsv)
@@ -102,6 +103,8 @@ def main():
     p(f"### Datapath benchmark, {now}")
     p("")
     p(f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, kernel {platform.release()}")
+    if a.revision:
+        p(f"- code: {a.revision}")
     p(f"- {a.rounds} interleaved round(s) x {a.seconds} s per test ({' '.join(configs)} per test, then the next test); "
       f"server pinned to CPU {a.server_cpu}, client to CPU {a.client_cpu}")
     p(f"- load average (1/5/15 min) before: {a.load_before}; after: {a.load_after}")
@@ -177,6 +180,23 @@ def main():
             ms = [int(x) for x in f.read().split()]
         if ms:
             p(f"D: `{a.iptables}-restore` of the rule set took {median(ms):.0f} ms (median of {len(ms)}).")
+    # Every sample, so the spread behind each median is visible.
+    rounds = max((len(v) for c in configs for v in data[c].values()), default=0)
+    if rounds > 1:
+        p("")
+        p("All rounds (TCP_RR trans/s · TCP_CRR conn/s · stream Gbit/s):")
+        p("")
+        p("| config | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " |")
+        p("|---|" + "---:|" * rounds)
+        for c in configs:
+            cells = []
+            for i in range(rounds):
+                vals = []
+                for key, fmt in (("rr_rate", "{:,.0f}"), ("crr_rate", "{:,.0f}"), ("stream_gbps", "{:.1f}")):
+                    xs = data[c].get(key, [])
+                    vals.append(fmt.format(xs[i]) if i < len(xs) else "–")
+                cells.append(" · ".join(vals))
+            p(f"| {c} | " + " | ".join(cells) + " |")
     print("\n".join(out))
 
 

@@ -27,6 +27,9 @@
 
 #define MB_ICMP_ECHOREPLY 0
 #define MB_ICMP_ECHO 8
+#define MB_ICMP_DEST_UNREACH 3
+#define MB_ICMP_TIME_EXCEEDED 11
+#define MB_ICMP_PARAMETERPROB 12
 
 #define MB_IP_MF 0x2000
 #define MB_IP_OFFSET 0x1FFF
@@ -36,6 +39,7 @@ enum mb_ct_state {
 	MB_CT_NEW = 0,
 	MB_CT_ESTABLISHED = 1,
 	MB_CT_REPLY = 2,
+	MB_CT_RELATED = 3, /* ICMP error about a tracked flow */
 };
 
 /*
@@ -51,7 +55,10 @@ struct mb_flow {
 	__u32 dst_identity;
 	__u32 dst_ep_id;        /* 0: destination is not a local endpoint */
 	__u32 len;              /* skb->len */
-	__u16 policy_dport;     /* network order; 0 for ICMP and port-less protocols */
+	__u16 policy_dport;     /* network order; ICMP: htons(type); 0 for port-less protocols */
+	__u16 l4_off;           /* offset of the L4 header in the frame */
+	__u16 rev_nat_id;       /* != 0: DNATed to a service backend (new CT entries get it) */
+	__u16 proxy_port;       /* network order; != 0: policy redirects to the L7 proxy */
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 ct_state;          /* enum mb_ct_state */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * IPv4 conntrack over mb_ct4_v1 (LRU hash keyed by the ORIGINAL tuple).
+ * IPv4 conntrack over mb_ct4_v2 (LRU hash keyed by the ORIGINAL tuple).
  *
  * Concurrency: an entry is shared by all CPUs (a flow's two directions can
  * run on different CPUs at once), so packet/byte counters use
@@ -28,7 +28,7 @@ mb_ct_lookup(const struct mb_ct_key *tuple, __u8 *state)
 	struct mb_ct_entry *e;
 	struct mb_ct_key rev;
 
-	e = bpf_map_lookup_elem(&mb_ct4_v1, tuple);
+	e = bpf_map_lookup_elem(&mb_ct4_v2, tuple);
 	if (e) {
 		*state = MB_CT_ESTABLISHED;
 		return e;
@@ -40,7 +40,7 @@ mb_ct_lookup(const struct mb_ct_key *tuple, __u8 *state)
 	rev.proto = tuple->proto;
 	rev.flags = 0;
 	rev.pad = 0;
-	e = bpf_map_lookup_elem(&mb_ct4_v1, &rev);
+	e = bpf_map_lookup_elem(&mb_ct4_v2, &rev);
 	*state = e ? MB_CT_REPLY : MB_CT_NEW;
 	return e;
 }
@@ -92,6 +92,12 @@ static __always_inline void mb_ct_update(struct mb_ct_entry *e, const struct mb_
 		if ((e->tx_flags_seen | f->tcp_flags) != e->tx_flags_seen)
 			e->tx_flags_seen |= f->tcp_flags;
 	}
+	/* A forward packet the policy now redirects marks the flow for good. */
+	if (!reply && f->proxy_port) {
+		nflags |= MB_CT_F_PROXY_REDIRECT;
+		if (e->proxy_port != f->proxy_port)
+			e->proxy_port = f->proxy_port;
+	}
 	if (nflags != flags)
 		e->flags = nflags;
 	/* Shorter (FIN/RST) applies at once; longer only in 1 s steps. */
@@ -113,11 +119,41 @@ static __always_inline int mb_ct_create(const struct mb_flow *f, __u32 ep_id, __
 	e.src_identity = f->src_identity;
 	e.dst_identity = f->dst_identity;
 	e.ep_id = (__u16)ep_id;
+	e.rev_nat_id = f->rev_nat_id;
+	if (f->proxy_port) {
+		e.flags |= MB_CT_F_PROXY_REDIRECT;
+		e.proxy_port = f->proxy_port;
+	}
 	/* NOEXIST: a racing CPU that created it first keeps its counters. */
-	ret = bpf_map_update_elem(&mb_ct4_v1, &f->tuple, &e, BPF_NOEXIST);
+	ret = bpf_map_update_elem(&mb_ct4_v2, &f->tuple, &e, BPF_NOEXIST);
 	if (ret < 0 && ret != -EEXIST)
 		return -MB_DROP_CT_CREATE_FAILED;
 	return 0;
+}
+
+/*
+ * ICMP error about a tracked flow (RELATED): the embedded packet's tuple is
+ * looked up in both directions. Returns 1 if related, 0 otherwise.
+ */
+static __always_inline int mb_ct_icmp_related(struct __sk_buff *skb, const struct mb_flow *f)
+{
+	struct mb_ct_key inner;
+	__u8 state;
+
+	if (f->tuple.proto != IPPROTO_ICMP || !mb_icmp_is_error(f->icmp_type))
+		return 0;
+	if (mb_parse_icmp_inner(skb, f, &inner) < 0)
+		return 0;
+	return mb_ct_lookup(&inner, &state) != NULL;
+}
+
+/* Moves a SERVICE entry's expiry along with its flow (1 s steps, shorter at once). */
+static __always_inline void mb_ct_touch(struct mb_ct_entry *e, __u64 expires)
+{
+	__u64 old = e->expires_ns;
+
+	if (expires < old || expires > old + MB_CT_REFRESH_NS)
+		e->expires_ns = expires;
 }
 
 #endif /* MEMBRANE_BPF_LIB_CONNTRACK_H */

@@ -57,7 +57,7 @@ struct {
 	__type(value, struct mb_ct_entry);
 	__uint(max_entries, MB_CT_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} mb_ct4_v1 SEC(".maps");
+} mb_ct4_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -81,13 +81,41 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mb_config_v1 SEC(".maps");
 
-static __always_inline __u32 mb_config_flags(void)
+/* Services: read by the datapath, written only by the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct mb_service_key);
+	__type(value, struct mb_service_info);
+	__uint(max_entries, MB_SERVICES_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_svc_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct mb_backend_key);
+	__type(value, struct mb_backend_info);
+	__uint(max_entries, MB_BACKENDS_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_backend_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u16);
+	__type(value, struct mb_revnat_info);
+	__uint(max_entries, MB_SERVICES_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mb_revnat_v1 SEC(".maps");
+
+/*
+ * The runtime config. An ARRAY element always exists (the verifier inlines
+ * the lookup to pointer arithmetic); the NULL check is for the verifier and
+ * yields all-zero defaults.
+ */
+static __always_inline struct mb_datapath_config *mb_config(void)
 {
 	__u32 zero = 0;
-	struct mb_datapath_config *cfg = bpf_map_lookup_elem(&mb_config_v1, &zero);
 
-	/* An ARRAY element always exists; the check is for the verifier. */
-	return cfg ? cfg->flags : 0;
+	return bpf_map_lookup_elem(&mb_config_v1, &zero);
 }
 
 /* Identity of a remote address: ipcache LPM lookup, miss => world. */

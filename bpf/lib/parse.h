@@ -85,6 +85,7 @@ static __always_inline int mb_parse(struct __sk_buff *skb, struct mb_flow *f)
 	f->tuple.daddr = ip->daddr;
 	f->tuple.proto = ip->protocol;
 	l4_off = ETH_HLEN + ihl_bytes;
+	f->l4_off = (__u16)l4_off;
 
 	/*
 	 * L4 headers are copied with bpf_skb_load_bytes: the offset depends on
@@ -125,13 +126,65 @@ static __always_inline int mb_parse(struct __sk_buff *skb, struct mb_flow *f)
 			__builtin_memcpy(&f->tuple.sport, &hdr[4], 2);
 			f->tuple.dport = f->tuple.sport;
 		}
-		/* Policy on ICMP type is future work: dport 0 = any. */
+		/* `icmps` rules: the type is the policy "port". */
+		f->policy_dport = bpf_htons((__u16)hdr[0]);
 		break;
 	}
 	default:
 		break;
 	}
 	return MB_L3_IPV4;
+}
+
+static __always_inline int mb_icmp_is_error(__u8 type)
+{
+	return type == MB_ICMP_DEST_UNREACH || type == MB_ICMP_TIME_EXCEEDED ||
+	       type == MB_ICMP_PARAMETERPROB;
+}
+
+/*
+ * Tuple of the IPv4 packet embedded in an ICMP error (RFC 792: its IP header
+ * plus at least 8 bytes of L4), in our conntrack convention (echo id as both
+ * ports). Returns 0, or -1 if it is not there.
+ */
+static __always_inline int mb_parse_icmp_inner(struct __sk_buff *skb, const struct mb_flow *f,
+					       struct mb_ct_key *inner)
+{
+	__u32 off = (__u32)f->l4_off + 8;
+	struct iphdr ip;
+	__u8 l4[8];
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+		return -1;
+	if (ip.version != 4 || ip.ihl < 5)
+		return -1;
+	off += ip.ihl * 4;
+	if (off > 0xffff || bpf_skb_load_bytes(skb, off, l4, sizeof(l4)) < 0)
+		return -1;
+	inner->saddr = ip.saddr;
+	inner->daddr = ip.daddr;
+	inner->proto = ip.protocol;
+	inner->sport = 0;
+	inner->dport = 0;
+	inner->flags = 0;
+	inner->pad = 0;
+	switch (ip.protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		__builtin_memcpy(&inner->sport, &l4[0], 2);
+		__builtin_memcpy(&inner->dport, &l4[2], 2);
+		break;
+	case IPPROTO_ICMP:
+		if (l4[0] == MB_ICMP_ECHO || l4[0] == MB_ICMP_ECHOREPLY) {
+			__builtin_memcpy(&inner->sport, &l4[4], 2);
+			inner->dport = inner->sport;
+		}
+		break;
+	default:
+		break;
+	}
+	return 0;
 }
 
 /* TCP flag byte of a packet: SYN without ACK. */

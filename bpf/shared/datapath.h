@@ -31,10 +31,15 @@
 #define MB_MAP_ENDPOINTS_BY_IP "mb_lxcip_v1" /* ipv4   -> endpoint_info   */
 #define MB_MAP_IPCACHE "mb_ipcache_v1"   /* LPM prefix -> remote_info   */
 #define MB_MAP_POLICY "mb_policy_v1"     /* policy_key -> policy_value (per-CPU) */
-#define MB_MAP_CT "mb_ct4_v1"            /* ct_key     -> ct_entry      */
+#define MB_MAP_CT "mb_ct4_v2"            /* ct_key     -> ct_entry (v2: +backend, rev_nat_id) */
 #define MB_MAP_METRICS "mb_metrics_v1"   /* metrics_key -> metrics_value (per-CPU) */
 #define MB_MAP_EVENTS "mb_events_v1"     /* ring buffer of events        */
 #define MB_MAP_CONFIG "mb_config_v1"     /* [0] -> datapath_config       */
+#define MB_MAP_SERVICES "mb_svc_v1"      /* service_key -> service_info  */
+#define MB_MAP_BACKENDS "mb_backend_v1"  /* backend_key -> backend_info  */
+#define MB_MAP_REVNAT "mb_revnat_v1"     /* rev_nat_id (u16) -> revnat_info */
+/* Names earlier builds pinned; removed by cleanup (Datapath::removePins). */
+#define MB_MAP_CT_LEGACY_V1 "mb_ct4_v1"
 
 #define MB_ENDPOINTS_MAX 4096
 #define MB_IPCACHE_MAX 524288
@@ -42,6 +47,8 @@
 #define MB_CT_MAX 262144
 #define MB_METRICS_MAX 1024
 #define MB_EVENTS_BYTES (4 * 1024 * 1024)
+#define MB_SERVICES_MAX 4096
+#define MB_BACKENDS_MAX 65536
 
 /* ---------------------------------------------------------------------------
  * Reserved identities (Cilium's numbers). Allocated identities start at 256.
@@ -119,6 +126,7 @@ enum mb_drop_reason {
 #define MB_EP_F_INGRESS_AUDIT (1U << 2)    /* would-be ingress drops are forwarded */
 #define MB_EP_F_EGRESS_AUDIT (1U << 3)
 #define MB_EP_F_HOST (1U << 4)             /* the host itself, not a pod */
+#define MB_EP_F_PROTO_WILDCARD (1U << 5)   /* policy has {id|0, proto, 0} entries: look up tiers 3-4 */
 
 struct mb_endpoint_info {
 	__u32 ep_id;        /* endpoint id (policy keys, events) */
@@ -166,10 +174,20 @@ MB_STATIC_ASSERT(sizeof(struct mb_remote_info) == 12, "mb_remote_info layout");
 /* ---------------------------------------------------------------------------
  * Policy: one global per-CPU hash keyed by endpoint. Lookup order for a
  * packet of (endpoint, direction, peer identity, proto, dport), first match:
- *   1. {identity, proto, dport}   L3+L4
- *   2. {0,        proto, dport}   L4-only
- *   3. {identity, 0,     0}       L3-only
- *   4. {0,        0,     0}       allow-all
+ *   1. {identity, proto, dport}   L3+L4       (match type L3-L4)
+ *   2. {0,        proto, dport}   L4-only     (L4-Only)
+ *   3. {identity, proto, 0}       L3+proto    (L3-Proto)    \ only looked up when the
+ *   4. {0,        proto, 0}       proto-only  (Proto-Only)  / endpoint has MB_EP_F_PROTO_WILDCARD
+ *   5. {identity, 0,     0}       L3-only     (L3-Only)
+ *   6. {0,        0,     0}       allow-all   (all)
+ * For ICMP the "dport" is the ICMP type (`icmps` rules), stored like a port:
+ * htons(type). A packet whose dport is 0 (ICMP type 0 = echo reply, port-less
+ * protocols) starts at tier 3 (its tier 1-2 keys would be the tier 3-4 keys).
+ * ICMP errors (types 3, 11, 12) whose embedded IPv4+L4 header belongs to a
+ * conntrack flow (either direction) are RELATED and skip policy, as Cilium's
+ * CT_RELATED; other ICMP errors go through policy with their type.
+ * A matched entry with proxy_port != 0 redirects the flow to the L7 proxy
+ * (see the packet path comment in bpf/datapath.bpf.c).
  * Deny-over-allow precedence is resolved in user space (the policy engine
  * writes a deny at every more specific key an allow would otherwise hit), so
  * the datapath stays first-match. Miss in an enforced direction => drop 133.
@@ -180,7 +198,7 @@ MB_STATIC_ASSERT(sizeof(struct mb_remote_info) == 12, "mb_remote_info layout");
 struct mb_policy_key {
 	__u32 ep_id;
 	__u32 identity;     /* peer identity; 0 = any */
-	__u16 dport;        /* network order; 0 = any (ICMP: type, later) */
+	__u16 dport;        /* network order; 0 = any (ICMP: htons(type)) */
 	__u8 proto;         /* IPPROTO_*; 0 = any */
 	__u8 direction;     /* MB_DIR_INGRESS / MB_DIR_EGRESS */
 };
@@ -202,7 +220,17 @@ MB_STATIC_ASSERT(sizeof(struct mb_policy_value) == 24, "mb_policy_value layout")
  * REPLY). Replies skip policy; forward packets of established flows are
  * re-checked against policy (so revoking an allow cuts the flow, as in
  * Cilium). ICMP echo uses the echo id as both ports so the reply reverses
- * onto the same key. Lifetimes are CLOCK_BOOTTIME ns (bpf_ktime_get_boot_ns);
+ * onto the same key.
+ *
+ * Services: a flow to a service VIP has TWO entries:
+ *   - the SERVICE entry, key {client, VIP, sport, vport, proto,
+ *     flags = MB_CT_KEY_F_SERVICE}: backend_ip/backend_port = the chosen
+ *     backend, rev_nat_id = the service; only its expiry is maintained (it
+ *     pins established flows to their backend);
+ *   - the flow entry keyed by the post-DNAT tuple {client, backend, ...} with
+ *     rev_nat_id != 0: replies on it get their source rewritten to the VIP
+ *     (mb_revnat_v1[rev_nat_id]).
+ * Lifetimes are CLOCK_BOOTTIME ns (bpf_ktime_get_boot_ns);
  * the agent deletes expired entries (GC); LRU eviction is the last resort.
  */
 #define MB_CT_F_RX_CLOSING (1U << 0)
@@ -221,10 +249,12 @@ struct mb_ct_key {
 	__u16 sport;        /* network order */
 	__u16 dport;
 	__u8 proto;
-	__u8 flags;         /* reserved (0) */
+	__u8 flags;         /* MB_CT_KEY_F_* (0 for flow entries) */
 	__u16 pad;
 };
 MB_STATIC_ASSERT(sizeof(struct mb_ct_key) == 16, "mb_ct_key layout");
+
+#define MB_CT_KEY_F_SERVICE (1U << 0) /* service entry: {client, VIP} -> backend */
 
 struct mb_ct_entry {
 	__u64 expires_ns;   /* CLOCK_BOOTTIME */
@@ -238,9 +268,58 @@ struct mb_ct_entry {
 	__u8 tx_flags_seen; /* TCP flags seen, original direction */
 	__u8 rx_flags_seen;
 	__u16 ep_id;        /* endpoint that created the entry */
-	__u16 proxy_port;   /* network order */
+	__u16 proxy_port;   /* network order; set with MB_CT_F_PROXY_REDIRECT */
+	__u32 backend_ip;   /* SERVICE entry: chosen backend (network order) */
+	__u16 backend_port; /* SERVICE entry: network order */
+	__u16 rev_nat_id;   /* 0 = no service; else the service (mb_revnat_v1 key) */
 };
-MB_STATIC_ASSERT(sizeof(struct mb_ct_entry) == 56, "mb_ct_entry layout");
+MB_STATIC_ASSERT(sizeof(struct mb_ct_entry) == 64, "mb_ct_entry layout");
+
+/* ---------------------------------------------------------------------------
+ * Services (ClusterIP), load-balanced in from_endpoint before conntrack and
+ * policy. A service has backend_count backends in slots 0..count-1 of
+ * mb_backend_v1 under its id (= rev_nat_id). New flows pick slot
+ * hash(5-tuple) % count; established flows keep their backend (conntrack
+ * SERVICE entry). count 0 => drop 158. Only TCP and UDP are translated.
+ * Update order (Datapath::upsertService): new backend slots, then the
+ * service entry with the new count, then stale slots are deleted.
+ */
+struct mb_service_key {
+	__u32 vip;          /* network order */
+	__u16 port;         /* network order */
+	__u8 proto;         /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 pad;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_service_key) == 8, "mb_service_key layout");
+
+struct mb_service_info {
+	__u16 backend_count;
+	__u16 rev_nat_id;   /* service id, >= 1 */
+	__u8 flags;         /* reserved (0) */
+	__u8 pad[3];
+};
+MB_STATIC_ASSERT(sizeof(struct mb_service_info) == 8, "mb_service_info layout");
+
+struct mb_backend_key {
+	__u16 rev_nat_id;   /* service id */
+	__u16 slot;         /* 0..backend_count-1 */
+};
+MB_STATIC_ASSERT(sizeof(struct mb_backend_key) == 4, "mb_backend_key layout");
+
+struct mb_backend_info {
+	__u32 ip;           /* network order */
+	__u16 port;         /* network order */
+	__u16 pad;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_backend_info) == 8, "mb_backend_info layout");
+
+/* mb_revnat_v1 key: __u16 rev_nat_id. */
+struct mb_revnat_info {
+	__u32 vip;          /* network order */
+	__u16 port;         /* network order */
+	__u16 pad;
+};
+MB_STATIC_ASSERT(sizeof(struct mb_revnat_info) == 8, "mb_revnat_info layout");
 
 /* ---------------------------------------------------------------------------
  * Metrics: per-CPU hash {reason, direction} -> {packets, bytes}.
@@ -273,7 +352,12 @@ struct mb_datapath_config {
 	__u32 host_ipv4;    /* network order: the pods' gateway address */
 	__u32 pod_cidr;     /* network order */
 	__u32 pod_cidr_len;
-	__u32 pad[4];
+	/* Destinations in this prefix are looked up in mb_svc_v1; svc_cidr_len
+	 * 0 = unknown: every destination is looked up (correct, one lookup more
+	 * per packet). */
+	__u32 svc_cidr;     /* network order */
+	__u32 svc_cidr_len;
+	__u32 pad[2];
 };
 MB_STATIC_ASSERT(sizeof(struct mb_datapath_config) == 32, "mb_datapath_config layout");
 
@@ -302,6 +386,8 @@ enum mb_match_type {
 	MB_MATCH_L3_L4 = 2,
 	MB_MATCH_L4_ONLY = 3,
 	MB_MATCH_ALL = 4,
+	MB_MATCH_L3_PROTO = 5,
+	MB_MATCH_PROTO_ONLY = 6,
 };
 
 /* Verdicts in policy-verdict events. */
@@ -329,7 +415,7 @@ struct mb_event {
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_type;
-	__u8 ct_state;      /* 0 new, 1 established, 2 reply */
+	__u8 ct_state;      /* 0 new, 1 established, 2 reply, 3 related (ICMP error) */
 	__u32 len;          /* skb length */
 	__u32 cookie;       /* VERDICT: policy entry cookie */
 	__u64 ts_ns;        /* CLOCK_BOOTTIME */

@@ -20,6 +20,11 @@ inline constexpr uint32_t kMinAllocated = 256;    // MB_ID_MIN_ALLOCATED
 inline constexpr uint32_t kMaxAllocated = 65535;  // cluster-scope identities (cluster id 0)
 // Cilium's local scope (CIDR/FQDN identities, never leave the node) starts here.
 inline constexpr uint32_t kLocalScopeFlag = 1u << 24;
+// Range for CIDR identities: IdentityAllocator(kMinLocal, kMaxLocal) hands
+// them out (labels from labels::cidrIdentityLabels()).
+inline constexpr uint32_t kMinLocal = kLocalScopeFlag | 1;
+inline constexpr uint32_t kMaxLocal = kLocalScopeFlag | 0xffffff;
+inline bool isLocalScope(uint32_t id) { return (id & kLocalScopeFlag) != 0; }
 
 struct Identity {
   uint32_t id = 0;

@@ -91,11 +91,41 @@ Result<Label> parseLabel(std::string_view text, std::string_view default_source 
 // A key given twice is an error.
 Result<LabelSet> parseLabels(std::string_view text, std::string_view default_source = kSourceK8s);
 
-// The labels of a pod endpoint: the user's labels with source `k8s`, plus
-// `k8s:io.kubernetes.pod.namespace=<ns>` and `k8s:io.cilium.k8s.policy.cluster=default`
-// (the cluster label is what the `cluster` entity selects in Cilium).
-// Labels of other sources in `user_labels` are kept as they are.
+// The labels of a pod endpoint (what its identity is allocated for):
+//  - the user's labels with source `k8s` (labels of other sources are kept as
+//    they are),
+//  - `k8s:io.kubernetes.pod.namespace=<ns>`,
+//  - `k8s:io.cilium.k8s.policy.cluster=default` (what the `cluster` entity
+//    and Cilium's cluster scoping select),
+//  - Cilium's namespace labels: `k8s:io.cilium.k8s.namespace.labels.<k>=<v>`
+//    for every label of the namespace (whatever its source), and always
+//    `k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=<ns>`
+//    (Kubernetes sets that label on every namespace; NetworkPolicy
+//    namespaceSelectors select it).
+// The 2-argument form is the 3-argument one with no extra namespace labels.
+LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_labels, const LabelSet& ns_labels);
 LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_labels);
+
+// The label Kubernetes puts on every namespace with the namespace's name.
+inline constexpr std::string_view kNamespaceNameLabel = "kubernetes.io/metadata.name";
+
+// ---------------------------------------------------------------------------
+// CIDR identities (Cilium's model). Every prefix a policy names gets a
+// local-scope identity whose labels are `cidr:<p>` for the prefix itself and
+// every shorter prefix covering it, down to `cidr:0.0.0.0/0`, plus
+// `reserved:world`. A CIDR rule `cidr C except E...` then selects the
+// identities that have `cidr:C` and none of `cidr:E`; the ipcache LPM maps an
+// address to the identity of its longest matching policy prefix.
+
+// "10.1.0.0/16" -> {cidr:0.0.0.0/0, cidr:8.0.0.0/5, ..., cidr:10.0.0.0/8, ...,
+// cidr:10.1.0.0/16, reserved:world} (prefix length + 1 cidr labels). The
+// prefix must be normalized IPv4 "a.b.c.d/n" (as the policy parser produces
+// it, see cidrPrefixes()); host bits are cleared anyway. An unparsable prefix
+// yields {reserved:world} only.
+LabelSet cidrIdentityLabels(const std::string& prefix);
+
+// The label `cidr:<prefix>` (source cidr, key = the prefix, empty value).
+Label cidrLabel(std::string_view prefix);
 
 // Reserved identities (Cilium's numbers; see bpf/shared/datapath.h).
 enum class Reserved : uint32_t {

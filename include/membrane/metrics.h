@@ -114,6 +114,10 @@ class AgentMetrics {
   // cilium_policy_change_total{outcome="success"|"failure"}; a failure also
   // counts cilium_policy_import_errors_total (as Cilium does for imports).
   void recordPolicyChange(bool success);
+  // cilium_policy_implementation_delay{source}: seconds from a policy change
+  // arriving (source "local-api" for the REST API) to its map entries being
+  // written for every endpoint.
+  void observePolicyImplementationDelay(std::string_view source, double seconds);
   // cilium_policy_endpoint_enforcement_status{enforcement}: whole snapshot,
   // like setEndpointStates (known values: kEnforcementStates).
   void setEnforcementStatus(const std::map<std::string, int>& count_by_enforcement);
@@ -125,6 +129,11 @@ class AgentMetrics {
   // --- health (set by the health module; 0 until then) ----------------------
   void setUnreachableNodes(int64_t n);
   void setUnreachableHealthEndpoints(int64_t n);
+  // cilium_node_health_connectivity_status{type="node"|"endpoint",status=
+  // "reachable"|"unreachable"|"unknown"}: number of nodes in each status.
+  void setNodeConnectivityStatus(std::string_view type, int reachable, int unreachable, int unknown);
+  // cilium_node_health_connectivity_latency_seconds{type,protocol="icmp"|"http",address_type="primary"}.
+  void observeNodeConnectivityLatency(std::string_view type, std::string_view protocol, double seconds);
 
   // --- conntrack GC --------------------------------------------------------
   // One GC pass: cilium_datapath_conntrack_gc_runs_total and

@@ -44,7 +44,9 @@ struct Selector {
   // True if some requirement is on `key` with source `source` or `any`.
   bool constrains(std::string_view source, std::string_view key) const;
   // True if some requirement has source "reserved".
-  bool mentionsReserved() const;
+  bool mentionsReserved() const { return mentionsSource(labels::kSourceReserved); }
+  // True if some requirement has exactly this source (not `any`).
+  bool mentionsSource(std::string_view source) const;
   // Adds (or replaces) matchLabels source:key=value.
   void addMatchLabel(std::string_view source, std::string_view key, std::string_view value);
   bool operator==(const Selector&) const = default;
@@ -58,9 +60,14 @@ std::string_view entityName(Entity e);
 
 enum class Protocol : uint8_t { Any = 0, ICMP = 1, TCP = 6, UDP = 17, SCTP = 132 };
 std::string_view protocolName(Protocol p);  // "ANY", "TCP", ...
+// Cilium's ICMPv4 type names ("EchoRequest" -> 8, "Echo" -> 8, ...).
+std::optional<uint8_t> icmpTypeByName(std::string_view name);
+// The Cilium name of an ICMPv4 type ("EchoRequest" for 8), "" if it has none.
+std::string_view icmpTypeName(uint8_t type);
 
-// One `ports[]` item. port 0 = every port (then protocol is ANY: the datapath
-// has no protocol-only key, the parser rejects "TCP, any port").
+// One `ports[]` item. port 0 = every port: with protocol ANY everything, with
+// a protocol every port of it (a protocol-only rule, map key {id|0, proto, 0}).
+// ANY with a port means TCP, UDP and SCTP on that port (Cilium).
 struct PortProtocol {
   uint16_t port = 0;
   uint16_t end_port = 0;  // 0 = single port; else inclusive range end (> port)
@@ -92,13 +99,17 @@ struct CidrRule {
 
 // One element of ingress[] / ingressDeny[] / egress[] / egressDeny[].
 // Peers are the union of endpoints, entities and cidrs. If all three are
-// empty: with ports it is an L4-only rule (any peer); without ports it allows
-// nothing (`ingress: [{}]` only turns on default deny).
+// empty: with ports (or icmps) it is an L4-only rule (any peer); without them
+// it allows nothing (`ingress: [{}]` only turns on default deny).
+// The L4 part is the union of to_ports and icmp_types; both empty = all L4.
 struct PeerRule {
   std::vector<Selector> endpoints;  // normalized: namespace label added for namespaced policies
   std::vector<Entity> entities;
   std::vector<CidrRule> cidrs;
   std::vector<PortRule> to_ports;
+  // `icmps[].fields[].type` (IPv4), in input order, unique. As in Cilium the
+  // type is the ICMP "port": type 0 (EchoReply) therefore means every ICMP type.
+  std::vector<uint8_t> icmp_types;
   bool operator==(const PeerRule&) const = default;
 };
 

@@ -10,6 +10,7 @@
 #include <compare>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,38 +40,42 @@ struct PolicyEntry {
   bool operator==(const PolicyEntry&) const = default;
 };
 
-// A CIDR peer other than 0.0.0.0/0 (which resolves to world, identity 2).
-// Not turned into map entries yet: the lead allocates local-scope CIDR
-// identities in the ipcache and then keys entries on them. Ports as in the rule
-// (empty = all ports).
-struct CidrPeer {
-  CidrRule cidr;
-  uint8_t direction = 0;  // 1 ingress, 2 egress
-  bool deny = false;
-  std::vector<PortRule> ports;
-  uint32_t cookie = 0;
-  bool operator==(const CidrPeer&) const = default;
-};
-
 struct EndpointPolicy {
   bool ingress_enforced = false;  // default-deny ingress (MB_EP_F_INGRESS_ENFORCED)
   bool egress_enforced = false;
+  // Some entry has a protocol-only key {id|0, proto, 0} (protocol-only port
+  // rules, ICMP type 0): the agent sets MB_EP_F_PROTO_WILDCARD so that the
+  // datapath also probes tiers 3-4. Without it those keys are never looked up.
+  bool proto_wildcard = false;
   // First-match complete: looking keys up in the datapath order gives the
   // exact semantic verdict (see verdict()). In a direction that is not
   // enforced but has rules (deny rules, enableDefaultDeny: false), an allow-all
   // {0,0,0} entry is included so that a miss never means "drop".
   std::map<PolicyKey, PolicyEntry> entries;
   std::vector<std::string> ingress_rules, egress_rules;  // policies selecting the subject ("ns/name")
-  std::vector<CidrPeer> cidr_peers;
 };
 
 // Resolves `policies` for an endpoint with labels `subject`. `identities` is
-// every identity the node knows (allocated and reserved); selectors match
-// against them. Reserved identities are only matched by selectors that name a
-// `reserved:` key (or through entities), so a wildcard selector never opens an
-// endpoint to world or host.
+// every identity the node knows (reserved, allocated, and the local-scope CIDR
+// identities); selectors match against them:
+//  - endpoint selectors match reserved identities only when they name a
+//    `reserved:` key, and CIDR identities (local scope) only when they name a
+//    `reserved:` or `cidr:` key, so a wildcard selector never opens an
+//    endpoint to world, host or a CIDR;
+//  - a CIDR rule `cidr C except E...` selects the CIDR identities labelled
+//    `cidr:C` and none of `cidr:E`; C = 0.0.0.0/0 also selects world (2);
+//  - entities `world` (and `all`) include every CIDR identity (they carry
+//    reserved:world); `cluster` never does.
 EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels::LabelSet& subject,
                                const std::vector<IdentityRef>& identities);
+
+// Every CIDR prefix the policies mention (cidr and except of fromCIDR,
+// fromCIDRSet, toCIDR, toCIDRSet, ipBlock), normalized ("10.0.0.0/8"), except
+// 0.0.0.0/0: addresses in no policy prefix already get world (2) from the
+// ipcache. The agent allocates one local-scope identity per prefix, labelled
+// labels::cidrIdentityLabels(prefix), and maps prefix -> identity in the
+// ipcache LPM (longest prefix wins).
+std::set<std::string> cidrPrefixes(const std::vector<Policy>& policies);
 
 // What the datapath does for one packet, given the map state.
 enum class VerdictKind { Allowed, Denied /* deny rule: 181 */, Dropped /* default deny: 133 */ };
@@ -83,8 +88,9 @@ struct Verdict {
 };
 
 // Simulates the datapath's first-match lookup (bpf/shared/datapath.h):
-// {id,port,proto} -> {0,port,proto} -> {id,0,0} -> {0,0,0}; miss => Dropped when
-// the direction is enforced, else Allowed.
+// {id,proto,port} -> {0,proto,port} -> [{id,proto,0} -> {0,proto,0} only when
+// ep.proto_wildcard] -> {id,0,0} -> {0,0,0}; miss => Dropped when the
+// direction is enforced, else Allowed. For ICMP, dport is the ICMP type.
 Verdict verdict(const EndpointPolicy& ep, uint32_t identity, uint8_t proto, uint16_t dport, uint8_t direction);
 
 struct ImportResult {

@@ -284,6 +284,33 @@ int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns
   return 0;
 }
 
+int cmdPolicyTrace(Context& ctx, const TraceArgs& a) {
+  if (a.src_endpoint.empty() == a.src_labels.empty())
+    return fail(ctx, "policy trace: give exactly one of --src-endpoint or --src-labels");
+  if (a.dst_endpoint.empty() == a.dst_labels.empty())
+    return fail(ctx, "policy trace: give exactly one of --dst-endpoint or --dst-labels");
+  std::string target = "/v1/policy/trace?";
+  auto add = [&](const char* key, const std::string& value) {
+    if (value.empty()) return;
+    if (target.back() != '?') target += '&';
+    target += std::string(key) + "=" + api::percentEncode(value);
+  };
+  add("src_endpoint", a.src_endpoint);
+  add("src_labels", a.src_labels);
+  add("dst_endpoint", a.dst_endpoint);
+  add("dst_labels", a.dst_labels);
+  add("dport", a.dport);
+  add("namespace", nsOrDefault(a.ns));
+  HttpClient client(ctx.socket);
+  Answer ans = call(client, "GET", target);
+  if (!ans.ok) return fail(ctx, ans.failure);
+  if (ctx.json)
+    printJson(ctx, ans.body);
+  else
+    ctx.out << formatPolicyTrace(ans.body);
+  return 0;
+}
+
 int cmdMonitor(Context& ctx, const std::vector<std::string>& types) {
   std::string target = "/v1/monitor";
   for (size_t i = 0; i < types.size(); ++i) target += (i ? "&type=" : "?type=") + api::percentEncode(types[i]);

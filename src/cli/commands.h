@@ -36,6 +36,16 @@ int cmdIdentityGet(Context& ctx, const std::string& id);
 int cmdPolicyImport(Context& ctx, const std::vector<std::string>& files);
 int cmdPolicyGet(Context& ctx);
 int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all);
+
+// `membrane policy trace`: exactly one of src_endpoint ("ID" or pod NAME) /
+// src_labels ("k=v,..."), and one of dst_endpoint / dst_labels; dport
+// "80/TCP" or "" (L3 only); ns is the namespace of pod NAMEs and of the
+// labels (default "default"). Calls GET /v1/policy/trace and prints its
+// "text" (-o json: the whole answer). Exit 0 whatever the verdict.
+struct TraceArgs {
+  std::string src_endpoint, src_labels, dst_endpoint, dst_labels, dport, ns;
+};
+int cmdPolicyTrace(Context& ctx, const TraceArgs& args);
 // Streams until the agent ends the stream (exit 1) or the process is killed.
 int cmdMonitor(Context& ctx, const std::vector<std::string>& types);
 int cmdMetricsList(Context& ctx, const std::string& pattern);

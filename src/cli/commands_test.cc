@@ -55,6 +55,12 @@ class CommandsTest : public ::testing::Test {
       last_query_ = r.target;
       return Response::json(200, {{"revision", 6}, {"deleted", {"default/rule1"}}});
     });
+    server_->route("GET", "/v1/policy/trace", [this](const Request& r) {
+      last_query_ = r.target;
+      if (r.queryValue("dport") == "bad") return Response::error(400, "port 'bad': not a number");
+      return Response::json(200, {{"text", "Final verdict: DENIED"}, {"verdict", "denied"}, {"ingress", Json::object()},
+                                  {"egress", Json::object()}});
+    });
     server_->routeStream("GET", "/v1/monitor", [](const Request& r, api::StreamWriter& w) {
       if (r.queryValues("type") != std::vector<std::string>{"drop"}) {
         w.write(R"({"type":"error","error":"bad types"})");
@@ -154,6 +160,28 @@ TEST_F(CommandsTest, PolicyDelete) {
   EXPECT_EQ(last_query_, "/v1/policy?all=true");
   EXPECT_EQ(cmdPolicyDelete(c, "rule1", "", true), 1);
   EXPECT_EQ(err_.str(), "policy delete: give either a policy NAME or --all\n");
+}
+
+TEST_F(CommandsTest, PolicyTrace) {
+  auto c = ctx();
+  EXPECT_EQ(cmdPolicyTrace(c, {"xwing", "", "", "org=empire,class=deathstar", "80/TCP", ""}), 0);
+  EXPECT_EQ(last_query_,
+            "/v1/policy/trace?src_endpoint=xwing&dst_labels=org%3Dempire%2Cclass%3Ddeathstar&dport=80%2FTCP"
+            "&namespace=default");
+  EXPECT_EQ(out_.str(), "Final verdict: DENIED\n");
+  out_.str("");
+  auto j = ctx(true);
+  EXPECT_EQ(cmdPolicyTrace(j, {"", "a=b", "7", "", "", "x"}), 0);
+  EXPECT_EQ(last_query_, "/v1/policy/trace?src_labels=a%3Db&dst_endpoint=7&namespace=x");
+  EXPECT_EQ(Json::parse(out_.str())["verdict"], "denied");
+  EXPECT_EQ(cmdPolicyTrace(c, {"xwing", "a=b", "7", "", "", ""}), 1);
+  EXPECT_EQ(err_.str(), "policy trace: give exactly one of --src-endpoint or --src-labels\n");
+  err_.str("");
+  EXPECT_EQ(cmdPolicyTrace(c, {"xwing", "", "", "", "", ""}), 1);
+  EXPECT_EQ(err_.str(), "policy trace: give exactly one of --dst-endpoint or --dst-labels\n");
+  err_.str("");
+  EXPECT_EQ(cmdPolicyTrace(c, {"xwing", "", "7", "", "bad", ""}), 1);
+  EXPECT_EQ(err_.str(), "port 'bad': not a number\n");
 }
 
 TEST_F(CommandsTest, MonitorPrintsLinesAndBannerOnStderr) {

@@ -341,6 +341,12 @@ std::string formatPolicyGet(const Json& answer) {
   return out + "\nRevision: " + std::to_string(num(answer, "revision")) + "\n";
 }
 
+std::string formatPolicyTrace(const Json& answer) {
+  std::string out = str(answer, "text");
+  if (!out.empty() && out.back() != '\n') out += '\n';
+  return out;
+}
+
 std::string formatDiagnostics(const Json& error_body) {
   std::string out;
   const Json& diags = field(error_body, "diagnostics");

@@ -47,6 +47,8 @@ std::string formatEvent(const Json& event);
 
 // `membrane policy get`: the policies as pretty JSON, then "Revision: N".
 std::string formatPolicyGet(const Json& answer);
+// `membrane policy trace`: the agent's "text" (ends with a newline).
+std::string formatPolicyTrace(const Json& answer);
 // One "file:line:col: path: message" line per diagnostic of an API error.
 std::string formatDiagnostics(const Json& error_body);
 

@@ -140,6 +140,26 @@ int main(int argc, char** argv) {
   pol_delete->footer("Examples:\n  membrane policy delete rule1\n  membrane policy delete --all");
   pol_delete->callback([&] { action = [&] { return membrane::cli::cmdPolicyDelete(ctx, pol_name, pol_ns, pol_all); }; });
 
+  membrane::cli::TraceArgs trace_args;
+  auto* pol_trace = policy->add_subcommand(
+      "trace", "Explain whether traffic between two endpoints (or label sets) is allowed, and by which rules");
+  pol_trace->add_option("--src-endpoint", trace_args.src_endpoint, "Source endpoint ID or pod NAME");
+  pol_trace->add_option("--src-labels", trace_args.src_labels, "Source labels k=v[,k=v...] (a pod that need not exist)");
+  pol_trace->add_option("--dst-endpoint", trace_args.dst_endpoint, "Destination endpoint ID or pod NAME");
+  pol_trace->add_option("--dst-labels", trace_args.dst_labels, "Destination labels k=v[,k=v...]");
+  pol_trace->add_option("--dport", trace_args.dport,
+                        "Destination port/protocol, e.g. 80/TCP, 53/UDP, 8/ICMP (ICMP type); without it L3 only");
+  trace_args.ns = "default";
+  pol_trace->add_option("-n,--namespace", trace_args.ns, "Namespace of pod NAMEs and of --*-labels")->capture_default_str();
+  addOutput(pol_trace, output);
+  pol_trace->footer(
+      "Prints, for the source's egress and the destination's ingress, the rules (policy namespace/name) that\n"
+      "select the endpoint, which one allows or denies the flow, or that none matched (default deny).\n"
+      "Examples:\n  membrane policy trace --src-endpoint xwing --dst-endpoint deathstar --dport 80/TCP\n"
+      "  membrane policy trace --src-labels org=empire,class=tiefighter --dst-labels org=empire,class=deathstar "
+      "--dport 80/TCP");
+  pol_trace->callback([&] { action = [&] { return membrane::cli::cmdPolicyTrace(ctx, trace_args); }; });
+
   // monitor
   std::vector<std::string> mon_types;
   bool mon_json = false;

@@ -1,6 +1,8 @@
 #include "src/daemon/agent.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -8,6 +10,7 @@
 #include <time.h>
 
 #include <chrono>
+#include <ctime>
 #include <regex>
 #include <thread>
 
@@ -19,6 +22,7 @@
 #include "src/endpoint/ipam.h"
 #include "src/endpoint/state_store.h"
 #include "src/kernel/events.h"
+#include "src/kernel/netns.h"
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -165,7 +169,10 @@ Status Agent::init() {
     MB_TRY_CTX(loadPolicyState(), "restore policies from " + cfg_.state_dir + "/policy.json");
     MB_TRY_CTX(eps_->init(), "restore endpoints");
     updatePolicyMetrics();
+    refreshCookieNames();
   }
+
+  if (cfg_.enable_health_checking) MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
 
   auto ms = metrics::MetricsServer::start(cfg_.prometheus_serve_addr, *metrics_);
   if (!ms) return ms.error();
@@ -184,6 +191,7 @@ void Agent::stop() {
   if (stopped_) return;
   stopped_ = true;
   stopping_ = true;
+  if (health_) health_->stop();
   gc_cv_.notify_all();
   hub_.closeAll();
   if (api_) api_->stop();
@@ -224,12 +232,132 @@ Status Agent::cleanup(const Config& cfg) {
 }
 
 // ---------------------------------------------------------------------------
+// Health: an endpoint with identity 4 answering ICMP and GET /hello on 4240,
+// the node answering GET /hello on its (gateway) address, and a prober.
+
+Status Agent::startHealth() {
+  uint32_t health_ip_be = 0;
+  std::string netns_name;
+  uint32_t gateway_be = 0;
+  {
+    std::lock_guard lk(mu_);
+    auto ep = eps_->ensureHealthEndpoint();
+    if (!ep) return ep.error();
+    health_ip_be = htonl(ep->ipv4);
+    netns_name = ep->netns_name;
+    gateway_be = htonl(eps_->config().pod_cidr.network + 1);
+  }
+  // A socket belongs to the netns it is created in: create the endpoint's
+  // listener on a thread inside its netns, serve it from an ordinary thread.
+  auto ns = kernel::Netns::open(netns_name);
+  if (!ns) return ns.error();
+  auto fd = ns->run([] { return health::listenTcp(health::kHealthPort); });
+  if (!fd) return fd.error().wrap("health endpoint listener");
+  auto srv = health::HelloServer::start(std::move(*fd));
+  if (!srv) return srv.error();
+  hello_endpoint_ = std::move(*srv);
+  // The node side listens on the gateway address only, so agents with
+  // different pod CIDRs on one machine never collide on 4240.
+  {
+    UniqueFd hfd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    int one = 1;
+    ::setsockopt(hfd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(health::kHealthPort);
+    a.sin_addr.s_addr = gateway_be;
+    if (::bind(hfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(hfd.get(), 64) != 0)
+      return Error::fromErrno(errno, fmt::format("health: listen on {}:{}", endpoint::ipv4ToString(ntohl(gateway_be)),
+                                                 health::kHealthPort));
+    auto hs = health::HelloServer::start(std::move(hfd));
+    if (!hs) return hs.error();
+    hello_host_ = std::move(*hs);
+  }
+  metrics::AgentMetrics* m = metrics_.get();
+  health_ = std::make_unique<health::HealthChecker>(
+      [gateway_be, health_ip_be] {
+        return std::vector<health::NodeTarget>{{"localhost", gateway_be, health_ip_be}};
+      },
+      [m](const health::HealthReport& r) {
+        m->setUnreachableNodes(r.unreachableNodes());
+        m->setUnreachableHealthEndpoints(r.unreachableHealthEndpoints());
+        int node_ok = 0, node_bad = 0, ep_ok = 0, ep_bad = 0, ep_unknown = 0;
+        for (const auto& n : r.nodes) {
+          (n.host.reachable() ? node_ok : node_bad)++;
+          if (!n.endpoint) ep_unknown++;
+          else (n.endpoint->reachable() ? ep_ok : ep_bad)++;
+          auto lat = [m](const char* type, const health::PathStatus& p) {
+            if (p.icmp.ok) m->observeNodeConnectivityLatency(type, "icmp", p.icmp.rtt_seconds);
+            if (p.http.ok) m->observeNodeConnectivityLatency(type, "http", p.http.rtt_seconds);
+          };
+          lat("node", n.host);
+          if (n.endpoint) lat("endpoint", *n.endpoint);
+        }
+        m->setNodeConnectivityStatus("node", node_ok, node_bad, 0);
+        m->setNodeConnectivityStatus("endpoint", ep_ok, ep_bad, ep_unknown);
+      },
+      std::chrono::seconds(cfg_.health_check_interval_seconds));
+  health_->start();
+  return okStatus();
+}
+
+namespace {
+json probeJson(const health::ProbeResult& p) {
+  json j = {{"ok", p.ok}, {"rtt_seconds", p.rtt_seconds}};
+  if (!p.ok) j["error"] = p.error;
+  return j;
+}
+json pathJson(const health::PathStatus& p) {
+  return {{"address", p.address}, {"icmp", probeJson(p.icmp)}, {"http", probeJson(p.http)}, {"reachable", p.reachable()}};
+}
+}  // namespace
+
+Response Agent::healthStatus(const Request& req) {
+  if (!health_) return Response::error(404, "health checking is disabled (membraned --enable-health-checking=false)");
+  auto rep = req.queryValue("probe") == "true" ? std::optional<health::HealthReport>(health_->probeNow()) : health_->last();
+  if (!rep) return Response::json(200, {{"nodes", json::array()}, {"probe_time", ""}});
+  json nodes = json::array();
+  for (const auto& n : rep->nodes) {
+    json j = {{"name", n.name}, {"local", n.local}, {"host", pathJson(n.host)}};
+    if (n.endpoint) j["endpoint"] = pathJson(*n.endpoint);
+    nodes.push_back(j);
+  }
+  std::time_t t = std::chrono::system_clock::to_time_t(rep->probe_time);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  int total = static_cast<int>(rep->nodes.size());
+  return Response::json(200, {{"probe_time", buf},
+                              {"interval_seconds", rep->interval.count()},
+                              {"reachable", total - rep->unreachableNodes()},
+                              {"total", total},
+                              {"nodes", nodes}});
+}
+
+// ---------------------------------------------------------------------------
 // Background work.
 
 void Agent::eventLoop() {
   auto reader = kernel::EventReader::open(dp_->eventsFd(), [this](const mb_event& ev) {
     json j = kernel::eventToJson(ev, boot_to_real_ns_);
     std::string type = j.value("type", "");
+    if (type == "policy-verdict" || type == "drop") {
+      // Attribution (Cilium users keep asking for it): which policy allowed
+      // or denied the flow, or that nothing matched ("default deny").
+      if (ev.cookie != 0) {
+        std::lock_guard lk(cookie_mu_);
+        auto it = cookie_names_.find(ev.cookie);
+        if (it != cookie_names_.end()) {
+          auto slash = it->second.find('/');
+          j["policy"] = slash == std::string::npos
+                            ? json{{"name", it->second}, {"namespace", ""}}
+                            : json{{"name", it->second.substr(slash + 1)}, {"namespace", it->second.substr(0, slash)}};
+        }
+      } else if (type == "policy-verdict" || ev.subtype == MB_DROP_POLICY) {
+        j["policy"] = {{"name", "default deny"}, {"namespace", ""}};
+      }
+    }
     hub_.publish(type, j.dump());
   });
   if (!reader) {
@@ -323,6 +451,14 @@ Status Agent::savePolicyState() {
   return endpoint::writeFileAtomic(cfg_.state_dir + "/policy.json", state.dump(1) + "\n");
 }
 
+void Agent::refreshCookieNames() {
+  std::map<uint32_t, std::string> names;
+  for (const auto& p : repo_.policies()) names[p.cookie] = p.displayName();
+  std::lock_guard lk(cookie_mu_);
+  // Keep names of removed policies: events in flight may still carry their cookies.
+  for (auto& [c, n] : names) cookie_names_[c] = n;
+}
+
 void Agent::updatePolicyMetrics() {
   size_t rules = 0;
   for (const auto& p : repo_.policies()) rules += p.rules.size();
@@ -350,6 +486,11 @@ void Agent::registerRoutes() {
   api_->route("GET", "/v1/metrics", bind(&Agent::listMetrics));
   api_->route("GET", "/v1/bpf/ct", bind(&Agent::listCt));
   api_->route("GET", "/v1/bpf/policy/{id}", bind(&Agent::getBpfPolicy));
+  api_->route("PATCH", "/v1/endpoint/{id}/config", bind(&Agent::patchEndpointConfig));
+  api_->route("GET", "/v1/policy/wait", bind(&Agent::waitPolicy));
+  api_->route("GET", "/v1/namespace", bind(&Agent::listNamespaces));
+  api_->route("GET", "/v1/health", bind(&Agent::healthStatus));
+  api_->route("PUT", "/v1/namespace/{name}", bind(&Agent::putNamespace));
   api_->routeStream("GET", "/v1/monitor",
                     [this](const Request& r, api::StreamWriter& w) { monitor(r, w); });
 }
@@ -360,6 +501,15 @@ Response Agent::healthz(const Request&) {
   for (const auto* ep : eps_->list())
     if (ep->state != endpoint::kStateReady) ++not_ready;
   std::string status = not_ready ? "degraded" : "ok";
+  json clusterHealth = nullptr;
+  if (health_) {
+    if (auto rep = health_->last()) {
+      int total = static_cast<int>(rep->nodes.size());
+      clusterHealth = {{"reachable", total - rep->unreachableNodes()},
+                       {"total", total},
+                       {"interval_seconds", cfg_.health_check_interval_seconds}};
+    }
+  }
   auto up = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count();
   return Response::json(200, {{"status", status},
                               {"version", MEMBRANE_VERSION_STRING},
@@ -371,6 +521,7 @@ Response Agent::healthz(const Request&) {
                               {"pod_cidr", cfg_.pod_cidr},
                               {"enforcement", cfg_.enable_policy},
                               {"audit", cfg_.policy_audit_mode},
+                              {"cluster_health", clusterHealth},
                               {"message", not_ready ? fmt::format("{} endpoints not ready", not_ready) : ""}});
 }
 
@@ -473,6 +624,7 @@ Response Agent::importPolicy(const Request& req) {
   json body = json::parse(req.body, nullptr, false);
   if (body.is_discarded() || !body.is_object() || !body.contains("content") || !body["content"].is_string())
     return Response::error(400, "request body must be {\"source\": \"file.yaml\", \"content\": \"<YAML or JSON>\"}");
+  auto t0 = std::chrono::steady_clock::now();
   std::string source = body.value("source", "policy");
   std::string content = body["content"];
   auto parsed = policy::parsePolicies(content, source);
@@ -513,6 +665,10 @@ Response Agent::importPolicy(const Request& req) {
   }
   policy_imports_.push_back({{"source", source}, {"content", content}, {"keys", keys}});
   auto regen = eps_->regenerateAll();
+  if (regen.ok())
+    metrics_->observePolicyImplementationDelay(
+        "local-api", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  refreshCookieNames();
   auto saved = savePolicyState();
   if (!saved.ok()) spdlog::error("save policy state: {}", saved.error().message);
   updatePolicyMetrics();
@@ -523,6 +679,7 @@ Response Agent::importPolicy(const Request& req) {
 }
 
 Response Agent::deletePolicy(const Request& req) {
+  auto t0 = std::chrono::steady_clock::now();
   std::lock_guard lk(mu_);
   std::vector<std::string> deleted;
   if (req.queryValue("all") == "true") {
@@ -536,6 +693,9 @@ Response Agent::deletePolicy(const Request& req) {
     deleted = *r;
   }
   auto regen = eps_->regenerateAll();
+  if (regen.ok())
+    metrics_->observePolicyImplementationDelay(
+        "local-api", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   auto saved = savePolicyState();
   if (!saved.ok()) spdlog::error("save policy state: {}", saved.error().message);
   updatePolicyMetrics();
@@ -608,6 +768,90 @@ Response Agent::getBpfPolicy(const Request& req) {
                    {"policy", repo_.policyForCookie(e.value.cookie)}});
   }
   return Response::json(200, arr);
+}
+
+Response Agent::patchEndpointConfig(const Request& req) {
+  auto id = parseId(req.param("id"));
+  if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object())
+    return Response::error(400, "request body must be a JSON object, e.g. {\"PolicyAuditMode\": \"Enabled\"}");
+  std::optional<bool> audit;
+  bool set = false;
+  for (const auto& [k, v] : body.items()) {
+    if (k != "PolicyAuditMode")
+      return Response::error(400, fmt::format("unknown endpoint option '{}' (supported: PolicyAuditMode)", k));
+    std::string val = v.is_boolean() ? (v.get<bool>() ? "Enabled" : "Disabled") : v.is_string() ? v.get<std::string>() : "";
+    if (val == "Enabled" || val == "true") audit = true;
+    else if (val == "Disabled" || val == "false") audit = false;
+    else if (val == "Default") audit = std::nullopt;
+    else return Response::error(400, "PolicyAuditMode must be Enabled, Disabled or Default");
+    set = true;
+  }
+  if (!set) return Response::error(400, "no option given (supported: PolicyAuditMode)");
+  std::lock_guard lk(mu_);
+  auto st = eps_->setAuditMode(*id, audit);
+  if (!st.ok()) return errorResponse(st.error());
+  return Response::json(200, endpoint::toApiJson(*eps_->find(*id)));
+}
+
+Response Agent::listNamespaces(const Request&) {
+  std::lock_guard lk(mu_);
+  json arr = json::array();
+  for (const auto& [ns, ls] : eps_->namespaces()) {
+    json labels = json::object();
+    for (const auto& l : ls) labels[l.key] = l.value;
+    size_t pods = 0;
+    for (const auto* ep : eps_->list())
+      if (ep->ns == ns) ++pods;
+    arr.push_back({{"name", ns}, {"labels", labels}, {"endpoints", pods}});
+  }
+  return Response::json(200, arr);
+}
+
+Response Agent::putNamespace(const Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("labels") || !body["labels"].is_object())
+    return Response::error(400, "request body must be {\"labels\": {\"key\": \"value\", ...}}");
+  labels::LabelSet ls;
+  for (const auto& [k, v] : body["labels"].items()) {
+    if (!v.is_string()) return Response::error(400, fmt::format("label '{}': value must be a string", k));
+    auto lab = labels::parseLabel(k + "=" + v.get<std::string>());
+    if (!lab) return Response::error(400, lab.error().message);
+    ls.add(*lab);
+  }
+  std::lock_guard lk(mu_);
+  auto st = eps_->setNamespaceLabels(req.param("name"), ls);
+  if (!st.ok()) return errorResponse(st.error());
+  return Response::json(200, {{"name", req.param("name")}, {"labels", body["labels"]}});
+}
+
+Response Agent::waitPolicy(const Request& req) {
+  std::string rev_s = req.queryValue("revision");
+  auto rev = parseId(rev_s);
+  if (!rev) return Response::error(400, fmt::format("revision '{}' is not a number", rev_s));
+  int timeout_s = 30;
+  if (req.hasQuery("timeout")) {
+    auto t = parseId(req.queryValue("timeout"));
+    if (!t || *t > 3600) return Response::error(400, "timeout must be a number of seconds (<= 3600)");
+    timeout_s = static_cast<int>(*t);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  for (;;) {
+    {
+      std::lock_guard lk(mu_);
+      uint64_t realized = repo_.revision();
+      for (const auto* ep : eps_->list()) realized = std::min<uint64_t>(realized, ep->policy_revision);
+      if (realized >= *rev)
+        return Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}});
+      if (*rev > repo_.revision() && std::chrono::steady_clock::now() >= deadline)
+        return Response::error(408, fmt::format("revision {} not reached within {} s (current revision {})", *rev,
+                                                timeout_s, repo_.revision()));
+    }
+    if (std::chrono::steady_clock::now() >= deadline || stopping_)
+      return Response::error(408, fmt::format("revision {} not realized by every endpoint within {} s", *rev, timeout_s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 void Agent::monitor(const Request& req, api::StreamWriter& out) {

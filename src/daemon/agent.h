@@ -12,6 +12,8 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -28,6 +30,7 @@
 #include "src/api/http_server.h"
 #include "src/daemon/config.h"
 #include "src/daemon/monitor_hub.h"
+#include "src/health/health.h"
 #include "src/endpoint/manager.h"
 #include "src/kernel/datapath.h"
 
@@ -74,6 +77,13 @@ class Agent {
   api::Response listMetrics(const api::Request& req);
   api::Response listCt(const api::Request& req);
   api::Response getBpfPolicy(const api::Request& req);
+  api::Response patchEndpointConfig(const api::Request& req);
+  api::Response listNamespaces(const api::Request& req);
+  api::Response healthStatus(const api::Request& req);
+  Status startHealth();
+  api::Response putNamespace(const api::Request& req);
+  api::Response waitPolicy(const api::Request& req);
+  void refreshCookieNames();
   void monitor(const api::Request& req, api::StreamWriter& out);
 
   Config cfg_;
@@ -86,6 +96,9 @@ class Agent {
   std::unique_ptr<metrics::MetricsServer> metrics_server_;
   std::unique_ptr<api::HttpServer> api_;
   MonitorHub hub_;
+  std::unique_ptr<health::HelloServer> hello_endpoint_;  // in the health endpoint's netns
+  std::unique_ptr<health::HelloServer> hello_host_;      // on the node's (gateway) address
+  std::unique_ptr<health::HealthChecker> health_;
   // Imports as given (source name + text) so that a restart re-parses exactly what the user wrote.
   nlohmann::json policy_imports_ = nlohmann::json::array();
   std::atomic<bool> stopping_{false};
@@ -94,6 +107,10 @@ class Agent {
   std::mutex gc_mu_;
   std::condition_variable gc_cv_;
   int64_t boot_to_real_ns_ = 0;
+  // cookie -> "ns/name" for event attribution, read by the event thread
+  // without taking mu_ (the repository is not thread-safe).
+  std::mutex cookie_mu_;
+  std::map<uint32_t, std::string> cookie_names_;
   std::chrono::steady_clock::time_point started_;
   bool stopped_ = false;
 };

@@ -17,6 +17,8 @@ struct Config {
   bool policy_audit_mode = false;
   bool trace_events = false;                  // emit trace events for forwarded packets (monitor --type trace)
   uint32_t ct_gc_interval_seconds = 30;
+  bool enable_health_checking = true;         // health endpoint + probes (cilium-health)
+  uint32_t health_check_interval_seconds = 60;
   std::string log_level = "info";
   std::string log_format = "text";            // text | json
 };

@@ -68,6 +68,14 @@ int main(int argc, char** argv) {
   app.add_option("--ct-gc-interval", cfg.ct_gc_interval_seconds, "Seconds between conntrack garbage collections")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  app.add_option("--enable-health-checking", cfg.enable_health_checking,
+                 "Run the health endpoint (identity 4, HTTP /hello on 4240, ICMP) and probe node connectivity; "
+                 "feeds cilium_unreachable_nodes / cilium_unreachable_health_endpoints")
+      ->capture_default_str();
+  app.add_option("--health-check-interval", cfg.health_check_interval_seconds,
+                 "Seconds between connectivity probe rounds")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

@@ -31,6 +31,7 @@ nlohmann::json toApiJson(const Endpoint& ep) {
        {{"ingress", {{"enforcing", ep.ingress_enforced}, {"audit", ep.ingress_audit}, {"policies", ep.ingress_policies}}},
         {"egress", {{"enforcing", ep.egress_enforced}, {"audit", ep.egress_audit}, {"policies", ep.egress_policies}}},
         {"revision", ep.policy_revision}}},
+      {"config", {{"PolicyAuditMode", ep.audit_mode ? (*ep.audit_mode ? "Enabled" : "Disabled") : "Default"}}},
       {"netns", ep.netns_path},
       {"interface",
        {{"host", ep.host_ifname},
@@ -53,6 +54,8 @@ nlohmann::json toStateJson(const Endpoint& ep) {
           {"ipv4", ipv4ToString(ep.ipv4)},
           {"netns_name", ep.netns_name},
           {"host_ifname", ep.host_ifname},
+          {"health", ep.health},
+          {"audit_mode", ep.audit_mode ? nlohmann::json(*ep.audit_mode) : nlohmann::json()},
           {"created", ep.created}};
 }
 
@@ -71,6 +74,9 @@ Result<Endpoint> fromStateJson(const nlohmann::json& j) {
     ep.netns_name = j.at("netns_name").get<std::string>();
     ep.host_ifname = j.at("host_ifname").get<std::string>();
     ep.created = j.value("created", "");
+    ep.health = j.value("health", false);
+    if (ep.health) ep.labels = labels::reservedLabels(labels::Reserved::Health);
+    if (j.contains("audit_mode") && j["audit_mode"].is_boolean()) ep.audit_mode = j["audit_mode"].get<bool>();
     ep.state = kStateRestoring;
     return ep;
   } catch (const std::exception& e) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <optional>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -41,6 +42,9 @@ struct Endpoint {
   bool egress_enforced = false;
   bool ingress_audit = false;
   bool egress_audit = false;
+  bool health = false;               // the node's health endpoint (reserved:health, identity 4)
+  bool proto_wildcard = false;       // policy has protocol-only entries (datapath tiers 3-4)
+  std::optional<bool> audit_mode;     // per-endpoint PolicyAuditMode; unset = the agent's --policy-audit-mode
   uint64_t policy_revision = 0;       // revision realized in the maps
   std::vector<std::string> ingress_policies;  // ns/name of policies selecting it, per direction
   std::vector<std::string> egress_policies;

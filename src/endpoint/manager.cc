@@ -96,12 +96,25 @@ Status Manager::init() {
   mb_datapath_config dc{};
   dc.flags = (cfg_.trace_events ? MB_CFG_F_TRACE_EVENTS : 0) |
              (cfg_.mode == EnforcementMode::Always ? MB_CFG_F_POLICY_ALWAYS : 0) |
-             (cfg_.mode == EnforcementMode::Never ? MB_CFG_F_POLICY_NEVER : 0) | (cfg_.audit ? MB_CFG_F_AUDIT : 0);
+             (cfg_.mode == EnforcementMode::Never ? MB_CFG_F_POLICY_NEVER : 0);  // audit is per endpoint (flags), so that an endpoint can opt out
   dc.host_ipv4 = gw_be;
   dc.pod_cidr = htonl(cfg_.pod_cidr.network);
   dc.pod_cidr_len = cfg_.pod_cidr.prefix_len;
   MB_TRY_CTX(dp_.setConfig(dc), "write datapath config");
   MB_TRY(syncHostIpcache());
+
+  // Namespace labels first: they are part of the endpoints' identities.
+  if (auto text = readFile(cfg_.state_dir + "/namespaces.json"); text.ok()) {
+    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_object())
+      for (const auto& [ns, labels] : j.items()) {
+        labels::LabelSet ls;
+        if (labels.is_object())
+          for (const auto& [k, v] : labels.items())
+            if (v.is_string()) ls.add("k8s", k, v.get<std::string>());
+        ns_labels_[ns] = ls;
+      }
+  }
 
   // Restore endpoints recorded in the state directory.
   MB_TRY(makeDirs(cfg_.state_dir + "/endpoints"));
@@ -159,7 +172,58 @@ Status Manager::syncHostIpcache() {
   return dp_.upsertIpcache(htonl(ipam_.gateway()), 32, MB_ID_HOST);
 }
 
+labels::LabelSet Manager::labelsFor(const std::string& ns, const labels::LabelSet& user) const {
+  auto it = ns_labels_.find(ns);
+  return labels::endpointLabels(ns, user, it == ns_labels_.end() ? labels::LabelSet() : it->second);
+}
+
+std::map<std::string, labels::LabelSet> Manager::namespaces() const {
+  std::map<std::string, labels::LabelSet> out = ns_labels_;
+  for (const auto& [_, ep] : eps_) out.try_emplace(ep.ns);
+  return out;
+}
+
+Status Manager::saveNamespaces() {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [ns, ls] : ns_labels_) {
+    nlohmann::json labels = nlohmann::json::object();
+    for (const auto& l : ls) labels[l.key] = l.value;
+    j[ns] = labels;
+  }
+  return writeFileAtomic(cfg_.state_dir + "/namespaces.json", j.dump(2) + "\n");
+}
+
+Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels) {
+  MB_TRY_CTX(validateName("namespace", ns), "label namespace");
+  auto previous = ns_labels_;
+  ns_labels_[ns] = ns_labels;
+  // Move every pod of the namespace to the identity of its new label set:
+  // allocate the new one first, point the ipcache and endpoint map at it,
+  // then release the old one, so the pod is never without an identity.
+  for (auto& [id, ep] : eps_) {
+    if (ep.ns != ns || ep.health) continue;
+    labels::LabelSet next = labelsFor(ns, ep.user_labels);
+    if (next == ep.labels) continue;
+    auto ident = ids_.allocate(next);
+    if (!ident) {
+      ns_labels_ = previous;
+      return ident.error().wrap(fmt::format("label namespace {}: new identity for {}", ns, ep.name));
+    }
+    uint32_t old = ep.identity;
+    ep.labels = next;
+    ep.identity = ident->id;
+    logIfError(dp_.upsertIpcache(htonl(ep.ipv4), 32, ep.identity), "ipcache update");
+    logIfError(writeState(ep), "save endpoint state");
+    ids_.release(old);
+  }
+  MB_TRY_CTX(saveNamespaces(), "label namespace " + ns);
+  auto r = regenerateAll();
+  if (!r.ok()) return r.error().wrap("label namespace " + ns);
+  return okStatus();
+}
+
 Status Manager::restoreOne(Endpoint ep) {
+  ep.labels = ep.health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ep.ns, ep.user_labels);
   MB_TRY_CTX(ipam_.reserve(ep.ipv4), "restore endpoint " + ep.name);
   kernel::PodNetworkSpec spec;
   spec.netns_name = ep.netns_name;
@@ -171,7 +235,8 @@ Status Manager::restoreOne(Endpoint ep) {
     ipam_.release(ep.ipv4);
     return net.error().wrap(fmt::format("restore endpoint {}/{}: its network is gone", ep.ns, ep.name));
   }
-  auto st = ids_.restore(ep.identity, ep.labels);
+  // Reserved identities (the health endpoint's 4) are fixed, not restored.
+  auto st = ep.health ? okStatus() : ids_.restore(ep.identity, ep.labels);
   if (!st.ok()) {
     ipam_.release(ep.ipv4);
     return st.error().wrap(fmt::format("restore endpoint {}/{}: identity {}", ep.ns, ep.name, ep.identity));
@@ -203,10 +268,51 @@ uint32_t Manager::endpointFlags(const Endpoint& ep) const {
   if (ep.egress_enforced) f |= MB_EP_F_EGRESS_ENFORCED;
   if (ep.ingress_audit) f |= MB_EP_F_INGRESS_AUDIT;
   if (ep.egress_audit) f |= MB_EP_F_EGRESS_AUDIT;
+  if (ep.proto_wildcard) f |= MB_EP_F_PROTO_WILDCARD;
   return f;
 }
 
-std::vector<identity::Identity> Manager::identities() const { return ids_.list(); }
+std::vector<identity::Identity> Manager::identities() const {
+  auto out = ids_.list();
+  for (const auto& [prefix, c] : cidr_ids_) out.push_back(identity::Identity{c.id, c.labels, 0, false});
+  return out;
+}
+
+std::vector<identity::IdentityRef> Manager::allRefs() const {
+  auto refs = ids_.refs();
+  for (const auto& [prefix, c] : cidr_ids_) refs.push_back(identity::IdentityRef{c.id, &c.labels});
+  return refs;
+}
+
+Status Manager::syncCidrIdentities() {
+  std::set<std::string> want = policy::cidrPrefixes(repo_.policies());
+  // Remove prefixes no policy mentions any more.
+  for (auto it = cidr_ids_.begin(); it != cidr_ids_.end();) {
+    if (want.count(it->first)) {
+      ++it;
+      continue;
+    }
+    auto c = Cidr4::parse(it->first);
+    if (c.ok()) logIfError(dp_.deleteIpcache(htonl(c->network), c->prefix_len), "remove CIDR identity");
+    it = cidr_ids_.erase(it);
+  }
+  std::set<uint32_t> used;
+  for (const auto& [_, c] : cidr_ids_) used.insert(c.id);
+  uint32_t next = 1;
+  for (const auto& prefix : want) {
+    if (cidr_ids_.count(prefix)) continue;
+    auto slash = prefix.find('/');
+    auto ip = parseIpv4(prefix.substr(0, slash));
+    int len = slash == std::string::npos ? 32 : std::atoi(prefix.c_str() + slash + 1);
+    if (!ip.ok() || len < 0 || len > 32) continue;  // IPv6 or malformed: the parser rejects these
+    while (used.count(identity::kLocalScopeFlag | next)) ++next;
+    CidrIdentity c{identity::kLocalScopeFlag | next, labels::cidrIdentityLabels(prefix)};
+    used.insert(c.id);
+    MB_TRY_CTX(dp_.upsertIpcache(htonl(*ip), static_cast<uint8_t>(len), c.id), "ipcache entry for CIDR " + prefix);
+    cidr_ids_.emplace(prefix, std::move(c));
+  }
+  return okStatus();
+}
 
 
 Status Manager::writeState(const Endpoint& ep) {
@@ -217,6 +323,23 @@ Result<Endpoint> Manager::create(const std::string& name, const std::string& ns,
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   MB_TRY_CTX(validateName("pod name", name), what);
   MB_TRY_CTX(validateName("namespace", ns), what);
+  return createEndpoint(name, ns, user_labels, false);
+}
+
+Result<Endpoint> Manager::ensureHealthEndpoint() {
+  if (const auto* ep = healthEndpoint()) return *ep;
+  return createEndpoint("membrane-health", "", labels::LabelSet(), true);
+}
+
+const Endpoint* Manager::healthEndpoint() const {
+  for (const auto& [_, ep] : eps_)
+    if (ep.health) return &ep;
+  return nullptr;
+}
+
+Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::string& ns,
+                                         const labels::LabelSet& user_labels, bool health) {
+  const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   if (findByName(ns, name))
     return Error::exists(fmt::format("{}: an endpoint named {} already exists in namespace {} (delete it first: "
                                      "membrane endpoint delete {} -n {})",
@@ -231,9 +354,11 @@ Result<Endpoint> Manager::create(const std::string& name, const std::string& ns,
   ep.name = name;
   ep.ns = ns;
   ep.user_labels = user_labels;
-  ep.labels = labels::endpointLabels(ns, user_labels);
+  ep.health = health;
+  ep.labels = health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ns, user_labels);
   ep.created = nowRfc3339();
-  ep.netns_name = netnsNameFor(ns, name);
+  // The health endpoint's netns is named after the host device, which is unique per agent.
+  ep.netns_name = health ? "membrane-health-" + cfg_.host_device : netnsNameFor(ns, name);
   ep.netns_path = kernel::Netns::pathOf(ep.netns_name);
   ep.host_ifname = kernel::hostIfnameFor(ns, name, cfg_.bpf_root);
 
@@ -262,7 +387,7 @@ Result<Endpoint> Manager::create(const std::string& name, const std::string& ns,
   // Policy entries and endpoint flags first, programs last: the endpoint is
   // enforced from its very first packet.
   ep.state = kStateRegenerating;
-  auto refs = ids_.refs();
+  auto refs = allRefs();
   undo.add([this, id = ep.id] { logIfError(dp_.deletePolicy(id), "rollback policy entries"); });
   MB_TRY_CTX(regenerate(ep, refs), what);
   undo.add([this, ifx = ep.host_ifindex, ip = htonl(ep.ipv4)] {
@@ -338,8 +463,10 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
 
   ep.ingress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.ingress_enforced);
   ep.egress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.egress_enforced);
-  ep.ingress_audit = cfg_.audit && ep.ingress_enforced;
-  ep.egress_audit = cfg_.audit && ep.egress_enforced;
+  bool audit = ep.audit_mode.value_or(cfg_.audit);
+  ep.ingress_audit = audit && ep.ingress_enforced;
+  ep.egress_audit = audit && ep.egress_enforced;
+  ep.proto_wildcard = pol.proto_wildcard;
   ep.ingress_policies = pol.ingress_rules;
   ep.egress_policies = pol.egress_rules;
 
@@ -368,10 +495,28 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
   return okStatus();
 }
 
+Status Manager::setAuditMode(uint32_t id, std::optional<bool> audit) {
+  auto it = eps_.find(id);
+  if (it == eps_.end()) return Error::notFound(fmt::format("endpoint {} not found", id));
+  Endpoint& ep = it->second;
+  auto previous = ep.audit_mode;
+  ep.audit_mode = audit;
+  auto refs = allRefs();
+  auto st = regenerate(ep, refs);
+  if (!st.ok()) {
+    ep.audit_mode = previous;
+    return st.error().wrap(fmt::format("endpoint {} config", id));
+  }
+  MB_TRY_CTX(writeState(ep), fmt::format("endpoint {} config: save state", id));
+  updateMetrics();
+  return okStatus();
+}
+
 Result<RegenerationStats> Manager::regenerateAll() {
   auto t0 = Clock::now();
   RegenerationStats stats;
-  auto refs = ids_.refs();
+  MB_TRY_CTX(syncCidrIdentities(), "CIDR identities");
+  auto refs = allRefs();
   Status first;
   for (auto& [id, ep] : eps_) {
     std::string prev = ep.state;
@@ -413,7 +558,7 @@ void Manager::updateMetrics() {
                     : ep.ingress_enforced                     ? "ingress"
                     : ep.egress_enforced                      ? "egress"
                                                               : "none";
-    if (cfg_.audit && e != "none") e = "audit-" + e;
+    if ((ep.ingress_audit || ep.egress_audit) && e != "none") e = "audit-" + e;
     enforcement[e]++;
   }
   metrics_.setEndpointsRegenerating(regenerating);

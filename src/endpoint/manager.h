@@ -65,12 +65,27 @@ class Manager {
   // programs; all or nothing. EEXIST for a taken name, ENOSPC for an
   // exhausted CIDR, EINVAL for bad labels or names.
   Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels);
+  // The node's health endpoint (like cilium-health's): labels {reserved:health},
+  // identity 4, namespace "". Created once; restored like any endpoint.
+  Result<Endpoint> ensureHealthEndpoint();
+  const Endpoint* healthEndpoint() const;
   // Removes every trace of the endpoint (maps, CT entries, veth, netns, route, state file).
   Status remove(uint32_t id);
 
   const Endpoint* find(uint32_t id) const;
   const Endpoint* findByName(const std::string& ns, const std::string& name) const;
   std::vector<const Endpoint*> list() const;
+
+  // Labels of a Kubernetes namespace (`membrane namespace label`). They are
+  // part of the identity of every pod in it (Cilium's
+  // k8s:io.cilium.k8s.namespace.labels.<k>=<v>), so changing them moves those
+  // pods to new identities and re-realizes policy. Persisted.
+  Status setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels);
+  std::map<std::string, labels::LabelSet> namespaces() const;
+
+  // Per-endpoint PolicyAuditMode (std::nullopt = follow --policy-audit-mode);
+  // re-realizes that endpoint's flags and persists the choice.
+  Status setAuditMode(uint32_t id, std::optional<bool> audit);
 
   // Recomputes every endpoint's policy and writes the map differences.
   Result<RegenerationStats> regenerateAll();
@@ -84,6 +99,8 @@ class Manager {
   const ManagerConfig& config() const { return cfg_; }
 
  private:
+  Result<Endpoint> createEndpoint(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
+                                  bool health);
   Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs);
   Status writeState(const Endpoint& ep);
   Status restoreOne(Endpoint ep);
@@ -99,6 +116,20 @@ class Manager {
   metrics::AgentMetrics& metrics_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
+  std::map<std::string, labels::LabelSet> ns_labels_;  // namespace -> its labels (user-given)
+  // CIDR identities (Cilium's local scope, 1<<24 | n): one per prefix that a
+  // policy mentions, labelled with every covering prefix (cidr:…) and
+  // reserved:world, and written to the ipcache LPM as prefix -> identity.
+  struct CidrIdentity {
+    uint32_t id = 0;
+    labels::LabelSet labels;
+  };
+  std::map<std::string, CidrIdentity> cidr_ids_;
+  Status syncCidrIdentities();
+  // Every identity policy resolution selects from: allocated, reserved, CIDR.
+  std::vector<identity::IdentityRef> allRefs() const;
+  labels::LabelSet labelsFor(const std::string& ns, const labels::LabelSet& user) const;
+  Status saveNamespaces();
 };
 
 }  // namespace membrane::endpoint

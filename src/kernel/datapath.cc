@@ -31,9 +31,11 @@ constexpr uint32_t kTcHandle = 1;
 constexpr uint32_t kTcPriority = 1;
 
 // Every map the object pins (removePins must not need a loaded object).
-constexpr std::array<std::string_view, 8> kPinnedMaps = {
-    MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP, MB_MAP_IPCACHE, MB_MAP_POLICY,
-    MB_MAP_CT,        MB_MAP_METRICS,         MB_MAP_EVENTS,  MB_MAP_CONFIG,
+// Legacy names are maps of earlier layouts a previous version may have left.
+constexpr std::array<std::string_view, 12> kPinnedMaps = {
+    MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP, MB_MAP_IPCACHE,  MB_MAP_POLICY,
+    MB_MAP_CT,        MB_MAP_METRICS,         MB_MAP_EVENTS,   MB_MAP_CONFIG,
+    MB_MAP_SERVICES,  MB_MAP_BACKENDS,        MB_MAP_REVNAT,   MB_MAP_CT_LEGACY_V1,
 };
 
 std::string ifName(uint32_t ifindex) {
@@ -520,7 +522,7 @@ Result<std::vector<MetricsEntry>> Datapath::readMetrics() {
 }
 
 Result<std::vector<CtFlow>> Datapath::listCt() {
-  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v1);
+  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v2);
   MB_ASSIGN(auto keys, allKeys<mb_ct_key>(fd, MB_MAP_CT));
   std::vector<CtFlow> out;
   out.reserve(keys.size());
@@ -537,7 +539,7 @@ Result<std::vector<CtFlow>> Datapath::listCt() {
 Result<size_t> Datapath::gcCt(uint64_t now_boottime_ns) {
   auto flows = listCt();
   if (!flows) return flows.error().wrap("conntrack gc");
-  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v1);
+  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v2);
   size_t deleted = 0;
   for (const auto& f : *flows) {
     if (f.entry.expires_ns >= now_boottime_ns) continue;
@@ -552,9 +554,10 @@ Status Datapath::flushCtFor(uint32_t ipv4_be) {
   const std::string what = "flush conntrack of " + ipString(ipv4_be);
   auto flows = listCt();
   if (!flows) return flows.error().wrap(what);
-  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v1);
+  const int fd = bpf_map__fd(skel_->maps.mb_ct4_v2);
   for (const auto& f : *flows) {
-    if (f.key.saddr != ipv4_be && f.key.daddr != ipv4_be) continue;
+    const bool pins_backend = (f.key.flags & MB_CT_KEY_F_SERVICE) && f.entry.backend_ip == ipv4_be;
+    if (f.key.saddr != ipv4_be && f.key.daddr != ipv4_be && !pins_backend) continue;
     int r = bpf_map_delete_elem(fd, &f.key);
     if (r && r != -ENOENT) return bpfError(r, what);
   }
@@ -572,8 +575,163 @@ Result<std::vector<MapUsage>> Datapath::mapUsage() {
   MB_TRY(add(skel_->maps.mb_lxc_v1, uint32_t{}));
   MB_TRY(add(skel_->maps.mb_ipcache_v1, mb_ipcache_key{}));
   MB_TRY(add(skel_->maps.mb_policy_v1, mb_policy_key{}));
-  MB_TRY(add(skel_->maps.mb_ct4_v1, mb_ct_key{}));
+  MB_TRY(add(skel_->maps.mb_ct4_v2, mb_ct_key{}));
   MB_TRY(add(skel_->maps.mb_metrics_v1, mb_metrics_key{}));
+  MB_TRY(add(skel_->maps.mb_svc_v1, mb_service_key{}));
+  MB_TRY(add(skel_->maps.mb_backend_v1, mb_backend_key{}));
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// services
+
+namespace {
+std::string serviceName(uint32_t vip_be, uint16_t port, uint8_t proto) {
+  const char* p = proto == IPPROTO_TCP ? "TCP" : proto == IPPROTO_UDP ? "UDP" : nullptr;
+  return "service " + ipString(vip_be) + ":" + std::to_string(port) + "/" +
+         (p ? std::string(p) : std::to_string(proto));
+}
+
+mb_service_key serviceKey(uint32_t vip_be, uint16_t port, uint8_t proto) {
+  mb_service_key key{};
+  key.vip = vip_be;
+  key.port = htons(port);
+  key.proto = proto;
+  return key;
+}
+}  // namespace
+
+Status Datapath::upsertService(uint32_t vip_be, uint16_t port, uint8_t proto,
+                               const std::vector<Backend>& backends) {
+  const std::string what = "write " + serviceName(vip_be, port, proto);
+  if (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+    return Error::invalid(what + ": only TCP and UDP services are load-balanced");
+  }
+  if (port == 0) return Error::invalid(what + ": port 0");
+  if (backends.size() > MB_BACKENDS_MAX || backends.size() > UINT16_MAX) {
+    return Error::invalid(what + ": " + std::to_string(backends.size()) + " backends (max " +
+                          std::to_string(std::min<size_t>(MB_BACKENDS_MAX, UINT16_MAX)) + ")");
+  }
+  const int svc_fd = bpf_map__fd(skel_->maps.mb_svc_v1);
+  const int be_fd = bpf_map__fd(skel_->maps.mb_backend_v1);
+  const int rn_fd = bpf_map__fd(skel_->maps.mb_revnat_v1);
+  const mb_service_key key = serviceKey(vip_be, port, proto);
+
+  mb_service_info info{};
+  uint16_t old_count = 0;
+  int r = bpf_map_lookup_elem(svc_fd, &key, &info);
+  if (r == 0) {
+    old_count = info.backend_count;
+  } else if (r == -ENOENT) {
+    // Smallest free id >= 1: ids are few and stay small.
+    MB_ASSIGN(auto keys, allKeys<mb_service_key>(svc_fd, MB_MAP_SERVICES));
+    std::vector<bool> used(keys.size() + 2, false);
+    for (const auto& k : keys) {
+      mb_service_info other{};
+      if (bpf_map_lookup_elem(svc_fd, &k, &other) == 0 && other.rev_nat_id < used.size()) {
+        used[other.rev_nat_id] = true;
+      }
+    }
+    uint16_t id = 1;
+    while (used[id]) ++id;
+    info = mb_service_info{};
+    info.rev_nat_id = id;
+  } else {
+    return bpfError(r, what + ": read " MB_MAP_SERVICES);
+  }
+
+  // Replies must translate as soon as the first packet is DNATed.
+  mb_revnat_info rn{};
+  rn.vip = vip_be;
+  rn.port = htons(port);
+  uint16_t id = info.rev_nat_id;
+  r = bpf_map_update_elem(rn_fd, &id, &rn, BPF_ANY);
+  if (r) return bpfError(r, what + ": " MB_MAP_REVNAT);
+
+  for (size_t slot = 0; slot < backends.size(); ++slot) {
+    mb_backend_key bk{id, static_cast<uint16_t>(slot)};
+    mb_backend_info bi{};
+    bi.ip = backends[slot].ip_be;
+    bi.port = htons(backends[slot].port);
+    r = bpf_map_update_elem(be_fd, &bk, &bi, BPF_ANY);
+    if (r) {
+      return bpfError(r, what + ": backend slot " + std::to_string(slot) +
+                             (r == -E2BIG || r == -ENOMEM ? " (" MB_MAP_BACKENDS " is full)" : ""));
+    }
+  }
+  info.backend_count = static_cast<uint16_t>(backends.size());
+  r = bpf_map_update_elem(svc_fd, &key, &info, BPF_ANY);
+  if (r) {
+    return bpfError(r, what + (r == -E2BIG || r == -ENOMEM ? ": " MB_MAP_SERVICES " is full" : ""));
+  }
+  for (size_t slot = backends.size(); slot < old_count; ++slot) {
+    mb_backend_key bk{id, static_cast<uint16_t>(slot)};
+    r = bpf_map_delete_elem(be_fd, &bk);
+    if (r && r != -ENOENT) return bpfError(r, what + ": delete stale backend slot");
+  }
+  return okStatus();
+}
+
+Status Datapath::deleteService(uint32_t vip_be, uint16_t port, uint8_t proto) {
+  const std::string what = "delete " + serviceName(vip_be, port, proto);
+  const int svc_fd = bpf_map__fd(skel_->maps.mb_svc_v1);
+  const mb_service_key key = serviceKey(vip_be, port, proto);
+  mb_service_info info{};
+  int r = bpf_map_lookup_elem(svc_fd, &key, &info);
+  if (r == -ENOENT) return okStatus();
+  if (r) return bpfError(r, what);
+  r = bpf_map_delete_elem(svc_fd, &key);
+  if (r && r != -ENOENT) return bpfError(r, what);
+  const uint16_t id = info.rev_nat_id;
+  for (uint16_t slot = 0; slot < info.backend_count; ++slot) {
+    mb_backend_key bk{id, slot};
+    r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_backend_v1), &bk);
+    if (r && r != -ENOENT) return bpfError(r, what + ": backend slot");
+  }
+  // Flows of the service go before the reverse-NAT entry: a reply must not
+  // leave untranslated while its flow entry still says "service".
+  auto flows = listCt();
+  if (!flows) return flows.error().wrap(what);
+  const int ct_fd = bpf_map__fd(skel_->maps.mb_ct4_v2);
+  for (const auto& f : *flows) {
+    if (f.entry.rev_nat_id != id) continue;
+    r = bpf_map_delete_elem(ct_fd, &f.key);
+    if (r && r != -ENOENT) return bpfError(r, what + ": conntrack");
+  }
+  r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_revnat_v1), &id);
+  if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_REVNAT);
+  return okStatus();
+}
+
+Result<std::vector<ServiceInfo>> Datapath::listServices() {
+  const int svc_fd = bpf_map__fd(skel_->maps.mb_svc_v1);
+  const int be_fd = bpf_map__fd(skel_->maps.mb_backend_v1);
+  MB_ASSIGN(auto keys, allKeys<mb_service_key>(svc_fd, MB_MAP_SERVICES));
+  std::vector<ServiceInfo> out;
+  for (const auto& k : keys) {
+    mb_service_info info{};
+    int r = bpf_map_lookup_elem(svc_fd, &k, &info);
+    if (r == -ENOENT) continue;
+    if (r) return bpfError(r, "read " MB_MAP_SERVICES);
+    ServiceInfo s;
+    s.vip_be = k.vip;
+    s.port = ntohs(k.port);
+    s.proto = k.proto;
+    s.id = info.rev_nat_id;
+    for (uint16_t slot = 0; slot < info.backend_count; ++slot) {
+      mb_backend_key bk{info.rev_nat_id, slot};
+      mb_backend_info bi{};
+      r = bpf_map_lookup_elem(be_fd, &bk, &bi);
+      if (r == -ENOENT) continue;  // being rewritten
+      if (r) return bpfError(r, "read " MB_MAP_BACKENDS);
+      s.backends.push_back(Backend{bi.ip, ntohs(bi.port)});
+    }
+    out.push_back(std::move(s));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::make_tuple(ntohl(a.vip_be), a.port, a.proto) <
+           std::make_tuple(ntohl(b.vip_be), b.port, b.proto);
+  });
   return out;
 }
 

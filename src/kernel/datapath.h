@@ -76,9 +76,29 @@ struct MetricsEntry {
   uint64_t bytes = 0;
 };
 
+// A conntrack entry. key.flags & MB_CT_KEY_F_SERVICE marks a service
+// entry ({client, VIP} -> entry.backend_ip/backend_port, entry.rev_nat_id =
+// service id) rather than a flow; flows to a service are keyed by the
+// backend (post-DNAT) and carry entry.rev_nat_id != 0.
 struct CtFlow {
   mb_ct_key key;      // original direction, network order
   mb_ct_entry entry;
+};
+
+// One backend of a service. ip_be network order, port host order.
+struct Backend {
+  uint32_t ip_be = 0;
+  uint16_t port = 0;
+  auto operator<=>(const Backend&) const = default;
+};
+
+// A service as the datapath holds it; vip_be network order, port host order.
+struct ServiceInfo {
+  uint32_t vip_be = 0;
+  uint16_t port = 0;
+  uint8_t proto = 0;              // IPPROTO_TCP / IPPROTO_UDP
+  uint16_t id = 0;                // service id = rev_nat_id (>= 1)
+  std::vector<Backend> backends;  // in slot order
 };
 
 struct MapUsage {
@@ -108,6 +128,8 @@ class Datapath {
   // Removes both filters; succeeds if they (or the device) are already gone.
   Status detach(uint32_t ifindex);
 
+  // config.svc_cidr/svc_cidr_len limit service lookups to that prefix
+  // (0 = every destination is looked up: correct, slower).
   Status setConfig(const mb_datapath_config& config);
   Result<mb_datapath_config> config();
 
@@ -135,19 +157,41 @@ class Datapath {
   // Metrics map summed over CPUs, sorted by (reason, direction).
   Result<std::vector<MetricsEntry>> readMetrics();
 
+  // Services (ClusterIP), load-balanced by from_endpoint (see
+  // bpf/shared/datapath.h). Creates or replaces the backend set of
+  // (vip, port, proto); proto must be IPPROTO_TCP or IPPROTO_UDP. An empty
+  // set is allowed: packets to the VIP are then dropped with 158 "Service
+  // backend not found". The service keeps its id across updates; a new one
+  // gets the smallest free id. Update order: reverse-NAT entry, new backend
+  // slots, the service entry with the new count, then stale slots, so a new
+  // flow picks either an old or a new backend, never a hole. Established
+  // flows keep their backend (conntrack); call flushCtFor(backend ip) when
+  // a backend goes away for good.
+  Status upsertService(uint32_t vip_be, uint16_t port, uint8_t proto,
+                       const std::vector<Backend>& backends);
+  // Removes the service, its backends and reverse-NAT entry and the
+  // conntrack entries of its flows. A missing service is not an error.
+  Status deleteService(uint32_t vip_be, uint16_t port, uint8_t proto);
+  // All services, sorted by (vip, port, proto) in host order.
+  Result<std::vector<ServiceInfo>> listServices();
+
   Result<std::vector<CtFlow>> listCt();
   // Deletes entries with expires_ns < now_boottime_ns; returns how many.
   Result<size_t> gcCt(uint64_t now_boottime_ns);
-  // Deletes entries with ipv4_be as source or destination.
+  // Deletes entries with ipv4_be as source or destination, and service
+  // entries that pin a flow to ipv4_be as backend.
   Status flushCtFor(uint32_t ipv4_be);
 
+  // Entries vs capacity of the endpoint, ipcache, policy, conntrack,
+  // metrics, service and backend maps (in that order).
   Result<std::vector<MapUsage>> mapUsage();
 
   int eventsFd() const;
   int programFd(Program program) const;  // for BPF_PROG_TEST_RUN and benchmarks
 
-  // Unpins every map this object pins under bpf_root and removes the
-  // directory. Missing pins/directory are not an error.
+  // Unpins every map this object pins under bpf_root (and maps of earlier
+  // layouts, e.g. mb_ct4_v1) and removes the directory. Missing
+  // pins/directory are not an error.
   static Status removePins(const std::string& bpf_root);
 
  private:

@@ -46,13 +46,19 @@ TEST_F(DatapathLayoutTest, MapsMatchSharedHeader) {
             sizeof(mb_remote_info), MB_IPCACHE_MAX);
   expectMap(m.mb_policy_v1, MB_MAP_POLICY, BPF_MAP_TYPE_PERCPU_HASH, sizeof(mb_policy_key),
             sizeof(mb_policy_value), MB_POLICY_MAX);
-  expectMap(m.mb_ct4_v1, MB_MAP_CT, BPF_MAP_TYPE_LRU_HASH, sizeof(mb_ct_key), sizeof(mb_ct_entry),
+  expectMap(m.mb_ct4_v2, MB_MAP_CT, BPF_MAP_TYPE_LRU_HASH, sizeof(mb_ct_key), sizeof(mb_ct_entry),
             MB_CT_MAX);
   expectMap(m.mb_metrics_v1, MB_MAP_METRICS, BPF_MAP_TYPE_PERCPU_HASH, sizeof(mb_metrics_key),
             sizeof(mb_metrics_value), MB_METRICS_MAX);
   expectMap(m.mb_events_v1, MB_MAP_EVENTS, BPF_MAP_TYPE_RINGBUF, 0, 0, MB_EVENTS_BYTES);
   expectMap(m.mb_config_v1, MB_MAP_CONFIG, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t),
             sizeof(mb_datapath_config), 1);
+  expectMap(m.mb_svc_v1, MB_MAP_SERVICES, BPF_MAP_TYPE_HASH, sizeof(mb_service_key),
+            sizeof(mb_service_info), MB_SERVICES_MAX);
+  expectMap(m.mb_backend_v1, MB_MAP_BACKENDS, BPF_MAP_TYPE_HASH, sizeof(mb_backend_key),
+            sizeof(mb_backend_info), MB_BACKENDS_MAX);
+  expectMap(m.mb_revnat_v1, MB_MAP_REVNAT, BPF_MAP_TYPE_HASH, sizeof(uint16_t),
+            sizeof(mb_revnat_info), MB_SERVICES_MAX);
 }
 
 TEST_F(DatapathLayoutTest, MapFlags) {

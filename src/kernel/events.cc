@@ -80,6 +80,8 @@ std::string matchTypeString(uint8_t match_type) {
     case MB_MATCH_L3_L4: return "L3-L4";
     case MB_MATCH_L4_ONLY: return "L4-Only";
     case MB_MATCH_ALL: return "all";
+    case MB_MATCH_L3_PROTO: return "L3-Proto";
+    case MB_MATCH_PROTO_ONLY: return "Proto-Only";
     default: return "none";
   }
 }

@@ -26,7 +26,7 @@ nlohmann::json eventToJson(const mb_event& event, int64_t boottime_to_realtime_o
 std::string tcpFlagsString(uint8_t flags);
 // "FORWARDED", "DROPPED", "AUDIT", "REDIRECTED" (else the number).
 std::string verdictString(uint8_t verdict);
-// "L3-Only", "L3-L4", "L4-Only", "all", "none".
+// "L3-Only", "L3-L4", "L4-Only", "all", "L3-Proto", "Proto-Only", "none".
 std::string matchTypeString(uint8_t match_type);
 // "to-endpoint", "to-stack", "from-endpoint", "to-proxy" (else the number).
 std::string observationPointString(uint8_t point);

@@ -96,6 +96,8 @@ TEST(EventsTest, Strings) {
   EXPECT_EQ(matchTypeString(MB_MATCH_L4_ONLY), "L4-Only");
   EXPECT_EQ(matchTypeString(MB_MATCH_L3_ONLY), "L3-Only");
   EXPECT_EQ(matchTypeString(MB_MATCH_ALL), "all");
+  EXPECT_EQ(matchTypeString(MB_MATCH_L3_PROTO), "L3-Proto");
+  EXPECT_EQ(matchTypeString(MB_MATCH_PROTO_ONLY), "Proto-Only");
   EXPECT_EQ(matchTypeString(MB_MATCH_NONE), "none");
 }
 

@@ -84,6 +84,16 @@ PacketBuilder& PacketBuilder::icmpEcho(uint8_t type, uint16_t id, uint16_t seq) 
   dport_ = seq;
   return *this;
 }
+PacketBuilder& PacketBuilder::icmpError(uint8_t type, uint8_t code, const std::vector<uint8_t>& inner) {
+  l4_ = L4::Icmp;
+  proto_ = IPPROTO_ICMP;
+  icmp_type_ = type;
+  icmp_code_ = code;
+  sport_ = 0;
+  dport_ = 0;
+  inner_ = inner;
+  return *this;
+}
 PacketBuilder& PacketBuilder::l4proto(uint8_t proto) {
   l4_ = L4::None;
   proto_ = proto;
@@ -111,7 +121,7 @@ std::vector<uint8_t> PacketBuilder::build() const {
     case L4::Icmp: l4_len = 8; break;
     case L4::None: l4_len = 0; break;
   }
-  const size_t ip_len = 20 + l4_len + payload_;
+  const size_t ip_len = 20 + l4_len + inner_.size() + payload_;
   f.resize(14 + ip_len, 0);
   uint8_t* ip = &f[14];
   ip[0] = 0x45;
@@ -125,8 +135,9 @@ std::vector<uint8_t> PacketBuilder::build() const {
   put16(ip + 10, csumFold(csumAdd(0, ip, 20)));
 
   uint8_t* l4 = ip + 20;
-  std::memset(l4 + l4_len, fill_, payload_);
-  const size_t seg_len = l4_len + payload_;
+  if (!inner_.empty()) std::memcpy(l4 + l4_len, inner_.data(), inner_.size());
+  std::memset(l4 + l4_len + inner_.size(), fill_, payload_);
+  const size_t seg_len = l4_len + inner_.size() + payload_;
   // Pseudo header for TCP/UDP checksums.
   uint32_t pseudo = csumAdd(0, ip + 12, 8);
   pseudo += proto_;
@@ -153,7 +164,7 @@ std::vector<uint8_t> PacketBuilder::build() const {
     }
     case L4::Icmp:
       l4[0] = icmp_type_;
-      l4[1] = 0;
+      l4[1] = icmp_code_;
       put16(l4 + 4, sport_);
       put16(l4 + 6, dport_);
       put16(l4 + 2, csumFold(csumAdd(0, l4, seg_len)));
@@ -162,6 +173,27 @@ std::vector<uint8_t> PacketBuilder::build() const {
       break;
   }
   return f;
+}
+
+bool checksumsValid(const std::vector<uint8_t>& f) {
+  if (f.size() < 14 + 20 || f[12] != 0x08 || f[13] != 0x00) return false;
+  const uint8_t* ip = &f[14];
+  const size_t ihl = (ip[0] & 0x0f) * 4u;
+  const size_t tot = static_cast<size_t>(ip[2] << 8 | ip[3]);
+  if (ihl < 20 || tot < ihl || 14 + tot > f.size()) return false;
+  if (csumFold(csumAdd(0, ip, ihl)) != 0) return false;
+  const uint8_t* l4 = ip + ihl;
+  const size_t seg = tot - ihl;
+  uint32_t pseudo = csumAdd(0, ip + 12, 8) + ip[9] + static_cast<uint32_t>(seg);
+  switch (ip[9]) {
+    case IPPROTO_TCP: return seg >= 20 && csumFold(csumAdd(pseudo, l4, seg)) == 0;
+    case IPPROTO_UDP:
+      if (seg < 8) return false;
+      if (l4[6] == 0 && l4[7] == 0) return true;
+      return csumFold(csumAdd(pseudo, l4, seg)) == 0;
+    case IPPROTO_ICMP: return seg >= 8 && csumFold(csumAdd(0, l4, seg)) == 0;
+    default: return true;
+  }
 }
 
 }  // namespace membrane::kernel

@@ -23,6 +23,11 @@ inline constexpr uint8_t kTcpAck = 0x10;
 // "10.0.0.1" -> network-order u32; aborts on a malformed literal (tests only).
 uint32_t ipv4Be(const std::string& dotted);
 
+// True if the frame's IPv4 header checksum and its TCP/UDP/ICMP checksum
+// (UDP 0 = none) are correct, recomputed from scratch. For tests of
+// rewriting programs (NAT).
+bool checksumsValid(const std::vector<uint8_t>& frame);
+
 class PacketBuilder {
  public:
   PacketBuilder& eth(const MacAddr& src, const MacAddr& dst);
@@ -35,6 +40,10 @@ class PacketBuilder {
   PacketBuilder& tcp(uint16_t sport, uint16_t dport, uint8_t flags);
   PacketBuilder& udp(uint16_t sport, uint16_t dport);
   PacketBuilder& icmpEcho(uint8_t type, uint16_t id, uint16_t seq);  // type 8 request, 0 reply
+  // ICMP error (type 3, 11, 12, ...) quoting `inner`: an IPv4 packet
+  // WITHOUT its Ethernet header (e.g. build() of the offending frame minus
+  // its first 14 bytes, or a prefix of it). Appended after the 8-byte header.
+  PacketBuilder& icmpError(uint8_t type, uint8_t code, const std::vector<uint8_t>& inner);
   PacketBuilder& l4proto(uint8_t proto);  // raw protocol number, no L4 header
   PacketBuilder& payload(size_t bytes, uint8_t fill = 0xab);
 
@@ -55,6 +64,8 @@ class PacketBuilder {
   uint16_t dport_ = 0;
   uint8_t tcp_flags_ = 0;
   uint8_t icmp_type_ = 0;
+  uint8_t icmp_code_ = 0;
+  std::vector<uint8_t> inner_;  // quoted packet of an ICMP error
   size_t payload_ = 0;
   uint8_t fill_ = 0xab;
 };

@@ -1,5 +1,7 @@
 #include "membrane/labels.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 
 #include <fmt/format.h>
@@ -167,7 +169,7 @@ Result<LabelSet> parseLabels(std::string_view text, std::string_view default_sou
   return set;
 }
 
-LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_labels) {
+LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_labels, const LabelSet& ns_labels) {
   LabelSet out;
   for (const auto& l : user_labels) {
     Label copy = l;
@@ -177,6 +179,38 @@ LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_la
   }
   out.add(kSourceK8s, kPodNamespaceLabel, namespace_name);
   out.add(kSourceK8s, kPolicyClusterLabel, kClusterName);
+  const std::string prefix(kNamespaceLabelsPrefix);
+  for (const auto& l : ns_labels) out.add(kSourceK8s, prefix + l.key, l.value);
+  // Last: the namespace's name label cannot be overridden by a user label.
+  out.add(kSourceK8s, prefix + std::string(kNamespaceNameLabel), namespace_name);
+  return out;
+}
+
+LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_labels) {
+  return endpointLabels(namespace_name, user_labels, LabelSet());
+}
+
+Label cidrLabel(std::string_view prefix) { return Label{std::string(kSourceCidr), std::string(prefix), ""}; }
+
+LabelSet cidrIdentityLabels(const std::string& prefix) {
+  LabelSet out;
+  out.add(kSourceReserved, reservedName(Reserved::World), "");
+  auto slash = prefix.find('/');
+  if (slash == std::string::npos) return out;
+  const std::string addr = prefix.substr(0, slash);
+  const std::string len_text = prefix.substr(slash + 1);
+  if (len_text.empty() || len_text.size() > 2 ||
+      !std::all_of(len_text.begin(), len_text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return out;
+  const int len = std::stoi(len_text);
+  in_addr a{};
+  if (len > 32 || inet_pton(AF_INET, addr.c_str(), &a) != 1) return out;
+  const uint32_t host = ntohl(a.s_addr);
+  for (int l = 0; l <= len; ++l) {
+    const uint32_t mask = l == 0 ? 0 : ~uint32_t{0} << (32 - l);
+    const uint32_t net = host & mask;
+    out.add(cidrLabel(fmt::format("{}.{}.{}.{}/{}", net >> 24, (net >> 16) & 0xff, (net >> 8) & 0xff, net & 0xff, l)));
+  }
   return out;
 }
 

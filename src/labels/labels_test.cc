@@ -62,8 +62,36 @@ TEST(Labels, EndpointLabels) {
   auto user = parseLabels("org=empire,class=deathstar").value();
   auto ep = endpointLabels("default", user);
   EXPECT_EQ(ep.toString(),
-            "k8s:class=deathstar,k8s:io.cilium.k8s.policy.cluster=default,"
-            "k8s:io.kubernetes.pod.namespace=default,k8s:org=empire");
+            "k8s:class=deathstar,k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default,"
+            "k8s:io.cilium.k8s.policy.cluster=default,k8s:io.kubernetes.pod.namespace=default,k8s:org=empire");
+  EXPECT_EQ(endpointLabels("default", user, LabelSet()), ep);
+}
+
+TEST(Labels, EndpointLabelsWithNamespaceLabels) {
+  auto user = parseLabels("app=a").value();
+  auto ns = parseLabels("team=blue,kubernetes.io/metadata.name=spoofed").value();
+  auto ep = endpointLabels("x", user, ns);
+  EXPECT_EQ(ep.toString(),
+            "k8s:app=a,k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=x,"
+            "k8s:io.cilium.k8s.namespace.labels.team=blue,k8s:io.cilium.k8s.policy.cluster=default,"
+            "k8s:io.kubernetes.pod.namespace=x");
+}
+
+TEST(Labels, CidrIdentityLabels) {
+  auto l = cidrIdentityLabels("10.1.0.0/16");
+  ASSERT_EQ(l.size(), 18u);  // /0 ... /16 and reserved:world
+  EXPECT_NE(l.find("cidr", "10.1.0.0/16"), nullptr);
+  EXPECT_NE(l.find("cidr", "10.0.0.0/8"), nullptr);
+  EXPECT_NE(l.find("cidr", "10.0.0.0/15"), nullptr);
+  EXPECT_NE(l.find("cidr", "8.0.0.0/5"), nullptr);
+  EXPECT_NE(l.find("cidr", "0.0.0.0/0"), nullptr);
+  EXPECT_NE(l.find("reserved", "world"), nullptr);
+  EXPECT_EQ(l.find("cidr", "10.1.0.0/17"), nullptr);
+  EXPECT_EQ(cidrIdentityLabels("0.0.0.0/0").toString(), "cidr:0.0.0.0/0,reserved:world");
+  EXPECT_EQ(cidrIdentityLabels("192.168.1.7/32").size(), 34u);
+  EXPECT_EQ(cidrLabel("10.0.0.0/8").toString(), "cidr:10.0.0.0/8");
+  EXPECT_EQ(cidrIdentityLabels("garbage").toString(), "reserved:world");
+  EXPECT_EQ(cidrIdentityLabels("10.0.0.0/33").toString(), "reserved:world");
 }
 
 TEST(Labels, Reserved) {

@@ -59,6 +59,9 @@ constexpr const char* goArch() {
 // `le` values are exact decimal strings (1e-05 … 100).
 const Histogram::BucketBoundaries kRegenerationBuckets = {1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1, 10, 100};
 // Go's prometheus.DefBuckets (Cilium's conntrack GC histogram sets none).
+// cilium_node_health_connectivity_latency_seconds: 1 ms doubling up to ~8 s.
+const Histogram::BucketBoundaries kHealthLatencyBuckets = {.001, .002, .004, .008, .016, .032, .064,
+                                                           .128, .256, .512, 1.024, 2.048, 4.096, 8.192};
 const Histogram::BucketBoundaries kDefaultBuckets = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
 
 Family<Gauge>& gauge(prometheus::Registry& r, const char* name, const char* help) {
@@ -203,6 +206,16 @@ struct AgentMetrics::Impl {
         ct_gc_entries(gauge(registry, "cilium_datapath_conntrack_gc_entries",
                             "The number of alive and deleted conntrack entries at the end of a garbage "
                             "collector run labeled by datapath family.")),
+        node_connectivity_status(gauge(registry, "cilium_node_health_connectivity_status",
+                                       "The number of endpoints with last observed status of both ICMP and "
+                                       "HTTP connectivity between the current Cilium agent and other Cilium "
+                                       "nodes")),
+        node_connectivity_latency(histogram(registry, "cilium_node_health_connectivity_latency_seconds",
+                                            "The histogram for last observed latency between the current Cilium "
+                                            "agent and other Cilium nodes in seconds")),
+        policy_implementation_delay(histogram(
+            registry, "cilium_policy_implementation_delay",
+            "Time between a policy change and it being fully deployed into the datapath")),
         ct_gc_duration(histogram(registry, "cilium_datapath_conntrack_gc_duration_seconds",
                                  "Duration in seconds of the garbage collector process labeled by datapath "
                                  "family and completion status")) {
@@ -264,6 +277,9 @@ struct AgentMetrics::Impl {
   Gauge& unreachable_health_endpoints;
   Family<Counter>& ct_gc_runs;
   Family<Gauge>& ct_gc_entries;
+  Family<Gauge>& node_connectivity_status;
+  Family<Histogram>& node_connectivity_latency;
+  Family<Histogram>& policy_implementation_delay;
   Family<Histogram>& ct_gc_duration;
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
@@ -298,6 +314,21 @@ void AgentMetrics::recordPolicyChange(bool success) {
     impl_->policy_change_failure.Increment();
     impl_->policy_import_errors.Increment();
   }
+}
+void AgentMetrics::setNodeConnectivityStatus(std::string_view type, int reachable, int unreachable, int unknown) {
+  const std::string t(type);
+  impl_->node_connectivity_status.Add({{"type", t}, {"status", "reachable"}}).Set(reachable);
+  impl_->node_connectivity_status.Add({{"type", t}, {"status", "unreachable"}}).Set(unreachable);
+  impl_->node_connectivity_status.Add({{"type", t}, {"status", "unknown"}}).Set(unknown);
+}
+void AgentMetrics::observeNodeConnectivityLatency(std::string_view type, std::string_view protocol, double seconds) {
+  impl_->node_connectivity_latency
+      .Add({{"type", std::string(type)}, {"protocol", std::string(protocol)}, {"address_type", "primary"}},
+           kHealthLatencyBuckets)
+      .Observe(seconds);
+}
+void AgentMetrics::observePolicyImplementationDelay(std::string_view source, double seconds) {
+  impl_->policy_implementation_delay.Add({{"source", std::string(source)}}, kRegenerationBuckets).Observe(seconds);
 }
 void AgentMetrics::setEnforcementStatus(const std::map<std::string, int>& s) { impl_->enforcement.set(s); }
 void AgentMetrics::setIdentities(const std::map<std::string, int>& s) { impl_->identity.set(s); }

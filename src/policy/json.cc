@@ -71,6 +71,11 @@ json peerJson(const PeerRule& pr, bool ingress) {
     out["toPorts"] = json::array();
     for (const auto& p : pr.to_ports) out["toPorts"].push_back(portRuleJson(p));
   }
+  if (!pr.icmp_types.empty()) {
+    json fields = json::array();
+    for (uint8_t t : pr.icmp_types) fields.push_back({{"family", "IPv4"}, {"type", t}});
+    out["icmps"] = json::array({{{"fields", std::move(fields)}}});
+  }
   return out;
 }
 

@@ -52,8 +52,8 @@ bool Selector::constrains(std::string_view source, std::string_view key) const {
          std::any_of(match_expressions.begin(), match_expressions.end(), on);
 }
 
-bool Selector::mentionsReserved() const {
-  auto on = [](const Requirement& r) { return r.source == labels::kSourceReserved; };
+bool Selector::mentionsSource(std::string_view source) const {
+  auto on = [&](const Requirement& r) { return r.source == source; };
   return std::any_of(match_labels.begin(), match_labels.end(), on) ||
          std::any_of(match_expressions.begin(), match_expressions.end(), on);
 }
@@ -95,6 +95,28 @@ std::string_view protocolName(Protocol p) {
     case Protocol::SCTP: return "SCTP";
   }
   return "?";
+}
+
+namespace {
+// Cilium's pkg/policy/api/icmp.go icmpIpv4TypeNameToCode.
+constexpr std::pair<std::string_view, uint8_t> kIcmpTypes[] = {
+    {"EchoReply", 0},           {"DestinationUnreachable", 3}, {"Redirect", 5},
+    {"EchoRequest", 8},         {"Echo", 8},                   {"RouterAdvertisement", 9},
+    {"RouterSelection", 10},    {"TimeExceeded", 11},          {"ParameterProblem", 12},
+    {"Timestamp", 13},          {"TimestampReply", 14},        {"Photuris", 40},
+    {"ExtendedEchoRequest", 42}, {"ExtendedEchoReply", 43}};
+}  // namespace
+
+std::optional<uint8_t> icmpTypeByName(std::string_view name) {
+  for (const auto& [n, t] : kIcmpTypes)
+    if (n == name) return t;
+  return std::nullopt;
+}
+
+std::string_view icmpTypeName(uint8_t type) {
+  for (const auto& [n, t] : kIcmpTypes)
+    if (t == type) return n;
+  return "";
 }
 
 std::string_view kindName(Kind k) {

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "membrane/policy.h"
@@ -663,11 +665,13 @@ class Parser {
     ObjectSpec spec;
     if (in) {
       spec.known = {"fromEndpoints", "fromEntities", "fromCIDR", "fromCIDRSet", "toPorts"};
-      spec.unsupported = {{"fromRequires", ""}, {"fromGroups", ""}, {"fromNodes", ""}, {"icmps", ""}};
+      spec.known.push_back("icmps");
+      spec.unsupported = {{"fromRequires", ""}, {"fromGroups", ""}, {"fromNodes", ""}};
       if (!deny) spec.unsupported.push_back({"authentication", ""});
     } else {
       spec.known = {"toEndpoints", "toEntities", "toCIDR", "toCIDRSet", "toPorts"};
-      spec.unsupported = {{"toRequires", ""}, {"toServices", ""}, {"toGroups", ""}, {"toNodes", ""}, {"icmps", ""}};
+      spec.known.push_back("icmps");
+      spec.unsupported = {{"toRequires", ""}, {"toServices", ""}, {"toGroups", ""}, {"toNodes", ""}};
       if (!deny) {
         spec.unsupported.push_back({"toFQDNs", ""});
         spec.unsupported.push_back({"authentication", ""});
@@ -718,7 +722,91 @@ class Parser {
       }
     }
     if (auto it = f->find("toPorts"); it != f->end()) ok &= toPorts(it->second.value, join(path, "toPorts"), deny, pr);
+    if (auto it = f->find("icmps"); it != f->end()) ok &= icmps(it->second.value, join(path, "icmps"), pr);
     return ok;
+  }
+
+  // icmps: [{fields: [{type: 8 | EchoRequest, family: IPv4}]}] (Cilium's ICMPRule).
+  bool icmps(const YAML::Node& n, const std::string& path, PeerRule& pr) {
+    if (!isList(n, path)) return false;
+    bool ok = true;
+    for (size_t i = 0; i < n.size(); ++i) {
+      const std::string ipath = index(path, i);
+      auto f = fields(n[i], ipath, {{"fields"}, {}});
+      if (!f) {
+        ok = false;
+        continue;
+      }
+      auto it = f->find("fields");
+      if (it == f->end()) continue;
+      const YAML::Node& l = it->second.value;
+      const std::string lpath = join(ipath, "fields");
+      if (!isList(l, lpath)) {
+        ok = false;
+        continue;
+      }
+      for (size_t j = 0; j < l.size(); ++j) {
+        auto t = icmpField(l[j], index(lpath, j));
+        if (!t) {
+          ok = false;
+          continue;
+        }
+        if (std::find(pr.icmp_types.begin(), pr.icmp_types.end(), *t) == pr.icmp_types.end())
+          pr.icmp_types.push_back(*t);
+      }
+    }
+    return ok;
+  }
+
+  std::optional<uint8_t> icmpField(const YAML::Node& n, const std::string& path) {
+    auto f = fields(n, path, {{"type", "family"}, {}});
+    if (!f) return std::nullopt;
+    if (auto it = f->find("family"); it != f->end()) {
+      const std::string fpath = join(path, "family");
+      auto fam = string(it->second.value, fpath);
+      if (!fam) return std::nullopt;
+      if (*fam == "IPv6") {
+        error(it->second.value, fpath, "ICMPv6 is not supported yet (IPv6)");
+        return std::nullopt;
+      }
+      if (*fam != "IPv4") {
+        error(it->second.value, fpath, fmt::format("family '{}' must be IPv4 or IPv6", *fam));
+        return std::nullopt;
+      }
+    }
+    auto it = f->find("type");
+    if (it == f->end()) {
+      error(n, join(path, "type"), "missing required field 'type'");
+      return std::nullopt;
+    }
+    const std::string tpath = join(path, "type");
+    const YAML::Node& t = it->second.value;
+    if (!t.IsScalar()) {
+      error(t, tpath, fmt::format("expected an ICMP type number or name, got {}", typeName(t)));
+      return std::nullopt;
+    }
+    const std::string& v = t.Scalar();
+    if (isDigits(v)) {
+      if (v.size() > 3 || std::stoul(v) > 255) {
+        error(t, tpath, fmt::format("ICMP type {} is out of range (0-255)", v));
+        return std::nullopt;
+      }
+      return static_cast<uint8_t>(std::stoul(v));
+    }
+    if (auto named = icmpTypeByName(v)) return *named;
+    if (!v.empty() && v.front() == '-' && isDigits(v.substr(1))) {
+      error(t, tpath, fmt::format("ICMP type {} is out of range (0-255)", v));
+      return std::nullopt;
+    }
+    static const std::vector<std::string_view> kNames = {
+        "EchoReply",        "DestinationUnreachable", "Redirect",  "EchoRequest",    "Echo",
+        "RouterAdvertisement", "RouterSelection",     "TimeExceeded", "ParameterProblem", "Timestamp",
+        "TimestampReply",   "Photuris",               "ExtendedEchoRequest", "ExtendedEchoReply"};
+    auto sug = suggest(v, kNames);
+    error(t, tpath,
+          sug ? fmt::format("unknown ICMP type '{}' (did you mean '{}'?)", v, *sug)
+              : fmt::format("unknown ICMP type '{}': give a number 0-255 or a name such as EchoRequest", v));
+    return std::nullopt;
   }
 
   // Cilium adds the policy's namespace to peer selectors of namespaced
@@ -862,6 +950,11 @@ class Parser {
             item_ok = false;
           }
           for (const auto& pp : rule.ports) {
+            if (pp.port == 0) {
+              error(it->second.key, rpath, "L7 rules can not be used when a port is 0 (all ports); give the port");
+              item_ok = false;
+              break;
+            }
             if (pp.protocol != Protocol::TCP && pp.protocol != Protocol::Any) {
               error(it->second.key, rpath,
                     fmt::format("HTTP rules apply to TCP only, not {}", protocolName(pp.protocol)));
@@ -897,7 +990,10 @@ class Parser {
       else if (*s == "SCTP") pp.protocol = Protocol::SCTP;
       else if (*s == "ICMP") pp.protocol = Protocol::ICMP;
       else if (*s == "ANY" || s->empty()) pp.protocol = Protocol::Any;
-      else if (*s == "ICMPV6" || *s == "VRRP" || *s == "IGMP") {
+      else if (*s == "ICMPV6") {
+        error(it->second.value, ppath, "protocol ICMPV6 is not supported yet (IPv6)");
+        return std::nullopt;
+      } else if (*s == "VRRP" || *s == "IGMP") {
         error(it->second.value, ppath, fmt::format("protocol {} is not supported yet", *s));
         return std::nullopt;
       } else {
@@ -925,14 +1021,6 @@ class Parser {
         return std::nullopt;
       }
       if (*end > pp.port) pp.end_port = *end;
-    }
-    // The datapath's lookup has no "protocol, any port" key.
-    if (pp.port == 0 && pp.protocol != Protocol::Any) {
-      error(n, path,
-            fmt::format("protocol {} without a port (all {} ports) is not supported yet; give a port or use "
-                        "protocol ANY",
-                        protocolName(pp.protocol), protocolName(pp.protocol)));
-      return std::nullopt;
     }
     return pp;
   }
@@ -993,19 +1081,15 @@ class Parser {
   // ---- Kubernetes NetworkPolicy -----------------------------------------
 
   // Translates a K8s label selector used as namespaceSelector into
-  // requirements on the pod's namespace labels, as Cilium does.
+  // requirements on the pod's namespace labels, as Cilium does: every key K
+  // becomes k8s:io.cilium.k8s.namespace.labels.K (endpoints carry those, see
+  // labels::endpointLabels), and the peer must be a pod (has a namespace).
   static void addNamespaceSelector(const Selector& ns_sel, Selector& out) {
-    if (ns_sel.empty()) {  // every namespace: any pod (never a reserved identity)
-      out.match_expressions.push_back(
-          Requirement{std::string(labels::kSourceK8s), std::string(labels::kPodNamespaceLabel), SelectorOp::Exists, {}});
-      return;
-    }
+    out.match_expressions.push_back(
+        Requirement{std::string(labels::kSourceK8s), std::string(labels::kPodNamespaceLabel), SelectorOp::Exists, {}});
     auto translate = [](Requirement r) {
       r.source = std::string(labels::kSourceK8s);
-      // kubernetes.io/metadata.name is the namespace's own name: select it
-      // directly, endpoints carry the namespace label.
-      if (r.key == "kubernetes.io/metadata.name") r.key = std::string(labels::kPodNamespaceLabel);
-      else r.key = std::string(labels::kNamespaceLabelsPrefix) + r.key;
+      r.key = std::string(labels::kNamespaceLabelsPrefix) + r.key;
       return r;
     };
     for (const auto& r : ns_sel.match_labels) {
@@ -1146,6 +1230,77 @@ class Parser {
   std::vector<Policy> policies_;
 };
 
+// Offset of the first byte that is not part of valid UTF-8 (YAML and JSON
+// text is Unicode; yaml-cpp does not check, and JSON output of the policy
+// would fail later), or npos.
+size_t invalidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+    } else {
+      return i;
+    }
+    for (size_t k = 1; k <= n; ++k) {
+      if (i + k >= s.size()) return i;
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates, beyond U+10FFFF.
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return std::string_view::npos;
+}
+
+// yaml-cpp 0.7 loops forever, allocating an empty document per turn, when a
+// token it cannot start a node with (a ',' after a top-level flow collection
+// or quoted scalar: `{a: b},`) follows a document's root node: the token is
+// never consumed. This pass walks the documents with a no-op handler and
+// stops when a document starts where the previous one did. Returns the mark
+// of the stuck token, or nothing when the input is safe for YAML::LoadAll
+// (which may still throw ordinary syntax errors).
+class DocumentWalker : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  YAML::Mark start;
+};
+
+std::optional<YAML::Mark> stuckDocument(const std::string& input) {
+  std::istringstream in(input);
+  YAML::Parser parser(in);
+  DocumentWalker walker;
+  int previous = -1;
+  while (parser.HandleNextDocument(walker)) {
+    if (walker.start.pos == previous) return walker.start;
+    previous = walker.start.pos;
+  }
+  return std::nullopt;
+}
+
 bool looksLikeJson(std::string_view text) {
   for (char c : text) {
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
@@ -1158,12 +1313,29 @@ bool looksLikeJson(std::string_view text) {
 
 ParseResult parsePolicies(std::string_view text, const std::string& filename) {
   ParseResult out;
+  if (size_t bad = invalidUtf8(text); bad != std::string_view::npos) {
+    const std::string_view before = text.substr(0, bad);
+    const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+    const size_t nl = before.rfind('\n');
+    const int column = 1 + static_cast<int>(nl == std::string_view::npos ? bad : bad - nl - 1);
+    out.diagnostics.push_back(Diagnostic{filename, line, column, "",
+                                         fmt::format("invalid UTF-8 (byte 0x{:02x}): policy files must be UTF-8 text",
+                                                     static_cast<unsigned char>(text[bad]))});
+    return out;
+  }
   Parser parser(filename);
   std::string input(text);
   // JSON allows tabs between tokens, YAML's scanner can reject them; JSON
   // strings cannot contain raw tabs, so replacing them keeps every column.
   if (looksLikeJson(input)) std::replace(input.begin(), input.end(), '\t', ' ');
   try {
+    if (auto stuck = stuckDocument(input)) {
+      const char c = stuck->pos >= 0 && static_cast<size_t>(stuck->pos) < input.size() ? input[stuck->pos] : '?';
+      parser.syntaxError(stuck->line, stuck->column,
+                         fmt::format("unexpected '{}' after the end of the document's top-level value", c));
+      out.diagnostics = std::move(parser.diagnostics());
+      return out;
+    }
     std::vector<YAML::Node> docs = YAML::LoadAll(input);
     for (const auto& doc : docs) parser.document(doc);
   } catch (const YAML::ParserException& e) {

@@ -163,7 +163,12 @@ spec:
   ASSERT_EQ(in.endpoints.size(), 2u);
   EXPECT_EQ(toJson(in.endpoints[0]).dump(),
             R"({"matchLabels":{"k8s:app":"api","k8s:io.kubernetes.pod.namespace":"shop"}})");
-  EXPECT_EQ(toJson(in.endpoints[1]).dump(), R"({"matchLabels":{"k8s:io.kubernetes.pod.namespace":"ops"}})");
+  // Cilium's form: namespace labels of the peer pod (labels::endpointLabels adds them).
+  EXPECT_EQ(toJson(in.endpoints[1]).dump(),
+            R"({"matchExpressions":[{"key":"k8s:io.kubernetes.pod.namespace","operator":"Exists"}],)"
+            R"("matchLabels":{"k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name":"ops"}})");
+  EXPECT_TRUE(in.endpoints[1].matches(labels::endpointLabels("ops", labels::LabelSet())));
+  EXPECT_FALSE(in.endpoints[1].matches(labels::endpointLabels("shop", labels::LabelSet())));
   EXPECT_EQ(in.cidrs, (std::vector<CidrRule>{{"10.0.0.0/8", {"10.1.0.0/16"}}}));
   EXPECT_EQ(in.to_ports[0].ports, (std::vector<PortProtocol>{{5432, 0, Protocol::TCP}}));
 }
@@ -197,9 +202,41 @@ TEST(PolicyParserDiagnostics, Ports) {
   EXPECT_EQ(oneError(ports + "      - {port: 80, protocol: tcp}\n"),
             "p.yaml:10:30: spec.ingress[0].toPorts[0].ports[0].protocol: protocol 'tcp' must be one of TCP, UDP, SCTP, "
             "ICMP, ANY (upper case)");
-  EXPECT_EQ(oneError(ports + "      - {protocol: UDP}\n"),
-            "p.yaml:10:9: spec.ingress[0].toPorts[0].ports[0]: protocol UDP without a port (all UDP ports) is not "
-            "supported yet; give a port or use protocol ANY");
+  EXPECT_EQ(oneError(ports + "      - {protocol: ICMPV6}\n"),
+            "p.yaml:10:20: spec.ingress[0].toPorts[0].ports[0].protocol: protocol ICMPV6 is not supported yet (IPv6)");
+  EXPECT_EQ(oneError(ports + "      - {port: \"0\", protocol: TCP}\n      rules: {http: [{}]}\n"),
+            "p.yaml:11:7: spec.ingress[0].toPorts[0].rules: L7 rules can not be used when a port is 0 (all ports); "
+            "give the port");
+}
+
+TEST(PolicyParser, ProtocolOnlyPortsAndIcmps) {
+  std::string text = std::string(kHeader) + R"(  ingress:
+  - toPorts: [{ports: [{protocol: UDP}, {port: "0", protocol: SCTP}]}]
+    icmps:
+    - fields: [{type: 8, family: IPv4}, {type: EchoRequest}, {type: DestinationUnreachable}, {type: "0"}]
+)";
+  auto r = parsePolicies(text, "p.yaml");
+  ASSERT_TRUE(r.ok()) << allDiagnostics(r);
+  const PeerRule& in = r.policies[0].rules[0].ingress[0];
+  EXPECT_EQ(in.to_ports[0].ports, (std::vector<PortProtocol>{{0, 0, Protocol::UDP}, {0, 0, Protocol::SCTP}}));
+  EXPECT_EQ(in.icmp_types, (std::vector<uint8_t>{8, 3, 0}));
+  EXPECT_EQ(toJson(r.policies[0].rules[0])["ingress"][0]["icmps"].dump(),
+            R"([{"fields":[{"family":"IPv4","type":8},{"family":"IPv4","type":3},{"family":"IPv4","type":0}]}])");
+}
+
+TEST(PolicyParserDiagnostics, Icmps) {
+  const std::string icmps = std::string(kHeader) + "  egress:\n  - icmps:\n    - fields:\n";
+  EXPECT_EQ(oneError(icmps + "      - {type: 8, family: IPv6}\n"),
+            "p.yaml:10:27: spec.egress[0].icmps[0].fields[0].family: ICMPv6 is not supported yet (IPv6)");
+  EXPECT_EQ(oneError(icmps + "      - {type: 256}\n"),
+            "p.yaml:10:16: spec.egress[0].icmps[0].fields[0].type: ICMP type 256 is out of range (0-255)");
+  EXPECT_EQ(oneError(icmps + "      - {type: EchoRequst}\n"),
+            "p.yaml:10:16: spec.egress[0].icmps[0].fields[0].type: unknown ICMP type 'EchoRequst' (did you mean "
+            "'EchoRequest'?)");
+  EXPECT_EQ(oneError(icmps + "      - {family: IPv4}\n"),
+            "p.yaml:10:9: spec.egress[0].icmps[0].fields[0].type: missing required field 'type'");
+  EXPECT_EQ(oneError(std::string(kHeader) + "  egress:\n  - icmps: [{field: []}]\n"),
+            "p.yaml:8:14: spec.egress[0].icmps[0].field: unknown field 'field' (did you mean 'fields'?)");
 }
 
 TEST(PolicyParserDiagnostics, BadCidr) {
@@ -251,6 +288,21 @@ TEST(PolicyParserDiagnostics, YamlSyntaxError) {
   auto j = parsePolicies("{\"kind\": \"CiliumNetworkPolicy\",, }", "p.json");
   ASSERT_EQ(j.diagnostics.size(), 1u);
   EXPECT_EQ(formatDiagnostic(j.diagnostics[0]), "p.json:1:32: field names must be strings, got null");
+}
+
+TEST(PolicyParserDiagnostics, InputsThatHangYamlCpp) {
+  // yaml-cpp 0.7 would allocate documents forever on these (found by fuzzing).
+  EXPECT_EQ(oneError("{\"kind\": \"CiliumNetworkPolicy\"},\n \"spec\": {"),
+            "p.yaml:1:32: unexpected ',' after the end of the document's top-level value");
+  EXPECT_EQ(oneError("[a], "), "p.yaml:1:4: unexpected ',' after the end of the document's top-level value");
+  EXPECT_EQ(oneError("'s',"), "p.yaml:1:4: unexpected ',' after the end of the document's top-level value");
+}
+
+TEST(PolicyParserDiagnostics, InvalidUtf8) {
+  EXPECT_EQ(oneError(std::string(kHeader) + "  description: \"bad \xff byte\"\n"),
+            "p.yaml:7:21: invalid UTF-8 (byte 0xff): policy files must be UTF-8 text");
+  EXPECT_EQ(oneError("a: \xc0\xaf\n"), "p.yaml:1:4: invalid UTF-8 (byte 0xc0): policy files must be UTF-8 text");
+  EXPECT_TRUE(parsePolicies(std::string(kHeader) + "  description: \"caf\xc3\xa9 \xe2\x98\x83\"\n", "p.yaml").ok());
 }
 
 TEST(PolicyParserDiagnostics, AllOrNothingAndEveryError) {

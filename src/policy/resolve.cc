@@ -1,29 +1,158 @@
 // Resolution: policies + identities -> first-match-complete map entries.
 //
-// Every (peer, port) pair a rule allows or denies is an "atom" keyed like a
-// map entry: identity (0 = any) x L4 (proto/port, or any). A packet
-// (i, proto, port) is matched by exactly the atoms at the four keys the
-// datapath probes, so its semantic verdict is
-//   V(i,l4) = deny if any of agg(i,l4), agg(0,l4), agg(i,*), agg(0,*) denies,
-//             else allow if any allows (proxy if any allowing atom has L7), else miss.
-// The datapath takes the FIRST key that exists, so we write an entry at a
-// key whenever V there differs from what the first-match lookup would find
-// without it. Keys are visited from least to most specific so the fallback is
-// known. Only keys combining existing atoms can differ from their fallback:
-// (i,*) and (0,l4) need an atom there; (i,l4) needs one there or atoms at both
-// (i,*) and (0,l4) (e.g. deny (X,*) + allow (*,TCP/80) => deny (X,TCP/80)).
+// Every (peer, L4) pair a rule allows or denies is an "atom" keyed like a map
+// entry: identity (0 = any) x L4 (proto/port, proto/any port, or any). A
+// packet (i, proto, port) is matched by exactly the atoms at the six keys the
+// datapath probes (bpf/shared/datapath.h), so its semantic verdict is
+//   V = deny if any atom at those keys denies, else allow if any allows
+//       (proxy if any allowing atom has L7), else miss.
+// The datapath takes the FIRST key that exists, so we write an entry at a key
+// whenever V there differs from what the first-match lookup would find
+// without it.
+//
+// Which keys can need an entry: for a packet, let J be the join (most
+// specific combination) of the atom keys among its six probes; they all
+// generalize J, so V(packet) = V(J), and every entry among the probes is
+// itself a join of such atoms, hence a generalization of J, probed in the same
+// relative order. So it suffices that lookup(J) = V(J) for every join J of
+// compatible atoms. Identities join as {0, i}; L4s as the chain
+// any < proto/* < proto/port. The joins are therefore: the atom keys, plus
+// (i, l) for an atom l at id 0 when i has an atom at a generalization of l
+// (e.g. deny (X,*) + allow (*,TCP/80) => entry deny (X,TCP/80)). Keys are
+// visited from least to most specific (L4 level, then id 0 before i) so the
+// fallback of each key is final when it is considered.
 #include <algorithm>
 #include <set>
 
 #include "membrane/policy_repository.h"
+#include "src/policy/resolve_internal.h"
 
 namespace membrane::policy {
 
+namespace detail {
+
 namespace {
 
-using L4 = uint32_t;  // proto << 16 | port; 0 = any
-constexpr L4 kAnyL4 = 0;
-L4 makeL4(uint8_t proto, uint16_t port) { return (uint32_t{proto} << 16) | port; }
+bool isCidrIdentity(const IdentityRef& ref) {
+  return identity::isLocalScope(ref.id) && ref.labels != nullptr &&
+         ref.labels->find(labels::kSourceReserved, labels::reservedName(labels::Reserved::World)) != nullptr;
+}
+
+bool selectsIdentity(const Selector& sel, const IdentityRef& ref) {
+  if (ref.labels == nullptr) return false;
+  // Reserved identities are reached through entities or explicit reserved:
+  // keys; CIDR identities through CIDR rules, entities, or cidr:/reserved: keys.
+  if (ref.id < identity::kMinAllocated && !sel.mentionsReserved()) return false;
+  if (identity::isLocalScope(ref.id) && !sel.mentionsReserved() && !sel.mentionsSource(labels::kSourceCidr))
+    return false;
+  return sel.matches(*ref.labels);
+}
+
+bool cidrSelects(const CidrRule& c, const IdentityRef& ref) {
+  if (!isCidrIdentity(ref)) return false;
+  if (ref.labels->find(labels::kSourceCidr, c.cidr) == nullptr) return false;
+  for (const auto& e : c.except)
+    if (ref.labels->find(labels::kSourceCidr, e) != nullptr) return false;
+  return true;
+}
+
+void addEntity(Entity e, const std::vector<IdentityRef>& identities, std::set<uint32_t>& out) {
+  using labels::Reserved;
+  auto add = [&](Reserved r) { out.insert(static_cast<uint32_t>(r)); };
+  switch (e) {
+    case Entity::All: out.insert(0); break;
+    case Entity::World:
+      add(Reserved::World);
+      for (const auto& ref : identities)
+        if (isCidrIdentity(ref)) out.insert(ref.id);
+      break;
+    case Entity::Host: add(Reserved::Host); break;
+    case Entity::Init: add(Reserved::Init); break;
+    case Entity::Health: add(Reserved::Health); break;
+    case Entity::RemoteNode: add(Reserved::RemoteNode); break;
+    case Entity::Unmanaged: add(Reserved::Unmanaged); break;
+    case Entity::KubeApiserver: add(Reserved::KubeApiserver); break;
+    case Entity::None: break;
+    case Entity::Cluster:
+      // Every reserved identity but world, plus every cluster-scope identity
+      // (local-scope CIDR identities are outside the cluster).
+      for (Reserved r : {Reserved::Host, Reserved::Unmanaged, Reserved::Health, Reserved::Init,
+                         Reserved::RemoteNode, Reserved::KubeApiserver})
+        add(r);
+      for (const auto& ref : identities)
+        if (ref.id >= identity::kMinAllocated && !identity::isLocalScope(ref.id)) out.insert(ref.id);
+      break;
+  }
+}
+
+}  // namespace
+
+std::set<uint32_t> peerIdentities(const PeerRule& pr, const std::vector<IdentityRef>& identities) {
+  std::set<uint32_t> ids;
+  // No peer field at all: ports alone make an L4-only rule; nothing at all allows nothing.
+  if (pr.endpoints.empty() && pr.entities.empty() && pr.cidrs.empty()) {
+    if (!pr.to_ports.empty() || !pr.icmp_types.empty()) ids.insert(0);
+    return ids;
+  }
+  for (Entity e : pr.entities) addEntity(e, identities, ids);
+  if (ids.count(0)) return {0};
+  for (const auto& sel : pr.endpoints)
+    for (const auto& ref : identities)
+      if (selectsIdentity(sel, ref)) ids.insert(ref.id);
+  for (const auto& c : pr.cidrs) {
+    // Addresses in no policy prefix map to world: they are inside 0.0.0.0/0
+    // and never inside an except (excepts are policy prefixes).
+    if (c.cidr == "0.0.0.0/0") ids.insert(static_cast<uint32_t>(labels::Reserved::World));
+    for (const auto& ref : identities)
+      if (cidrSelects(c, ref)) ids.insert(ref.id);
+  }
+  return ids;
+}
+
+std::vector<std::pair<L4, bool>> l4Keys(const PeerRule& pr) {
+  std::vector<std::pair<L4, bool>> out;
+  if (pr.to_ports.empty() && pr.icmp_types.empty()) {
+    out.emplace_back(kAnyL4, false);
+    return out;
+  }
+  for (const auto& rule : pr.to_ports) {
+    const bool l7 = !rule.http.empty();
+    if (rule.ports.empty()) out.emplace_back(kAnyL4, false);
+    for (const auto& pp : rule.ports) {
+      auto add = [&](Protocol p, uint16_t port) {
+        out.emplace_back(makeL4(static_cast<uint8_t>(p), port), l7 && p == Protocol::TCP);
+      };
+      if (pp.port == 0) {
+        if (pp.protocol == Protocol::Any) out.emplace_back(kAnyL4, false);
+        else add(pp.protocol, 0);  // protocol-only: every port of it
+        continue;
+      }
+      uint32_t last = pp.end_port ? pp.end_port : pp.port;
+      for (uint32_t port = pp.port; port <= last; ++port) {
+        // Cilium expands ANY with a port to TCP, UDP and SCTP.
+        if (pp.protocol == Protocol::Any) {
+          add(Protocol::TCP, static_cast<uint16_t>(port));
+          add(Protocol::UDP, static_cast<uint16_t>(port));
+          add(Protocol::SCTP, static_cast<uint16_t>(port));
+        } else {
+          add(pp.protocol, static_cast<uint16_t>(port));
+        }
+      }
+    }
+  }
+  for (uint8_t type : pr.icmp_types) out.emplace_back(makeL4(static_cast<uint8_t>(Protocol::ICMP), type), false);
+  return out;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::kAnyL4;
+using detail::L4;
+using detail::protoOnly;
+
+int level(L4 l4) { return l4 == kAnyL4 ? 0 : ((l4 & 0xffff) == 0 ? 1 : 2); }
 
 struct Agg {
   bool deny = false;
@@ -41,100 +170,37 @@ struct Value {
   bool same(const Value& o) const { return v == o.v && proxy == o.proxy; }
 };
 
-using AtomMap = std::map<std::pair<uint32_t, L4>, Agg>;
+using Key = std::pair<uint32_t, L4>;
+using AtomMap = std::map<Key, Agg>;
 
 struct DirectionState {
   AtomMap atoms;
   bool enforced = false;
 };
 
-bool selectsIdentity(const Selector& sel, const IdentityRef& ref) {
-  if (ref.labels == nullptr) return false;
-  // Reserved identities are reached through entities or explicit reserved: keys.
-  if (ref.id < identity::kMinAllocated && !sel.mentionsReserved()) return false;
-  return sel.matches(*ref.labels);
+// The datapath's probe order for a packet whose most specific key is (id, l4):
+// L4 specificity first, then identity before "any identity". Duplicates
+// (id 0, ICMP type 0 = proto-only) removed.
+size_t probes(uint32_t id, L4 l4, Key (&out)[6]) {
+  size_t n = 0;
+  auto push = [&](uint32_t i, L4 l) {
+    for (size_t k = 0; k < n; ++k)
+      if (out[k] == Key{i, l}) return;
+    out[n++] = Key{i, l};
+  };
+  const L4 chain[3] = {l4, protoOnly(l4), kAnyL4};
+  for (L4 l : chain) {
+    push(id, l);
+    push(0, l);
+  }
+  return n;
 }
 
-void addEntity(Entity e, const std::vector<IdentityRef>& identities, std::set<uint32_t>& out) {
-  using labels::Reserved;
-  auto add = [&](Reserved r) { out.insert(static_cast<uint32_t>(r)); };
-  switch (e) {
-    case Entity::All: out.insert(0); break;
-    case Entity::World: add(Reserved::World); break;
-    case Entity::Host: add(Reserved::Host); break;
-    case Entity::Init: add(Reserved::Init); break;
-    case Entity::Health: add(Reserved::Health); break;
-    case Entity::RemoteNode: add(Reserved::RemoteNode); break;
-    case Entity::Unmanaged: add(Reserved::Unmanaged); break;
-    case Entity::KubeApiserver: add(Reserved::KubeApiserver); break;
-    case Entity::None: break;
-    case Entity::Cluster:
-      // Every reserved identity but world, plus every cluster-scope identity
-      // (local-scope CIDR identities are outside the cluster).
-      for (Reserved r : {Reserved::Host, Reserved::Unmanaged, Reserved::Health, Reserved::Init,
-                         Reserved::RemoteNode, Reserved::KubeApiserver})
-        add(r);
-      for (const auto& ref : identities)
-        if (ref.id >= identity::kMinAllocated && ref.id < identity::kLocalScopeFlag) out.insert(ref.id);
-      break;
-  }
-}
-
-// The L4 keys of a peer rule, with their proxy flag.
-std::vector<std::pair<L4, bool>> l4Keys(const PeerRule& pr) {
-  std::vector<std::pair<L4, bool>> out;
-  if (pr.to_ports.empty()) {
-    out.emplace_back(kAnyL4, false);
-    return out;
-  }
-  for (const auto& rule : pr.to_ports) {
-    const bool l7 = !rule.http.empty();
-    if (rule.ports.empty()) out.emplace_back(kAnyL4, false);
-    for (const auto& pp : rule.ports) {
-      if (pp.port == 0) {  // the parser only lets protocol ANY through without a port
-        out.emplace_back(kAnyL4, false);
-        continue;
-      }
-      uint32_t last = pp.end_port ? pp.end_port : pp.port;
-      for (uint32_t port = pp.port; port <= last; ++port) {
-        auto add = [&](Protocol p) {
-          out.emplace_back(makeL4(static_cast<uint8_t>(p), static_cast<uint16_t>(port)), l7 && p == Protocol::TCP);
-        };
-        // Cilium expands ANY with a port to TCP, UDP and SCTP.
-        if (pp.protocol == Protocol::Any) {
-          add(Protocol::TCP);
-          add(Protocol::UDP);
-          add(Protocol::SCTP);
-        } else {
-          add(pp.protocol);
-        }
-      }
-    }
-  }
-  return out;
-}
-
-void collect(const PeerRule& pr, bool deny, uint8_t dir, uint32_t cookie, const std::vector<IdentityRef>& identities,
-             DirectionState& st, std::vector<CidrPeer>& cidr_peers) {
-  std::set<uint32_t> ids;
-  for (const auto& sel : pr.endpoints)
-    for (const auto& ref : identities)
-      if (selectsIdentity(sel, ref)) ids.insert(ref.id);
-  for (Entity e : pr.entities) addEntity(e, identities, ids);
-  for (const auto& c : pr.cidrs) {
-    if (c.cidr == "0.0.0.0/0" && c.except.empty()) {
-      ids.insert(static_cast<uint32_t>(labels::Reserved::World));
-    } else {
-      cidr_peers.push_back(CidrPeer{c, dir, deny, pr.to_ports, cookie});
-    }
-  }
-  // No peer field at all: ports alone make an L4-only rule; nothing at all allows nothing.
-  if (pr.endpoints.empty() && pr.entities.empty() && pr.cidrs.empty()) {
-    if (pr.to_ports.empty()) return;
-    ids.insert(0);
-  }
+void collect(const PeerRule& pr, bool deny, uint32_t cookie, const std::vector<IdentityRef>& identities,
+             DirectionState& st) {
+  const std::set<uint32_t> ids = detail::peerIdentities(pr, identities);
   if (ids.empty()) return;
-  for (const auto& [l4, proxy] : l4Keys(pr)) {
+  for (const auto& [l4, proxy] : detail::l4Keys(pr)) {
     for (uint32_t id : ids) {
       Agg& a = st.atoms[{id, l4}];
       if (deny) {
@@ -150,26 +216,18 @@ void collect(const PeerRule& pr, bool deny, uint8_t dir, uint32_t cookie, const 
 }
 
 Value semantic(const AtomMap& atoms, uint32_t id, L4 l4) {
-  const Agg* found[4] = {};
+  Key keys[6];
+  const size_t nk = probes(id, l4, keys);
+  const Agg* found[6] = {};
   size_t n = 0;
-  auto probe = [&](uint32_t i, L4 l) {
-    auto it = atoms.find({i, l});
-    if (it == atoms.end()) return;
-    for (size_t k = 0; k < n; ++k)
-      if (found[k] == &it->second) return;
-    found[n++] = &it->second;
-  };
   // Most specific first, so the cookie is the most specific rule's.
-  probe(id, l4);
-  probe(0, l4);
-  probe(id, kAnyL4);
-  probe(0, kAnyL4);
-  Value v;
-  for (size_t k = 0; k < n; ++k) {
-    if (found[k]->deny) {
-      return Value{V::Deny, false, found[k]->deny_cookie};
-    }
+  for (size_t k = 0; k < nk; ++k) {
+    auto it = atoms.find(keys[k]);
+    if (it != atoms.end()) found[n++] = &it->second;
   }
+  for (size_t k = 0; k < n; ++k)
+    if (found[k]->deny) return Value{V::Deny, false, found[k]->deny_cookie};
+  Value v;
   for (size_t k = 0; k < n; ++k) {
     if (!found[k]->allow) continue;
     if (v.v == V::Miss) v = Value{V::Allow, false, found[k]->allow_cookie};
@@ -183,34 +241,44 @@ void emit(const DirectionState& st, uint8_t dir, std::map<PolicyKey, PolicyEntry
     return PolicyKey{id, static_cast<uint16_t>(l4 & 0xffff), static_cast<uint8_t>(l4 >> 16), dir};
   };
   auto lookup = [&](uint32_t id, L4 l4) -> Value {
-    // First match in datapath order among entries emitted so far.
-    const std::pair<uint32_t, L4> order[] = {{id, l4}, {0, l4}, {id, kAnyL4}, {0, kAnyL4}};
-    for (const auto& [i, l] : order) {
-      auto it = entries.find(keyOf(i, l));
+    Key keys[6];
+    const size_t n = probes(id, l4, keys);
+    for (size_t k = 0; k < n; ++k) {
+      auto it = entries.find(keyOf(keys[k].first, keys[k].second));
       if (it != entries.end()) return Value{it->second.deny ? V::Deny : V::Allow, it->second.proxy_port_needed != 0, 0};
     }
     return Value{};
   };
-  auto consider = [&](uint32_t id, L4 l4) {
-    if (entries.count(keyOf(id, l4))) return;
-    Value want = semantic(st.atoms, id, l4);
-    if (want.v == V::Miss || want.same(lookup(id, l4))) return;
-    entries[keyOf(id, l4)] = PolicyEntry{want.v == V::Deny, static_cast<uint16_t>(want.proxy ? 1 : 0), want.cookie};
-  };
 
-  consider(0, kAnyL4);
-  std::vector<uint32_t> l3_ids;   // ids with an atom at (id, *)
-  std::vector<L4> l4_only;        // l4s with an atom at (0, l4)
-  for (const auto& [k, agg] : st.atoms) {
-    if (k.first != 0 && k.second == kAnyL4) l3_ids.push_back(k.first);
-    if (k.first == 0 && k.second != kAnyL4) l4_only.push_back(k.second);
+  // Candidate keys: the joins of compatible atoms (see the file comment).
+  std::map<uint32_t, std::vector<L4>> by_id;  // atoms' L4s per identity, ascending
+  for (const auto& [k, agg] : st.atoms) by_id[k.first].push_back(k.second);
+  std::vector<Key> candidates;
+  static const std::vector<L4> kNone;
+  const std::vector<L4>& at_zero = by_id.count(0) ? by_id.at(0) : kNone;
+  for (L4 l : at_zero) candidates.emplace_back(0, l);
+  for (const auto& [id, own] : by_id) {
+    if (id == 0) continue;
+    for (L4 l : own) candidates.emplace_back(id, l);
+    const bool own_any = own.front() == kAnyL4;  // sorted: kAnyL4 first if present
+    std::set<L4> own_protos;
+    for (L4 l : own)
+      if (level(l) == 1) own_protos.insert(l);
+    if (!own_any && own_protos.empty()) continue;
+    for (L4 l : at_zero) {
+      if (l == kAnyL4 || std::binary_search(own.begin(), own.end(), l)) continue;
+      if (own_any || (level(l) == 2 && own_protos.count(protoOnly(l)))) candidates.emplace_back(id, l);
+    }
   }
-  for (uint32_t id : l3_ids) consider(id, kAnyL4);
-  for (L4 l4 : l4_only) consider(0, l4);
-  for (const auto& [k, agg] : st.atoms)
-    if (k.first != 0 && k.second != kAnyL4) consider(k.first, k.second);
-  for (uint32_t id : l3_ids)
-    for (L4 l4 : l4_only) consider(id, l4);
+  std::stable_sort(candidates.begin(), candidates.end(), [](const Key& a, const Key& b) {
+    return std::make_pair(level(a.second), a.first != 0) < std::make_pair(level(b.second), b.first != 0);
+  });
+  for (const auto& [id, l4] : candidates) {
+    if (entries.count(keyOf(id, l4))) continue;
+    Value want = semantic(st.atoms, id, l4);
+    if (want.v == V::Miss || want.same(lookup(id, l4))) continue;
+    entries[keyOf(id, l4)] = PolicyEntry{want.v == V::Deny, static_cast<uint16_t>(want.proxy ? 1 : 0), want.cookie};
+  }
 }
 
 }  // namespace
@@ -231,10 +299,10 @@ EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels
         selects_eg = true;
         if (r.default_deny_egress.value_or(true)) eg.enforced = true;
       }
-      for (const auto& pr : r.ingress) collect(pr, false, 1, p.cookie, identities, in, out.cidr_peers);
-      for (const auto& pr : r.ingress_deny) collect(pr, true, 1, p.cookie, identities, in, out.cidr_peers);
-      for (const auto& pr : r.egress) collect(pr, false, 2, p.cookie, identities, eg, out.cidr_peers);
-      for (const auto& pr : r.egress_deny) collect(pr, true, 2, p.cookie, identities, eg, out.cidr_peers);
+      for (const auto& pr : r.ingress) collect(pr, false, p.cookie, identities, in);
+      for (const auto& pr : r.ingress_deny) collect(pr, true, p.cookie, identities, in);
+      for (const auto& pr : r.egress) collect(pr, false, p.cookie, identities, eg);
+      for (const auto& pr : r.egress_deny) collect(pr, true, p.cookie, identities, eg);
     }
     auto push = [](std::vector<std::string>& v, std::string name) {
       if (std::find(v.begin(), v.end(), name) == v.end()) v.push_back(std::move(name));
@@ -254,16 +322,38 @@ EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels
     }
     emit(*st, st == &in ? 1 : 2, out.entries);
   }
+  out.proto_wildcard = std::any_of(out.entries.begin(), out.entries.end(),
+                                   [](const auto& e) { return e.first.proto != 0 && e.first.dport == 0; });
+  return out;
+}
+
+std::set<std::string> cidrPrefixes(const std::vector<Policy>& policies) {
+  std::set<std::string> out;
+  auto add = [&](const std::vector<PeerRule>& prs) {
+    for (const auto& pr : prs)
+      for (const auto& c : pr.cidrs) {
+        out.insert(c.cidr);
+        out.insert(c.except.begin(), c.except.end());
+      }
+  };
+  for (const auto& p : policies)
+    for (const auto& r : p.rules) {
+      add(r.ingress);
+      add(r.ingress_deny);
+      add(r.egress);
+      add(r.egress_deny);
+    }
+  out.erase("0.0.0.0/0");
   return out;
 }
 
 Verdict verdict(const EndpointPolicy& ep, uint32_t identity, uint8_t proto, uint16_t dport, uint8_t direction) {
-  const PolicyKey order[] = {{identity, dport, proto, direction},
-                             {0, dport, proto, direction},
-                             {identity, 0, 0, direction},
-                             {0, 0, 0, direction}};
-  for (const auto& k : order) {
-    auto it = ep.entries.find(k);
+  const PolicyKey order[] = {{identity, dport, proto, direction}, {0, dport, proto, direction},
+                             {identity, 0, proto, direction},     {0, 0, proto, direction},
+                             {identity, 0, 0, direction},         {0, 0, 0, direction}};
+  for (size_t i = 0; i < 6; ++i) {
+    if ((i == 2 || i == 3) && !ep.proto_wildcard) continue;
+    auto it = ep.entries.find(order[i]);
     if (it == ep.entries.end()) continue;
     const PolicyEntry& e = it->second;
     return Verdict{e.deny ? VerdictKind::Denied : VerdictKind::Allowed, e.deny ? uint16_t{0} : e.proxy_port_needed,

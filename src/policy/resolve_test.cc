@@ -156,12 +156,183 @@ spec:
   for (uint8_t proto : {kTcp, kUdp, uint8_t{132}}) want[{2, 53, proto, kEg}] = {};
   want[{0, 8080, kTcp, kIn}] = {};
   want[{0, 8081, kTcp, kIn}] = {};
+  EXPECT_EQ(ep.entries, want);  // 10.0.0.0/8: no CIDR identity known, nothing selected
+  EXPECT_FALSE(ep.proto_wildcard);
+  EXPECT_EQ(cidrPrefixes(policies), (std::set<std::string>{"10.0.0.0/8"}));
+}
+
+// CIDR identities as the agent allocates them (local scope, labels from
+// labels::cidrIdentityLabels).
+struct CidrIds {
+  std::vector<std::pair<uint32_t, LabelSet>> owned;
+  uint32_t add(const std::string& prefix) {
+    uint32_t id = identity::kLocalScopeFlag | static_cast<uint32_t>(owned.size() + 1);
+    owned.emplace_back(id, labels::cidrIdentityLabels(prefix));
+    return id;
+  }
+  std::vector<IdentityRef> refs(const identity::IdentityAllocator& ids) const {
+    auto out = ids.refs();
+    for (const auto& [id, l] : owned) out.push_back(IdentityRef{id, &l});
+    return out;
+  }
+};
+
+TEST(Resolve, CidrExceptSelectsCidrIdentitiesByLabel) {
+  identity::IdentityAllocator ids;
+  const uint32_t pod_id = ids.allocate(pod("default", "app=a"))->id;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  egress:
+  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/16]}]
+---
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: other, namespace: elsewhere}
+spec:
+  endpointSelector: {}
+  egress:
+  - toCIDR: [10.5.0.0/16]
+)");
+  EXPECT_EQ(cidrPrefixes(policies), (std::set<std::string>{"10.0.0.0/8", "10.1.0.0/16", "10.5.0.0/16"}));
+  CidrIds cidr;
+  std::map<std::string, uint32_t> id;
+  for (const auto& p : cidrPrefixes(policies)) id[p] = cidr.add(p);
+  const auto refs = cidr.refs(ids);
+  auto ep = resolvePolicies(policies, pod("default", "app=a"), refs);
+  EXPECT_TRUE(ep.egress_enforced);
+  std::map<PolicyKey, PolicyEntry> want = {{{id["10.0.0.0/8"], 0, 0, kEg}, {}}, {{id["10.5.0.0/16"], 0, 0, kEg}, {}}};
   EXPECT_EQ(ep.entries, want);
-  ASSERT_EQ(ep.cidr_peers.size(), 1u);
-  EXPECT_EQ(ep.cidr_peers[0].cidr.cidr, "10.0.0.0/8");
-  EXPECT_EQ(ep.cidr_peers[0].direction, kEg);
-  EXPECT_FALSE(ep.cidr_peers[0].deny);
-  EXPECT_EQ(ep.cidr_peers[0].ports.size(), 1u);
+  EXPECT_EQ(verdict(ep, id["10.1.0.0/16"], kTcp, 80, kEg).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, 2, kTcp, 80, kEg).kind, VerdictKind::Dropped);  // world outside 10/8
+  EXPECT_EQ(verdict(ep, pod_id, kTcp, 80, kEg).kind, VerdictKind::Dropped);
+
+  // Entities: world includes CIDR identities, cluster does not; a wildcard
+  // endpoint selector never reaches them; 0.0.0.0/0 = world + every CIDR id.
+  auto ents = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: e}
+spec:
+  endpointSelector: {}
+  egress:
+  - toEntities: [world]
+    toPorts: [{ports: [{port: "443", protocol: TCP}]}]
+  - toEntities: [cluster]
+  - toEndpoints: [{}]
+    toPorts: [{ports: [{port: "22", protocol: TCP}]}]
+  - toCIDRSet: [{cidr: 0.0.0.0/0, except: [10.5.0.0/16]}]
+    toPorts: [{ports: [{port: "53", protocol: UDP}]}]
+)");
+  auto e = resolvePolicies(ents, pod("default", "app=a"), refs);
+  for (const auto& [p, i] : id) {
+    EXPECT_EQ(verdict(e, i, kTcp, 443, kEg).kind, VerdictKind::Allowed) << p;
+    EXPECT_EQ(verdict(e, i, kTcp, 22, kEg).kind, VerdictKind::Dropped) << p;
+    EXPECT_EQ(verdict(e, i, kTcp, 80, kEg).kind, VerdictKind::Dropped) << p;
+    EXPECT_EQ(verdict(e, i, kUdp, 53, kEg).kind, p == "10.5.0.0/16" ? VerdictKind::Dropped : VerdictKind::Allowed) << p;
+  }
+  EXPECT_EQ(verdict(e, 2, kUdp, 53, kEg).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(e, pod_id, kTcp, 80, kEg).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(e, pod_id, kUdp, 53, kEg).kind, VerdictKind::Allowed);
+}
+
+TEST(Resolve, ProtocolOnlyRulesAndProtoWildcard) {
+  identity::IdentityAllocator ids;
+  const uint32_t x = ids.allocate(pod("default", "role=x"))->id;
+  const uint32_t y = ids.allocate(pod("default", "role=y"))->id;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts: [{ports: [{protocol: UDP}]}]
+  - fromEndpoints: [{matchLabels: {role: x}}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}, {protocol: SCTP}]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {role: y}}]
+    toPorts: [{ports: [{port: "53", protocol: UDP}]}]
+)");
+  auto ep = resolvePolicies(policies, pod("default", "role=z"), ids.refs());
+  EXPECT_TRUE(ep.proto_wildcard);
+  std::map<PolicyKey, PolicyEntry> want = {
+      {{0, 0, kUdp, kIn}, {}},
+      {{x, 0, 132, kIn}, {}},
+      {{x, 80, kTcp, kIn}, {}},
+      {{y, 53, kUdp, kIn}, {true, 0, 0}},
+  };
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_EQ(verdict(ep, y, kUdp, 53, kIn).kind, VerdictKind::Denied);
+  EXPECT_EQ(verdict(ep, y, kUdp, 54, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, 2, kUdp, 9999, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, x, 132, 9999, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, y, 132, 9999, kIn).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, x, kTcp, 81, kIn).kind, VerdictKind::Dropped);
+  // Without the flag the datapath never probes tiers 3-4.
+  EndpointPolicy no_flag = ep;
+  no_flag.proto_wildcard = false;
+  EXPECT_EQ(verdict(no_flag, 2, kUdp, 9999, kIn).kind, VerdictKind::Dropped);
+
+  // A protocol-only deny beats a port allow for the same peer.
+  auto deny = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: d}
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts: [{ports: [{port: "53", protocol: ANY}]}]
+  ingressDeny:
+  - fromEndpoints: [{matchLabels: {role: x}}]
+    toPorts: [{ports: [{protocol: UDP}]}]
+)");
+  auto d = resolvePolicies(deny, pod("default", "role=z"), ids.refs());
+  EXPECT_TRUE(d.proto_wildcard);
+  EXPECT_EQ(verdict(d, x, kUdp, 53, kIn).kind, VerdictKind::Denied);
+  EXPECT_EQ(verdict(d, x, kTcp, 53, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(d, y, kUdp, 53, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(d.entries.at({x, 53, kUdp, kIn}), (PolicyEntry{true, 0, 0}));
+}
+
+TEST(Resolve, NetworkPolicyPortWithoutNumberIsProtocolOnly) {
+  identity::IdentityAllocator ids;
+  auto policies = parse(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{protocol: UDP}, {}]
+)");
+  auto ep = resolvePolicies(policies, pod("default", "a=b"), ids.refs());
+  std::map<PolicyKey, PolicyEntry> want = {{{0, 0, kUdp, kIn}, {}}, {{0, 0, kTcp, kIn}, {}}};
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_TRUE(ep.proto_wildcard);
+}
+
+TEST(Resolve, IcmpTypes) {
+  identity::IdentityAllocator ids;
+  const uint32_t x = ids.allocate(pod("default", "role=x"))->id;
+  auto policies = parse(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: p}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromEndpoints: [{matchLabels: {role: x}}]
+    icmps: [{fields: [{type: 8, family: IPv4}, {type: EchoRequest}, {type: TimeExceeded}]}]
+  - icmps: [{fields: [{type: "3"}]}]
+    toPorts: [{ports: [{port: "80", protocol: TCP}]}]
+)");
+  auto ep = resolvePolicies(policies, pod("default", "role=z"), ids.refs());
+  std::map<PolicyKey, PolicyEntry> want = {
+      {{x, 8, 1, kIn}, {}}, {{x, 11, 1, kIn}, {}}, {{0, 3, 1, kIn}, {}}, {{0, 80, kTcp, kIn}, {}}};
+  EXPECT_EQ(ep.entries, want);
+  EXPECT_FALSE(ep.proto_wildcard);
+  EXPECT_EQ(verdict(ep, x, 1, 8, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, x, 1, 0, kIn).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, 2, 1, 3, kIn).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, 2, 1, 8, kIn).kind, VerdictKind::Dropped);
 }
 
 TEST(Resolve, DenyWinsOverMoreSpecificLookups) {

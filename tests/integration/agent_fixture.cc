@@ -37,7 +37,8 @@ void AgentFixture::SetUp() {
 std::vector<std::string> AgentFixture::agentArgs() const {
   return {bin("membraned"), "--api-socket", socket_, "--state-dir", state_dir_, "--bpf-root", bpf_root_,
           "--pod-cidr", pod_cidr_, "--host-device", host_dev_, "--prometheus-serve-addr",
-          fmt::format("127.0.0.1:{}", metrics_port_), "--log-level", "debug"};
+          fmt::format("127.0.0.1:{}", metrics_port_), "--log-level", "debug",
+          "--enable-health-checking", health_ ? "true" : "false", "--health-check-interval", "1"};
 }
 
 void AgentFixture::startAgent() {

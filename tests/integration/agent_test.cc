@@ -85,5 +85,33 @@ TEST_F(Agent, StatusMetricsAndIdentities) {
   EXPECT_EQ(nf.out, "404");
 }
 
+TEST_F(Agent, HealthEndpointAndConnectivityMetrics) {
+  health_ = true;  // probes every second (the fixture passes --health-check-interval 1)
+  startAgent();
+  auto eps = nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out);
+  ASSERT_EQ(eps.size(), 1u);
+  EXPECT_EQ(eps[0]["identity"], 4);
+  EXPECT_EQ(eps[0]["labels"], nlohmann::json::array({"reserved:health"}));
+  std::string netns = "membrane-health-" + host_dev_;
+  EXPECT_TRUE(waitFor([&] { return scrape().find("cilium_node_health_connectivity_status{status=\"reachable\",type=\"endpoint\"} 1") != std::string::npos; },
+                      std::chrono::seconds(10)))
+      << scrape();
+  EXPECT_EQ(metric("cilium_unreachable_nodes"), 0);
+  EXPECT_EQ(metric("cilium_unreachable_health_endpoints"), 0);
+  auto health = nlohmann::json::parse(run({"curl", "-s", "--unix-socket", socket_, "http://localhost/v1/health"}).out);
+  EXPECT_EQ(health["reachable"], 1);
+  EXPECT_EQ(health["nodes"][0]["endpoint"]["http"]["ok"], true) << health.dump();
+  EXPECT_EQ(health["nodes"][0]["host"]["icmp"]["ok"], true) << health.dump();
+
+  // Take the health endpoint down (drop everything inside its netns): the metric flips, then back.
+  auto down = run({"ip", "netns", "exec", netns, "iptables", "-I", "INPUT", "-j", "DROP"});
+  ASSERT_EQ(down.exit_code, 0) << down.err;
+  EXPECT_TRUE(waitFor([&] { return metric("cilium_unreachable_health_endpoints") == 1; }, std::chrono::seconds(10)));
+  EXPECT_EQ(metric("cilium_unreachable_nodes"), 0);
+  auto up = run({"ip", "netns", "exec", netns, "iptables", "-D", "INPUT", "-j", "DROP"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_TRUE(waitFor([&] { return metric("cilium_unreachable_health_endpoints") == 0; }, std::chrono::seconds(10)));
+}
+
 }  // namespace
 }  // namespace membrane::testing

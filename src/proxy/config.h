@@ -1,0 +1,127 @@
+// ProxyConfig: the L7 policy the agent pushes to membrane-proxy (JSON, see
+// docs/l7.md), compiled once (RE2 regexes) and then matched per request.
+//
+// Matching contract (Cilium's HTTP rules):
+// - method, path, host: RE2 regexes matched against the WHOLE value (FullMatch);
+//   empty = any. path is matched against the request target as sent
+//   ("/v1/x?y=1"), host against the Host header ("" when absent).
+// - headers: "Name" (present) or "Name: value" (some field with that name has
+//   exactly that value); names are case-insensitive.
+// - header_matches: {name, value, mismatch}; value "" = presence. On a
+//   mismatch, "DENY" (the default) makes the rule not match, "LOG" lets the
+//   rule match and flags the request in the access log.
+// - a rule applies only when the peer identity (ingress: the client's,
+//   egress: the destination's) is in allowed_identities (empty = any).
+// - the rules of a port are a union; a port with no entry, or with an empty
+//   rule list, denies every request (fail closed).
+//
+// A ProxyConfig is immutable once parsed; share it as shared_ptr<const>.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "membrane/result.h"
+
+namespace re2 {
+class RE2;
+}
+
+namespace membrane::proxy {
+
+enum class Direction : uint8_t { Ingress, Egress };
+std::string_view directionName(Direction d);  // "ingress" / "egress"
+
+// Identity of an address not in the identities map (Cilium's reserved "world").
+inline constexpr uint32_t kWorldIdentity = 2;
+
+struct HeaderField {
+  std::string name, value;
+};
+
+// What a rule sees of a request. Views stay valid only during the call.
+struct RequestView {
+  std::string_view method, url, host;
+  const HeaderField* headers = nullptr;
+  size_t header_count = 0;
+};
+
+struct Listener {
+  uint16_t port = 0;  // 0 = any free port (tests)
+  Direction direction = Direction::Ingress;
+};
+
+struct HeaderMatch {
+  std::string name, value;
+  bool log_only = false;  // mismatch: LOG
+};
+
+struct CompiledRule {
+  CompiledRule();
+  ~CompiledRule();
+  CompiledRule(CompiledRule&&) noexcept;
+  CompiledRule& operator=(CompiledRule&&) noexcept;
+
+  std::unique_ptr<re2::RE2> method, path, host;  // null = any
+  std::vector<HeaderField> headers;               // value "" and !has_value = presence
+  std::vector<bool> header_has_value;
+  std::vector<HeaderMatch> header_matches;
+  std::string policy;
+  std::vector<uint32_t> allowed_identities;  // sorted; empty = any
+};
+
+struct PortPolicy {
+  uint16_t port = 0;
+  std::vector<CompiledRule> rules;
+};
+
+struct EndpointPolicy {
+  std::vector<PortPolicy> ingress, egress;
+};
+
+struct Verdict {
+  bool allowed = false;
+  bool header_mismatch_logged = false;  // a LOG header_match did not match
+  std::string_view policy;              // the matching rule's policy ("" when denied)
+};
+
+class ProxyConfig {
+ public:
+  // Parses and compiles 'json'. Errors name the field: "endpoints[0].ingress[1]
+  // .rules[0].path: invalid regex '(': missing )".
+  static Result<std::shared_ptr<const ProxyConfig>> parse(std::string_view json);
+  // The empty configuration (revision 0, no listeners, everything denied).
+  static std::shared_ptr<const ProxyConfig> empty();
+
+  uint64_t revision() const { return revision_; }
+  const std::vector<Listener>& listeners() const { return listeners_; }
+  const std::string& source() const { return source_; }  // the JSON as given
+  // Number of (endpoint, direction, port) redirects: cilium_proxy_redirects.
+  size_t redirectCount() const { return redirects_; }
+
+  // Identity of an IPv4 address (network order); kWorldIdentity when unknown.
+  uint32_t identityOf(in_addr_t ip) const;
+  // Rules for 'pod_ip' (network order) in 'dir' on 'port'; null when none.
+  const PortPolicy* find(in_addr_t pod_ip, Direction dir, uint16_t port) const;
+  // Decides one request. 'pp' may be null (denied).
+  static Verdict evaluate(const PortPolicy* pp, uint32_t peer_identity, const RequestView& req);
+
+ private:
+  uint64_t revision_ = 0;
+  std::vector<Listener> listeners_;
+  std::unordered_map<in_addr_t, EndpointPolicy> endpoints_;
+  std::unordered_map<in_addr_t, uint32_t> identities_;
+  std::string source_;
+  size_t redirects_ = 0;
+};
+
+// Case-insensitive ASCII equality of header names.
+bool headerNameEquals(std::string_view a, std::string_view b);
+
+}  // namespace membrane::proxy

@@ -1,0 +1,120 @@
+#include "src/proxy/config.h"
+
+#include <arpa/inet.h>
+
+#include <gtest/gtest.h>
+
+namespace membrane::proxy {
+namespace {
+
+std::shared_ptr<const ProxyConfig> parseOk(const std::string& j) {
+  auto r = ProxyConfig::parse(j);
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.error().message);
+  return r.ok() ? std::move(r).value() : ProxyConfig::empty();
+}
+
+const char* kCfg = R"({"revision":3,"listeners":[{"port":15001,"direction":"ingress"},{"port":15002,"direction":"egress"}],
+  "endpoints":[{"ip":"10.200.0.2","ingress":[{"port":80,"proto":"TCP","rules":[
+     {"method":"POST","path":"/v1/request-landing","policy":"default/rule1","allowed_identities":[258,256]},
+     {"method":"GET","path":"/public/.*","host":"deathstar(\\.default)?","headers":["X-Has-Force","X-Team: empire"],
+      "header_matches":[{"name":"X-Token","value":"secret","mismatch":"DENY"},{"name":"X-Trace","value":"1","mismatch":"LOG"}],
+      "policy":"default/rule2"}]}]}],
+  "identities":{"10.200.0.3":256,"10.200.0.4":257}})";
+
+struct Req {
+  std::string method, url, host;
+  std::vector<HeaderField> headers;
+  RequestView view() const { return {method, url, host, headers.data(), headers.size()}; }
+};
+
+TEST(ProxyConfig, ParsesShapeAndLooksUp) {
+  auto cfg = parseOk(kCfg);
+  EXPECT_EQ(cfg->revision(), 3u);
+  ASSERT_EQ(cfg->listeners().size(), 2u);
+  EXPECT_EQ(cfg->listeners()[1].direction, Direction::Egress);
+  EXPECT_EQ(cfg->redirectCount(), 1u);
+  EXPECT_EQ(cfg->identityOf(inet_addr("10.200.0.3")), 256u);
+  EXPECT_EQ(cfg->identityOf(inet_addr("10.9.9.9")), kWorldIdentity);
+  EXPECT_NE(cfg->find(inet_addr("10.200.0.2"), Direction::Ingress, 80), nullptr);
+  EXPECT_EQ(cfg->find(inet_addr("10.200.0.2"), Direction::Egress, 80), nullptr);
+  EXPECT_EQ(cfg->find(inet_addr("10.200.0.2"), Direction::Ingress, 81), nullptr);
+}
+
+TEST(ProxyConfig, StarWarsVerdictsAreFullMatchesAndIdentityScoped) {
+  auto cfg = parseOk(kCfg);
+  const PortPolicy* pp = cfg->find(inet_addr("10.200.0.2"), Direction::Ingress, 80);
+  Req landing{"POST", "/v1/request-landing", "deathstar", {}};
+  Verdict v = ProxyConfig::evaluate(pp, 256, landing.view());
+  EXPECT_TRUE(v.allowed);
+  EXPECT_EQ(v.policy, "default/rule1");
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, 257, landing.view()).allowed);  // xwing-like identity
+  EXPECT_FALSE(ProxyConfig::evaluate(nullptr, 256, landing.view()).allowed);
+  for (auto [m, u] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/v1"}, {"PUT", "/v1/exhaust-port"}, {"POST", "/v1/request-landing2"},
+           {"POST", "/v1/request-landing?x=1"}, {"POSTX", "/v1/request-landing"}, {"post", "/v1/request-landing"}}) {
+    Req r{m, u, "", {}};
+    EXPECT_FALSE(ProxyConfig::evaluate(pp, 256, r.view()).allowed) << m << " " << u;
+  }
+}
+
+TEST(ProxyConfig, HostHeadersAndHeaderMatches) {
+  auto cfg = parseOk(kCfg);
+  const PortPolicy* pp = cfg->find(inet_addr("10.200.0.2"), Direction::Ingress, 80);
+  Req r{"GET", "/public/a", "deathstar.default",
+        {{"x-has-force", "yes"}, {"X-TEAM", "empire"}, {"X-Token", "secret"}, {"X-Trace", "1"}}};
+  Verdict v = ProxyConfig::evaluate(pp, 999, r.view());  // no allowed_identities: any peer
+  EXPECT_TRUE(v.allowed);
+  EXPECT_FALSE(v.header_mismatch_logged);
+  r.headers[3].value = "2";  // LOG mismatch: still allowed, flagged
+  v = ProxyConfig::evaluate(pp, 999, r.view());
+  EXPECT_TRUE(v.allowed);
+  EXPECT_TRUE(v.header_mismatch_logged);
+  Req bad = r;
+  bad.headers[2].value = "other";  // DENY mismatch
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, 999, bad.view()).allowed);
+  bad = r;
+  bad.headers.erase(bad.headers.begin());  // required header missing
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, 999, bad.view()).allowed);
+  bad = r;
+  bad.headers[1].value = "rebels";
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, 999, bad.view()).allowed);
+  bad = r;
+  bad.host = "deathstar.default.evil";
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, 999, bad.view()).allowed);
+}
+
+TEST(ProxyConfig, EmptyRuleAllowsAllAndEmptyListDeniesAll) {
+  auto cfg = parseOk(R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{}]},{"port":81,"rules":[]}]}]})");
+  Req r{"DELETE", "/anything", "", {}};
+  EXPECT_TRUE(ProxyConfig::evaluate(cfg->find(inet_addr("10.0.0.1"), Direction::Ingress, 80), 2, r.view()).allowed);
+  EXPECT_FALSE(ProxyConfig::evaluate(cfg->find(inet_addr("10.0.0.1"), Direction::Ingress, 81), 2, r.view()).allowed);
+}
+
+TEST(ProxyConfig, ErrorsNameTheField) {
+  struct Case {
+    const char* json;
+    const char* want;
+  } cases[] = {
+      {"nope", "not valid JSON"},
+      {"[]", "expected a JSON object"},
+      {R"({"revision":-1})", "revision"},
+      {R"({"listeners":[{"port":70000,"direction":"ingress"}]})", "listeners[0].port"},
+      {R"({"listeners":[{"port":1,"direction":"sideways"}]})", "listeners[0].direction"},
+      {R"({"endpoints":[{"ip":"10.0.0.300"}]})", "endpoints[0].ip"},
+      {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"path":"(("}]}]}]})",
+       "endpoints[0].ingress[0].rules[0].path: invalid regex"},
+      {R"({"endpoints":[{"ip":"10.0.0.1","egress":[{"port":80,"proto":"UDP"}]}]})", "endpoints[0].egress[0].proto"},
+      {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"header_matches":[{"name":"a","mismatch":"ADD"}]}]}]}]})",
+       "mismatch"},
+      {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"method":7}]}]}]})", "rules[0].method"},
+      {R"({"identities":{"x":1}})", "identities"},
+  };
+  for (const auto& c : cases) {
+    auto r = ProxyConfig::parse(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_NE(r.error().message.find(c.want), std::string::npos) << r.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace membrane::proxy

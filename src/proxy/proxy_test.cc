@@ -1,0 +1,497 @@
+// End-to-end tests of the proxy loop on loopback (no root): the proxy runs
+// in-process without TPROXY, with the "original destination" set to a test
+// upstream server.
+#include "src/proxy/proxy.h"
+
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "src/api/http_client.h"
+#include "src/proxy/control.h"
+#include "src/proxy/test_http.h"
+
+namespace membrane::proxy {
+namespace {
+
+using namespace std::chrono_literals;
+using test::connectTo;
+using test::Message;
+using test::readMessage;
+using test::Reader;
+using test::sendAll;
+using test::TestServer;
+
+struct RaiseFdLimit {
+  RaiseFdLimit() {
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = std::min<rlim_t>(rl.rlim_max, 65536);
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+} raise_fd_limit;
+
+template <typename F>
+bool waitFor(F cond, std::chrono::milliseconds limit = 5s) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return cond();
+}
+
+// Star Wars: tiefighter (identity 256, here 127.0.0.1) may only POST
+// /v1/request-landing; a second rule allows the test paths.
+std::string starWarsConfig(uint16_t server_port, uint64_t revision = 1, bool allow_test_paths = true) {
+  std::string extra = allow_test_paths ? R"(,{"method":"GET|POST|PUT|HEAD","path":"/(upload|big|ws|ip|echo|h10).*",
+      "policy":"default/test-paths","allowed_identities":[256]})"
+                                       : "";
+  return fmt::format(R"({{"revision":{},"listeners":[{{"port":0,"direction":"ingress"}}],
+    "endpoints":[{{"ip":"127.0.0.1","ingress":[{{"port":{},"proto":"TCP","rules":[
+      {{"method":"POST","path":"/v1/request-landing","policy":"default/rule1","allowed_identities":[256]}}{}]}}]}}],
+    "identities":{{"127.0.0.1":256}}}})",
+                     revision, server_port, extra);
+}
+
+class ProxyTest : public ::testing::Test {
+ protected:
+  void SetUp() override { startProxy(server_.addr()); }
+
+  void startProxy(sockaddr_in odst, ProxyOptions o = {}) {
+    o.listen_address = "127.0.0.1";
+    o.transparent_listeners = false;
+    o.transparent_upstream = false;
+    o.original_dst_override = odst;
+    if (o.header_timeout == ProxyOptions{}.header_timeout) o.header_timeout = 2s;
+    auto p = Proxy::create(o);
+    ASSERT_TRUE(p.ok()) << p.error().message;
+    proxy_ = std::move(p).value();
+    apply(starWarsConfig(ntohs(odst.sin_port)));
+    ASSERT_TRUE(proxy_->start().ok());
+    port_ = proxy_->boundPort(0, Direction::Ingress);
+    ASSERT_NE(port_, 0);
+  }
+
+  void apply(const std::string& json) {
+    auto cfg = ProxyConfig::parse(json);
+    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+    ASSERT_TRUE(proxy_->applyConfig(std::move(cfg).value()).ok());
+  }
+
+  struct Counters {
+    uint64_t received, forwarded, denied, parse_errors;
+  };
+  Counters counters() {
+    auto& s = proxy_->stats();
+    return {s.received.load(), s.forwarded.load(), s.denied.load(), s.parse_errors.load()};
+  }
+
+  TestServer server_;
+  std::unique_ptr<Proxy> proxy_;
+  uint16_t port_ = 0;
+};
+
+constexpr std::string_view kDenied =
+    "HTTP/1.1 403 Forbidden\r\ncontent-length: 15\r\ncontent-type: text/plain\r\n\r\nAccess denied\r\n";
+
+TEST_F(ProxyTest, StarWarsRulesOnOneKeepAliveConnection) {
+  auto before = counters();
+  UniqueFd fd = connectTo(port_);
+  ASSERT_TRUE(fd);
+  Reader r(fd.get());
+
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, "Ship landed");
+
+  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\nHost: deathstar\r\n\r\n"));
+  std::string raw;
+  ASSERT_TRUE(r.exact(kDenied.size(), &raw));
+  EXPECT_EQ(raw, kDenied);
+
+  ASSERT_TRUE(sendAll(fd.get(), "PUT /v1/exhaust-port HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 4\r\n\r\nboom"));
+  m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 403);
+  EXPECT_EQ(m.body, "Access denied\r\n");
+
+  // Still the same connection, still usable.
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nHost: deathstar\r\nContent-Length: 0\r\n\r\n"));
+  m = readMessage(r, true);
+  EXPECT_EQ(m.status, 200);
+
+  auto after = counters();
+  EXPECT_EQ(after.received - before.received, 4u);
+  EXPECT_EQ(after.forwarded - before.forwarded, 2u);
+  EXPECT_EQ(after.denied - before.denied, 2u);
+  EXPECT_EQ(after.parse_errors - before.parse_errors, 0u);
+  EXPECT_EQ(server_.requests(), 2);  // denied requests never reach the server
+  EXPECT_EQ(server_.connections(), 1);
+  EXPECT_EQ(proxy_->stats().redirects_http.load(), 1u);
+}
+
+TEST_F(ProxyTest, PipelinedResponsesKeepRequestOrder) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(),
+                      "GET /echo/1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "GET /v1 HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+                      "DELETE /echo/4 HTTP/1.1\r\nHost: a\r\n\r\n"
+                      "GET /echo/5 HTTP/1.1\r\nHost: a\r\n\r\n"));
+  std::vector<std::pair<int, std::string>> got;
+  for (int i = 0; i < 5; ++i) {
+    Message m = readMessage(r, true);
+    ASSERT_TRUE(m.ok) << i;
+    got.emplace_back(m.status, m.body);
+  }
+  std::vector<std::pair<int, std::string>> want = {
+      {200, "ok /echo/1"}, {403, "Access denied\r\n"}, {200, "5"}, {403, "Access denied\r\n"}, {200, "ok /echo/5"}};
+  EXPECT_EQ(got, want);
+}
+
+TEST_F(ProxyTest, ChunkedTenMiBBodiesAreStreamedBothWays) {
+  proxy_->resetBufferPeak();
+  UniqueFd fd = connectTo(port_, 20000);
+  Reader r(fd.get());
+  // Upload: 10 MiB chunked request body.
+  ASSERT_TRUE(sendAll(fd.get(), "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"));
+  std::string chunk(64 * 1024, 'y');
+  std::string framed = fmt::format("{:x}\r\n{}\r\n", chunk.size(), chunk);
+  for (int i = 0; i < 160; ++i) ASSERT_TRUE(sendAll(fd.get(), framed));
+  ASSERT_TRUE(sendAll(fd.get(), "0\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, std::to_string(10u << 20));
+  // Download: 10 MiB chunked response body, counted not kept.
+  ASSERT_TRUE(sendAll(fd.get(), "GET /big HTTP/1.1\r\nHost: a\r\n\r\n"));
+  m = readMessage(r, true, /*keep_body=*/false);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.body_bytes, 10u << 20);
+  // Memory stays bounded: at most the four per-connection buffers (32 KiB each).
+  EXPECT_LE(proxy_->buffersPeak(), 4u);
+}
+
+TEST_F(ProxyTest, ExpectContinueAllowedAndDenied) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 100);  // the server's interim answer is passed on
+  ASSERT_TRUE(sendAll(fd.get(), "abc"));
+  m = readMessage(r, true);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, "3");
+
+  // Denied with Expect: 403 right away, no 100, connection closed (the body may never come).
+  UniqueFd fd2 = connectTo(port_);
+  Reader r2(fd2.get());
+  ASSERT_TRUE(sendAll(fd2.get(), "PUT /v1/exhaust-port HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"));
+  m = readMessage(r2, true);
+  EXPECT_EQ(m.status, 403);
+  EXPECT_EQ(m.header("connection"), "close");
+  EXPECT_TRUE(r2.eof());
+}
+
+TEST_F(ProxyTest, Http10RequestIsAnsweredAndClosed) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /h10 HTTP/1.0\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, "ok /h10");
+  EXPECT_TRUE(r.eof());
+
+  UniqueFd fd2 = connectTo(port_);
+  Reader r2(fd2.get());
+  ASSERT_TRUE(sendAll(fd2.get(), "GET /v1 HTTP/1.0\r\n\r\n"));
+  m = readMessage(r2, true);
+  EXPECT_EQ(m.status, 403);
+  EXPECT_EQ(m.header("connection"), "close");
+  EXPECT_TRUE(r2.eof());
+}
+
+TEST_F(ProxyTest, UpgradePassesRawBytesAfter101) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 101);
+  std::string frames = "\x81\x05hello not-http \r\n\r\n GET / HTTP/1.1";
+  ASSERT_TRUE(sendAll(fd.get(), frames));
+  std::string echoed;
+  ASSERT_TRUE(r.exact(frames.size(), &echoed));
+  EXPECT_EQ(echoed, frames);
+
+  // A denied upgrade gets 403 and the connection keeps speaking HTTP.
+  UniqueFd fd2 = connectTo(port_);
+  Reader r2(fd2.get());
+  ASSERT_TRUE(sendAll(fd2.get(), "GET /v1/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"));
+  m = readMessage(r2, true);
+  EXPECT_EQ(m.status, 403);
+  ASSERT_TRUE(sendAll(fd2.get(), "GET /echo/after HTTP/1.1\r\nHost: a\r\n\r\n"));
+  m = readMessage(r2, true);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, "ok /echo/after");
+}
+
+TEST_F(ProxyTest, MalformedRequestGets400AndCloses) {
+  auto before = counters();
+  int server_requests = server_.requests();
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHost a-missing-colon\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 400);
+  EXPECT_TRUE(r.eof());
+  auto after = counters();
+  EXPECT_EQ(after.parse_errors - before.parse_errors, 1u);
+  EXPECT_EQ(after.received - before.received, 0u);
+  EXPECT_EQ(server_.requests(), server_requests);
+}
+
+TEST_F(ProxyTest, HeaderLimitsGive431) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  std::string many = "GET /echo HTTP/1.1\r\n";
+  for (int i = 0; i < 101; ++i) many += fmt::format("X-H{}: v\r\n", i);
+  ASSERT_TRUE(sendAll(fd.get(), many + "\r\n"));
+  Message m = readMessage(r, true);
+  EXPECT_EQ(m.status, 431);
+  EXPECT_TRUE(r.eof());
+
+  UniqueFd fd2 = connectTo(port_);
+  Reader r2(fd2.get());
+  ASSERT_TRUE(sendAll(fd2.get(), "GET /echo HTTP/1.1\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n"));
+  m = readMessage(r2, true);
+  EXPECT_EQ(m.status, 431);
+}
+
+TEST_F(ProxyTest, ConfigSwapChangesVerdictOfNextRequestOnSameConnection) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n"));
+  Message m = readMessage(r, true);
+  EXPECT_EQ(m.status, 200);
+  apply(starWarsConfig(server_.port(), 2, /*allow_test_paths=*/false));
+  EXPECT_EQ(proxy_->stats().config_revision.load(), 2u);
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n"));
+  m = readMessage(r, true);
+  EXPECT_EQ(m.status, 403);
+  apply(starWarsConfig(server_.port(), 3, true));
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n"));
+  m = readMessage(r, true);
+  EXPECT_EQ(m.status, 200);
+}
+
+TEST_F(ProxyTest, UnknownIdentityIsDenied) {
+  apply(R"({"revision":5,"listeners":[{"port":0,"direction":"ingress"}],
+    "endpoints":[{"ip":"127.0.0.1","ingress":[{"port":)" + std::to_string(server_.port()) + R"(,"rules":[
+      {"method":"POST","path":"/v1/request-landing","allowed_identities":[256]}]}]}]})");
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 403);  // 127.0.0.1 is now "world" (2)
+}
+
+TEST_F(ProxyTest, AccessLogHasOneLinePerRequestAndResponse) {
+  auto sub = proxy_->accessLog().subscribe();
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET /v1 HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 200);
+  EXPECT_EQ(readMessage(r, true).status, 403);
+  std::vector<nlohmann::json> lines;
+  ASSERT_TRUE(waitFor([&] {
+    std::vector<std::string> got;
+    sub->next(got, 10ms);
+    for (auto& l : got) lines.push_back(nlohmann::json::parse(l));
+    return lines.size() >= 4;
+  }));
+  proxy_->accessLog().unsubscribe(sub);
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0]["l7_type"], "request");
+  EXPECT_EQ(lines[0]["verdict"], "Forwarded");
+  EXPECT_EQ(lines[0]["method"], "POST");
+  EXPECT_EQ(lines[0]["url"], "/v1/request-landing");
+  EXPECT_EQ(lines[0]["policy"], "default/rule1");
+  EXPECT_EQ(lines[0]["direction"], "ingress");
+  EXPECT_EQ(lines[0]["src"]["identity"], 256);
+  EXPECT_EQ(lines[0]["src"]["ip"], "127.0.0.1");
+  EXPECT_EQ(lines[0]["dst"]["port"], server_.port());
+  EXPECT_EQ(lines[1]["l7_type"], "request");  // requests are logged at their verdict
+  EXPECT_EQ(lines[1]["verdict"], "Denied");
+  EXPECT_EQ(lines[2]["l7_type"], "response");
+  EXPECT_EQ(lines[2]["status"], 200);
+  EXPECT_TRUE(lines[2].contains("latency_us"));
+  EXPECT_EQ(lines[3]["l7_type"], "response");
+  EXPECT_EQ(lines[3]["verdict"], "Denied");
+  EXPECT_EQ(lines[3]["status"], 403);
+}
+
+TEST_F(ProxyTest, SlowlorisGets408AfterHeaderTimeout) {
+  proxy_.reset();
+  ProxyOptions o;
+  o.header_timeout = 300ms;
+  startProxy(server_.addr(), o);
+  uint64_t before = proxy_->stats().timeouts_header.load();
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHo"));
+  std::this_thread::sleep_for(100ms);
+  sendAll(fd.get(), "st");  // trickling bytes do not extend the deadline
+  Message m = readMessage(r, true);
+  EXPECT_EQ(m.status, 408);
+  EXPECT_TRUE(r.eof());
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 250ms);
+  EXPECT_LT(took, 3s);
+  EXPECT_EQ(proxy_->stats().timeouts_header.load() - before, 1u);
+  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }));
+}
+
+TEST_F(ProxyTest, IdleTimeoutClosesQuietConnections) {
+  proxy_.reset();
+  ProxyOptions o;
+  o.idle_timeout = 200ms;
+  startProxy(server_.addr(), o);
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  EXPECT_TRUE(r.eof());  // closed by the proxy, nothing sent
+  EXPECT_EQ(proxy_->stats().timeouts_idle.load(), 1u);
+}
+
+TEST_F(ProxyTest, ThousandIdleConnectionsHeldThenClosed) {
+  std::vector<UniqueFd> fds;
+  for (int i = 0; i < 1000; ++i) {
+    UniqueFd fd = connectTo(port_);
+    ASSERT_TRUE(fd) << i;
+    fds.push_back(std::move(fd));
+  }
+  ASSERT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 1000; }))
+      << proxy_->stats().connections_active.load();
+  EXPECT_EQ(proxy_->buffersInUse(), 0u);  // idle connections hold no buffers
+  // The proxy still serves.
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 200);
+  fds.clear();
+  fd.reset();
+  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }))
+      << proxy_->stats().connections_active.load();
+}
+
+TEST(ProxyUpstreamDown, Gets503AndErrorLabel) {
+  // A port with nothing listening: bind, learn the port, close.
+  sockaddr_in dead{};
+  {
+    UniqueFd s(::socket(AF_INET, SOCK_STREAM, 0));
+    dead.sin_family = AF_INET;
+    dead.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(s.get(), reinterpret_cast<sockaddr*>(&dead), sizeof(dead));
+    socklen_t len = sizeof(dead);
+    getsockname(s.get(), reinterpret_cast<sockaddr*>(&dead), &len);
+  }
+  ProxyOptions o;
+  o.listen_address = "127.0.0.1";
+  o.transparent_listeners = o.transparent_upstream = false;
+  o.original_dst_override = dead;
+  auto p = Proxy::create(o);
+  ASSERT_TRUE(p.ok());
+  auto cfg = ProxyConfig::parse(starWarsConfig(ntohs(dead.sin_port)));
+  ASSERT_TRUE(cfg.ok());
+  ASSERT_TRUE((*p)->applyConfig(std::move(cfg).value()).ok());
+  ASSERT_TRUE((*p)->start().ok());
+  UniqueFd fd = connectTo((*p)->boundPort(0, Direction::Ingress));
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  Message m = readMessage(r, true);
+  EXPECT_EQ(m.status, 503);
+  EXPECT_FALSE(m.body.empty());
+  // The connection stays usable: a denied request still gets its 403.
+  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 403);
+  auto j = (*p)->stats().toJson();
+  uint64_t errors = 0;
+  for (const auto& s : j["upstream_reply_seconds"])
+    if (s["error"] == "connect_failed" && s["scope"] == "totalTime") errors = s["count"].get<uint64_t>();
+  EXPECT_EQ(errors, 1u);
+  EXPECT_EQ((*p)->stats().upstream_connect_errors.load(), 1u);
+}
+
+TEST_F(ProxyTest, ControlSocketConfigStatsAndAccessLog) {
+  auto dir = std::filesystem::temp_directory_path() / fmt::format("membrane-proxy-test-{}", getpid());
+  std::filesystem::create_directories(dir);
+  std::string sock = (dir / "proxy.sock").string();
+  ControlServer control(*proxy_, sock);
+  ASSERT_TRUE(control.start().ok());
+  api::HttpClient client(sock, 5s);
+  auto bad = client.request("PUT", "/v1/config", R"({"revision":9,"endpoints":[{"ip":"127.0.0.1","ingress":[{"port":80,"rules":[{"path":"("}]}]}]})");
+  ASSERT_TRUE(bad.ok());
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("endpoints[0].ingress[0].rules[0].path"), std::string::npos) << bad->body;
+  auto ok = client.request("PUT", "/v1/config", starWarsConfig(server_.port(), 7));
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  EXPECT_EQ(proxy_->config()->revision(), 7u);
+
+  std::vector<std::string> lines;
+  std::thread streamer([&] {
+    api::HttpClient sc(sock, 5s);
+    auto st = sc.stream("/v1/accesslog", [&](std::string_view l) {
+      lines.emplace_back(l);
+      return lines.size() < 2;
+    });
+    EXPECT_TRUE(st.ok());
+  });
+  // The stream subscribes asynchronously: send until two lines were seen.
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(waitFor([&] { return proxy_->accessLog().active(); }));
+  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 403);
+  streamer.join();
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find("\"verdict\":\"Denied\""), std::string::npos) << lines[0];
+
+  auto stats = client.request("GET", "/v1/stats");
+  ASSERT_TRUE(stats.ok());
+  auto j = nlohmann::json::parse(stats->body);
+  EXPECT_EQ(j["denied"], proxy_->stats().denied.load());
+  EXPECT_EQ(j["redirects"]["http"], 1);
+  EXPECT_EQ(j["config"]["revision"], 7);
+  control.stop();
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(ProxyTest, EgressDirectionUsesClientAsPodAndDestinationIdentity) {
+  apply(fmt::format(R"({{"revision":11,"listeners":[{{"port":0,"direction":"egress"}}],
+    "endpoints":[{{"ip":"127.0.0.1","egress":[{{"port":{},"rules":[
+      {{"method":"GET","path":"/echo/out","policy":"default/egress","allowed_identities":[300]}}]}}]}}],
+    "identities":{{"127.0.0.1":300}}}})",
+                    server_.port()));
+  uint16_t eport = proxy_->boundPort(0, Direction::Egress);
+  ASSERT_NE(eport, 0);
+  EXPECT_EQ(proxy_->boundPort(0, Direction::Ingress), 0);  // the ingress listener is gone
+  UniqueFd fd = connectTo(eport);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/out HTTP/1.1\r\n\r\nGET /echo/other HTTP/1.1\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 200);
+  EXPECT_EQ(readMessage(r, true).status, 403);
+}
+
+}  // namespace
+}  // namespace membrane::proxy
