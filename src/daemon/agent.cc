@@ -490,6 +490,7 @@ void Agent::registerRoutes() {
   api_->route("GET", "/v1/policy/wait", bind(&Agent::waitPolicy));
   api_->route("GET", "/v1/namespace", bind(&Agent::listNamespaces));
   api_->route("GET", "/v1/health", bind(&Agent::healthStatus));
+  api_->route("GET", "/v1/policy/trace", bind(&Agent::tracePolicy));
   api_->route("PUT", "/v1/namespace/{name}", bind(&Agent::putNamespace));
   api_->routeStream("GET", "/v1/monitor",
                     [this](const Request& r, api::StreamWriter& w) { monitor(r, w); });
@@ -824,6 +825,42 @@ Response Agent::putNamespace(const Request& req) {
   auto st = eps_->setNamespaceLabels(req.param("name"), ls);
   if (!st.ok()) return errorResponse(st.error());
   return Response::json(200, {{"name", req.param("name")}, {"labels", body["labels"]}});
+}
+
+Response Agent::tracePolicy(const Request& req) {
+  std::lock_guard lk(mu_);
+  std::string ns = req.queryValue("namespace");
+  if (ns.empty()) ns = "default";
+  // One side: an endpoint (its labels) or a label list (as a pod with those labels in ns would have).
+  auto side = [&](const char* what) -> Result<labels::LabelSet> {
+    std::string ep_key = std::string(what) + "_endpoint", labels_key = std::string(what) + "_labels";
+    bool has_ep = req.hasQuery(ep_key), has_labels = req.hasQuery(labels_key);
+    if (has_ep == has_labels)
+      return Error::invalid(fmt::format("give exactly one of {} and {}", ep_key, labels_key));
+    if (has_ep) {
+      std::string v = req.queryValue(ep_key);
+      const endpoint::Endpoint* ep = nullptr;
+      if (auto id = parseId(v)) ep = eps_->find(*id);
+      if (!ep) ep = eps_->findByName(ns, v);
+      if (!ep) return Error::notFound(fmt::format("endpoint '{}' not found in namespace {}", v, ns));
+      return ep->labels;
+    }
+    auto ls = labels::parseLabels(req.queryValue(labels_key));
+    if (!ls) return ls.error();
+    return eps_->podLabels(ns, *ls);
+  };
+  auto src = side("src");
+  if (!src) return errorResponse(src.error());
+  auto dst = side("dst");
+  if (!dst) return errorResponse(dst.error());
+  std::optional<policy::PortProto> port;
+  if (req.hasQuery("dport")) {
+    auto pp = policy::parsePortProto(req.queryValue("dport"));
+    if (!pp) return errorResponse(pp.error());
+    port = *pp;
+  }
+  auto result = policy::trace(repo_.policies(), *src, *dst, eps_->identityRefs(), port);
+  return Response::json(200, policy::toJson(result));
 }
 
 Response Agent::waitPolicy(const Request& req) {

@@ -26,6 +26,7 @@
 #include "membrane/policy.h"
 #include "membrane/policy_json.h"
 #include "membrane/policy_repository.h"
+#include "membrane/policy_trace.h"
 #include "membrane/result.h"
 #include "src/api/http_server.h"
 #include "src/daemon/config.h"
@@ -80,6 +81,7 @@ class Agent {
   api::Response patchEndpointConfig(const api::Request& req);
   api::Response listNamespaces(const api::Request& req);
   api::Response healthStatus(const api::Request& req);
+  api::Response tracePolicy(const api::Request& req);
   Status startHealth();
   api::Response putNamespace(const api::Request& req);
   api::Response waitPolicy(const api::Request& req);

@@ -97,6 +97,11 @@ class Manager {
   Status removeAll();
 
   const ManagerConfig& config() const { return cfg_; }
+  // Every identity policy resolution selects from (allocated, reserved, CIDR);
+  // valid until the next endpoint or policy change.
+  std::vector<identity::IdentityRef> identityRefs() const { return allRefs(); }
+  // Identity labels a pod with these user labels would have in namespace ns.
+  labels::LabelSet podLabels(const std::string& ns, const labels::LabelSet& user) const { return labelsFor(ns, user); }
 
  private:
   Result<Endpoint> createEndpoint(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,

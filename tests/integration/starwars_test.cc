@@ -195,6 +195,15 @@ TEST_F(StarWars, L3L4PolicyDropsXwingWithExactCounts) {
     }
   EXPECT_TRUE(found) << bpf.out;
 
+  // policy trace explains both verdicts, naming the policy.
+  auto tx = cli({"policy", "trace", "-n", ns_, "--src-endpoint", "xwing", "--dst-endpoint", "deathstar", "--dport", "80/TCP"});
+  EXPECT_EQ(tx.exit_code, 0) << tx.err;
+  EXPECT_NE(tx.out.find("Final verdict: DENIED"), std::string::npos) << tx.out;
+  auto tt = cli({"policy", "trace", "-n", ns_, "--src-endpoint", "tiefighter", "--dst-endpoint", "deathstar", "--dport", "80/TCP"});
+  EXPECT_EQ(tt.exit_code, 0) << tt.err;
+  EXPECT_NE(tt.out.find("Final verdict: ALLOWED"), std::string::npos) << tt.out;
+  EXPECT_NE(tt.out.find(ns_ + "/rule1"), std::string::npos) << tt.out;
+
   // The exposition is clean for promtool.
   std::ofstream(dir_ + "/metrics.txt") << scrape();
   auto check = run({"sh", "-c", "promtool check metrics < " + dir_ + "/metrics.txt"});
