@@ -193,8 +193,9 @@ void HelloServer::loop() {
     const bool hello = req.rfind("GET /hello ", 0) == 0 || req.rfind("HEAD /hello ", 0) == 0;
     const std::string resp = hello ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                                    : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    (void)!::send(c.get(), resp.data(), resp.size(), MSG_NOSIGNAL);
+    // Count before answering: whoever reads the answer may look at served().
     if (hello) served_.fetch_add(1);
+    (void)!::send(c.get(), resp.data(), resp.size(), MSG_NOSIGNAL);
   }
 }
 
