@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <regex>
 #include <sstream>
@@ -98,6 +99,18 @@ Answer findEndpoint(HttpClient& client, const std::string& ref, const std::strin
   return a;
 }
 
+// The numeric id for "ID" or "NAME" (looked up in namespace ns); fills *failure otherwise.
+std::optional<std::string> endpointId(HttpClient& client, const std::string& ref, const std::string& ns,
+                                      Answer* failure) {
+  if (isNumber(ref)) return ref;
+  Answer ep = findEndpoint(client, ref, ns);
+  if (!ep.ok) {
+    *failure = ep;
+    return std::nullopt;
+  }
+  return std::to_string(ep.body.value("id", 0));
+}
+
 Result<std::string> readInput(const std::string& file) {
   std::stringstream ss;
   if (file == "-") {
@@ -169,12 +182,10 @@ int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& 
 
 int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& ns) {
   HttpClient client(ctx.socket);
-  std::string id = ref;
-  if (!isNumber(ref)) {
-    Answer ep = findEndpoint(client, ref, ns);
-    if (!ep.ok) return fail(ctx, ep.failure);
-    id = std::to_string(ep.body.value("id", 0));
-  }
+  Answer lookup;
+  auto found = endpointId(client, ref, ns, &lookup);
+  if (!found) return fail(ctx, lookup.failure);
+  const std::string& id = *found;
   Answer a = call(client, "DELETE", "/v1/endpoint/" + id);
   if (!a.ok) return fail(ctx, a.failure);
   ctx.out << "Endpoint " << id << " deleted\n";
@@ -380,12 +391,10 @@ int cmdBpfCtList(Context& ctx) {
 
 int cmdBpfPolicyGet(Context& ctx, const std::string& ref, const std::string& ns) {
   HttpClient client(ctx.socket);
-  std::string id = ref;
-  if (!isNumber(ref)) {
-    Answer ep = findEndpoint(client, ref, ns);
-    if (!ep.ok) return fail(ctx, ep.failure);
-    id = std::to_string(ep.body.value("id", 0));
-  }
+  Answer lookup;
+  auto found = endpointId(client, ref, ns, &lookup);
+  if (!found) return fail(ctx, lookup.failure);
+  const std::string& id = *found;
   Answer a = call(client, "GET", "/v1/bpf/policy/" + id);
   if (!a.ok) return fail(ctx, a.failure);
   if (ctx.json)
