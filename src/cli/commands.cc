@@ -138,6 +138,19 @@ int cmdStatus(Context& ctx, bool brief) {
   return statusOk(a.body) ? 0 : 1;
 }
 
+int cmdHealthStatus(Context& ctx, bool probe, bool succinct) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", probe ? "/v1/health?probe=true" : "/v1/health");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << formatHealthStatus(a.body, succinct);
+  // Like `cilium-health status`, the exit code says whether the call worked, not
+  // whether every node is reachable: scripts read `reachable`/`total` (-o json).
+  return 0;
+}
+
 int cmdEndpointList(Context& ctx) {
   HttpClient client(ctx.socket);
   Answer a = call(client, "GET", "/v1/endpoint");

@@ -21,6 +21,8 @@ struct Context {
 };
 
 int cmdStatus(Context& ctx, bool brief);
+// `membrane health status [--probe] [--succinct]`: GET /v1/health[?probe=true].
+int cmdHealthStatus(Context& ctx, bool probe, bool succinct);
 int cmdEndpointList(Context& ctx);
 int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns);
 // labels: "k=v[,k=v...]".

@@ -225,8 +225,70 @@ std::string formatStatus(const Json& h) {
       {"Endpoints:", std::to_string(num(h, "endpoints"))},
       {"Policy revision:", std::to_string(num(h, "policy_revision"))},
   };
+  rows.push_back({"Cluster health:", formatClusterHealthLine(field(h, "cluster_health"))});
   if (!str(h, "message").empty()) rows.push_back({"Message:", str(h, "message")});
   return alignColumns(rows);
+}
+
+std::string formatClusterHealthLine(const Json& ch) {
+  if (!ch.is_object()) return "Disabled";
+  std::string interval = fmt::format("{}s", num(ch, "interval_seconds"));
+  if (flag(ch, "pending")) return fmt::format("Probe pending (Probe interval: {})", interval);
+  return fmt::format("{}/{} reachable ({}) (Probe interval: {})", num(ch, "reachable"), num(ch, "total"),
+                     str(ch, "probe_time"), interval);
+}
+
+std::string formatRtt(double seconds) {
+  // Go's time.Duration String(), as cilium-health prints RTTs: 315.254µs, 1.5ms, 2s.
+  if (seconds < 1e-6) return fmt::format("{}ns", static_cast<long long>(seconds * 1e9 + 0.5));
+  auto trim = [](std::string v) {
+    if (v.find('.') != std::string::npos) {
+      while (!v.empty() && v.back() == '0') v.pop_back();
+      if (!v.empty() && v.back() == '.') v.pop_back();
+    }
+    return v;
+  };
+  if (seconds < 1e-3) return trim(fmt::format("{:.3f}", seconds * 1e6)) + "µs";
+  if (seconds < 1) return trim(fmt::format("{:.6f}", seconds * 1e3)) + "ms";
+  return trim(fmt::format("{:.9f}", seconds)) + "s";
+}
+
+namespace {
+std::string probeText(const Json& probe) {
+  if (!probe.is_object()) return "unknown";
+  if (flag(probe, "ok")) return "OK, RTT=" + formatRtt(probe.value("rtt_seconds", 0.0));
+  std::string err = str(probe, "error");
+  return err.empty() ? "unreachable" : err;
+}
+std::string pathSummary(const Json& path) {
+  if (!path.is_object()) return "-";
+  return flag(path, "reachable") ? "OK" : "unreachable";
+}
+}  // namespace
+
+std::string formatHealthStatus(const Json& h, bool succinct) {
+  std::string out = fmt::format("Probe time:   {}\n", str(h, "probe_time").empty() ? "pending" : str(h, "probe_time"));
+  out += "Nodes:\n";
+  const Json& nodes = field(h, "nodes");
+  if (!nodes.is_array()) return out;
+  for (const auto& n : nodes) {
+    std::string name = str(n, "name") + (flag(n, "local") ? " (localhost)" : "");
+    if (succinct) {
+      out += fmt::format("  {}: host {}, endpoint {}\n", name, pathSummary(field(n, "host")),
+                         pathSummary(field(n, "endpoint")));
+      continue;
+    }
+    out += fmt::format("  {}:\n", name);
+    auto path = [&](const char* what, const Json& p) {
+      if (!p.is_object()) return;
+      out += fmt::format("    {} connectivity to {}:\n", what, str(p, "address"));
+      out += fmt::format("      ICMP to stack:   {}\n", probeText(field(p, "icmp")));
+      out += fmt::format("      HTTP to agent:   {}\n", probeText(field(p, "http")));
+    };
+    path("Host", field(n, "host"));
+    path("Endpoint", field(n, "endpoint"));
+  }
+  return out;
 }
 
 std::string formatStatusBrief(const Json& h) {

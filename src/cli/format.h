@@ -22,6 +22,14 @@ std::string alignColumns(const std::vector<std::vector<std::string>>& rows, size
 
 // `membrane status`: "KVStore: Disabled", "membrane: Ok   0.1.0 (abc123)", ...
 std::string formatStatus(const Json& health);
+// The "Cluster health:" value: "1/1 reachable (2026-11-24T21:00:00Z) (Probe interval: 60s)",
+// "Probe pending (…)" before the first probe, "Disabled" without health checking.
+std::string formatClusterHealthLine(const Json& cluster_health);
+// `membrane health status` (GET /v1/health), laid out like `cilium-health status`;
+// succinct prints one line per node.
+std::string formatHealthStatus(const Json& health, bool succinct);
+// A round-trip time as Go's time.Duration prints it (what cilium-health shows): "315.254µs".
+std::string formatRtt(double seconds);
 // `membrane status --brief`: "OK" or "Degraded: <message>".
 std::string formatStatusBrief(const Json& health);
 // Whether a /v1/healthz answer means healthy (status "ok").

@@ -157,7 +157,8 @@ TEST(FormatTest, StatusLines) {
             "Datapath:            Ok   bpf-root /sys/fs/bpf/membrane\n"
             "IPv4 address pool:   10.200.0.0/16\n"
             "Endpoints:           3\n"
-            "Policy revision:     2\n");
+            "Policy revision:     2\n"
+            "Cluster health:      Disabled\n");
   EXPECT_TRUE(statusOk(h));
   EXPECT_EQ(formatStatusBrief(h), "OK\n");
   h["status"] = "degraded";
@@ -197,6 +198,43 @@ TEST(FormatTest, MetricsCtPolicyDiagnostics) {
   EXPECT_EQ(formatDiagnostics(err),
             "p.yaml:7:9: spec.ingress[0].toPorts[0].ports[0].port: port 70000 out of range\n"
             "p.yaml:1:1: unknown kind\n");
+}
+
+
+TEST(FormatTest, ClusterHealthLineAndHealthStatus) {
+  EXPECT_EQ(formatClusterHealthLine(Json::parse(
+                R"({"reachable": 1, "total": 1, "probe_time": "2026-11-24T21:00:00Z", "interval_seconds": 60})")),
+            "1/1 reachable (2026-11-24T21:00:00Z) (Probe interval: 60s)");
+  EXPECT_EQ(formatClusterHealthLine(Json::parse(R"({"pending": true, "interval_seconds": 5})")),
+            "Probe pending (Probe interval: 5s)");
+  EXPECT_EQ(formatClusterHealthLine(Json()), "Disabled");
+
+  EXPECT_EQ(formatRtt(315.254e-6), "315.254µs");
+  EXPECT_EQ(formatRtt(0.0015), "1.5ms");
+  EXPECT_EQ(formatRtt(2.0), "2s");
+  EXPECT_EQ(formatRtt(4e-7), "400ns");
+
+  Json h = Json::parse(R"({"probe_time": "2026-11-24T21:00:00Z", "reachable": 0, "total": 1, "nodes": [
+    {"name": "node1", "local": true,
+     "host": {"address": "10.200.0.1", "reachable": true,
+              "icmp": {"ok": true, "rtt_seconds": 0.000315254}, "http": {"ok": true, "rtt_seconds": 0.000368579}},
+     "endpoint": {"address": "10.200.0.2", "reachable": false,
+                  "icmp": {"ok": false, "rtt_seconds": 0, "error": "timeout after 1s"},
+                  "http": {"ok": false, "rtt_seconds": 0, "error": "connect: Connection refused"}}}]})");
+  EXPECT_EQ(formatHealthStatus(h, false),
+            "Probe time:   2026-11-24T21:00:00Z\n"
+            "Nodes:\n"
+            "  node1 (localhost):\n"
+            "    Host connectivity to 10.200.0.1:\n"
+            "      ICMP to stack:   OK, RTT=315.254µs\n"
+            "      HTTP to agent:   OK, RTT=368.579µs\n"
+            "    Endpoint connectivity to 10.200.0.2:\n"
+            "      ICMP to stack:   timeout after 1s\n"
+            "      HTTP to agent:   connect: Connection refused\n");
+  EXPECT_EQ(formatHealthStatus(h, true),
+            "Probe time:   2026-11-24T21:00:00Z\n"
+            "Nodes:\n"
+            "  node1 (localhost): host OK, endpoint unreachable\n");
 }
 
 }  // namespace

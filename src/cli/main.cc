@@ -55,6 +55,23 @@ int main(int argc, char** argv) {
   status->footer("Examples:\n  membrane status\n  membrane status --brief && echo healthy");
   status->callback([&] { action = [&] { return membrane::cli::cmdStatus(ctx, brief); }; });
 
+  // health
+  bool health_probe = false, health_succinct = false;
+  auto* health = app.add_subcommand("health", "Node connectivity health (the cilium-health view)");
+  health->require_subcommand(1);
+  auto* health_status = health->add_subcommand(
+      "status", "Show the last connectivity probe of every node: host and health endpoint, ICMP and HTTP");
+  health_status->add_flag("--probe", health_probe, "Probe now instead of showing the last periodic result");
+  health_status->add_flag("--succinct", health_succinct, "One line per node");
+  addOutput(health_status, output);
+  health_status->footer(
+      "Each node is probed on two paths, its host address and its health endpoint (identity 4,\n"
+      "reserved:health), with ICMP (\"ICMP to stack\") and HTTP GET /hello on port 4240 (\"HTTP to agent\").\n"
+      "Needs membraned --enable-health-checking (the default).\n\n"
+      "Examples:\n  membrane health status\n  membrane health status --probe -o json");
+  health_status->callback(
+      [&] { action = [&] { return membrane::cli::cmdHealthStatus(ctx, health_probe, health_succinct); }; });
+
   // endpoint
   auto* endpoint = app.add_subcommand("endpoint", "Manage endpoints (pods)");
   endpoint->require_subcommand(1);

@@ -330,7 +330,7 @@ Response Agent::healthStatus(const Request& req) {
   int total = static_cast<int>(rep->nodes.size());
   return Response::json(200, {{"probe_time", buf},
                               {"interval_seconds", rep->interval.count()},
-                              {"reachable", total - rep->unreachableNodes()},
+                              {"reachable", rep->healthyNodes()},
                               {"total", total},
                               {"nodes", nodes}});
 }
@@ -506,9 +506,17 @@ Response Agent::healthz(const Request&) {
   if (health_) {
     if (auto rep = health_->last()) {
       int total = static_cast<int>(rep->nodes.size());
-      clusterHealth = {{"reachable", total - rep->unreachableNodes()},
+      std::time_t t = std::chrono::system_clock::to_time_t(rep->probe_time);
+      std::tm tm{};
+      gmtime_r(&t, &tm);
+      char buf[32];
+      std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      clusterHealth = {{"reachable", rep->healthyNodes()},
                        {"total", total},
+                       {"probe_time", buf},
                        {"interval_seconds", cfg_.health_check_interval_seconds}};
+    } else {
+      clusterHealth = {{"pending", true}, {"interval_seconds", cfg_.health_check_interval_seconds}};
     }
   }
   auto up = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count();

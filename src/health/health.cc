@@ -213,6 +213,13 @@ int HealthReport::unreachableHealthEndpoints() const {
   return n;
 }
 
+int HealthReport::healthyNodes() const {
+  int n = 0;
+  for (const auto& node : nodes)
+    if (node.host.reachable() && (!node.endpoint || node.endpoint->reachable())) ++n;
+  return n;
+}
+
 HealthChecker::HealthChecker(Targets targets, OnReport on_report, std::chrono::seconds interval,
                              std::chrono::milliseconds probe_timeout)
     : targets_(std::move(targets)), on_report_(std::move(on_report)), interval_(interval), timeout_(probe_timeout) {}

@@ -88,6 +88,9 @@ struct HealthReport {
   std::vector<NodeStatus> nodes;
   int unreachableNodes() const;            // nodes whose host address fails a probe
   int unreachableHealthEndpoints() const;  // nodes whose health endpoint fails a probe
+  // Nodes whose every path (host, and health endpoint if it has one) passes both
+  // probes: the N of `Cluster health: N/M reachable`, as cilium status counts it.
+  int healthyNodes() const;
 };
 
 // Probes the targets every `interval` (first round right away) on its own thread,

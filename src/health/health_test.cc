@@ -52,6 +52,9 @@ TEST(Health, ReportCountsUnreachable) {
   rep.nodes = {a, b};
   EXPECT_EQ(rep.unreachableNodes(), 1);
   EXPECT_EQ(rep.unreachableHealthEndpoints(), 1);
+  EXPECT_EQ(rep.healthyNodes(), 0);  // a: endpoint fails HTTP; b: host fails
+  rep.nodes[0].endpoint->http.ok = true;
+  EXPECT_EQ(rep.healthyNodes(), 1);
 }
 
 TEST(Health, CheckerProbesTargetsAndReports) {

@@ -102,12 +102,28 @@ TEST_F(Agent, HealthEndpointAndConnectivityMetrics) {
   EXPECT_EQ(health["reachable"], 1);
   EXPECT_EQ(health["nodes"][0]["endpoint"]["http"]["ok"], true) << health.dump();
   EXPECT_EQ(health["nodes"][0]["host"]["icmp"]["ok"], true) << health.dump();
+  // The CLI views of the same result: `health status` per path, the status line.
+  auto hs = cli({"health", "status"});
+  ASSERT_EQ(hs.exit_code, 0) << hs.err;
+  EXPECT_NE(hs.out.find("Nodes:\n"), std::string::npos) << hs.out;
+  EXPECT_NE(hs.out.find("(localhost):\n    Host connectivity to "), std::string::npos) << hs.out;
+  EXPECT_NE(hs.out.find("    Endpoint connectivity to " + eps[0]["ipv4"].get<std::string>() + ":\n"
+                        "      ICMP to stack:   OK, RTT="),
+            std::string::npos)
+      << hs.out;
+  EXPECT_NE(hs.out.find("      HTTP to agent:   OK, RTT="), std::string::npos) << hs.out;
+  auto st = cli({"status"});
+  EXPECT_NE(st.out.find("Cluster health:      1/1 reachable ("), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find(") (Probe interval: 1s)\n"), std::string::npos) << st.out;
 
   // Take the health endpoint down (drop everything inside its netns): the metric flips, then back.
   auto down = run({"ip", "netns", "exec", netns, "iptables", "-I", "INPUT", "-j", "DROP"});
   ASSERT_EQ(down.exit_code, 0) << down.err;
   EXPECT_TRUE(waitFor([&] { return metric("cilium_unreachable_health_endpoints") == 1; }, std::chrono::seconds(10)));
   EXPECT_EQ(metric("cilium_unreachable_nodes"), 0);
+  EXPECT_NE(cli({"health", "status", "--succinct"}).out.find(" (localhost): host OK, endpoint unreachable\n"),
+            std::string::npos);
+  EXPECT_NE(cli({"status"}).out.find("Cluster health:      0/1 reachable ("), std::string::npos);
   auto up = run({"ip", "netns", "exec", netns, "iptables", "-D", "INPUT", "-j", "DROP"});
   ASSERT_EQ(up.exit_code, 0) << up.err;
   EXPECT_TRUE(waitFor([&] { return metric("cilium_unreachable_health_endpoints") == 0; }, std::chrono::seconds(10)));
