@@ -63,14 +63,14 @@ ROWS = [
         ("Forwarded Traffic", "bps",
          [(f'sum(rate(cilium_forward_bytes_total{{{P}}}[1m])) by (direction) * 8', "{{direction}}")],
          {"description": "Bits/s forwarded, by direction."}),
-        ("IPv4 Conntrack TCP", "short",
-         [(f'sum(cilium_datapath_conntrack_gc_entries{{family="ipv4", protocol="TCP", {P}}}) by (status)',
-           "{{status}}")],
-         {"description": "At the last conntrack GC: TCP entries alive and deleted."}),
-        ("IPv4 Conntrack Non-TCP", "short",
-         [(f'sum(cilium_datapath_conntrack_gc_entries{{family="ipv4", protocol="non-TCP", {P}}}) by (status)',
-           "{{status}}")],
-         {"description": "At the last conntrack GC: non-TCP (UDP, ICMP) entries alive and deleted."}),
+        # One panel, series per protocol: Cilium splits TCP and non-TCP into two panels, but
+        # membrane has one conntrack map and its GC reports every entry under protocol="TCP"
+        # (agent.cc gcLoop), so a "Non-TCP" panel would stay empty. A per-protocol split in the
+        # agent shows up here as extra series.
+        ("IPv4 Conntrack", "short",
+         [(f'sum(cilium_datapath_conntrack_gc_entries{{family="ipv4", {P}}}) by (protocol, status)',
+           "{{protocol}} {{status}}")],
+         {"description": "At the last conntrack GC: entries alive and deleted, per protocol."}),
         ("BPF map pressure", "percentunit",
          [(f'max(cilium_bpf_map_pressure{{{P}}}) by (map_name)', "{{map_name}}")],
          {"description": "Fill ratio of each BPF map; at 100% new entries fail (alert above 90%)."}),
