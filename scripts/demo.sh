@@ -132,7 +132,6 @@ port_free_or_die() {  # port_free_or_die PORT ENVVAR
 debian_console_libs=/usr/share/doc/prometheus/examples/console_libraries
 start_prometheus() {
   command -v prometheus >/dev/null || die "prometheus not found: run 'make deps' (Debian package prometheus)"
-  port_free_or_die "$prom_port" MEMBRANE_DEMO_PROMETHEUS_PORT
   rm -rf "$prom_dir"
   mkdir -p "$prom_dir/data" "$prom_dir/console_libraries"
   local f
@@ -270,7 +269,6 @@ policy_file() {  # policy_file NAME -> path
 # ---------------------------------------------------------------------------------------------
 
 start_agent() {
-  port_free_or_die "$metrics_port" MEMBRANE_DEMO_METRICS_PORT
   step "membraned  (log: $log_dir/membraned.log)"
   "$bin/membraned" "${agent_flags[@]}" "${run_flags[@]}" >"$log_dir/membraned.log" 2>&1 </dev/null &
   echo $! >"$agent_pidfile"
@@ -510,7 +508,11 @@ EOF
 
 # ---------------------------------------------------------------------------------------------
 stop_demo
+# Both ports before starting anything, so a taken port leaves nothing behind.
+port_free_or_die "$metrics_port" MEMBRANE_DEMO_METRICS_PORT
+port_free_or_die "$prom_port" MEMBRANE_DEMO_PROMETHEUS_PORT
 mkdir -p "$run_dir" "$log_dir"
+rm -f "$result"
 monitor_drops=0
 started=$(date +%s)
 

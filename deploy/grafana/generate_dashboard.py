@@ -91,6 +91,13 @@ ROWS = [
          [(f'sum(increase(cilium_policy_change_total{{{P}}}[5m])) by (outcome)', "{{outcome}}")],
          {"description": "Policy imports, replacements and deletions per 5 minutes, by outcome "
                          "(failure = rejected, previous policy kept)."}),
+        ("Policy Apply Latency", "s",
+         [(f'histogram_quantile(0.99, sum(rate(cilium_policy_implementation_delay_bucket{{{P}}}[5m])) by (le))',
+           "p99"),
+          (f'histogram_quantile(0.50, sum(rate(cilium_policy_implementation_delay_bucket{{{P}}}[5m])) by (le))',
+           "p50")],
+         {"description": "From a policy change reaching the agent to its map entries written for every "
+                         "endpoint (cilium_policy_implementation_delay)."}),
         ("Endpoints policy enforcement status", "short",
          [(f'sum(cilium_policy_endpoint_enforcement_status{{{P}}}) by (enforcement)', "{{enforcement}}")],
          {"stack": True,
