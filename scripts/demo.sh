@@ -395,13 +395,19 @@ snapshot_charts() {
   fi
   mkdir -p "$snap_dir"
   local profile chart
+  # Only this run's pictures in the folder (the names this function writes).
+  for chart in dashboard drops_ingress drops_egress policy_denies l7_requests forwards endpoint_state \
+    policy_count connectivity; do rm -f "$snap_dir/$chart.png"; done
   profile=$(mktemp -d "$run_dir/chromium.XXXXXX")
   # The console page shows a single chart with ?chart=ID (see deploy/prometheus/consoles/membrane.html).
   # The graphs' time range (PromConsole.TimeControl reads it from the URL's #pctc hash) is the time
   # since Prometheus started plus a margin, so the whole story fills the picture.
   local range=$(( ($(date +%s) - prom_started) * 5 / 4 + 10 ))
   local hash="#pctc%7B%22duration%22%3A$range%2C%22endTime%22%3A0%7D"
-  for chart in dashboard drops_ingress policy_denies l7_requests forwards endpoint_state policy_count connectivity; do
+  # L7 Requests stays empty while the agent refuses L7 policies: then the EGRESS drops instead.
+  local l7_chart=l7_requests
+  if [[ " ${step_status[*]} " != *" l7|ran "* ]]; then l7_chart=drops_egress; fi
+  for chart in dashboard drops_ingress policy_denies $l7_chart forwards endpoint_state policy_count connectivity; do
     local url="$prom_url/consoles/membrane.html?chart=$chart$hash" size=1000,560
     if [ $chart = dashboard ]; then url="$prom_url/consoles/membrane.html$hash"; size=1400,4300; fi
     timeout 60 "$chromium" --headless --no-sandbox --disable-gpu --hide-scrollbars \
@@ -490,7 +496,7 @@ step_report() {
   (Prometheus listens on 127.0.0.1 only: from another machine use ssh -L $prom_port:127.0.0.1:$prom_port)
 EOF
   if [ ${#snapshots_taken[@]} -gt 0 ]; then
-    echo "  Snapshots (PNG):    $snap_dir/  (${#snapshots_taken[@]} files: $(cd "$snap_dir" && ls *.png | tr '\n' ' '))"
+    echo "  Snapshots (PNG):    $snap_dir/  (${#snapshots_taken[@]} files: $(for f in "${snapshots_taken[@]}"; do printf '%s ' "$(basename "$f")"; done))"
   elif [ "$take_snapshots" = 1 ]; then
     echo "  Snapshots:          none could be taken (see $log_dir/chromium.log)"
   fi
