@@ -338,6 +338,8 @@ step_spoof() {
   # Not in the seed: the datapath's anti-spoofing, so the EGRESS drop charts have data too.
   # xwing sends UDP packets that claim deathstar's address (a raw socket builds the IP header);
   # the datapath drops each one as it leaves xwing: "Invalid source ip", direction EGRESS.
+  # LEAD: with the manifests, $target is the Service name: spoof one deathstar pod's IP instead
+  # (from `membrane get pods -n $ns -o json`), and look tiefighter up the same way.
   local tie i
   tie=$(membrane endpoint get tiefighter -n "$ns" -o json |
     python3 -c 'import json,sys; j=json.load(sys.stdin); j=j[0] if isinstance(j,list) else j; print(j["ipv4"])')
