@@ -290,8 +290,10 @@ step_deploy_app() {
   target=$(membrane endpoint get deathstar -n "$ns" -o json |
     python3 -c 'import json,sys; j=json.load(sys.stdin); j=j[0] if isinstance(j,list) else j; print(j["ipv4"])')
   step "deathstar's HTTP API on $target:80 (examples/starwars/deathstar.py)"
-  membrane exec -n "$ns" deathstar -- python3 "$here/examples/starwars/deathstar.py" 80 \
-    >"$log_dir/deathstar.log" 2>&1 </dev/null &
+  # The binary itself, not the `membrane` shell function: `function &` would fork a subshell and
+  # $! would be that subshell's PID, not the server's (`membrane exec` execs the command).
+  "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} exec -n "$ns" deathstar -- \
+    python3 "$here/examples/starwars/deathstar.py" 80 >"$log_dir/deathstar.log" 2>&1 </dev/null &
   echo $! >"$server_pidfile"
   for _ in $(seq 1 50); do
     membrane exec -n "$ns" tiefighter -- curl -s --max-time 1 -o /dev/null "http://$target/v1/healthz" && break

@@ -242,6 +242,14 @@ def checkSnapshots(res, env):
         check(data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000, f"{p}: not a PNG with content ({len(data)} B)")
 
 
+def _startedByThisTest(pid):
+    """Whether `pid` writes to this test's demo logs (the deathstar server's stdout is LOG_DIR/deathstar.log)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1").startswith(f"/tmp/membrane-it-demo-{os.getpid()}/")
+    except OSError:
+        return False
+
+
 def leftovers(env):
     ns = env["MEMBRANE_DEMO_NAMESPACE"]
     out = []
@@ -252,6 +260,14 @@ def leftovers(env):
         out.append(f"{env['MEMBRANE_DEMO_BPF_ROOT']} left")
     if subprocess.run(["ip", "link", "show", env["MEMBRANE_DEMO_HOST_DEVICE"]], capture_output=True).returncode == 0:
         out.append(f"host device {env['MEMBRANE_DEMO_HOST_DEVICE']} left")
+    # Every process the demo started: nothing runs the demo's config, state or server any more.
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    for line in ps.splitlines():
+        if any(k in line for k in (env["MEMBRANE_DEMO_RUN_DIR"], env["MEMBRANE_DEMO_SOCKET"],
+                                   env["MEMBRANE_DEMO_BPF_ROOT"])) or \
+                (os.path.join(SOURCE_DIR, "examples", "starwars", "deathstar.py") in line and
+                 _startedByThisTest(line.split()[0])):
+            out.append(f"process left: {line.strip()}")
     for pidfile in ("prometheus.pid", "membraned.pid", "deathstar.pid"):
         if os.path.exists(os.path.join(env["MEMBRANE_DEMO_RUN_DIR"], pidfile)):
             out.append(f"{pidfile} left")
