@@ -91,7 +91,7 @@ def agentValue(metrics_text, name, labels):
 
 def isolation():
     pid = os.getpid()
-    d = f"/tmp/membrane-it-demo-{pid}"
+    d = f"/tmp/membrane-demo-test-{pid}"
     return d, {
         "MEMBRANE_DEMO_PROMETHEUS_PORT": str(freePort()),
         "MEMBRANE_DEMO_METRICS_PORT": str(freePort()),
@@ -245,7 +245,7 @@ def checkSnapshots(res, env):
 def _startedByThisTest(pid):
     """Whether `pid` writes to this test's demo logs (the deathstar server's stdout is LOG_DIR/deathstar.log)."""
     try:
-        return os.readlink(f"/proc/{pid}/fd/1").startswith(f"/tmp/membrane-it-demo-{os.getpid()}/")
+        return os.readlink(f"/proc/{pid}/fd/1").startswith(f"/tmp/membrane-demo-test-{os.getpid()}/")
     except OSError:
         return False
 
