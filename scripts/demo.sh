@@ -70,7 +70,13 @@ run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-inter
 membrane() { "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} "$@"; }
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 step() { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
-die() { echo "make demo: $*" >&2; exit 1; }
+die() {
+  echo "make demo: $*" >&2
+  if [ -f "$agent_pidfile" ] || [ -f "$prom_pidfile" ]; then
+    echo "(what the demo started so far keeps running: 'make demo-stop' removes it)" >&2
+  fi
+  exit 1
+}
 
 if [ "$(id -u)" != 0 ]; then
   die "run as root (membraned loads BPF programs and creates network namespaces)"
