@@ -13,7 +13,7 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
         iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev
 
-.PHONY: all deps build test test-unit test-sanitize demo demo-stop install uninstall clean bench
+.PHONY: all deps build test test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench
 
 all: build
 
@@ -47,8 +47,16 @@ test-sanitize: deps
 test-unit: build
 	ctest --test-dir $(BUILD) -L unit --output-on-failure -j $(JOBS)
 
-demo: build
+# The seed's story with a real Prometheus, console dashboards and PNG snapshots (docs/deploy.md).
+# Ports and dirs: MEMBRANE_DEMO_PROMETHEUS_PORT (9090), ... see the top of scripts/demo.sh.
+demo: build demo-deps
 	scripts/demo.sh $(BUILD)
+
+# Only `make demo` needs these: headless Chromium for the PNG snapshots of the console charts.
+# `make test` does not install them (tests/demo skips its snapshot check without chromium).
+DEMO_DEPS := chromium
+demo-deps:
+	@$(MAKE) --no-print-directory deps DEPS="$(DEMO_DEPS)"
 
 demo-stop:
 	scripts/demo.sh --stop $(BUILD)

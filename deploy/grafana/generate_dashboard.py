@@ -63,14 +63,14 @@ ROWS = [
         ("Forwarded Traffic", "bps",
          [(f'sum(rate(cilium_forward_bytes_total{{{P}}}[1m])) by (direction) * 8', "{{direction}}")],
          {"description": "Bits/s forwarded, by direction."}),
-        ("IPv4 Conntrack TCP", "short",
-         [(f'sum(cilium_datapath_conntrack_gc_entries{{family="ipv4", protocol="TCP", {P}}}) by (status)',
-           "{{status}}")],
-         {"description": "At the last conntrack GC: TCP entries alive and deleted."}),
-        ("IPv4 Conntrack Non-TCP", "short",
-         [(f'sum(cilium_datapath_conntrack_gc_entries{{family="ipv4", protocol="non-TCP", {P}}}) by (status)',
-           "{{status}}")],
-         {"description": "At the last conntrack GC: non-TCP (UDP, ICMP) entries alive and deleted."}),
+        # One panel, series per protocol: Cilium splits TCP and non-TCP into two panels, but
+        # membrane has one conntrack map and its GC reports every entry under protocol="TCP"
+        # (agent.cc gcLoop), so a "Non-TCP" panel would stay empty. A per-protocol split in the
+        # agent shows up here as extra series.
+        ("IPv4 Conntrack", "short",
+         [(f'sum(cilium_datapath_conntrack_gc_entries{{family="ipv4", {P}}}) by (protocol, status)',
+           "{{protocol}} {{status}}")],
+         {"description": "At the last conntrack GC: entries alive and deleted, per protocol."}),
         ("BPF map pressure", "percentunit",
          [(f'max(cilium_bpf_map_pressure{{{P}}}) by (map_name)', "{{map_name}}")],
          {"description": "Fill ratio of each BPF map; at 100% new entries fail (alert above 90%)."}),
@@ -91,6 +91,13 @@ ROWS = [
          [(f'sum(increase(cilium_policy_change_total{{{P}}}[5m])) by (outcome)', "{{outcome}}")],
          {"description": "Policy imports, replacements and deletions per 5 minutes, by outcome "
                          "(failure = rejected, previous policy kept)."}),
+        ("Policy Apply Latency", "s",
+         [(f'histogram_quantile(0.99, sum(rate(cilium_policy_implementation_delay_bucket{{{P}}}[5m])) by (le))',
+           "p99"),
+          (f'histogram_quantile(0.50, sum(rate(cilium_policy_implementation_delay_bucket{{{P}}}[5m])) by (le))',
+           "p50")],
+         {"description": "From a policy change reaching the agent to its map entries written for every "
+                         "endpoint (cilium_policy_implementation_delay)."}),
         ("Endpoints policy enforcement status", "short",
          [(f'sum(cilium_policy_endpoint_enforcement_status{{{P}}}) by (enforcement)', "{{enforcement}}")],
          {"stack": True,

@@ -24,7 +24,7 @@ REQUIRED_TITLES = [
     "Cilium Drop Count (INGRESS)", "Cilium Drop Count (EGRESS)", "L7 Requests",
     "L7 Requests (v1.x counters)", "Policy Denies: L3/L4", "Policy Denies: L7",
     "Dropped Ingress Traffic", "Dropped Egress Traffic", "Forwarded Packets", "Forwarded Traffic",
-    "IPv4 Conntrack TCP", "BPF map pressure", "Policies Per Node", "Policy Revision",
+    "IPv4 Conntrack", "BPF map pressure", "Policies Per Node", "Policy Revision",
     "Policy Import Errors", "Policy Changes by Outcome", "Endpoints policy enforcement status",
     "Endpoints", "Cilium endpoint state", "Endpoint regeneration time (90th percentile)",
     "Endpoint regeneration time (99th percentile)", "Endpoint regenerations", "Proxy Redirects",

@@ -43,11 +43,12 @@ KNOWN_METRICS = {
     "cilium_process_start_time_seconds",
     "cilium_policy_l7_total", "cilium_policy_l7_received_total", "cilium_policy_l7_forwarded_total",
     "cilium_policy_l7_denied_total", "cilium_policy_l7_parse_errors_total",
-    "cilium_proxy_redirects", "cilium_proxy_upstream_reply_seconds",
+    "cilium_proxy_redirects", "cilium_proxy_upstream_reply_seconds", "cilium_policy_implementation_delay",
 }
 HISTOGRAMS = {"cilium_endpoint_regeneration_time_stats_seconds",
               "cilium_datapath_conntrack_gc_duration_seconds",
-              "cilium_node_health_connectivity_latency_seconds", "cilium_proxy_upstream_reply_seconds"}
+              "cilium_node_health_connectivity_latency_seconds", "cilium_proxy_upstream_reply_seconds",
+              "cilium_policy_implementation_delay"}
 
 
 def metricNames(expr):

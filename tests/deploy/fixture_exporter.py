@@ -107,6 +107,10 @@ def exposition(n):
                           [(("type", t), ("protocol", p), ("address_type", "primary"))
                            for t in ("node", "endpoint") for p in ("icmp", "http")],
                           n, ["0.001", "0.002", "0.004", "0.008", "0.016", "1", "8"], 0.0005))
+    out.append("# HELP cilium_policy_implementation_delay Policy change to datapath")
+    out.append("# TYPE cilium_policy_implementation_delay histogram")
+    out.extend(_histogram("cilium_policy_implementation_delay", [(("source", "local-api"),)],
+                          n, ["0.0001", "0.001", "0.01", "0.1", "1"], 0.0005))
     family("cilium_process_cpu_seconds_total", "counter", "CPU", [((), 0.01 * n)])
     family("cilium_process_resident_memory_bytes", "gauge", "RSS", [((), 20 * 1024 * 1024)])
     family("cilium_process_virtual_memory_bytes", "gauge", "VSZ", [((), 200 * 1024 * 1024)])
