@@ -381,18 +381,18 @@ void Agent::gcLoop() {
     }
     if (stopping_) break;
     auto t0 = std::chrono::steady_clock::now();
-    auto deleted = dp_->gcCt(boottimeNs());
+    auto gc = dp_->gcCt(boottimeNs());
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    uint64_t alive = 0;
-    if (auto u = dp_->mapUsage(); u.ok())
-      for (const auto& m : *u)
-        if (m.name == MB_MAP_CT) alive = m.entries;
-    if (!deleted) {
-      spdlog::warn("conntrack GC: {}", deleted.error().message);
-      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, false, secs, alive, 0);
+    if (!gc) {
+      spdlog::warn("conntrack GC: {}", gc.error().message);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, false, secs, 0, 0);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::NonTcp, false, secs, 0, 0);
     } else {
-      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, true, secs, alive, *deleted);
-      if (*deleted) spdlog::debug("conntrack GC: {} expired entries deleted", *deleted);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, true, secs, gc->tcp_alive,
+                                  gc->tcp_deleted);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::NonTcp, true, secs, gc->other_alive,
+                                  gc->other_deleted);
+      if (gc->deleted()) spdlog::debug("conntrack GC: {} expired entries deleted", gc->deleted());
     }
   }
 }

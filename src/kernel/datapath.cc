@@ -536,18 +536,22 @@ Result<std::vector<CtFlow>> Datapath::listCt() {
   return out;
 }
 
-Result<size_t> Datapath::gcCt(uint64_t now_boottime_ns) {
+Result<Datapath::CtGcResult> Datapath::gcCt(uint64_t now_boottime_ns) {
   auto flows = listCt();
   if (!flows) return flows.error().wrap("conntrack gc");
   const int fd = bpf_map__fd(skel_->maps.mb_ct4_v2);
-  size_t deleted = 0;
+  CtGcResult res;
   for (const auto& f : *flows) {
-    if (f.entry.expires_ns >= now_boottime_ns) continue;
+    const bool tcp = f.key.proto == IPPROTO_TCP;
+    if (f.entry.expires_ns >= now_boottime_ns) {
+      ++(tcp ? res.tcp_alive : res.other_alive);
+      continue;
+    }
     int r = bpf_map_delete_elem(fd, &f.key);
-    if (r == 0) ++deleted;
+    if (r == 0) ++(tcp ? res.tcp_deleted : res.other_deleted);
     else if (r != -ENOENT) return bpfError(r, "conntrack gc: delete entry");
   }
-  return deleted;
+  return res;
 }
 
 Status Datapath::flushCtFor(uint32_t ipv4_be) {

@@ -176,8 +176,15 @@ class Datapath {
   Result<std::vector<ServiceInfo>> listServices();
 
   Result<std::vector<CtFlow>> listCt();
-  // Deletes entries with expires_ns < now_boottime_ns; returns how many.
-  Result<size_t> gcCt(uint64_t now_boottime_ns);
+  // One GC pass, split by protocol as cilium_datapath_conntrack_gc_entries
+  // is ({protocol="TCP"} and {protocol="non-TCP"}).
+  struct CtGcResult {
+    size_t tcp_alive = 0, tcp_deleted = 0;
+    size_t other_alive = 0, other_deleted = 0;
+    size_t deleted() const { return tcp_deleted + other_deleted; }
+  };
+  // Deletes entries with expires_ns < now_boottime_ns; counts what it kept and removed.
+  Result<CtGcResult> gcCt(uint64_t now_boottime_ns);
   // Deletes entries with ipv4_be as source or destination, and service
   // entries that pin a flow to ipv4_be as backend.
   Status flushCtFor(uint32_t ipv4_be);

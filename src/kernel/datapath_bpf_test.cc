@@ -515,14 +515,18 @@ TEST_F(DatapathBpfTest, ConntrackGcAndFlush) {
   ASSERT_EQ(ct->size(), 2u);
   auto none = dp_->gcCt(0);
   ASSERT_TRUE(none.ok());
-  EXPECT_EQ(*none, 0u);
+  EXPECT_EQ(none->deleted(), 0u);
+  EXPECT_EQ(none->tcp_alive, 1u);
+  EXPECT_EQ(none->other_alive, 1u);
   ASSERT_TRUE(dp_->flushCtFor(ipv4Be(kWorldIp)).ok());
   ct = dp_->listCt();
   ASSERT_TRUE(ct.ok());
   ASSERT_EQ(ct->size(), 1u);
   auto all = dp_->gcCt(UINT64_MAX);
   ASSERT_TRUE(all.ok());
-  EXPECT_EQ(*all, 1u);
+  EXPECT_EQ(all->tcp_deleted, 1u);
+  EXPECT_EQ(all->other_deleted, 0u);
+  EXPECT_EQ(all->tcp_alive + all->other_alive, 0u);
 }
 
 TEST_F(DatapathBpfTest, ReopenReusesPinnedMaps) {
