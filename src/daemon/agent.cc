@@ -152,6 +152,12 @@ Status Agent::init() {
     return out;
   });
 
+  metrics_->registerMapOpsSource([dpp]() -> Result<std::vector<metrics::MapOps>> {
+    std::vector<metrics::MapOps> out;
+    for (const auto& o : dpp->mapOps()) out.push_back({o.map_name, o.operation, o.outcome, o.count});
+    return out;
+  });
+
   endpoint::ManagerConfig mc;
   mc.state_dir = cfg_.state_dir;
   mc.pod_cidr = *cidr;

@@ -148,6 +148,13 @@ Status Manager::init() {
         logIfError(dp_.deleteIpcache(info.ipv4, 32), "remove stale ipcache entry");
       }
   }
+  // Policy entries of endpoint ids that no longer exist (e.g. removed while
+  // the agent was down) are stale too.
+  for (uint32_t ep_id : dp_.policyEndpoints())
+    if (!eps_.count(ep_id)) {
+      spdlog::info("removing stale policy entries of endpoint {}", ep_id);
+      logIfError(dp_.deletePolicy(ep_id), "remove stale policy");
+    }
   MB_TRY(regenerateAll().ok() ? okStatus() : Status(Error(EIO, "initial regeneration failed")));
   updateMetrics();
   return okStatus();
@@ -407,8 +414,10 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   spdlog::info("endpoint {} {}/{} created: identity {}, ipv4 {}, interface {}", id, ns, name, ep.identity,
                ipv4ToString(ep.ipv4), ep.host_ifname);
 
-  // Other endpoints' rules may select the new identity.
-  if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
+  // Other endpoints' rules may select the new identity (an identity that
+  // other pods already hold changes nothing for anyone else).
+  if (ident->refs == 1)
+    if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
   return eps_.at(id);
 }
 
@@ -431,10 +440,15 @@ Status Manager::remove(uint32_t id) {
   note(kernel::deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
   note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
   ids_.release(ep.identity);
+  const bool identity_gone = !ids_.lookup(ep.identity).has_value();
   ipam_.release(ep.ipv4);
+  written_ep_.erase(id);
   spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
   eps_.erase(it);
-  if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
+  // Other endpoints' entries can only change when an identity disappears:
+  // a pod sharing its identity with others changes no selector's result.
+  if (identity_gone)
+    if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
   if (!first.ok()) return first.error().wrap(fmt::format("delete endpoint {}", id));
   return okStatus();
 }
@@ -456,9 +470,19 @@ std::vector<const Endpoint*> Manager::list() const {
   return out;
 }
 
-Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs) {
+Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs, ResolveCache* cache) {
   auto t0 = Clock::now();
-  auto pol = repo_.resolve(ep.labels, refs);
+  policy::EndpointPolicy resolved;
+  const policy::EndpointPolicy* polp = nullptr;
+  if (cache) {
+    auto it = cache->find(ep.labels);
+    if (it == cache->end()) it = cache->emplace(ep.labels, repo_.resolve(ep.labels, refs)).first;
+    polp = &it->second;
+  } else {
+    resolved = repo_.resolve(ep.labels, refs);
+    polp = &resolved;
+  }
+  const policy::EndpointPolicy& pol = *polp;
   metrics_.observeRegenerationTime("policyCalculation", true, secondsSince(t0));
 
   ep.ingress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.ingress_enforced);
@@ -481,15 +505,21 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
     return synced.error().wrap(fmt::format("sync policy map of endpoint {}", ep.id));
   }
   // Flags after entries: turning enforcement on only once the allows are in place.
-  mb_endpoint_info info{};
-  info.ep_id = ep.id;
-  info.identity = ep.identity;
-  info.ifindex = ep.host_ifindex;
-  info.flags = endpointFlags(ep);
-  info.ipv4 = htonl(ep.ipv4);
-  std::copy(ep.mac.begin(), ep.mac.end(), info.mac);
-  std::copy(ep.host_mac.begin(), ep.host_mac.end(), info.node_mac);
-  MB_TRY_CTX(dp_.upsertEndpoint(info), fmt::format("write endpoint {} to the datapath", ep.id));
+  const std::pair<uint32_t, uint32_t> want{ep.identity, endpointFlags(ep)};
+  auto written = written_ep_.find(ep.id);
+  if (written == written_ep_.end() || written->second != want) {
+    mb_endpoint_info info{};
+    info.ep_id = ep.id;
+    info.identity = ep.identity;
+    info.ifindex = ep.host_ifindex;
+    info.flags = want.second;
+    info.ipv4 = htonl(ep.ipv4);
+    std::copy(ep.mac.begin(), ep.mac.end(), info.mac);
+    std::copy(ep.host_mac.begin(), ep.host_mac.end(), info.node_mac);
+    written_ep_.erase(ep.id);  // unknown until the write succeeds
+    MB_TRY_CTX(dp_.upsertEndpoint(info), fmt::format("write endpoint {} to the datapath", ep.id));
+    written_ep_[ep.id] = want;
+  }
   metrics_.observeRegenerationTime("mapSync", true, secondsSince(t1));
   ep.policy_revision = repo_.revision();
   return okStatus();
@@ -517,11 +547,12 @@ Result<RegenerationStats> Manager::regenerateAll() {
   RegenerationStats stats;
   MB_TRY_CTX(syncCidrIdentities(), "CIDR identities");
   auto refs = allRefs();
+  ResolveCache cache;
   Status first;
   for (auto& [id, ep] : eps_) {
     std::string prev = ep.state;
     ep.state = kStateRegenerating;
-    auto st = regenerate(ep, refs);
+    auto st = regenerate(ep, refs, &cache);
     if (!st.ok()) {
       ep.state = kStateNotReady;
       spdlog::error("{}", st.error().message);

@@ -106,7 +106,10 @@ class Manager {
  private:
   Result<Endpoint> createEndpoint(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
                                   bool health);
-  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs);
+  // Endpoints with the same identity labels resolve to the same policy: one
+  // regenerateAll() resolves each distinct label set once (cache per call).
+  using ResolveCache = std::map<labels::LabelSet, policy::EndpointPolicy>;
+  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs, ResolveCache* cache = nullptr);
   Status writeState(const Endpoint& ep);
   Status restoreOne(Endpoint ep);
   Status syncHostIpcache();
@@ -121,6 +124,9 @@ class Manager {
   metrics::AgentMetrics& metrics_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
+  // (identity, flags) last written to the endpoint maps per endpoint id, so a
+  // regeneration that changes neither writes nothing.
+  std::map<uint32_t, std::pair<uint32_t, uint32_t>> written_ep_;
   std::map<std::string, labels::LabelSet> ns_labels_;  // namespace -> its labels (user-given)
   // CIDR identities (Cilium's local scope, 1<<24 | n): one per prefix that a
   // policy mentions, labelled with every covering prefix (cidr:…) and
