@@ -112,6 +112,11 @@ class Repository {
   // Removes every policy named `name` in `namespace_name` ("" = clusterwide),
   // whatever its kind. Returns their "ns/name"; ENOENT if none. Bumps revision.
   Result<std::vector<std::string>> remove(const std::string& name, const std::string& namespace_name);
+  // Removes every policy whose metadata labels (Policy::labels) include all of
+  // `wanted` (same key and value; a `wanted` label of source "any" or "k8s"
+  // matches any source). Returns their "ns/name"; ENOENT if none matched
+  // (nothing changes); EINVAL for an empty `wanted`. Bumps revision.
+  Result<std::vector<std::string>> removeByLabels(const labels::LabelSet& wanted);
   // Removes everything; returns the names removed. Bumps revision if any.
   std::vector<std::string> removeAll();
 

@@ -691,10 +691,16 @@ Response Agent::deletePolicy(const Request& req) {
   std::vector<std::string> deleted;
   if (req.queryValue("all") == "true") {
     deleted = repo_.removeAll();
+  } else if (req.hasQuery("labels")) {
+    auto wanted = labels::parseLabels(req.queryValue("labels"));
+    if (!wanted) return Response::error(400, "labels: " + wanted.error().message + " (expected k=v[,k=v...])");
+    auto r = repo_.removeByLabels(*wanted);
+    if (!r) return errorResponse(r.error());
+    deleted = *r;
   } else {
     std::string name = req.queryValue("name");
     std::string ns = req.queryValue("namespace");
-    if (name.empty()) return Response::error(400, "give ?name=NAME[&namespace=NS] or ?all=true");
+    if (name.empty()) return Response::error(400, "give ?name=NAME[&namespace=NS], ?labels=k=v[,k=v...] or ?all=true");
     auto r = repo_.remove(name, ns.empty() ? "default" : ns);
     if (!r) return errorResponse(r.error());
     deleted = *r;

@@ -416,8 +416,11 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
 
   // Other endpoints' rules may select the new identity (an identity that
   // other pods already hold changes nothing for anyone else).
-  if (ident->refs == 1)
+  if (ident->refs == 1) {
     if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
+  } else {
+    updateMetrics();
+  }
   return eps_.at(id);
 }
 
@@ -447,8 +450,11 @@ Status Manager::remove(uint32_t id) {
   eps_.erase(it);
   // Other endpoints' entries can only change when an identity disappears:
   // a pod sharing its identity with others changes no selector's result.
-  if (identity_gone)
+  if (identity_gone) {
     if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
+  } else {
+    updateMetrics();
+  }
   if (!first.ok()) return first.error().wrap(fmt::format("delete endpoint {}", id));
   return okStatus();
 }
