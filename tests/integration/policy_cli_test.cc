@@ -81,5 +81,145 @@ TEST_F(PolicyRealization, OneRuleChangeWritesOnlyTheNewEntries) {
   EXPECT_EQ(j[0]["policy"], ns_ + "/web-from-db");
 }
 
+class PolicyCli : public PolicyRealization {
+ protected:
+  // "Revision: N\n" -> N
+  static int revisionOf(const std::string& out) {
+    std::smatch m;
+    if (!std::regex_search(out, m, std::regex("Revision: (\\d+)"))) return -1;
+    return std::stoi(m[1]);
+  }
+  std::string labelledPolicy(const std::string& name, const std::string& labels) {
+    return fmt::format(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {}\n  namespace: {}\n"
+        "  labels: {{{}}}\nspec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  ingress: [{{}}]\n",
+        name, ns_, labels);
+  }
+};
+
+TEST_F(PolicyCli, PolicyWaitReturnsOnceEnforcedAndTimesOutOnAFutureRevision) {
+  createPod("web", "app=web");
+  auto imp = importPolicy(webPolicy(ns_, "{port: \"80\", protocol: TCP}"));
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  const int rev = revisionOf(imp.out);
+  ASSERT_EQ(rev, 2) << imp.out;
+  auto w = cli({"policy", "wait", "2"});
+  EXPECT_EQ(w.exit_code, 0) << w.err;
+  EXPECT_EQ(w.out, "Policy revision 2 is enforced by every endpoint (current revision 2)\n");
+  auto older = cli({"policy", "wait", "1", "--timeout", "5s"});
+  EXPECT_EQ(older.exit_code, 0) << older.err;
+
+  auto start = std::chrono::steady_clock::now();
+  auto late = cli({"policy", "wait", "7", "--timeout", "1s"});
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(late.exit_code, 1);
+  EXPECT_EQ(late.out, "");
+  EXPECT_EQ(late.err, "revision 7 not reached within 1 s (current revision 2)\n");
+  EXPECT_LT(took, std::chrono::seconds(5));
+
+  auto bad = cli({"policy", "wait", "two"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "policy wait: revision 'two' is not a number (see 'membrane policy get')\n");
+  bad = cli({"policy", "wait", "2", "--timeout", "soon"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "policy wait: --timeout 'soon' is not a duration up to 1h (e.g. 30s, 2m)\n");
+}
+
+TEST_F(PolicyCli, EndpointConfigShowsAndSetsPolicyAuditMode) {
+  auto web = createPod("web", "app=web");
+  auto show = cli({"endpoint", "config", "web", "-n", ns_});
+  EXPECT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_EQ(show.out, "PolicyAuditMode          Default\n");
+
+  auto set = cli({"endpoint", "config", "web", "-n", ns_, "PolicyAuditMode=Enabled"});
+  EXPECT_EQ(set.exit_code, 0) << set.err;
+  EXPECT_EQ(set.out, fmt::format("Endpoint {} configuration updated successfully\n", web.id));
+  show = cli({"endpoint", "config", std::to_string(web.id)});
+  EXPECT_EQ(show.out, "PolicyAuditMode          Enabled\n");
+  // Audit only shows once a direction is enforced.
+  ASSERT_EQ(importPolicy(webPolicy(ns_, "{port: \"80\", protocol: TCP}")).exit_code, 0);
+  auto ep = nlohmann::json::parse(cli({"endpoint", "get", "web", "-n", ns_}).out);
+  EXPECT_EQ(ep["policy"]["ingress"]["audit"], true) << ep.dump();
+  EXPECT_EQ(metric("cilium_policy_endpoint_enforcement_status", {{"enforcement", "audit-ingress"}}), 1);
+
+  auto bad = cli({"endpoint", "config", "web", "-n", ns_, "PolicyAuditMode=Maybe"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "PolicyAuditMode must be Enabled, Disabled or Default\n");
+  bad = cli({"endpoint", "config", "web", "-n", ns_, "Debug=Enabled"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "unknown endpoint option 'Debug' (supported: PolicyAuditMode)\n");
+  bad = cli({"endpoint", "config", "web", "-n", ns_, "PolicyAuditMode"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "endpoint config: 'PolicyAuditMode' is not Option=Value (e.g. PolicyAuditMode=Enabled)\n");
+  show = cli({"endpoint", "config", "web", "-n", ns_});
+  EXPECT_EQ(show.out, "PolicyAuditMode          Enabled\n");  // unchanged by the rejected calls
+
+  ASSERT_EQ(cli({"endpoint", "config", "web", "-n", ns_, "PolicyAuditMode=Disabled"}).exit_code, 0);
+  EXPECT_EQ(cli({"endpoint", "config", "web", "-n", ns_}).out, "PolicyAuditMode          Disabled\n");
+  EXPECT_EQ(metric("cilium_policy_endpoint_enforcement_status", {{"enforcement", "ingress"}}), 1);
+}
+
+TEST_F(PolicyCli, NamespaceLabelAndList) {
+  auto web = createPod("web", "app=web");
+  const std::string header = fmt::format("{:<24} {:<10} {}\n", "NAME", "ENDPOINTS", "LABELS");
+  auto list = cli({"namespace", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(list.out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, "<none>"));
+
+  auto l = cli({"namespace", "label", ns_, "team=red", "env=dev"});
+  EXPECT_EQ(l.exit_code, 0) << l.err;
+  EXPECT_EQ(l.out, "namespace/" + ns_ + " labeled\n");
+  EXPECT_EQ(cli({"namespace", "list"}).out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, "env=dev,team=red"));
+  // The pod moved to an identity that carries the namespace labels.
+  auto ep = nlohmann::json::parse(cli({"endpoint", "get", "web", "-n", ns_}).out);
+  EXPECT_NE(ep["identity"].get<uint32_t>(), web.identity);
+  EXPECT_NE(ep.dump().find("k8s:io.cilium.k8s.namespace.labels.team=red"), std::string::npos) << ep.dump();
+
+  auto clash = cli({"namespace", "label", ns_, "team=blue"});
+  EXPECT_EQ(clash.exit_code, 1);
+  EXPECT_EQ(clash.err, "namespace label: 'team' already has a value (red), and --overwrite is false; nothing changed\n");
+  auto same = cli({"namespace", "label", ns_, "team=red"});
+  EXPECT_EQ(same.out, "namespace/" + ns_ + " not labeled\n");
+  ASSERT_EQ(cli({"namespace", "label", ns_, "team=blue", "--overwrite"}).exit_code, 0);
+  ASSERT_EQ(cli({"namespace", "label", ns_, "env-"}).exit_code, 0);
+  EXPECT_EQ(cli({"namespace", "list"}).out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, "team=blue"));
+  auto bad = cli({"namespace", "label", ns_, "=x"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, "namespace label: '=x' is neither k=v nor k- (remove)\n");
+}
+
+TEST_F(PolicyCli, PolicyDeleteByNameLabelsAndAll) {
+  ASSERT_EQ(importPolicy(labelledPolicy("a", "team: red, env: prod") + "---\n" +
+                         labelledPolicy("b", "team: red, env: dev") + "---\n" + labelledPolicy("c", "team: blue"))
+                .exit_code,
+            0);
+  auto d = cli({"policy", "delete", "--labels", "team=red,env=dev"});
+  EXPECT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_EQ(d.out, fmt::format("Deleted {}/b\nRevision: 3\n", ns_));
+  auto none = cli({"policy", "delete", "--labels", "team=green"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_EQ(none.err, "no policy has the labels k8s:team=green (see 'membrane policy get')\n");
+  d = cli({"policy", "delete", "a", "-n", ns_});
+  EXPECT_EQ(d.out, fmt::format("Deleted {}/a\nRevision: 4\n", ns_));
+  auto both = cli({"policy", "delete", "c", "--all"});
+  EXPECT_EQ(both.exit_code, 1);
+  EXPECT_EQ(both.err, "policy delete: give exactly one of a policy NAME, --labels k=v[,k=v...] or --all\n");
+  d = cli({"policy", "delete", "--all"});
+  EXPECT_EQ(d.out, fmt::format("Deleted {}/c\nRevision: 5\n", ns_));
+  EXPECT_EQ(metric("cilium_policy"), 0);
+}
+
+TEST_F(PolicyCli, HelpOfEveryNewCommand) {
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"policy", "wait", "--help"},
+                                       {"policy", "delete", "--help"},
+                                       {"endpoint", "config", "--help"},
+                                       {"namespace", "label", "--help"},
+                                       {"namespace", "list", "--help"}}) {
+    auto h = cli(cmd);
+    EXPECT_EQ(h.exit_code, 0) << cmd[1];
+    EXPECT_NE(h.out.find("Example"), std::string::npos) << h.out;
+  }
+}
+
 }  // namespace
 }  // namespace membrane::testing
