@@ -158,7 +158,17 @@ int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns) 
   return 0;
 }
 
-int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels) {
+int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels,
+                      const std::vector<std::string>& ports) {
+  Json named = Json::array();
+  for (const auto& p : ports) {
+    static const std::regex re("^([^=/]+)=([0-9]{1,5})(?:/([A-Za-z]+))?$");
+    std::smatch m;
+    if (!std::regex_match(p, m, re))
+      return fail(ctx, fmt::format("--port '{}': expected NAME=PORT[/PROTOCOL], e.g. http=80/TCP", p));
+    named.push_back({{"name", m[1].str()}, {"port", std::stoi(m[2].str())},
+                     {"protocol", m[3].matched ? m[3].str() : std::string("TCP")}});
+  }
   Json lab = Json::object();
   std::stringstream ss(labels);
   std::string item;
@@ -170,6 +180,7 @@ int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& 
     lab[key] = eq == std::string::npos ? "" : item.substr(eq + 1);
   }
   Json body = {{"name", name}, {"namespace", nsOrDefault(ns)}, {"labels", lab}};
+  if (!named.empty()) body["named_ports"] = named;
   HttpClient client(ctx.socket);
   Answer a = call(client, "PUT", "/v1/endpoint", body.dump());
   if (!a.ok) return fail(ctx, a.failure);

@@ -25,7 +25,9 @@ int cmdStatus(Context& ctx, bool brief);
 int cmdEndpointList(Context& ctx);
 int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns);
 // labels: "k=v[,k=v...]".
-int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels);
+// ports: named container ports "NAME=PORT[/PROTO]" (PROTO TCP (default), UDP, SCTP).
+int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels,
+                      const std::vector<std::string>& ports = {});
 int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& ns);
 // Enters the endpoint's network namespace and execs argv (PATH search).
 // Returns only on failure: 1 unknown endpoint/namespace, 126 exec failed,

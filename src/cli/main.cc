@@ -77,9 +77,16 @@ int main(int argc, char** argv) {
   ep_create->add_option("name", ep_ref, "Pod NAME")->required();
   ep_create->add_option("-n,--namespace", ep_ns, "Namespace of the pod")->capture_default_str();
   ep_create->add_option("--labels", ep_labels, "Labels as k=v[,k=v...] (they select policies and form the identity)");
+  std::vector<std::string> ep_ports;
+  ep_create->add_option("--port", ep_ports,
+                        "Named container port NAME=PORT[/TCP|UDP|SCTP] (repeatable); policies' named ports "
+                        "(port: http) resolve to it");
   addOutput(ep_create, output);
-  ep_create->footer("Example:\n  membrane endpoint create deathstar --labels org=empire,class=deathstar");
-  ep_create->callback([&] { action = [&] { return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels); }; });
+  ep_create->footer(
+      "Examples:\n  membrane endpoint create deathstar --labels org=empire,class=deathstar\n"
+      "  membrane endpoint create web --labels app=web --port http=80/TCP --port dns=53/UDP");
+  ep_create->callback(
+      [&] { action = [&] { return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels, ep_ports); }; });
 
   auto* ep_delete = endpoint->add_subcommand("delete", "Delete an endpoint and everything created for it");
   ep_delete->add_option("endpoint", ep_ref, "Endpoint ID or pod NAME")->required();

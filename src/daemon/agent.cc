@@ -572,8 +572,14 @@ Response Agent::createEndpoint(const Request& req) {
       return Response::error(400, "field 'labels' must be an object {\"key\": \"value\"} or a string \"k=v,k2=v2\"");
     }
   }
+  std::vector<policy::NamedPort> named_ports;
+  if (body.contains("named_ports")) {
+    auto np = endpoint::parseNamedPorts(body["named_ports"]);
+    if (!np) return Response::error(400, fmt::format("create endpoint {}/{}: {}", ns, name, np.error().message));
+    named_ports = std::move(*np);
+  }
   std::lock_guard lk(mu_);
-  auto ep = eps_->create(name, ns, user);
+  auto ep = eps_->create(name, ns, user, named_ports);
   if (!ep) return errorResponse(ep.error());
   return Response::json(201, endpoint::toApiJson(*ep));
 }

@@ -5,6 +5,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <functional>
@@ -326,11 +327,12 @@ Status Manager::writeState(const Endpoint& ep) {
   return writeFileAtomic(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id), toStateJson(ep).dump(2) + "\n");
 }
 
-Result<Endpoint> Manager::create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels) {
+Result<Endpoint> Manager::create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
+                                 const std::vector<policy::NamedPort>& named_ports) {
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   MB_TRY_CTX(validateName("pod name", name), what);
   MB_TRY_CTX(validateName("namespace", ns), what);
-  return createEndpoint(name, ns, user_labels, false);
+  return createEndpoint(name, ns, user_labels, false, named_ports);
 }
 
 Result<Endpoint> Manager::ensureHealthEndpoint() {
@@ -345,7 +347,8 @@ const Endpoint* Manager::healthEndpoint() const {
 }
 
 Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::string& ns,
-                                         const labels::LabelSet& user_labels, bool health) {
+                                         const labels::LabelSet& user_labels, bool health,
+                                         const std::vector<policy::NamedPort>& named_ports) {
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   if (findByName(ns, name))
     return Error::exists(fmt::format("{}: an endpoint named {} already exists in namespace {} (delete it first: "
@@ -362,6 +365,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.ns = ns;
   ep.user_labels = user_labels;
   ep.health = health;
+  ep.named_ports = named_ports;
   ep.labels = health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ns, user_labels);
   ep.created = nowRfc3339();
   // The health endpoint's netns is named after the host device, which is unique per agent.
@@ -396,7 +400,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.state = kStateRegenerating;
   auto refs = allRefs();
   undo.add([this, id = ep.id] { logIfError(dp_.deletePolicy(id), "rollback policy entries"); });
-  MB_TRY_CTX(regenerate(ep, refs), what);
+  MB_TRY_CTX(regenerate(ep, refs, namedPortsByIdentity(&ep)), what);
   undo.add([this, ifx = ep.host_ifindex, ip = htonl(ep.ipv4)] {
     logIfError(dp_.deleteEndpoint(ifx, ip), "rollback endpoint map");
   });
@@ -416,7 +420,8 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
 
   // Other endpoints' rules may select the new identity (an identity that
   // other pods already hold changes nothing for anyone else).
-  if (ident->refs == 1) {
+  // Its named ports change what other endpoints' egress rules resolve to.
+  if (ident->refs == 1 || !named_ports.empty()) {
     if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
   } else {
     updateMetrics();
@@ -443,14 +448,14 @@ Status Manager::remove(uint32_t id) {
   note(kernel::deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
   note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
   ids_.release(ep.identity);
-  const bool identity_gone = !ids_.lookup(ep.identity).has_value();
+  const bool others_change = !ids_.lookup(ep.identity).has_value() || !ep.named_ports.empty();
   ipam_.release(ep.ipv4);
   written_ep_.erase(id);
   spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
   eps_.erase(it);
   // Other endpoints' entries can only change when an identity disappears:
   // a pod sharing its identity with others changes no selector's result.
-  if (identity_gone) {
+  if (others_change) {
     if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
   } else {
     updateMetrics();
@@ -476,16 +481,32 @@ std::vector<const Endpoint*> Manager::list() const {
   return out;
 }
 
-Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs, ResolveCache* cache) {
+std::map<uint32_t, std::vector<policy::NamedPort>> Manager::namedPortsByIdentity(const Endpoint* extra) const {
+  std::map<uint32_t, std::vector<policy::NamedPort>> out;
+  auto add = [&](const Endpoint& ep) {
+    if (ep.named_ports.empty()) return;
+    auto& v = out[ep.identity];
+    for (const auto& np : ep.named_ports)
+      if (std::find(v.begin(), v.end(), np) == v.end()) v.push_back(np);
+  };
+  for (const auto& [_, ep] : eps_) add(ep);
+  if (extra) add(*extra);
+  return out;
+}
+
+Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
+                           const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache) {
   auto t0 = Clock::now();
+  policy::NamedPorts named{ep.named_ports, peer_ports};
   policy::EndpointPolicy resolved;
   const policy::EndpointPolicy* polp = nullptr;
   if (cache) {
-    auto it = cache->find(ep.labels);
-    if (it == cache->end()) it = cache->emplace(ep.labels, repo_.resolve(ep.labels, refs)).first;
+    auto key = std::make_pair(ep.labels, ep.named_ports);
+    auto it = cache->find(key);
+    if (it == cache->end()) it = cache->emplace(std::move(key), repo_.resolve(ep.labels, refs, named)).first;
     polp = &it->second;
   } else {
-    resolved = repo_.resolve(ep.labels, refs);
+    resolved = repo_.resolve(ep.labels, refs, named);
     polp = &resolved;
   }
   const policy::EndpointPolicy& pol = *polp;
@@ -538,7 +559,7 @@ Status Manager::setAuditMode(uint32_t id, std::optional<bool> audit) {
   auto previous = ep.audit_mode;
   ep.audit_mode = audit;
   auto refs = allRefs();
-  auto st = regenerate(ep, refs);
+  auto st = regenerate(ep, refs, namedPortsByIdentity());
   if (!st.ok()) {
     ep.audit_mode = previous;
     return st.error().wrap(fmt::format("endpoint {} config", id));
@@ -553,12 +574,13 @@ Result<RegenerationStats> Manager::regenerateAll() {
   RegenerationStats stats;
   MB_TRY_CTX(syncCidrIdentities(), "CIDR identities");
   auto refs = allRefs();
+  const auto peer_ports = namedPortsByIdentity();
   ResolveCache cache;
   Status first;
   for (auto& [id, ep] : eps_) {
     std::string prev = ep.state;
     ep.state = kStateRegenerating;
-    auto st = regenerate(ep, refs, &cache);
+    auto st = regenerate(ep, refs, peer_ports, &cache);
     if (!st.ok()) {
       ep.state = kStateNotReady;
       spdlog::error("{}", st.error().message);

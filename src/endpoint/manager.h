@@ -64,7 +64,10 @@ class Manager {
   // Creates a pod: validates, then netns + veth + IP + identity + maps +
   // programs; all or nothing. EEXIST for a taken name, ENOSPC for an
   // exhausted CIDR, EINVAL for bad labels or names.
-  Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels);
+  // named_ports: the pod's container ports (validated: parseNamedPorts); named
+  // ports in policies resolve against them.
+  Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
+                          const std::vector<policy::NamedPort>& named_ports = {});
   // The node's health endpoint (like cilium-health's): labels {reserved:health},
   // identity 4, namespace "". Created once; restored like any endpoint.
   Result<Endpoint> ensureHealthEndpoint();
@@ -105,11 +108,16 @@ class Manager {
 
  private:
   Result<Endpoint> createEndpoint(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
-                                  bool health);
+                                  bool health, const std::vector<policy::NamedPort>& named_ports = {});
+  // Peers' named ports per identity (union over endpoints), plus `extra`'s
+  // (an endpoint being created, not yet in eps_).
+  std::map<uint32_t, std::vector<policy::NamedPort>> namedPortsByIdentity(const Endpoint* extra = nullptr) const;
   // Endpoints with the same identity labels resolve to the same policy: one
   // regenerateAll() resolves each distinct label set once (cache per call).
-  using ResolveCache = std::map<labels::LabelSet, policy::EndpointPolicy>;
-  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs, ResolveCache* cache = nullptr);
+  // The key includes the endpoint's own named ports (ingress named ports resolve against them).
+  using ResolveCache = std::map<std::pair<labels::LabelSet, std::vector<policy::NamedPort>>, policy::EndpointPolicy>;
+  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
+                    const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache = nullptr);
   Status writeState(const Endpoint& ep);
   Status restoreOne(Endpoint ep);
   Status syncHostIpcache();

@@ -221,5 +221,32 @@ TEST_F(PolicyCli, HelpOfEveryNewCommand) {
   }
 }
 
+TEST_F(PolicyCli, EndpointNamedPortsAreValidatedAndRealized) {
+  auto bad = cli({"endpoint", "create", "web", "-n", ns_, "--labels", "app=web", "--port", "http=99999/TCP"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.err, fmt::format("create endpoint {}/web: named_ports[0].port: 99999 is out of range (1-65535)\n", ns_));
+  bad = cli({"endpoint", "create", "web", "-n", ns_, "--labels", "app=web", "--port", "http=80", "--port", "http=81"});
+  EXPECT_EQ(bad.err, fmt::format("create endpoint {}/web: named_ports[1].name: 'http' is given twice (port names are "
+                                 "unique per pod)\n",
+                                 ns_));
+  bad = cli({"endpoint", "create", "web", "-n", ns_, "--port", "http:80"});
+  EXPECT_EQ(bad.err, "--port 'http:80': expected NAME=PORT[/PROTOCOL], e.g. http=80/TCP\n");
+  EXPECT_EQ(nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out).size(), 0u);  // nothing created
+
+  auto ok = cli({"endpoint", "create", "web", "-n", ns_, "--labels", "app=web", "--port", "http=8080",
+                 "--port", "dns=53/UDP", "-o", "json"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(nlohmann::json::parse(ok.out)["named_ports"].dump(),
+            R"([{"name":"http","port":8080,"protocol":"TCP"},{"name":"dns","port":53,"protocol":"UDP"}])");
+  createPod("db", "app=db");
+  // "port: http" on web resolves to web's 8080.
+  auto imp = importPolicy(webPolicy(ns_, "{port: http}"));
+  ASSERT_EQ(imp.exit_code, 0) << imp.err;
+  auto g = nlohmann::json::parse(cli({"bpf", "policy", "get", "web", "-n", ns_, "-o", "json"}).out);
+  ASSERT_EQ(g.size(), 1u) << g.dump();
+  EXPECT_EQ(g[0]["port"], 8080);
+  EXPECT_EQ(g[0]["proto"], "TCP");
+}
+
 }  // namespace
 }  // namespace membrane::testing
