@@ -13,7 +13,7 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
         iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev
 
-.PHONY: all deps build test test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench
+.PHONY: all deps build test test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence
 
 all: build
 
@@ -63,6 +63,10 @@ demo-stop:
 
 bench: build
 	bench/datapath/run.sh $(BUILD)
+
+# Policy convergence: 500 endpoints, 250 policies (docs/benchmarks.md); needs root, a few minutes.
+bench-convergence: build
+	python3 bench/convergence/run.py --build $(BUILD)
 
 install: build
 	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned

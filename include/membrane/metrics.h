@@ -50,6 +50,15 @@ struct MapPressure {
 using DatapathSource = std::function<Result<std::vector<DatapathCounter>>()>;
 using MapPressureSource = std::function<Result<std::vector<MapPressure>>()>;
 
+// Cumulative count of BPF map syscalls (cilium_bpf_map_ops_total).
+struct MapOps {
+  std::string map_name;
+  std::string operation;  // update, delete, lookup, getNextKey
+  std::string outcome;    // success, fail
+  uint64_t count = 0;
+};
+using MapOpsSource = std::function<Result<std::vector<MapOps>>()>;
+
 // One exposed sample, flattened as in the text format: histogram series appear
 // as <name>_bucket (with an `le` label), <name>_sum and <name>_count; counter
 // names already end in _total. Used by GET /v1/metrics and `membrane metrics list`.
@@ -151,6 +160,8 @@ class AgentMetrics {
   void registerDatapathSource(DatapathSource source);
   // Feeds cilium_bpf_map_pressure{map_name}. Same rules.
   void registerMapPressureSource(MapPressureSource source);
+  // Feeds cilium_bpf_map_ops_total{map_name,operation,outcome}. Same rules.
+  void registerMapOpsSource(MapOpsSource source);
 
   // --- output ----------------------------------------------------------------
   // The /metrics body (Prometheus text format 0.0.4): every family, sorted by

@@ -68,12 +68,20 @@ std::string_view icmpTypeName(uint8_t type);
 // One `ports[]` item. port 0 = every port: with protocol ANY everything, with
 // a protocol every port of it (a protocol-only rule, map key {id|0, proto, 0}).
 // ANY with a port means TCP, UDP and SCTP on that port (Cilium).
+// A named port ("http") has name set and port == end_port == 0; it is
+// resolved per endpoint at realization (policy_repository.h, NamedPorts).
 struct PortProtocol {
   uint16_t port = 0;
   uint16_t end_port = 0;  // 0 = single port; else inclusive range end (> port)
   Protocol protocol = Protocol::Any;
+  std::string name;       // named port (IANA_SVC_NAME); empty = numeric
   bool operator==(const PortProtocol&) const = default;
 };
+
+// Kubernetes' IANA_SVC_NAME rule for container port names: 1-15 characters
+// of a-z, 0-9 and '-', at least one letter, no '-' at either end and no
+// "--". OK, or EINVAL saying which rule the name breaks.
+Status validatePortName(std::string_view name);
 
 struct HttpRule {
   std::string method, path, host;    // extended regexes; empty = any

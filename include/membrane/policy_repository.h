@@ -40,6 +40,22 @@ struct PolicyEntry {
   bool operator==(const PolicyEntry&) const = default;
 };
 
+// A container port an endpoint declares ("http" -> 80/TCP).
+struct NamedPort {
+  std::string name;   // IANA_SVC_NAME (validatePortName)
+  uint16_t port = 0;  // 1..65535
+  uint8_t proto = 6;  // IPPROTO_TCP, _UDP or _SCTP
+  auto operator<=>(const NamedPort&) const = default;
+};
+
+// The named ports resolution sees: the subject endpoint's own, and per peer
+// identity the union of the ports its endpoints declare (two pods of one
+// identity may map a name to different numbers: both count).
+struct NamedPorts {
+  std::vector<NamedPort> subject;
+  std::map<uint32_t, std::vector<NamedPort>> by_identity;
+};
+
 struct EndpointPolicy {
   bool ingress_enforced = false;  // default-deny ingress (MB_EP_F_INGRESS_ENFORCED)
   bool egress_enforced = false;
@@ -66,8 +82,13 @@ struct EndpointPolicy {
 //    `cidr:C` and none of `cidr:E`; C = 0.0.0.0/0 also selects world (2);
 //  - entities `world` (and `all`) include every CIDR identity (they carry
 //    reserved:world); `cluster` never does.
+//  - named ports (`port: http`) resolve as in Kubernetes/Cilium: in ingress
+//    rules to the subject's own port of that name (`named.subject`), in
+//    egress rules to each peer identity's port of that name
+//    (`named.by_identity`); a peer without it contributes nothing, and a
+//    name nobody declares allows (or denies) nothing.
 EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels::LabelSet& subject,
-                               const std::vector<IdentityRef>& identities);
+                               const std::vector<IdentityRef>& identities, const NamedPorts& named = {});
 
 // Every CIDR prefix the policies mention (cidr and except of fromCIDR,
 // fromCIDRSet, toCIDR, toCIDRSet, ipBlock), normalized ("10.0.0.0/8"), except
@@ -112,6 +133,11 @@ class Repository {
   // Removes every policy named `name` in `namespace_name` ("" = clusterwide),
   // whatever its kind. Returns their "ns/name"; ENOENT if none. Bumps revision.
   Result<std::vector<std::string>> remove(const std::string& name, const std::string& namespace_name);
+  // Removes every policy whose metadata labels (Policy::labels) include all of
+  // `wanted` (same key and value; a `wanted` label of source "any" or "k8s"
+  // matches any source). Returns their "ns/name"; ENOENT if none matched
+  // (nothing changes); EINVAL for an empty `wanted`. Bumps revision.
+  Result<std::vector<std::string>> removeByLabels(const labels::LabelSet& wanted);
   // Removes everything; returns the names removed. Bumps revision if any.
   std::vector<std::string> removeAll();
 
@@ -122,8 +148,9 @@ class Repository {
   // `cookie`; "" if unknown.
   std::string policyForCookie(uint32_t cookie) const;
 
-  EndpointPolicy resolve(const labels::LabelSet& subject, const std::vector<IdentityRef>& identities) const {
-    return resolvePolicies(policies_, subject, identities);
+  EndpointPolicy resolve(const labels::LabelSet& subject, const std::vector<IdentityRef>& identities,
+                         const NamedPorts& named = {}) const {
+    return resolvePolicies(policies_, subject, identities, named);
   }
   // "ns/name" of the policies with a rule selecting `subject`.
   std::vector<std::string> selectingPolicies(const labels::LabelSet& subject) const;

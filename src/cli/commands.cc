@@ -171,7 +171,17 @@ int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns) 
   return 0;
 }
 
-int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels) {
+int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels,
+                      const std::vector<std::string>& ports) {
+  Json named = Json::array();
+  for (const auto& p : ports) {
+    static const std::regex re("^([^=/]+)=([0-9]{1,5})(?:/([A-Za-z]+))?$");
+    std::smatch m;
+    if (!std::regex_match(p, m, re))
+      return fail(ctx, fmt::format("--port '{}': expected NAME=PORT[/PROTOCOL], e.g. http=80/TCP", p));
+    named.push_back({{"name", m[1].str()}, {"port", std::stoi(m[2].str())},
+                     {"protocol", m[3].matched ? m[3].str() : std::string("TCP")}});
+  }
   Json lab = Json::object();
   std::stringstream ss(labels);
   std::string item;
@@ -183,6 +193,7 @@ int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& 
     lab[key] = eq == std::string::npos ? "" : item.substr(eq + 1);
   }
   Json body = {{"name", name}, {"namespace", nsOrDefault(ns)}, {"labels", lab}};
+  if (!named.empty()) body["named_ports"] = named;
   HttpClient client(ctx.socket);
   Answer a = call(client, "PUT", "/v1/endpoint", body.dump());
   if (!a.ok) return fail(ctx, a.failure);
@@ -290,11 +301,14 @@ int cmdPolicyGet(Context& ctx) {
   return 0;
 }
 
-int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all) {
-  if (all == !name.empty()) return fail(ctx, "policy delete: give either a policy NAME or --all");
-  std::string target = all ? "/v1/policy?all=true"
-                           : "/v1/policy?name=" + api::percentEncode(name) +
-                                 "&namespace=" + api::percentEncode(nsOrDefault(ns));
+int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all,
+                    const std::string& labels) {
+  if (int(all) + int(!name.empty()) + int(!labels.empty()) != 1)
+    return fail(ctx, "policy delete: give exactly one of a policy NAME, --labels k=v[,k=v...] or --all");
+  std::string target = all               ? "/v1/policy?all=true"
+                       : !labels.empty() ? "/v1/policy?labels=" + api::percentEncode(labels)
+                                         : "/v1/policy?name=" + api::percentEncode(name) +
+                                               "&namespace=" + api::percentEncode(nsOrDefault(ns));
   HttpClient client(ctx.socket);
   Answer a = call(client, "DELETE", target);
   if (!a.ok) return fail(ctx, a.failure);
@@ -305,6 +319,130 @@ int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns
   if (a.body.contains("deleted") && a.body["deleted"].is_array())
     for (const auto& d : a.body["deleted"]) ctx.out << "Deleted " << (d.is_string() ? d.get<std::string>() : d.dump()) << "\n";
   ctx.out << "Revision: " << a.body.value("revision", int64_t{0}) << "\n";
+  return 0;
+}
+
+std::optional<long> parseDurationSeconds(const std::string& text) {
+  size_t i = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+  if (i == 0 || i > 9) return std::nullopt;
+  long n = std::stol(text.substr(0, i));
+  std::string unit = text.substr(i);
+  if (unit.empty() || unit == "s") return n;
+  if (unit == "ms") return (n + 999) / 1000;
+  if (unit == "m") return n * 60;
+  if (unit == "h") return n * 3600;
+  return std::nullopt;
+}
+
+int cmdPolicyWait(Context& ctx, const std::string& revision, const std::string& timeout) {
+  if (!isNumber(revision))
+    return fail(ctx, fmt::format("policy wait: revision '{}' is not a number (see 'membrane policy get')", revision));
+  auto secs = parseDurationSeconds(timeout);
+  if (!secs || *secs > 3600)
+    return fail(ctx, fmt::format("policy wait: --timeout '{}' is not a duration up to 1h (e.g. 30s, 2m)", timeout));
+  // The agent bounds the wait; the connection gets a margin on top.
+  HttpClient client(ctx.socket, std::chrono::seconds(*secs + 10));
+  Answer a = call(client, "GET", fmt::format("/v1/policy/wait?revision={}&timeout={}", revision, *secs));
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << "Policy revision " << revision << " is enforced by every endpoint (current revision "
+            << a.body.value("revision", int64_t{0}) << ")\n";
+  return 0;
+}
+
+int cmdEndpointConfig(Context& ctx, const std::string& ref, const std::string& ns,
+                      const std::vector<std::string>& settings) {
+  HttpClient client(ctx.socket);
+  Answer lookup;
+  auto found = endpointId(client, ref, ns, &lookup);
+  if (!found) return fail(ctx, lookup.failure);
+  const std::string& id = *found;
+  if (settings.empty()) {
+    Answer a = call(client, "GET", "/v1/endpoint/" + id);
+    if (!a.ok) return fail(ctx, a.failure);
+    Json cfg = a.body.value("config", Json::object());
+    if (ctx.json) {
+      printJson(ctx, cfg);
+      return 0;
+    }
+    for (const auto& [k, v] : cfg.items())
+      ctx.out << fmt::format("{:<24} {}\n", k, v.is_string() ? v.get<std::string>() : v.dump());
+    return 0;
+  }
+  Json body = Json::object();
+  for (const auto& s : settings) {
+    size_t eq = s.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == s.size())
+      return fail(ctx, fmt::format("endpoint config: '{}' is not Option=Value (e.g. PolicyAuditMode=Enabled)", s));
+    body[s.substr(0, eq)] = s.substr(eq + 1);
+  }
+  Answer a = call(client, "PATCH", "/v1/endpoint/" + id + "/config", body.dump());
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body.value("config", Json::object()));
+  else
+    ctx.out << "Endpoint " << id << " configuration updated successfully\n";
+  return 0;
+}
+
+int cmdNamespaceLabel(Context& ctx, const std::string& ns, const std::vector<std::string>& items, bool overwrite) {
+  if (items.empty()) return fail(ctx, "namespace label: give at least one k=v (or k- to remove a label)");
+  HttpClient client(ctx.socket);
+  Answer list = call(client, "GET", "/v1/namespace");
+  if (!list.ok) return fail(ctx, list.failure);
+  Json labels = Json::object();
+  for (const auto& n : list.body)
+    if (n.value("name", "") == ns) labels = n.value("labels", Json::object());
+  bool changed = false;
+  for (const auto& item : items) {
+    if (item.size() > 1 && item.back() == '-' && item.find('=') == std::string::npos) {
+      std::string key = item.substr(0, item.size() - 1);
+      changed |= labels.erase(key) > 0;
+      continue;
+    }
+    size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return fail(ctx, fmt::format("namespace label: '{}' is neither k=v nor k- (remove)", item));
+    std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (labels.contains(key) && labels[key] != value && !overwrite)
+      return fail(ctx, fmt::format("namespace label: '{}' already has a value ({}), and --overwrite is false; "
+                                   "nothing changed",
+                                   key, labels[key].is_string() ? labels[key].get<std::string>() : labels[key].dump()));
+    if (!labels.contains(key) || labels[key] != value) changed = true;
+    labels[key] = value;
+  }
+  if (!changed) {
+    ctx.out << "namespace/" << ns << " not labeled\n";
+    return 0;
+  }
+  Answer a = call(client, "PUT", "/v1/namespace/" + api::percentEncode(ns), Json{{"labels", labels}}.dump());
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json)
+    printJson(ctx, a.body);
+  else
+    ctx.out << "namespace/" << ns << " labeled\n";
+  return 0;
+}
+
+int cmdNamespaceList(Context& ctx) {
+  HttpClient client(ctx.socket);
+  Answer a = call(client, "GET", "/v1/namespace");
+  if (!a.ok) return fail(ctx, a.failure);
+  if (ctx.json) {
+    printJson(ctx, a.body);
+    return 0;
+  }
+  ctx.out << fmt::format("{:<24} {:<10} {}\n", "NAME", "ENDPOINTS", "LABELS");
+  for (const auto& n : a.body) {
+    std::string ls;
+    const Json labels = n.contains("labels") && n["labels"].is_object() ? n["labels"] : Json::object();
+    for (const auto& [k, v] : labels.items())
+      ls += (ls.empty() ? "" : ",") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+    ctx.out << fmt::format("{:<24} {:<10} {}\n", n.value("name", ""), n.value("endpoints", 0), ls.empty() ? "<none>" : ls);
+  }
   return 0;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,9 @@ int cmdHealthStatus(Context& ctx, bool probe, bool succinct);
 int cmdEndpointList(Context& ctx);
 int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns);
 // labels: "k=v[,k=v...]".
-int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels);
+// ports: named container ports "NAME=PORT[/PROTO]" (PROTO TCP (default), UDP, SCTP).
+int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels,
+                      const std::vector<std::string>& ports = {});
 int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& ns);
 // Enters the endpoint's network namespace and execs argv (PATH search).
 // Returns only on failure: 1 unknown endpoint/namespace, 126 exec failed,
@@ -37,7 +40,23 @@ int cmdIdentityGet(Context& ctx, const std::string& id);
 // files: paths, "-" = stdin.
 int cmdPolicyImport(Context& ctx, const std::vector<std::string>& files);
 int cmdPolicyGet(Context& ctx);
-int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all);
+// Exactly one of name (with ns), labels ("k=v[,k=v...]": every policy whose
+// metadata labels include them all) or all.
+int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns, bool all,
+                    const std::string& labels = "");
+// Waits until every endpoint enforces policy revision `revision` (a number);
+// timeout: Go-style duration "30s", "2m", "1h", or plain seconds.
+int cmdPolicyWait(Context& ctx, const std::string& revision, const std::string& timeout);
+// Without settings prints the endpoint's options; with "Option=Value" items
+// (PolicyAuditMode=Enabled|Disabled|Default) changes them.
+int cmdEndpointConfig(Context& ctx, const std::string& ref, const std::string& ns,
+                      const std::vector<std::string>& settings);
+// kubectl-style: "k=v" adds/changes (a change needs overwrite), "k-" removes.
+int cmdNamespaceLabel(Context& ctx, const std::string& ns, const std::vector<std::string>& items, bool overwrite);
+int cmdNamespaceList(Context& ctx);
+// Parses "30s", "1500ms" (rounded up to whole seconds), "2m", "1h", "45" into
+// seconds; nullopt if malformed.
+std::optional<long> parseDurationSeconds(const std::string& text);
 
 // `membrane policy trace`: exactly one of src_endpoint ("ID" or pod NAME) /
 // src_labels ("k=v,..."), and one of dst_endpoint / dst_labels; dport

@@ -159,7 +159,20 @@ TEST_F(CommandsTest, PolicyDelete) {
   EXPECT_EQ(cmdPolicyDelete(c, "", "", true), 0);
   EXPECT_EQ(last_query_, "/v1/policy?all=true");
   EXPECT_EQ(cmdPolicyDelete(c, "rule1", "", true), 1);
-  EXPECT_EQ(err_.str(), "policy delete: give either a policy NAME or --all\n");
+  EXPECT_EQ(err_.str(), "policy delete: give exactly one of a policy NAME, --labels k=v[,k=v...] or --all\n");
+  EXPECT_EQ(cmdPolicyDelete(c, "", "", false, "team=red,env=dev"), 0);
+  EXPECT_EQ(last_query_, "/v1/policy?labels=team%3Dred%2Cenv%3Ddev");
+}
+
+TEST(ParseDuration, GoStyleUnits) {
+  EXPECT_EQ(parseDurationSeconds("30s"), 30);
+  EXPECT_EQ(parseDurationSeconds("45"), 45);
+  EXPECT_EQ(parseDurationSeconds("2m"), 120);
+  EXPECT_EQ(parseDurationSeconds("1h"), 3600);
+  EXPECT_EQ(parseDurationSeconds("1500ms"), 2);
+  EXPECT_EQ(parseDurationSeconds("x"), std::nullopt);
+  EXPECT_EQ(parseDurationSeconds("5d"), std::nullopt);
+  EXPECT_EQ(parseDurationSeconds(""), std::nullopt);
 }
 
 TEST_F(CommandsTest, PolicyTrace) {

@@ -94,15 +94,62 @@ int main(int argc, char** argv) {
   ep_create->add_option("name", ep_ref, "Pod NAME")->required();
   ep_create->add_option("-n,--namespace", ep_ns, "Namespace of the pod")->capture_default_str();
   ep_create->add_option("--labels", ep_labels, "Labels as k=v[,k=v...] (they select policies and form the identity)");
+  std::vector<std::string> ep_ports;
+  ep_create->add_option("--port", ep_ports,
+                        "Named container port NAME=PORT[/TCP|UDP|SCTP] (repeatable); policies' named ports "
+                        "(port: http) resolve to it");
   addOutput(ep_create, output);
-  ep_create->footer("Example:\n  membrane endpoint create deathstar --labels org=empire,class=deathstar");
-  ep_create->callback([&] { action = [&] { return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels); }; });
+  ep_create->footer(
+      "Examples:\n  membrane endpoint create deathstar --labels org=empire,class=deathstar\n"
+      "  membrane endpoint create web --labels app=web --port http=80/TCP --port dns=53/UDP");
+  ep_create->callback(
+      [&] { action = [&] { return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels, ep_ports); }; });
 
   auto* ep_delete = endpoint->add_subcommand("delete", "Delete an endpoint and everything created for it");
   ep_delete->add_option("endpoint", ep_ref, "Endpoint ID or pod NAME")->required();
   ep_delete->add_option("-n,--namespace", ep_ns, "Namespace of NAME")->capture_default_str();
   ep_delete->footer("Examples:\n  membrane endpoint delete 1204\n  membrane endpoint delete xwing");
   ep_delete->callback([&] { action = [&] { return membrane::cli::cmdEndpointDelete(ctx, ep_ref, ep_ns); }; });
+
+  std::vector<std::string> epcfg_settings;
+  auto* ep_config = endpoint->add_subcommand("config", "Show or change an endpoint's options (PolicyAuditMode)");
+  ep_config->add_option("endpoint", ep_ref, "Endpoint ID or pod NAME")->required();
+  ep_config->add_option("settings", epcfg_settings,
+                        "Option=Value items: PolicyAuditMode=Enabled|Disabled|Default (Default follows the "
+                        "agent's --policy-audit-mode)");
+  ep_config->add_option("-n,--namespace", ep_ns, "Namespace of NAME")->capture_default_str();
+  addOutput(ep_config, output);
+  ep_config->footer(
+      "Without settings prints each option and its value. In audit mode, would-be policy drops are forwarded\n"
+      "and reported as verdict AUDIT (membrane monitor) instead of dropped.\n"
+      "Examples:\n  membrane endpoint config deathstar\n  membrane endpoint config 1204 PolicyAuditMode=Enabled");
+  ep_config->callback(
+      [&] { action = [&] { return membrane::cli::cmdEndpointConfig(ctx, ep_ref, ep_ns, epcfg_settings); }; });
+
+  // namespace
+  auto* nsc = app.add_subcommand("namespace", "Kubernetes namespaces of the endpoints and their labels");
+  nsc->require_subcommand(1);
+  nsc->footer("Examples:\n  membrane namespace list\n  membrane namespace label empire team=red");
+  std::string ns_name;
+  std::vector<std::string> ns_items;
+  bool ns_overwrite = false;
+  auto* ns_label = nsc->add_subcommand("label", "Set or remove labels of a namespace (kubectl label syntax)");
+  ns_label->add_option("namespace", ns_name, "Namespace NAME")->required();
+  ns_label->add_option("labels", ns_items, "k=v to set, k- to remove")->required();
+  ns_label->add_flag("--overwrite", ns_overwrite, "Allow changing the value of a label that is already set");
+  addOutput(ns_label, output);
+  ns_label->footer(
+      "Namespace labels are part of the identity of every pod in the namespace (as Cilium's\n"
+      "k8s:io.cilium.k8s.namespace.labels.<k>=<v>), so namespaceSelector rules see them; pods move to\n"
+      "their new identity and policy is re-realized at once.\n"
+      "Examples:\n  membrane namespace label empire team=red\n  membrane namespace label empire team=blue --overwrite\n"
+      "  membrane namespace label empire team-");
+  ns_label->callback(
+      [&] { action = [&] { return membrane::cli::cmdNamespaceLabel(ctx, ns_name, ns_items, ns_overwrite); }; });
+  auto* ns_list = nsc->add_subcommand("list", "List namespaces with their number of endpoints and labels");
+  addOutput(ns_list, output);
+  ns_list->footer("Example:\n  membrane namespace list -o json");
+  ns_list->callback([&] { action = [&] { return membrane::cli::cmdNamespaceList(ctx); }; });
 
   // exec
   std::string exec_name, exec_ns = "default";
@@ -147,15 +194,35 @@ int main(int argc, char** argv) {
   addOutput(pol_get, output);
   pol_get->footer("Example:\n  membrane policy get");
   pol_get->callback([&] { action = [&] { return membrane::cli::cmdPolicyGet(ctx); }; });
-  std::string pol_name, pol_ns = "default";
+  std::string pol_name, pol_ns = "default", pol_labels;
   bool pol_all = false;
-  auto* pol_delete = policy->add_subcommand("delete", "Delete one policy by name, or all of them");
+  auto* pol_delete = policy->add_subcommand("delete", "Delete policies: one by name, those with given labels, or all");
   pol_delete->add_option("name", pol_name, "Policy NAME (metadata.name)");
-  pol_delete->add_option("-n,--namespace", pol_ns, "Namespace of the policy")->capture_default_str();
+  pol_delete->add_option("-n,--namespace", pol_ns, "Namespace of the policy NAME")->capture_default_str();
+  pol_delete->add_option("--labels", pol_labels,
+                         "Delete every policy whose metadata.labels include all of k=v[,k=v...]");
   pol_delete->add_flag("--all", pol_all, "Delete every policy");
   addOutput(pol_delete, output);
-  pol_delete->footer("Examples:\n  membrane policy delete rule1\n  membrane policy delete --all");
-  pol_delete->callback([&] { action = [&] { return membrane::cli::cmdPolicyDelete(ctx, pol_name, pol_ns, pol_all); }; });
+  pol_delete->footer(
+      "Give exactly one of NAME, --labels or --all. Prints each deleted policy and the new revision;\n"
+      "exit 1 (nothing deleted) when no policy matches.\n"
+      "Examples:\n  membrane policy delete rule1\n  membrane policy delete rule1 -n empire\n"
+      "  membrane policy delete --labels team=red,env=dev\n  membrane policy delete --all");
+  pol_delete->callback([&] {
+    action = [&] { return membrane::cli::cmdPolicyDelete(ctx, pol_name, pol_ns, pol_all, pol_labels); };
+  });
+
+  std::string wait_rev, wait_timeout = "30s";
+  auto* pol_wait = policy->add_subcommand("wait", "Wait until every endpoint enforces a policy revision");
+  pol_wait->add_option("revision", wait_rev, "Policy revision, as printed by policy import/delete/get")->required();
+  pol_wait->add_option("--timeout", wait_timeout, "Give up after this long (30s, 2m, 1h; at most 1h)")
+      ->capture_default_str();
+  addOutput(pol_wait, output);
+  pol_wait->footer(
+      "Exit 0 once every endpoint's maps realize REVISION or a later one; exit 1 with a message on timeout.\n"
+      "Examples:\n  membrane policy wait 12\n  rev=$(membrane policy import p.yaml -o json | jq .revision) && "
+      "membrane policy wait $rev --timeout 5s");
+  pol_wait->callback([&] { action = [&] { return membrane::cli::cmdPolicyWait(ctx, wait_rev, wait_timeout); }; });
 
   membrane::cli::TraceArgs trace_args;
   auto* pol_trace = policy->add_subcommand(

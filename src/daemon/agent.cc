@@ -152,6 +152,12 @@ Status Agent::init() {
     return out;
   });
 
+  metrics_->registerMapOpsSource([dpp]() -> Result<std::vector<metrics::MapOps>> {
+    std::vector<metrics::MapOps> out;
+    for (const auto& o : dpp->mapOps()) out.push_back({o.map_name, o.operation, o.outcome, o.count});
+    return out;
+  });
+
   endpoint::ManagerConfig mc;
   mc.state_dir = cfg_.state_dir;
   mc.pod_cidr = *cidr;
@@ -574,8 +580,14 @@ Response Agent::createEndpoint(const Request& req) {
       return Response::error(400, "field 'labels' must be an object {\"key\": \"value\"} or a string \"k=v,k2=v2\"");
     }
   }
+  std::vector<policy::NamedPort> named_ports;
+  if (body.contains("named_ports")) {
+    auto np = endpoint::parseNamedPorts(body["named_ports"]);
+    if (!np) return Response::error(400, fmt::format("create endpoint {}/{}: {}", ns, name, np.error().message));
+    named_ports = std::move(*np);
+  }
   std::lock_guard lk(mu_);
-  auto ep = eps_->create(name, ns, user);
+  auto ep = eps_->create(name, ns, user, named_ports);
   if (!ep) return errorResponse(ep.error());
   return Response::json(201, endpoint::toApiJson(*ep));
 }
@@ -693,10 +705,16 @@ Response Agent::deletePolicy(const Request& req) {
   std::vector<std::string> deleted;
   if (req.queryValue("all") == "true") {
     deleted = repo_.removeAll();
+  } else if (req.hasQuery("labels")) {
+    auto wanted = labels::parseLabels(req.queryValue("labels"));
+    if (!wanted) return Response::error(400, "labels: " + wanted.error().message + " (expected k=v[,k=v...])");
+    auto r = repo_.removeByLabels(*wanted);
+    if (!r) return errorResponse(r.error());
+    deleted = *r;
   } else {
     std::string name = req.queryValue("name");
     std::string ns = req.queryValue("namespace");
-    if (name.empty()) return Response::error(400, "give ?name=NAME[&namespace=NS] or ?all=true");
+    if (name.empty()) return Response::error(400, "give ?name=NAME[&namespace=NS], ?labels=k=v[,k=v...] or ?all=true");
     auto r = repo_.remove(name, ns.empty() ? "default" : ns);
     if (!r) return errorResponse(r.error());
     deleted = *r;

@@ -38,8 +38,55 @@ nlohmann::json toApiJson(const Endpoint& ep) {
         {"ifindex", ep.host_ifindex},
         {"mac", macToString(ep.mac)},
         {"host_mac", macToString(ep.host_mac)}}},
+      {"named_ports", namedPortsJson(ep.named_ports)},
       {"created", ep.created},
   };
+}
+
+nlohmann::json namedPortsJson(const std::vector<policy::NamedPort>& ports) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& p : ports)
+    out.push_back({{"name", p.name},
+                   {"port", p.port},
+                   {"protocol", p.proto == 17 ? "UDP" : p.proto == 132 ? "SCTP" : "TCP"}});
+  return out;
+}
+
+Result<std::vector<policy::NamedPort>> parseNamedPorts(const nlohmann::json& j) {
+  const char* shape = " (expected [{\"name\": \"http\", \"port\": 80, \"protocol\": \"TCP\"}, ...])";
+  if (!j.is_array()) return Error::invalid(std::string("named_ports must be a list") + shape);
+  std::vector<policy::NamedPort> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const auto& item = j[i];
+    const std::string where = fmt::format("named_ports[{}]", i);
+    if (!item.is_object()) return Error::invalid(where + " must be an object" + shape);
+    for (const auto& [k, _] : item.items())
+      if (k != "name" && k != "port" && k != "protocol")
+        return Error::invalid(fmt::format("{}: unknown field '{}' (name, port, protocol)", where, k));
+    if (!item.contains("name") || !item["name"].is_string())
+      return Error::invalid(where + ".name (string) is required" + shape);
+    policy::NamedPort np;
+    np.name = item["name"].get<std::string>();
+    if (auto st = policy::validatePortName(np.name); !st.ok()) return st.error().wrap(where + ".name");
+    if (!item.contains("port") || !item["port"].is_number_integer())
+      return Error::invalid(where + ".port (number) is required" + shape);
+    const int64_t port = item["port"].get<int64_t>();
+    if (port < 1 || port > 65535)
+      return Error::invalid(fmt::format("{}.port: {} is out of range (1-65535)", where, port));
+    np.port = static_cast<uint16_t>(port);
+    const std::string proto = item.value("protocol", nlohmann::json("TCP")).is_string()
+                                  ? item.value("protocol", std::string("TCP"))
+                                  : std::string("?");
+    if (proto == "TCP") np.proto = 6;
+    else if (proto == "UDP") np.proto = 17;
+    else if (proto == "SCTP") np.proto = 132;
+    else return Error::invalid(fmt::format("{}.protocol: '{}' must be TCP, UDP or SCTP", where, proto));
+    for (const auto& seen : out)
+      if (seen.name == np.name)
+        return Error::invalid(fmt::format("{}.name: '{}' is given twice (port names are unique per pod)", where, np.name));
+    out.push_back(std::move(np));
+  }
+  return out;
 }
 
 nlohmann::json toStateJson(const Endpoint& ep) {
@@ -56,6 +103,7 @@ nlohmann::json toStateJson(const Endpoint& ep) {
           {"host_ifname", ep.host_ifname},
           {"health", ep.health},
           {"audit_mode", ep.audit_mode ? nlohmann::json(*ep.audit_mode) : nlohmann::json()},
+          {"named_ports", namedPortsJson(ep.named_ports)},
           {"created", ep.created}};
 }
 
@@ -77,6 +125,11 @@ Result<Endpoint> fromStateJson(const nlohmann::json& j) {
     ep.health = j.value("health", false);
     if (ep.health) ep.labels = labels::reservedLabels(labels::Reserved::Health);
     if (j.contains("audit_mode") && j["audit_mode"].is_boolean()) ep.audit_mode = j["audit_mode"].get<bool>();
+    if (j.contains("named_ports")) {
+      auto np = parseNamedPorts(j["named_ports"]);
+      if (!np) return np.error().wrap("endpoint state");
+      ep.named_ports = std::move(*np);
+    }
     ep.state = kStateRestoring;
     return ep;
   } catch (const std::exception& e) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "membrane/labels.h"
+#include "membrane/policy_repository.h"
 #include "membrane/result.h"
 
 namespace membrane::endpoint {
@@ -49,6 +50,9 @@ struct Endpoint {
   std::vector<std::string> ingress_policies;  // ns/name of policies selecting it, per direction
   std::vector<std::string> egress_policies;
   std::string created;                // RFC 3339 UTC
+  // Container ports the pod declares ("http" -> 80/TCP): what named ports in
+  // policies resolve to (ingress: this pod's; egress: each peer's). Fixed at creation.
+  std::vector<policy::NamedPort> named_ports;
 };
 
 std::string macToString(const std::array<uint8_t, 6>& mac);
@@ -58,6 +62,13 @@ nlohmann::json toApiJson(const Endpoint& ep);
 // State file (everything needed to restore after a restart) and back.
 nlohmann::json toStateJson(const Endpoint& ep);
 Result<Endpoint> fromStateJson(const nlohmann::json& j);
+
+// Parses the endpoint create API's "named_ports":
+// [{"name": "http", "port": 80, "protocol": "TCP"}] (protocol TCP, UDP or
+// SCTP, default TCP). Validates like Kubernetes' container ports: name
+// IANA_SVC_NAME, port 1..65535, names unique. EINVAL naming the item and rule.
+Result<std::vector<policy::NamedPort>> parseNamedPorts(const nlohmann::json& j);
+nlohmann::json namedPortsJson(const std::vector<policy::NamedPort>& ports);
 
 // Pod and namespace names: Kubernetes DNS-1123 labels (lowercase alphanumerics
 // and '-', start and end alphanumeric, at most 63 characters).

@@ -47,3 +47,47 @@ TEST(Endpoint, ValidateName) {
 }
 
 }  // namespace membrane::endpoint
+
+namespace membrane::endpoint {
+namespace {
+
+TEST(NamedPorts, ParseValidateAndRoundTrip) {
+  auto j = nlohmann::json::parse(R"([{"name":"http","port":80,"protocol":"TCP"},{"name":"dns","port":53,"protocol":"UDP"},
+                                     {"name":"metrics","port":9090}])");
+  auto np = parseNamedPorts(j);
+  ASSERT_TRUE(np.ok()) << np.error().message;
+  EXPECT_EQ(*np, (std::vector<policy::NamedPort>{{"http", 80, 6}, {"dns", 53, 17}, {"metrics", 9090, 6}}));
+  EXPECT_EQ(namedPortsJson(*np)[2].dump(), R"({"name":"metrics","port":9090,"protocol":"TCP"})");
+
+  auto err = [](const char* text) {
+    auto r = parseNamedPorts(nlohmann::json::parse(text));
+    return r.ok() ? std::string("ok") : r.error().message;
+  };
+  EXPECT_EQ(err(R"([{"name":"http","port":0}])"), "named_ports[0].port: 0 is out of range (1-65535)");
+  EXPECT_EQ(err(R"([{"name":"http","port":65536}])"), "named_ports[0].port: 65536 is out of range (1-65535)");
+  EXPECT_EQ(err(R"([{"name":"http","port":80},{"name":"http","port":81}])"),
+            "named_ports[1].name: 'http' is given twice (port names are unique per pod)");
+  EXPECT_EQ(err(R"([{"name":"http","port":80,"protocol":"ICMP"}])"),
+            "named_ports[0].protocol: 'ICMP' must be TCP, UDP or SCTP");
+  EXPECT_EQ(err(R"([{"name":"http","port":80,"host":1}])"), "named_ports[0]: unknown field 'host' (name, port, protocol)");
+  EXPECT_EQ(err(R"([{"name":"Web_Port","port":80}])"),
+            "named_ports[0].name: port name 'Web_Port' is invalid: only a-z, 0-9 and '-' are allowed (IANA_SVC_NAME: "
+            "1-15 characters a-z, 0-9, '-', at least one letter, no '-' at either end, no '--')");
+  EXPECT_EQ(err(R"({"http":80})"),
+            R"(named_ports must be a list (expected [{"name": "http", "port": 80, "protocol": "TCP"}, ...]))");
+}
+
+TEST(NamedPorts, SurviveTheStateFile) {
+  Endpoint ep;
+  ep.id = 3;
+  ep.name = "web";
+  ep.ns = "default";
+  ep.ipv4 = 0x0a000005;
+  ep.named_ports = {{"http", 8080, 6}};
+  auto back = fromStateJson(toStateJson(ep));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->named_ports, ep.named_ports);
+}
+
+}  // namespace
+}  // namespace membrane::endpoint

@@ -5,6 +5,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <functional>
@@ -148,6 +149,13 @@ Status Manager::init() {
         logIfError(dp_.deleteIpcache(info.ipv4, 32), "remove stale ipcache entry");
       }
   }
+  // Policy entries of endpoint ids that no longer exist (e.g. removed while
+  // the agent was down) are stale too.
+  for (uint32_t ep_id : dp_.policyEndpoints())
+    if (!eps_.count(ep_id)) {
+      spdlog::info("removing stale policy entries of endpoint {}", ep_id);
+      logIfError(dp_.deletePolicy(ep_id), "remove stale policy");
+    }
   MB_TRY(regenerateAll().ok() ? okStatus() : Status(Error(EIO, "initial regeneration failed")));
   updateMetrics();
   return okStatus();
@@ -319,11 +327,12 @@ Status Manager::writeState(const Endpoint& ep) {
   return writeFileAtomic(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id), toStateJson(ep).dump(2) + "\n");
 }
 
-Result<Endpoint> Manager::create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels) {
+Result<Endpoint> Manager::create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
+                                 const std::vector<policy::NamedPort>& named_ports) {
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   MB_TRY_CTX(validateName("pod name", name), what);
   MB_TRY_CTX(validateName("namespace", ns), what);
-  return createEndpoint(name, ns, user_labels, false);
+  return createEndpoint(name, ns, user_labels, false, named_ports);
 }
 
 Result<Endpoint> Manager::ensureHealthEndpoint() {
@@ -338,7 +347,8 @@ const Endpoint* Manager::healthEndpoint() const {
 }
 
 Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::string& ns,
-                                         const labels::LabelSet& user_labels, bool health) {
+                                         const labels::LabelSet& user_labels, bool health,
+                                         const std::vector<policy::NamedPort>& named_ports) {
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   if (findByName(ns, name))
     return Error::exists(fmt::format("{}: an endpoint named {} already exists in namespace {} (delete it first: "
@@ -355,6 +365,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.ns = ns;
   ep.user_labels = user_labels;
   ep.health = health;
+  ep.named_ports = named_ports;
   ep.labels = health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ns, user_labels);
   ep.created = nowRfc3339();
   // The health endpoint's netns is named after the host device, which is unique per agent.
@@ -389,7 +400,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.state = kStateRegenerating;
   auto refs = allRefs();
   undo.add([this, id = ep.id] { logIfError(dp_.deletePolicy(id), "rollback policy entries"); });
-  MB_TRY_CTX(regenerate(ep, refs), what);
+  MB_TRY_CTX(regenerate(ep, refs, namedPortsByIdentity(&ep)), what);
   undo.add([this, ifx = ep.host_ifindex, ip = htonl(ep.ipv4)] {
     logIfError(dp_.deleteEndpoint(ifx, ip), "rollback endpoint map");
   });
@@ -407,8 +418,14 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   spdlog::info("endpoint {} {}/{} created: identity {}, ipv4 {}, interface {}", id, ns, name, ep.identity,
                ipv4ToString(ep.ipv4), ep.host_ifname);
 
-  // Other endpoints' rules may select the new identity.
-  if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
+  // Other endpoints' rules may select the new identity (an identity that
+  // other pods already hold changes nothing for anyone else).
+  // Its named ports change what other endpoints' egress rules resolve to.
+  if (ident->refs == 1 || !named_ports.empty()) {
+    if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
+  } else {
+    updateMetrics();
+  }
   return eps_.at(id);
 }
 
@@ -431,10 +448,18 @@ Status Manager::remove(uint32_t id) {
   note(kernel::deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
   note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
   ids_.release(ep.identity);
+  const bool others_change = !ids_.lookup(ep.identity).has_value() || !ep.named_ports.empty();
   ipam_.release(ep.ipv4);
+  written_ep_.erase(id);
   spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
   eps_.erase(it);
-  if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
+  // Other endpoints' entries can only change when an identity disappears:
+  // a pod sharing its identity with others changes no selector's result.
+  if (others_change) {
+    if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
+  } else {
+    updateMetrics();
+  }
   if (!first.ok()) return first.error().wrap(fmt::format("delete endpoint {}", id));
   return okStatus();
 }
@@ -456,9 +481,35 @@ std::vector<const Endpoint*> Manager::list() const {
   return out;
 }
 
-Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs) {
+std::map<uint32_t, std::vector<policy::NamedPort>> Manager::namedPortsByIdentity(const Endpoint* extra) const {
+  std::map<uint32_t, std::vector<policy::NamedPort>> out;
+  auto add = [&](const Endpoint& ep) {
+    if (ep.named_ports.empty()) return;
+    auto& v = out[ep.identity];
+    for (const auto& np : ep.named_ports)
+      if (std::find(v.begin(), v.end(), np) == v.end()) v.push_back(np);
+  };
+  for (const auto& [_, ep] : eps_) add(ep);
+  if (extra) add(*extra);
+  return out;
+}
+
+Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
+                           const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache) {
   auto t0 = Clock::now();
-  auto pol = repo_.resolve(ep.labels, refs);
+  policy::NamedPorts named{ep.named_ports, peer_ports};
+  policy::EndpointPolicy resolved;
+  const policy::EndpointPolicy* polp = nullptr;
+  if (cache) {
+    auto key = std::make_pair(ep.labels, ep.named_ports);
+    auto it = cache->find(key);
+    if (it == cache->end()) it = cache->emplace(std::move(key), repo_.resolve(ep.labels, refs, named)).first;
+    polp = &it->second;
+  } else {
+    resolved = repo_.resolve(ep.labels, refs, named);
+    polp = &resolved;
+  }
+  const policy::EndpointPolicy& pol = *polp;
   metrics_.observeRegenerationTime("policyCalculation", true, secondsSince(t0));
 
   ep.ingress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.ingress_enforced);
@@ -481,15 +532,21 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
     return synced.error().wrap(fmt::format("sync policy map of endpoint {}", ep.id));
   }
   // Flags after entries: turning enforcement on only once the allows are in place.
-  mb_endpoint_info info{};
-  info.ep_id = ep.id;
-  info.identity = ep.identity;
-  info.ifindex = ep.host_ifindex;
-  info.flags = endpointFlags(ep);
-  info.ipv4 = htonl(ep.ipv4);
-  std::copy(ep.mac.begin(), ep.mac.end(), info.mac);
-  std::copy(ep.host_mac.begin(), ep.host_mac.end(), info.node_mac);
-  MB_TRY_CTX(dp_.upsertEndpoint(info), fmt::format("write endpoint {} to the datapath", ep.id));
+  const std::pair<uint32_t, uint32_t> want{ep.identity, endpointFlags(ep)};
+  auto written = written_ep_.find(ep.id);
+  if (written == written_ep_.end() || written->second != want) {
+    mb_endpoint_info info{};
+    info.ep_id = ep.id;
+    info.identity = ep.identity;
+    info.ifindex = ep.host_ifindex;
+    info.flags = want.second;
+    info.ipv4 = htonl(ep.ipv4);
+    std::copy(ep.mac.begin(), ep.mac.end(), info.mac);
+    std::copy(ep.host_mac.begin(), ep.host_mac.end(), info.node_mac);
+    written_ep_.erase(ep.id);  // unknown until the write succeeds
+    MB_TRY_CTX(dp_.upsertEndpoint(info), fmt::format("write endpoint {} to the datapath", ep.id));
+    written_ep_[ep.id] = want;
+  }
   metrics_.observeRegenerationTime("mapSync", true, secondsSince(t1));
   ep.policy_revision = repo_.revision();
   return okStatus();
@@ -502,7 +559,7 @@ Status Manager::setAuditMode(uint32_t id, std::optional<bool> audit) {
   auto previous = ep.audit_mode;
   ep.audit_mode = audit;
   auto refs = allRefs();
-  auto st = regenerate(ep, refs);
+  auto st = regenerate(ep, refs, namedPortsByIdentity());
   if (!st.ok()) {
     ep.audit_mode = previous;
     return st.error().wrap(fmt::format("endpoint {} config", id));
@@ -517,11 +574,13 @@ Result<RegenerationStats> Manager::regenerateAll() {
   RegenerationStats stats;
   MB_TRY_CTX(syncCidrIdentities(), "CIDR identities");
   auto refs = allRefs();
+  const auto peer_ports = namedPortsByIdentity();
+  ResolveCache cache;
   Status first;
   for (auto& [id, ep] : eps_) {
     std::string prev = ep.state;
     ep.state = kStateRegenerating;
-    auto st = regenerate(ep, refs);
+    auto st = regenerate(ep, refs, peer_ports, &cache);
     if (!st.ok()) {
       ep.state = kStateNotReady;
       spdlog::error("{}", st.error().message);

@@ -64,7 +64,10 @@ class Manager {
   // Creates a pod: validates, then netns + veth + IP + identity + maps +
   // programs; all or nothing. EEXIST for a taken name, ENOSPC for an
   // exhausted CIDR, EINVAL for bad labels or names.
-  Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels);
+  // named_ports: the pod's container ports (validated: parseNamedPorts); named
+  // ports in policies resolve against them.
+  Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
+                          const std::vector<policy::NamedPort>& named_ports = {});
   // The node's health endpoint (like cilium-health's): labels {reserved:health},
   // identity 4, namespace "". Created once; restored like any endpoint.
   Result<Endpoint> ensureHealthEndpoint();
@@ -105,8 +108,16 @@ class Manager {
 
  private:
   Result<Endpoint> createEndpoint(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
-                                  bool health);
-  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs);
+                                  bool health, const std::vector<policy::NamedPort>& named_ports = {});
+  // Peers' named ports per identity (union over endpoints), plus `extra`'s
+  // (an endpoint being created, not yet in eps_).
+  std::map<uint32_t, std::vector<policy::NamedPort>> namedPortsByIdentity(const Endpoint* extra = nullptr) const;
+  // Endpoints with the same identity labels resolve to the same policy: one
+  // regenerateAll() resolves each distinct label set once (cache per call).
+  // The key includes the endpoint's own named ports (ingress named ports resolve against them).
+  using ResolveCache = std::map<std::pair<labels::LabelSet, std::vector<policy::NamedPort>>, policy::EndpointPolicy>;
+  Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
+                    const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache = nullptr);
   Status writeState(const Endpoint& ep);
   Status restoreOne(Endpoint ep);
   Status syncHostIpcache();
@@ -121,6 +132,9 @@ class Manager {
   metrics::AgentMetrics& metrics_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
+  // (identity, flags) last written to the endpoint maps per endpoint id, so a
+  // regeneration that changes neither writes nothing.
+  std::map<uint32_t, std::pair<uint32_t, uint32_t>> written_ep_;
   std::map<std::string, labels::LabelSet> ns_labels_;  // namespace -> its labels (user-given)
   // CIDR identities (Cilium's local scope, 1<<24 | n): one per prefix that a
   // policy mentions, labelled with every covering prefix (cidr:…) and

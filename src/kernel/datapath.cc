@@ -220,7 +220,9 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
     }
     return bpfError(r, "load and verify programs (libbpf printed the verifier log)").wrap(ctx);
   }
-  return std::unique_ptr<Datapath>(new Datapath(std::move(skel), options.bpf_root));
+  std::unique_ptr<Datapath> dp(new Datapath(std::move(skel), options.bpf_root));
+  MB_TRY_CTX(dp->loadPolicyShadow(), ctx);
+  return dp;
 }
 
 int Datapath::eventsFd() const { return bpf_map__fd(skel_->maps.mb_events_v1); }
@@ -313,21 +315,23 @@ Status Datapath::upsertEndpoint(const mb_endpoint_info& ep) {
   mb_endpoint_ip_key ip_key{};
   ip_key.ipv4 = ep.ipv4;
   ip_key.family = 4;
-  int r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key, &ep, BPF_ANY);
+  int r = countOp(MapId::EndpointsByIp, MapOp::Update,
+                  bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key, &ep, BPF_ANY));
   if (r) return bpfError(r, what + ": " MB_MAP_ENDPOINTS_BY_IP);
-  r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex, &ep, BPF_ANY);
+  r = countOp(MapId::Endpoints, MapOp::Update,
+              bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex, &ep, BPF_ANY));
   if (r) return bpfError(r, what + ": " MB_MAP_ENDPOINTS);
   return okStatus();
 }
 
 Status Datapath::deleteEndpoint(uint32_t ifindex, uint32_t ipv4_be) {
   const std::string what = "delete endpoint " + ipString(ipv4_be) + " (" + ifName(ifindex) + ")";
-  int r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex);
+  int r = countOp(MapId::Endpoints, MapOp::Delete, bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex));
   if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_ENDPOINTS);
   mb_endpoint_ip_key ip_key{};
   ip_key.ipv4 = ipv4_be;
   ip_key.family = 4;
-  r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key);
+  r = countOp(MapId::EndpointsByIp, MapOp::Delete, bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key));
   if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_ENDPOINTS_BY_IP);
   return okStatus();
 }
@@ -366,7 +370,8 @@ Status Datapath::upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t id
   if (!key) return key.error().wrap(what);
   mb_remote_info info{};
   info.identity = identity;
-  int r = bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key, &info, BPF_ANY);
+  int r = countOp(MapId::Ipcache, MapOp::Update,
+                  bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key, &info, BPF_ANY));
   if (r) return bpfError(r, what);
   return okStatus();
 }
@@ -375,7 +380,7 @@ Status Datapath::deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len) {
   const std::string what = "delete ipcache " + ipString(ipv4_be) + "/" + std::to_string(prefix_len);
   auto key = ipcacheKey(ipv4_be, prefix_len);
   if (!key) return key.error().wrap(what);
-  int r = bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key);
+  int r = countOp(MapId::Ipcache, MapOp::Delete, bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key));
   if (r && r != -ENOENT) return bpfError(r, what);
   return okStatus();
 }
@@ -384,56 +389,95 @@ Status Datapath::deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len) {
 // policy
 
 namespace {
-struct CurrentEntry {
-  mb_policy_key raw;
-  PolicyMapValue value;
-};
+constexpr std::array<std::string_view, 4> kCountedMapNames = {MB_MAP_POLICY, MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP,
+                                                              MB_MAP_IPCACHE};
+constexpr std::array<std::string_view, 4> kOpNames = {"update", "delete", "lookup", "getNextKey"};
+}  // namespace
 
-// Reads every entry of ep_id (one scan of the global map).
-Result<std::map<PolicyMapKey, CurrentEntry>> currentPolicy(int fd, uint32_t ep_id) {
-  MB_ASSIGN(auto keys, allKeys<mb_policy_key>(fd, MB_MAP_POLICY));
-  std::map<PolicyMapKey, CurrentEntry> out;
-  PerCpu<mb_policy_value> values(possibleCpus());
-  for (const auto& k : keys) {
-    if (k.ep_id != ep_id) continue;
-    int r = bpf_map_lookup_elem(fd, &k, values.data());
-    if (r == -ENOENT) continue;
-    if (r) return bpfError(r, "read " MB_MAP_POLICY);
-    out.emplace(fromBpf(k), CurrentEntry{k, fromBpf(values.get(0))});
-  }
+int Datapath::countOp(MapId map, MapOp op, int ret) {
+  // Cilium's outcome is "fail" for any error; the normal end of an iteration
+  // and deleting what is already gone are not failures here (callers accept them).
+  const bool fail = ret != 0 && !(ret == -ENOENT && (op == MapOp::GetNextKey || op == MapOp::Delete));
+  ops_[static_cast<size_t>(map)][static_cast<size_t>(op)][fail ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+  return ret;
+}
+
+std::vector<MapOpCount> Datapath::mapOps() const {
+  std::vector<MapOpCount> out;
+  for (size_t m = 0; m < static_cast<size_t>(MapId::kCount); ++m)
+    for (size_t o = 0; o < static_cast<size_t>(MapOp::kCount); ++o)
+      for (size_t f = 0; f < 2; ++f) {
+        uint64_t n = ops_[m][o][f].load(std::memory_order_relaxed);
+        if (n == 0) continue;
+        out.push_back(MapOpCount{std::string(kCountedMapNames[m]), std::string(kOpNames[o]),
+                                 f ? "fail" : "success", n});
+      }
+  std::sort(out.begin(), out.end(), [](const MapOpCount& a, const MapOpCount& b) {
+    return std::tie(a.map_name, a.operation, a.outcome) < std::tie(b.map_name, b.operation, b.outcome);
+  });
   return out;
 }
-}  // namespace
+
+Status Datapath::loadPolicyShadow() {
+  const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
+  std::map<uint32_t, std::map<PolicyMapKey, PolicyMapValue>> shadow;
+  PerCpu<mb_policy_value> values(possibleCpus());
+  mb_policy_key cur{}, next{};
+  const void* prev = nullptr;
+  for (;;) {
+    int r = countOp(MapId::Policy, MapOp::GetNextKey, bpf_map_get_next_key(fd, prev, &next));
+    if (r == -ENOENT) break;
+    if (r) return bpfError(r, "read realized policy: iterate " MB_MAP_POLICY);
+    cur = next;
+    prev = &cur;
+    r = countOp(MapId::Policy, MapOp::Lookup, bpf_map_lookup_elem(fd, &cur, values.data()));
+    if (r == -ENOENT) continue;
+    if (r) return bpfError(r, "read realized policy: " MB_MAP_POLICY);
+    shadow[cur.ep_id][fromBpf(cur)] = fromBpf(values.get(0));
+  }
+  std::lock_guard lk(policy_mu_);
+  policy_shadow_ = std::move(shadow);
+  return okStatus();
+}
 
 Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
                                              const std::map<PolicyMapKey, PolicyMapValue>& desired) {
   const std::string what = "sync policy of endpoint " + std::to_string(ep_id);
   const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
-  auto current = currentPolicy(fd, ep_id);
-  if (!current) return current.error().wrap(what);
+  std::lock_guard lk(policy_mu_);
+  auto& have = policy_shadow_[ep_id];
+  // Drop the endpoint's shadow slot again if it ends up empty (also on error).
+  struct EraseIfEmpty {
+    std::map<uint32_t, std::map<PolicyMapKey, PolicyMapValue>>& shadow;
+    uint32_t ep;
+    ~EraseIfEmpty() {
+      auto it = shadow.find(ep);
+      if (it != shadow.end() && it->second.empty()) shadow.erase(it);
+    }
+  } cleanup{policy_shadow_, ep_id};
 
   PolicySyncStats stats;
   const size_t cpus = possibleCpus();
   PerCpu<mb_policy_value> values(cpus);
   // 1. new and changed entries first: the packet never sees a gap.
   for (const auto& [key, want] : desired) {
-    mb_policy_key raw = toBpf(ep_id, key);
-    auto it = current->find(key);
-    if (it != current->end() && it->second.value == want) {
+    auto it = have.find(key);
+    if (it != have.end() && it->second == want) {
       ++stats.unchanged;
       continue;
     }
+    mb_policy_key raw = toBpf(ep_id, key);
     bool updated = false;
-    if (it != current->end()) {
+    if (it != have.end()) {
       // Keep the per-CPU counters: rewrite only the policy fields.
-      int r = bpf_map_lookup_elem(fd, &raw, values.data());
+      int r = countOp(MapId::Policy, MapOp::Lookup, bpf_map_lookup_elem(fd, &raw, values.data()));
       if (r == 0) {
         for (size_t c = 0; c < cpus; ++c) {
           mb_policy_value v = values.get(c);
           applyValue(v, want);
           values.set(c, v);
         }
-        r = bpf_map_update_elem(fd, &raw, values.data(), BPF_EXIST);
+        r = countOp(MapId::Policy, MapOp::Update, bpf_map_update_elem(fd, &raw, values.data(), BPF_EXIST));
         if (r == 0) updated = true;
         else if (r != -ENOENT) return bpfError(r, what + ": update entry");
       } else if (r != -ENOENT) {
@@ -444,20 +488,30 @@ Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
       mb_policy_value v{};
       applyValue(v, want);
       for (size_t c = 0; c < cpus; ++c) values.set(c, v);
-      int r = bpf_map_update_elem(fd, &raw, values.data(), BPF_ANY);
+      int r = countOp(MapId::Policy, MapOp::Update, bpf_map_update_elem(fd, &raw, values.data(), BPF_ANY));
       if (r) {
         return bpfError(r, what + ": add entry" +
                                (r == -E2BIG || r == -ENOMEM ? " (" MB_MAP_POLICY " is full)" : ""));
       }
     }
-    if (it != current->end()) ++stats.updated;
-    else ++stats.added;
+    if (it != have.end()) {
+      ++stats.updated;
+      it->second = want;
+    } else {
+      ++stats.added;
+      have.emplace(key, want);
+    }
   }
   // 2. then stale entries.
-  for (const auto& [key, entry] : *current) {
-    if (desired.count(key)) continue;
-    int r = bpf_map_delete_elem(fd, &entry.raw);
+  for (auto it = have.begin(); it != have.end();) {
+    if (desired.count(it->first)) {
+      ++it;
+      continue;
+    }
+    mb_policy_key raw = toBpf(ep_id, it->first);
+    int r = countOp(MapId::Policy, MapOp::Delete, bpf_map_delete_elem(fd, &raw));
     if (r && r != -ENOENT) return bpfError(r, what + ": delete entry");
+    it = have.erase(it);
     ++stats.deleted;
   }
   return stats;
@@ -466,17 +520,18 @@ Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
 Result<std::vector<PolicyEntryStat>> Datapath::dumpPolicy(uint32_t ep_id) {
   const std::string what = "dump policy of endpoint " + std::to_string(ep_id);
   const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
-  auto keys = allKeys<mb_policy_key>(fd, MB_MAP_POLICY);
-  if (!keys) return keys.error().wrap(what);
   std::vector<PolicyEntryStat> out;
   PerCpu<mb_policy_value> values(possibleCpus());
-  for (const auto& k : *keys) {
-    if (k.ep_id != ep_id) continue;
-    int r = bpf_map_lookup_elem(fd, &k, values.data());
+  std::lock_guard lk(policy_mu_);
+  auto ep = policy_shadow_.find(ep_id);
+  if (ep == policy_shadow_.end()) return out;
+  for (const auto& [key, _] : ep->second) {
+    mb_policy_key raw = toBpf(ep_id, key);
+    int r = countOp(MapId::Policy, MapOp::Lookup, bpf_map_lookup_elem(fd, &raw, values.data()));
     if (r == -ENOENT) continue;
     if (r) return bpfError(r, what);
     PolicyEntryStat s;
-    s.key = fromBpf(k);
+    s.key = key;
     s.value = fromBpf(values.get(0));
     for (size_t c = 0; c < values.cpus(); ++c) {
       s.packets += values.get(c).packets;
@@ -484,14 +539,21 @@ Result<std::vector<PolicyEntryStat>> Datapath::dumpPolicy(uint32_t ep_id) {
     }
     out.push_back(s);
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
-  return out;
+  return out;  // the shadow is a std::map: already sorted by key
 }
 
 Status Datapath::deletePolicy(uint32_t ep_id) {
   auto r = syncPolicy(ep_id, {});
   if (!r) return r.error();
   return okStatus();
+}
+
+std::vector<uint32_t> Datapath::policyEndpoints() const {
+  std::lock_guard lk(policy_mu_);
+  std::vector<uint32_t> out;
+  for (const auto& [ep, entries] : policy_shadow_)
+    if (!entries.empty()) out.push_back(ep);
+  return out;
 }
 
 // ---------------------------------------------------------------------------

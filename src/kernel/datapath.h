@@ -14,16 +14,25 @@
 //   network order; PolicyMapKey/PolicyMapValue use host order (converted
 //   inside).
 // - Thread safety: map operations are safe to call concurrently (each is a
-//   syscall on a map fd); open/destruction must not race with other calls.
+//   syscall on a map fd; the policy shadow has its own lock); open/destruction
+//   must not race with other calls.
+// - Policy realization is incremental: the object keeps a shadow of every
+//   endpoint's realized policy entries (read once from the pinned map in
+//   open(), so a restarted agent diffs against what the kernel really holds)
+//   and syncPolicy() compares against it instead of scanning the global map.
+//   Hence ONE Datapath instance per bpf_root writes the policy map; a second
+//   instance (tests) sees its own shadow, built at its open().
 // - Errors carry context, e.g. "attach tc ingress on lxc1a2b: Operation not
 //   permitted".
 #pragma once
 
+#include <atomic>
 #include <compare>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -101,6 +110,19 @@ struct ServiceInfo {
   std::vector<Backend> backends;  // in slot order
 };
 
+// Syscalls this object made on a BPF map since open(), as Cilium counts them
+// for cilium_bpf_map_ops_total: operation "update", "delete", "lookup" or
+// "getNextKey"; outcome "success" or "fail" (a getNextKey that ends the
+// iteration, and a delete of a missing entry, count as "success").
+// Counted maps: MB_MAP_POLICY, MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP,
+// MB_MAP_IPCACHE.
+struct MapOpCount {
+  std::string map_name;
+  std::string operation;
+  std::string outcome;
+  uint64_t count = 0;
+};
+
 struct MapUsage {
   std::string name;   // MB_MAP_* name
   size_t entries = 0;
@@ -142,17 +164,26 @@ class Datapath {
   Status upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity);
   Status deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len);  // missing is ok
 
-  // Brings ep_id's policy entries to `desired` by difference: writes new and
-  // changed entries first, then deletes stale ones, so a packet never sees a
-  // state that is neither the old nor the new policy for more than the
-  // entries in flight (no flush). Counters of unchanged entries are kept;
-  // changed entries keep theirs too (read-modify-write per CPU: increments
-  // that land between the read and the write of that one entry are lost).
+  // Brings ep_id's policy entries to `desired` by difference against the
+  // realized shadow (no scan of the global map): writes new and changed
+  // entries first, then deletes stale ones, so a packet never sees a state
+  // that is neither the old nor the new policy for more than the entries in
+  // flight (no flush). Unchanged entries cost no syscall and keep their
+  // counters; changed entries keep theirs too (read-modify-write per CPU:
+  // increments that land between the read and the write of that one entry
+  // are lost). On error the shadow still matches the kernel: entries written
+  // before the failure are recorded, the rest keep their previous state.
   Result<PolicySyncStats> syncPolicy(uint32_t ep_id,
                                      const std::map<PolicyMapKey, PolicyMapValue>& desired);
-  // All entries of ep_id with counters summed over CPUs, sorted by key.
+  // All entries of ep_id with counters summed over CPUs, sorted by key (one
+  // lookup per realized entry of ep_id).
   Result<std::vector<PolicyEntryStat>> dumpPolicy(uint32_t ep_id);
   Status deletePolicy(uint32_t ep_id);
+  // Endpoint ids that have realized policy entries (from the shadow).
+  std::vector<uint32_t> policyEndpoints() const;
+
+  // Map syscall counters since open(), sorted by (map, operation, outcome).
+  std::vector<MapOpCount> mapOps() const;
 
   // Metrics map summed over CPUs, sorted by (reason, direction).
   Result<std::vector<MetricsEntry>> readMetrics();
@@ -206,9 +237,20 @@ class Datapath {
     void operator()(membrane_datapath* skel) const;
   };
   Datapath(std::unique_ptr<membrane_datapath, SkelDeleter> skel, std::string bpf_root);
+  // Fills policy_shadow_ from the pinned map (one scan, at open()).
+  Status loadPolicyShadow();
+
+  enum class MapId : uint8_t { Policy, Endpoints, EndpointsByIp, Ipcache, kCount };
+  enum class MapOp : uint8_t { Update, Delete, Lookup, GetNextKey, kCount };
+  // Records one syscall's outcome (ret: 0 or -errno) and returns ret.
+  int countOp(MapId map, MapOp op, int ret);
 
   std::unique_ptr<membrane_datapath, SkelDeleter> skel_;
   std::string bpf_root_;
+  mutable std::mutex policy_mu_;  // guards policy_shadow_
+  std::map<uint32_t, std::map<PolicyMapKey, PolicyMapValue>> policy_shadow_;  // ep_id -> realized entries
+  // [map][op][0 success, 1 fail]
+  std::atomic<uint64_t> ops_[static_cast<size_t>(MapId::kCount)][static_cast<size_t>(MapOp::kCount)][2] = {};
 };
 
 // Consumer of the events ring buffer. Move-only RAII owner of the libbpf

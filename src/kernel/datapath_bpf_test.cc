@@ -385,6 +385,101 @@ TEST_F(DatapathBpfTest, PolicyEntryCountersSumAndSurviveChanges) {
   EXPECT_TRUE((*ct)[0].entry.flags & MB_CT_F_SEEN_NON_SYN);
 }
 
+// Syscalls on the policy map of one (operation, outcome), from mapOps().
+uint64_t policyOps(const Datapath& dp, const std::string& op, const std::string& outcome = "success") {
+  for (const auto& o : dp.mapOps())
+    if (o.map_name == MB_MAP_POLICY && o.operation == op && o.outcome == outcome) return o.count;
+  return 0;
+}
+
+TEST_F(DatapathBpfTest, IncrementalSyncTouchesOnlyChangedKeys) {
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  const auto a = egress(kRemoteId, 80, IPPROTO_TCP), b = egress(0, 53, IPPROTO_UDP),
+             c = egress(kRemoteId, 443, IPPROTO_TCP), d = egress(kRemoteId, 8080, IPPROTO_TCP);
+  setPolicy(kSrcEp, {{a, allow(1)}, {b, allow(2)}, {c, allow(3)}});
+  // Another endpoint's entries must not be read or written by kSrcEp's syncs.
+  setPolicy(kDstEp, {{ingress(kSrcId, 80, IPPROTO_TCP), allow(4)}});
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < 2; ++i) {
+    auto pkt = tcpTo(kRemoteIp, 40001, 80, i == 0 ? kTcpSyn : kTcpAck, 10);
+    bytes += pkt.size();
+    ASSERT_EQ(fromEp(pkt), TC_ACT_OK);
+  }
+  const uint64_t upd0 = policyOps(*dp_, "update"), del0 = policyOps(*dp_, "delete"),
+                 look0 = policyOps(*dp_, "lookup"), next0 = policyOps(*dp_, "getNextKey");
+
+  // a unchanged, b changed (cookie), c removed, d added.
+  auto sync = dp_->syncPolicy(kSrcEp, {{a, allow(1)}, {b, allow(7)}, {d, deny(5)}});
+  ASSERT_TRUE(sync.ok()) << sync.error().message;
+  EXPECT_EQ(sync->unchanged, 1u);
+  EXPECT_EQ(sync->updated, 1u);
+  EXPECT_EQ(sync->added, 1u);
+  EXPECT_EQ(sync->deleted, 1u);
+  EXPECT_EQ(policyOps(*dp_, "update") - upd0, 2u);  // b (in place) and d
+  EXPECT_EQ(policyOps(*dp_, "delete") - del0, 1u);  // c
+  EXPECT_EQ(policyOps(*dp_, "lookup") - look0, 1u);  // b's counters, read to keep them
+  EXPECT_EQ(policyOps(*dp_, "getNextKey") - next0, 0u);  // no scan of the global map
+
+  // The same desired state again costs no syscall at all.
+  const uint64_t upd1 = policyOps(*dp_, "update"), look1 = policyOps(*dp_, "lookup");
+  sync = dp_->syncPolicy(kSrcEp, {{a, allow(1)}, {b, allow(7)}, {d, deny(5)}});
+  ASSERT_TRUE(sync.ok());
+  EXPECT_EQ(sync->unchanged, 3u);
+  EXPECT_EQ(policyOps(*dp_, "update"), upd1);
+  EXPECT_EQ(policyOps(*dp_, "lookup"), look1);
+
+  // The unchanged entry kept its per-CPU counters.
+  auto stats = dp_->dumpPolicy(kSrcEp);
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->size(), 3u);
+  EXPECT_EQ((*stats)[0].key, b);
+  EXPECT_EQ((*stats)[0].value.cookie, 7u);
+  EXPECT_EQ((*stats)[1].key, a);
+  EXPECT_EQ((*stats)[1].packets, 2u);
+  EXPECT_EQ((*stats)[1].bytes, bytes);
+  EXPECT_EQ((*stats)[2].key, d);
+  EXPECT_TRUE((*stats)[2].value.deny);
+  auto other = dp_->dumpPolicy(kDstEp);
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ((*other)[0].value.cookie, 4u);
+}
+
+TEST_F(DatapathBpfTest, ReopenedDatapathDiffsAgainstWhatTheKernelHolds) {
+  const auto a = egress(kRemoteId, 80, IPPROTO_TCP), b = egress(0, 53, IPPROTO_UDP);
+  setPolicy(kSrcEp, {{a, allow(1)}, {b, allow(2)}});
+  setPolicy(kDstEp, {{ingress(kSrcId, 80, IPPROTO_TCP), allow(4)}});
+  setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
+  auto pkt = tcpTo(kRemoteIp, 40002, 80, kTcpSyn, 0);
+  ASSERT_EQ(fromEp(pkt), TC_ACT_OK);
+
+  // A restarted agent: a new Datapath on the same pins rebuilds its shadow
+  // with one scan (3 entries + the final ENOENT) ...
+  auto reopened = Datapath::open(DatapathOptions{guard_->root});
+  ASSERT_TRUE(reopened.ok()) << reopened.error().message;
+  Datapath& dp2 = **reopened;
+  EXPECT_EQ(policyOps(dp2, "getNextKey"), 4u);
+  EXPECT_EQ(policyOps(dp2, "lookup"), 3u);
+  EXPECT_EQ(dp2.policyEndpoints(), (std::vector<uint32_t>{kSrcEp, kDstEp}));
+  // ... and re-realizing the same policy writes nothing; a changed one
+  // writes only the difference and keeps the counters of the rest.
+  auto sync = dp2.syncPolicy(kSrcEp, {{a, allow(1)}, {b, allow(2)}});
+  ASSERT_TRUE(sync.ok());
+  EXPECT_EQ(sync->unchanged, 2u);
+  EXPECT_EQ(policyOps(dp2, "update"), 0u);
+  sync = dp2.syncPolicy(kSrcEp, {{a, allow(1)}});
+  ASSERT_TRUE(sync.ok());
+  EXPECT_EQ(sync->deleted, 1u);
+  EXPECT_EQ(policyOps(dp2, "delete"), 1u);
+  EXPECT_EQ(policyOps(dp2, "update"), 0u);
+  auto stats = dp2.dumpPolicy(kSrcEp);
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->size(), 1u);
+  EXPECT_EQ((*stats)[0].packets, 1u);
+  ASSERT_TRUE(dp2.deletePolicy(kDstEp).ok());
+  EXPECT_EQ(dp2.policyEndpoints(), (std::vector<uint32_t>{kSrcEp}));
+}
+
 TEST_F(DatapathBpfTest, DropEventCarriesBothIdentities) {
   setSrcFlags(MB_EP_F_EGRESS_ENFORCED);
   auto pkt = tcpTo(kRemoteIp, 40000, 8080, kTcpSyn, 7);

@@ -236,6 +236,7 @@ struct AgentMetrics::Impl {
     };
     if (auto rows = datapath.poll()) append(detail::datapathFamilies(*rows));
     if (auto rows = map_pressure.poll()) append(detail::mapPressureFamilies(*rows));
+    if (auto rows = map_ops.poll()) append(detail::mapOpsFamilies(*rows));
     append(detail::processFamilies());
 
     std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
@@ -286,6 +287,7 @@ struct AgentMetrics::Impl {
   Family<Histogram>& ct_gc_duration;
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
+  PolledSource<MapOps> map_ops{"BPF map operations (cilium_bpf_map_ops_total)"};
 };
 
 AgentMetrics::AgentMetrics(BuildInfo build) : impl_(std::make_unique<Impl>(build)) {}
@@ -358,6 +360,7 @@ void AgentMetrics::registerDatapathSource(DatapathSource source) { impl_->datapa
 void AgentMetrics::registerMapPressureSource(MapPressureSource source) {
   impl_->map_pressure.set(std::move(source));
 }
+void AgentMetrics::registerMapOpsSource(MapOpsSource source) { impl_->map_ops.set(std::move(source)); }
 
 std::string AgentMetrics::renderText() const {
   std::ostringstream out;

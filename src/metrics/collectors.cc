@@ -112,6 +112,18 @@ std::vector<MetricFamily> mapPressureFamilies(const std::vector<MapPressure>& ro
   return {std::move(f)};
 }
 
+std::vector<MetricFamily> mapOpsFamilies(const std::vector<MapOps>& rows) {
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> sums;
+  for (const auto& r : rows) sums[{r.map_name, r.operation, r.outcome}] += r.count;
+  MetricFamily f{"cilium_bpf_map_ops_total", "Total operations on map, tagged by map name", MetricType::Counter, {}};
+  for (const auto& [k, n] : sums)
+    f.metric.push_back(counterMetric(
+        {label("map_name", std::get<0>(k)), label("operation", std::get<1>(k)), label("outcome", std::get<2>(k))},
+        static_cast<double>(n)));
+  if (f.metric.empty()) return {};
+  return {std::move(f)};
+}
+
 // --- process ------------------------------------------------------------------
 
 Result<ProcStat> parseProcStat(std::string_view text) {

@@ -25,6 +25,10 @@ std::vector<prometheus::MetricFamily> datapathFamilies(const std::vector<Datapat
 // cilium_bpf_map_pressure{map_name}; a name given twice keeps the last ratio.
 std::vector<prometheus::MetricFamily> mapPressureFamilies(const std::vector<MapPressure>& rows);
 
+// cilium_bpf_map_ops_total{map_name,operation,outcome}; rows with the same
+// labels are summed.
+std::vector<prometheus::MetricFamily> mapOpsFamilies(const std::vector<MapOps>& rows);
+
 // The fields of /proc/<pid>/stat that the process collector needs.
 struct ProcStat {
   uint64_t utime_ticks = 0;

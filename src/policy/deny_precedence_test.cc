@@ -139,13 +139,13 @@ class RandomRules {
       static const Protocol protos[] = {Protocol::TCP, Protocol::UDP, Protocol::Any};
       PortProtocol pp;
       switch (pick(7)) {
-        case 0: pp = {80, 0, protos[pick(3)]}; break;
-        case 1: pp = {443, 0, protos[pick(3)]}; break;
-        case 2: pp = {53, 0, protos[pick(3)]}; break;
-        case 3: pp = {8080, 8082, protos[pick(3)]}; break;
-        case 4: pp = {0, 0, Protocol::Any}; break;
-        case 5: pp = {0, 0, pick(2) ? Protocol::TCP : Protocol::UDP}; break;  // protocol-only
-        case 6: pp = {0, 0, Protocol::ICMP}; break;
+        case 0: pp = {80, 0, protos[pick(3)], ""}; break;
+        case 1: pp = {443, 0, protos[pick(3)], ""}; break;
+        case 2: pp = {53, 0, protos[pick(3)], ""}; break;
+        case 3: pp = {8080, 8082, protos[pick(3)], ""}; break;
+        case 4: pp = {0, 0, Protocol::Any, ""}; break;
+        case 5: pp = {0, 0, pick(2) ? Protocol::TCP : Protocol::UDP, ""}; break;  // protocol-only
+        case 6: pp = {0, 0, Protocol::ICMP, ""}; break;
       }
       r.ports.push_back(pp);
     }

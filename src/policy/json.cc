@@ -26,7 +26,8 @@ json portRuleJson(const PortRule& pr) {
   json out = json::object();
   json ports = json::array();
   for (const auto& p : pr.ports) {
-    json j = {{"port", std::to_string(p.port)}, {"protocol", std::string(protocolName(p.protocol))}};
+    json j = {{"port", p.name.empty() ? std::to_string(p.port) : p.name},
+              {"protocol", std::string(protocolName(p.protocol))}};
     if (p.end_port) j["endPort"] = p.end_port;
     ports.push_back(std::move(j));
   }

@@ -137,4 +137,23 @@ std::string formatDiagnostic(const Diagnostic& d) {
   return fmt::format("{}:{}:{}: {}: {}", d.file, d.line, d.column, d.path, d.message);
 }
 
+Status validatePortName(std::string_view name) {
+  auto bad = [&](const char* why) {
+    return Error::invalid(fmt::format("port name '{}' is invalid: {} (IANA_SVC_NAME: 1-15 characters a-z, 0-9, "
+                                      "'-', at least one letter, no '-' at either end, no '--')",
+                                      name, why));
+  };
+  if (name.empty()) return bad("empty");
+  if (name.size() > 15) return bad("longer than 15 characters");
+  bool letter = false;
+  for (char c : name) {
+    if (c >= 'a' && c <= 'z') letter = true;
+    else if (!(c >= '0' && c <= '9') && c != '-') return bad("only a-z, 0-9 and '-' are allowed");
+  }
+  if (!letter) return bad("it needs at least one letter");
+  if (name.front() == '-' || name.back() == '-') return bad("it starts or ends with '-'");
+  if (name.find("--") != std::string_view::npos) return bad("it contains '--'");
+  return okStatus();
+}
+
 }  // namespace membrane::policy

@@ -950,7 +950,7 @@ class Parser {
             item_ok = false;
           }
           for (const auto& pp : rule.ports) {
-            if (pp.port == 0) {
+            if (pp.port == 0 && pp.name.empty()) {
               error(it->second.key, rpath, "L7 rules can not be used when a port is 0 (all ports); give the port");
               item_ok = false;
               break;
@@ -977,9 +977,22 @@ class Parser {
     PortProtocol pp;
     pp.protocol = default_proto;
     if (auto it = f->find("port"); it != f->end()) {
-      auto port = portNumber(it->second.value, join(path, "port"), "port");
-      if (!port) return std::nullopt;
-      pp.port = *port;
+      const YAML::Node& pn = it->second.value;
+      const std::string ppath = join(path, "port");
+      if (pn.IsScalar() && !pn.Scalar().empty() && !isDigits(pn.Scalar()) && pn.Scalar().front() != '-') {
+        // A named port (Kubernetes NetworkPolicy and Cilium): resolved per
+        // endpoint against the ports its pod declares.
+        auto valid = validatePortName(pn.Scalar());
+        if (!valid.ok()) {
+          error(pn, ppath, valid.error().message);
+          return std::nullopt;
+        }
+        pp.name = pn.Scalar();
+      } else {
+        auto port = portNumber(pn, ppath, "port");
+        if (!port) return std::nullopt;
+        pp.port = *port;
+      }
     }
     if (auto it = f->find("protocol"); it != f->end()) {
       const std::string ppath = join(path, "protocol");
@@ -1006,6 +1019,10 @@ class Parser {
       const std::string epath = join(path, "endPort");
       auto end = portNumber(it->second.value, epath, "endPort");
       if (!end) return std::nullopt;
+      if (*end != 0 && !pp.name.empty()) {
+        error(it->second.value, epath, fmt::format("endPort cannot be used with the named port '{}'", pp.name));
+        return std::nullopt;
+      }
       if (*end != 0 && pp.port == 0) {
         error(it->second.value, epath, "endPort needs a non-zero port");
         return std::nullopt;

@@ -41,7 +41,7 @@ TEST(PolicyParser, StarWarsL3L4) {
   EXPECT_FALSE(rule.has_egress);
   ASSERT_EQ(rule.ingress.size(), 1u);
   ASSERT_EQ(rule.ingress[0].to_ports.size(), 1u);
-  EXPECT_EQ(rule.ingress[0].to_ports[0].ports, (std::vector<PortProtocol>{{80, 0, Protocol::TCP}}));
+  EXPECT_EQ(rule.ingress[0].to_ports[0].ports, (std::vector<PortProtocol>{{80, 0, Protocol::TCP, ""}}));
 
   auto j = toJson(p);
   EXPECT_EQ(j["rules"][0]["endpointSelector"].dump(),
@@ -88,7 +88,7 @@ TEST(PolicyParser, MultiDocumentJsonAndList) {
   auto j = parsePolicies(json, "p.json");
   ASSERT_TRUE(j.ok()) << allDiagnostics(j);
   EXPECT_EQ(j.policies[0].namespace_name, "ns1");
-  EXPECT_EQ(j.policies[0].rules[0].ingress[0].to_ports[0].ports, (std::vector<PortProtocol>{{53, 0, Protocol::Any}}));
+  EXPECT_EQ(j.policies[0].rules[0].ingress[0].to_ports[0].ports, (std::vector<PortProtocol>{{53, 0, Protocol::Any, ""}}));
 
   auto arr = parsePolicies(std::string("[") + json + "," + json + "]", "a.json");
   ASSERT_TRUE(arr.ok()) << allDiagnostics(arr);
@@ -125,7 +125,7 @@ TEST(PolicyParser, SelectorsEntitiesCidrsPorts) {
   EXPECT_EQ(in.entities, (std::vector<Entity>{Entity::Host, Entity::Cluster}));
   EXPECT_EQ(in.cidrs, (std::vector<CidrRule>{{"10.0.0.0/8", {}}, {"192.168.0.0/16", {"192.168.1.0/24"}}}));
   EXPECT_EQ(in.to_ports[0].ports,
-            (std::vector<PortProtocol>{{8080, 8082, Protocol::UDP}, {443, 0, Protocol::Any}}));
+            (std::vector<PortProtocol>{{8080, 8082, Protocol::UDP, ""}, {443, 0, Protocol::Any, ""}}));
   // Reserved selectors are not namespaced.
   EXPECT_EQ(toJson(rule.egress_deny[0].endpoints[0]).dump(), R"({"matchLabels":{"reserved:host":""}})");
   EXPECT_TRUE(rule.has_egress);
@@ -170,7 +170,7 @@ spec:
   EXPECT_TRUE(in.endpoints[1].matches(labels::endpointLabels("ops", labels::LabelSet())));
   EXPECT_FALSE(in.endpoints[1].matches(labels::endpointLabels("shop", labels::LabelSet())));
   EXPECT_EQ(in.cidrs, (std::vector<CidrRule>{{"10.0.0.0/8", {"10.1.0.0/16"}}}));
-  EXPECT_EQ(in.to_ports[0].ports, (std::vector<PortProtocol>{{5432, 0, Protocol::TCP}}));
+  EXPECT_EQ(in.to_ports[0].ports, (std::vector<PortProtocol>{{5432, 0, Protocol::TCP, ""}}));
 }
 
 // ---- diagnostics: exact path, line and column -------------------------------
@@ -197,8 +197,13 @@ TEST(PolicyParserDiagnostics, Ports) {
   EXPECT_EQ(oneError(ports + "      - {port: 1, endPort: 5000}\n"),
             "p.yaml:10:28: spec.ingress[0].toPorts[0].ports[0].endPort: port range 1-5000 spans 5000 ports; "
             "at most 4096 are supported (one map entry per port)");
-  EXPECT_EQ(oneError(ports + "      - {port: http}\n"),
-            "p.yaml:10:16: spec.ingress[0].toPorts[0].ports[0].port: named port 'http' is not supported yet; use a number");
+  EXPECT_EQ(oneError(ports + "      - {port: Http}\n"),
+            "p.yaml:10:16: spec.ingress[0].toPorts[0].ports[0].port: port name 'Http' is invalid: only a-z, 0-9 and '-' "
+            "are allowed (IANA_SVC_NAME: 1-15 characters a-z, 0-9, '-', at least one letter, no '-' at either end, "
+            "no '--')");
+  EXPECT_EQ(oneError(ports + "      - {port: http, endPort: 90}\n"),
+            "p.yaml:10:31: spec.ingress[0].toPorts[0].ports[0].endPort: endPort cannot be used with the named port "
+            "'http'");
   EXPECT_EQ(oneError(ports + "      - {port: 80, protocol: tcp}\n"),
             "p.yaml:10:30: spec.ingress[0].toPorts[0].ports[0].protocol: protocol 'tcp' must be one of TCP, UDP, SCTP, "
             "ICMP, ANY (upper case)");
@@ -218,7 +223,7 @@ TEST(PolicyParser, ProtocolOnlyPortsAndIcmps) {
   auto r = parsePolicies(text, "p.yaml");
   ASSERT_TRUE(r.ok()) << allDiagnostics(r);
   const PeerRule& in = r.policies[0].rules[0].ingress[0];
-  EXPECT_EQ(in.to_ports[0].ports, (std::vector<PortProtocol>{{0, 0, Protocol::UDP}, {0, 0, Protocol::SCTP}}));
+  EXPECT_EQ(in.to_ports[0].ports, (std::vector<PortProtocol>{{0, 0, Protocol::UDP, ""}, {0, 0, Protocol::SCTP, ""}}));
   EXPECT_EQ(in.icmp_types, (std::vector<uint8_t>{8, 3, 0}));
   EXPECT_EQ(toJson(r.policies[0].rules[0])["ingress"][0]["icmps"].dump(),
             R"([{"fields":[{"family":"IPv4","type":8},{"family":"IPv4","type":3},{"family":"IPv4","type":0}]}])");

@@ -60,6 +60,33 @@ Result<std::vector<std::string>> Repository::remove(const std::string& name, con
   return removed;
 }
 
+Result<std::vector<std::string>> Repository::removeByLabels(const labels::LabelSet& wanted) {
+  if (wanted.empty()) return Error::invalid("delete policies by labels: no label given");
+  auto matches = [&](const Policy& p) {
+    for (const auto& w : wanted) {
+      bool found = false;
+      if (w.source == labels::kSourceK8s || w.source == "any") {
+        for (const auto* l : p.labels.findAnySource(w.key)) found = found || l->value == w.value;
+      } else if (const auto* l = p.labels.find(w.source, w.key)) {
+        found = l->value == w.value;
+      }
+      if (!found) return false;
+    }
+    return true;
+  };
+  std::vector<std::string> removed;
+  auto it = std::remove_if(policies_.begin(), policies_.end(), [&](const Policy& p) {
+    if (!matches(p)) return false;
+    removed.push_back(p.displayName());
+    return true;
+  });
+  if (removed.empty())
+    return Error::notFound(fmt::format("no policy has the labels {} (see 'membrane policy get')", wanted.toString()));
+  policies_.erase(it, policies_.end());
+  ++revision_;
+  return removed;
+}
+
 std::vector<std::string> Repository::removeAll() {
   std::vector<std::string> removed;
   for (const auto& p : policies_) removed.push_back(p.displayName());

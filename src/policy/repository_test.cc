@@ -75,3 +75,42 @@ TEST(Repository, ImportIsAllOrNothing) {
 
 }  // namespace
 }  // namespace membrane::policy
+
+namespace membrane::policy {
+namespace {
+
+TEST(Repository, RemoveByMetadataLabels) {
+  auto labelled = [](const std::string& name, const std::string& labels) {
+    return "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: " + name +
+           ", namespace: default, labels: {" + labels + "}}\nspec:\n  endpointSelector: {}\n  ingress: [{}]\n";
+  };
+  Repository repo;
+  auto r = parsePolicies(labelled("a", "team: red, env: prod") + "---\n" + labelled("b", "team: red, env: dev") +
+                             "---\n" + labelled("c", "team: blue"),
+                         "t.yaml");
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(repo.import(r.policies).ok());
+  EXPECT_EQ(repo.revision(), 2u);
+
+  // No match: error, nothing changes.
+  auto none = repo.removeByLabels(labels::parseLabels("team=green").value());
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, ENOENT);
+  EXPECT_EQ(none.error().message, "no policy has the labels k8s:team=green (see 'membrane policy get')");
+  EXPECT_EQ(repo.revision(), 2u);
+  EXPECT_FALSE(repo.removeByLabels(labels::LabelSet()).ok());
+
+  // Every given label must match.
+  auto gone = repo.removeByLabels(labels::parseLabels("team=red,env=dev").value());
+  ASSERT_TRUE(gone.ok()) << gone.error().message;
+  EXPECT_EQ(*gone, (std::vector<std::string>{"default/b"}));
+  EXPECT_EQ(repo.revision(), 3u);
+  gone = repo.removeByLabels(labels::parseLabels("team=red").value());
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(*gone, (std::vector<std::string>{"default/a"}));
+  ASSERT_EQ(repo.policies().size(), 1u);
+  EXPECT_EQ(repo.policies()[0].name, "c");
+}
+
+}  // namespace
+}  // namespace membrane::policy

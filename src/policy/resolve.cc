@@ -122,6 +122,7 @@ std::vector<std::pair<L4, bool>> l4Keys(const PeerRule& pr) {
       auto add = [&](Protocol p, uint16_t port) {
         out.emplace_back(makeL4(static_cast<uint8_t>(p), port), l7 && p == Protocol::TCP);
       };
+      if (!pp.name.empty()) continue;  // named: resolved per endpoint (resolvePolicies), never "all ports"
       if (pp.port == 0) {
         if (pp.protocol == Protocol::Any) out.emplace_back(kAnyL4, false);
         else add(pp.protocol, 0);  // protocol-only: every port of it
@@ -197,19 +198,50 @@ size_t probes(uint32_t id, L4 l4, Key (&out)[6]) {
 }
 
 void collect(const PeerRule& pr, bool deny, uint32_t cookie, const std::vector<IdentityRef>& identities,
-             DirectionState& st) {
+             const NamedPorts& named, bool ingress, DirectionState& st) {
   const std::set<uint32_t> ids = detail::peerIdentities(pr, identities);
   if (ids.empty()) return;
-  for (const auto& [l4, proxy] : detail::l4Keys(pr)) {
-    for (uint32_t id : ids) {
-      Agg& a = st.atoms[{id, l4}];
-      if (deny) {
-        if (!a.deny) a.deny_cookie = cookie;
-        a.deny = true;
+  auto add = [&](uint32_t id, L4 l4, bool proxy) {
+    Agg& a = st.atoms[{id, l4}];
+    if (deny) {
+      if (!a.deny) a.deny_cookie = cookie;
+      a.deny = true;
+    } else {
+      if (!a.allow) a.allow_cookie = cookie;
+      a.allow = true;
+      a.proxy |= proxy;
+    }
+  };
+  for (const auto& [l4, proxy] : detail::l4Keys(pr))
+    for (uint32_t id : ids) add(id, l4, proxy);
+
+  // Named ports, as Kubernetes and Cilium resolve them: ingress -> the
+  // subject's own port of that name; egress -> each peer identity's port of
+  // that name (a peer without it contributes nothing). A protocol in the
+  // rule must match the declared one; ANY takes the declared protocol.
+  for (const auto& rule : pr.to_ports) {
+    const bool l7 = !rule.http.empty();
+    for (const auto& pp : rule.ports) {
+      if (pp.name.empty()) continue;
+      auto each = [&](const std::vector<NamedPort>& declared, auto&& fn) {
+        for (const auto& np : declared)
+          if (np.name == pp.name && (pp.protocol == Protocol::Any || np.proto == static_cast<uint8_t>(pp.protocol)))
+            fn(detail::makeL4(np.proto, np.port), l7 && np.proto == static_cast<uint8_t>(Protocol::TCP));
+      };
+      if (ingress) {
+        each(named.subject, [&](L4 l4, bool proxy) {
+          for (uint32_t id : ids) add(id, l4, proxy);
+        });
+        continue;
+      }
+      auto peer = [&](uint32_t id, const std::vector<NamedPort>& declared) {
+        each(declared, [&](L4 l4, bool proxy) { add(id, l4, proxy); });
+      };
+      if (ids.count(0)) {
+        for (const auto& [id, declared] : named.by_identity) peer(id, declared);
       } else {
-        if (!a.allow) a.allow_cookie = cookie;
-        a.allow = true;
-        a.proxy |= proxy;
+        for (uint32_t id : ids)
+          if (auto it = named.by_identity.find(id); it != named.by_identity.end()) peer(id, it->second);
       }
     }
   }
@@ -284,7 +316,7 @@ void emit(const DirectionState& st, uint8_t dir, std::map<PolicyKey, PolicyEntry
 }  // namespace
 
 EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels::LabelSet& subject,
-                               const std::vector<IdentityRef>& identities) {
+                               const std::vector<IdentityRef>& identities, const NamedPorts& named) {
   EndpointPolicy out;
   DirectionState in, eg;
   for (const auto& p : policies) {
@@ -299,10 +331,10 @@ EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels
         selects_eg = true;
         if (r.default_deny_egress.value_or(true)) eg.enforced = true;
       }
-      for (const auto& pr : r.ingress) collect(pr, false, p.cookie, identities, in);
-      for (const auto& pr : r.ingress_deny) collect(pr, true, p.cookie, identities, in);
-      for (const auto& pr : r.egress) collect(pr, false, p.cookie, identities, eg);
-      for (const auto& pr : r.egress_deny) collect(pr, true, p.cookie, identities, eg);
+      for (const auto& pr : r.ingress) collect(pr, false, p.cookie, identities, named, true, in);
+      for (const auto& pr : r.ingress_deny) collect(pr, true, p.cookie, identities, named, true, in);
+      for (const auto& pr : r.egress) collect(pr, false, p.cookie, identities, named, false, eg);
+      for (const auto& pr : r.egress_deny) collect(pr, true, p.cookie, identities, named, false, eg);
     }
     auto push = [](std::vector<std::string>& v, std::string name) {
       if (std::find(v.begin(), v.end(), name) == v.end()) v.push_back(std::move(name));

@@ -420,3 +420,115 @@ spec:
 
 }  // namespace
 }  // namespace membrane::policy
+
+namespace membrane::policy {
+namespace {
+
+// Named ports (Kubernetes NetworkPolicyPort.port as a string; Cilium toPorts
+// port names): "ingress: the selected pod's container port of that name;
+// egress: the port of that name on each destination pod".
+class NamedPortsResolve : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    web_id = ids.allocate(web)->id;
+    api_id = ids.allocate(api)->id;
+    db_id = ids.allocate(db)->id;
+  }
+  void import(const std::string& yaml) {
+    auto r = repo.import(parse(yaml));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+  identity::IdentityAllocator ids;
+  Repository repo;
+  LabelSet web = pod("x", "app=web"), api = pod("x", "app=api"), db = pod("x", "app=db");
+  uint32_t web_id = 0, api_id = 0, db_id = 0;
+};
+
+TEST_F(NamedPortsResolve, IngressUsesTheSubjectsOwnPort) {
+  import(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: x}
+spec:
+  podSelector: {}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: api}}}]
+    ports: [{port: http}]
+)");
+  const uint32_t cookie = repo.policies()[0].cookie;
+  NamedPorts web_ports{{{"http", 8080, kTcp}, {"metrics", 9090, kTcp}}, {}};
+  auto ep = repo.resolve(web, ids.refs(), web_ports);
+  EXPECT_TRUE(ep.ingress_enforced);
+  EXPECT_EQ(ep.entries, (std::map<PolicyKey, PolicyEntry>{{{api_id, 8080, kTcp, kIn}, {false, 0, cookie}}}));
+  // A pod without a port named http is selected (default deny) but opens nothing.
+  auto other = repo.resolve(db, ids.refs(), NamedPorts{{{"https", 443, kTcp}}, {}});
+  EXPECT_TRUE(other.ingress_enforced);
+  EXPECT_TRUE(other.entries.empty());
+  // NetworkPolicy ports default to TCP: a UDP port of that name does not match.
+  auto udp = repo.resolve(db, ids.refs(), NamedPorts{{{"http", 80, kUdp}}, {}});
+  EXPECT_TRUE(udp.entries.empty());
+}
+
+TEST_F(NamedPortsResolve, EgressUsesEachPeersPortAndPeersWithoutItContributeNothing) {
+  import(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: cnp, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: api}}, {matchLabels: {app: db}}]
+    toPorts: [{ports: [{port: svc}]}]
+)");
+  const uint32_t cookie = repo.policies()[0].cookie;
+  NamedPorts named;
+  // Two api pods (one identity) declare svc differently: both count. db has no svc.
+  named.by_identity[api_id] = {{"svc", 8000, kTcp}, {"svc", 8001, kTcp}};
+  named.by_identity[db_id] = {{"pg", 5432, kTcp}};
+  named.by_identity[web_id] = {{"svc", 7000, kUdp}};  // not selected as a peer
+  auto ep = repo.resolve(web, ids.refs(), named);
+  EXPECT_TRUE(ep.egress_enforced);
+  EXPECT_EQ(ep.entries, (std::map<PolicyKey, PolicyEntry>{{{api_id, 8000, kTcp, kEg}, {false, 0, cookie}},
+                                                          {{api_id, 8001, kTcp, kEg}, {false, 0, cookie}}}));
+  EXPECT_EQ(verdict(ep, api_id, kTcp, 8000, kEg).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, db_id, kTcp, 5432, kEg).kind, VerdictKind::Dropped);
+  EXPECT_EQ(verdict(ep, api_id, kTcp, 7000, kEg).kind, VerdictKind::Dropped);
+}
+
+TEST_F(NamedPortsResolve, NamedDenyAndAnyPeer) {
+  import(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: cnp, namespace: x}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  egress:
+  - toEntities: [all]
+  egressDeny:
+  - toPorts: [{ports: [{port: admin, protocol: TCP}]}]
+)");
+  NamedPorts named;
+  named.by_identity[api_id] = {{"admin", 9000, kTcp}};
+  named.by_identity[db_id] = {{"admin", 9001, kUdp}};  // protocol TCP required: no match
+  auto ep = repo.resolve(web, ids.refs(), named);
+  EXPECT_EQ(verdict(ep, api_id, kTcp, 9000, kEg).kind, VerdictKind::Denied);
+  EXPECT_EQ(verdict(ep, api_id, kTcp, 9001, kEg).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, db_id, kUdp, 9001, kEg).kind, VerdictKind::Allowed);
+  EXPECT_EQ(verdict(ep, db_id, kTcp, 9000, kEg).kind, VerdictKind::Allowed);
+}
+
+TEST(PortName, IanaSvcNameRules) {
+  EXPECT_TRUE(validatePortName("http").ok());
+  EXPECT_TRUE(validatePortName("h2c-8080").ok());
+  EXPECT_TRUE(validatePortName("a23456789012345").ok());
+  EXPECT_FALSE(validatePortName("a234567890123456").ok());
+  EXPECT_FALSE(validatePortName("8080").ok());
+  EXPECT_FALSE(validatePortName("-http").ok());
+  EXPECT_FALSE(validatePortName("http-").ok());
+  EXPECT_FALSE(validatePortName("ht--tp").ok());
+  EXPECT_FALSE(validatePortName("HTTP").ok());
+  EXPECT_FALSE(validatePortName("").ok());
+  EXPECT_EQ(validatePortName("ht--tp").error().message,
+            "port name 'ht--tp' is invalid: it contains '--' (IANA_SVC_NAME: 1-15 characters a-z, 0-9, '-', at least "
+            "one letter, no '-' at either end, no '--')");
+}
+
+}  // namespace
+}  // namespace membrane::policy

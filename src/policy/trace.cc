@@ -38,6 +38,7 @@ uint32_t identityFor(const LabelSet& l, const std::vector<IdentityRef>& known, s
 }
 
 std::string portText(const PortProtocol& pp) {
+  if (!pp.name.empty()) return fmt::format("{}/{} (named port)", pp.name, protocolName(pp.protocol));
   if (pp.port == 0) return pp.protocol == Protocol::Any ? "any" : fmt::format("any/{}", protocolName(pp.protocol));
   if (pp.end_port) return fmt::format("{}-{}/{}", pp.port, pp.end_port, protocolName(pp.protocol));
   return fmt::format("{}/{}", pp.port, protocolName(pp.protocol));

@@ -8,6 +8,8 @@
 //
 // Pods:        x/a x/b x/c  y/a y/b y/c  z/a z/b z/c
 //   labels     pod=<a|b|c>; a and b also app=web
+//   named ports (as the Kubernetes e2e netpol pods): a, b serve-80-tcp, serve-81-tcp,
+//              serve-80-udp, serve-81-udp; c only serve-80-tcp and serve-80-udp
 // Namespaces:  x: ns=x, team=blue   y: ns=y, team=red   z: ns=z
 // (the real namespace names carry the pid so parallel runs never collide;
 // policies say {x}, {y}, {z} for them and {cidr} for the pod CIDR).
@@ -92,7 +94,10 @@ class Cluster : public AgentFixture {
     }
     for (const auto& pod : allPods()) {
       std::string labels = "pod=" + pod.pod + (pod.pod == "c" ? "" : ",app=web");
-      auto r = cli({"endpoint", "create", pod.pod, "-n", realNs(pod.ns), "--labels", labels});
+      std::vector<std::string> create{"endpoint", "create", pod.pod, "-n", realNs(pod.ns), "--labels", labels,
+                                      "--port", "serve-80-tcp=80/TCP", "--port", "serve-80-udp=80/UDP"};
+      if (pod.pod != "c") create.insert(create.end(), {"--port", "serve-81-tcp=81/TCP", "--port", "serve-81-udp=81/UDP"});
+      auto r = cli(create);
       if (r.exit_code != 0) {
         ADD_FAILURE() << "endpoint create " << pod.str() << ": " << r.out << r.err;
         return false;
@@ -1068,6 +1073,60 @@ specs:
               [](const Flow& f) {
                 if (f.toIs("x/a")) return f.fromIs("x/b");
                 if (f.toIs("x/b")) return f.fromIs("x/c");
+                return true;
+              },
+      },
+      {
+          // k8s docs, NetworkPolicyPort: "port ... This can either be a
+          // numerical or named port on a pod"; for ingress the name is looked
+          // up in the selected pod's containers: x/a and x/b declare
+          // serve-81-tcp (81), x/c does not, so x/c is isolated and opens nothing.
+          .name = "NamedPortIngressResolvesOnTheSelectedPod",
+          .yaml = R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: named-ingress
+  namespace: "{x}"
+spec:
+  podSelector: {}
+  ingress:
+  - from:
+    - namespaceSelector: {}
+    ports:
+    - port: serve-81-tcp
+)",
+          .allowed =
+              [](const Flow& f) {
+                if (f.toIs("x/a") || f.toIs("x/b")) return f.on("tcp/81");
+                return !f.toIs("x/c");
+              },
+      },
+      {
+          // Same rule, egress: the name is resolved on each destination pod
+          // (Cilium resolves named ports per peer identity); a destination
+          // without a port of that name (every c) is not reachable through it.
+          .name = "NamedPortEgressResolvesOnEachPeer",
+          .yaml = R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: named-egress
+  namespace: "{y}"
+spec:
+  podSelector:
+    matchLabels:
+      pod: a
+  policyTypes:
+  - Egress
+  egress:
+  - to:
+    - namespaceSelector: {}
+    ports:
+    - port: serve-81-tcp
+      protocol: TCP
+)",
+          .allowed =
+              [](const Flow& f) {
+                if (f.fromIs("y/a")) return f.on("tcp/81") && !f.toIs("*/c");
                 return true;
               },
       },
