@@ -87,8 +87,9 @@ class Parser {
       if (std::find(spec.known.begin(), spec.known.end(), name) == spec.known.end()) {
         std::optional<std::string_view> best;
         size_t best_d = 3;
-        for (auto c : spec.known)
-          if (size_t d = editDistance(name, c); d < best_d) best_d = d, best = c;
+        for (const auto* list : {&spec.known, &spec.ignored})
+          for (auto c : *list)
+            if (size_t d = editDistance(name, c); d < best_d) best_d = d, best = c;
         std::string known;
         for (auto c : spec.known) known += (known.empty() ? "" : ", ") + std::string(c);
         error(k, join(path, name),
