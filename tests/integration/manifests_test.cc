@@ -153,6 +153,27 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(ok, kAfter);
   EXPECT_EQ(landings(ds2[0]) - b0 + landings(ds2[1]) - b1, kAfter);
 
+  // Policy through apply: the backend's ingress policy sees the client pod's
+  // identity behind the ClusterIP (xwing dropped, tiefighter lands).
+  std::string pol = writeFile("l3l4.yaml", fmt::format(
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: rule1\n  namespace: {}\nspec:\n"
+      "  endpointSelector:\n    matchLabels: {{org: empire, class: deathstar}}\n  ingress:\n"
+      "  - fromEndpoints:\n    - matchLabels: {{org: empire}}\n    toPorts:\n    - ports:\n      - port: \"80\"\n"
+      "        protocol: TCP\n", ns_));
+  auto pa = cli({"apply", "-f", pol});
+  ASSERT_EQ(pa.exit_code, 0) << pa.err;
+  EXPECT_EQ(pa.out, "ciliumnetworkpolicy.cilium.io/rule1 configured\n");
+  auto denied = execIn("xwing", {"curl", "-s", "--max-time", "2", "-XPOST", fqdn + "/v1/request-landing"});
+  EXPECT_EQ(denied.exit_code, 28) << denied.out;  // curl: operation timed out (the SYN was dropped)
+  EXPECT_EQ(denied.out, "");
+  land = execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
+  EXPECT_EQ(land.out, "Ship landed\n");
+  auto pd = cli({"delete", "-f", pol});
+  EXPECT_EQ(pd.exit_code, 0) << pd.err;
+  EXPECT_EQ(pd.out, "CiliumNetworkPolicy \"rule1\" deleted\n");
+  xw = execIn("xwing", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
+  EXPECT_EQ(xw.out, "Ship landed\n");
+
   // Agent restart: the pods keep running (same pids) and are re-adopted.
   std::map<std::string, int> pids;
   for (const auto& p : pods()) pids[p["name"]] = p["pid"];
