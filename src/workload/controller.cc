@@ -376,20 +376,21 @@ Status Controller::createInstance(Instance inst) {
   if (!argv) return argv.error();
   inst.argv = *argv;
   // Endpoint first (the pod's network), then the process inside it.
-  const auto* existing = eps_.findByName(inst.ns, inst.name);
-  if (existing) {
-    inst.endpoint_id = existing->id;
-    inst.ip = existing->ipv4;
-  } else {
-    (void)namedPorts(inst.spec);  // TODO(named ports): pass once endpoint::Manager::create takes them
-    auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels));
-    if (!ep) return ep.error().wrap(fmt::format("pod {}/{}", inst.ns, inst.name));
-    inst.endpoint_id = ep->id;
-    inst.ip = ep->ipv4;
-  }
+  if (eps_.findByName(inst.ns, inst.name))
+    return Error::exists(fmt::format("pod {}/{}: an endpoint of that name exists (membrane endpoint create?); "
+                                     "delete it (membrane endpoint delete {} -n {}) or rename the pod",
+                                     inst.ns, inst.name, inst.name, inst.ns));
+  (void)namedPorts(inst.spec);  // TODO(named ports): pass once endpoint::Manager::create takes them
+  auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels));
+  if (!ep) return ep.error().wrap(fmt::format("pod {}/{}", inst.ns, inst.name));
+  inst.endpoint_id = ep->id;
+  inst.ip = ep->ipv4;
   inst.created = nowRfc3339();
   std::string dir = podDir(inst);
-  MB_TRY(endpoint::makeDirs(dir, 0755));
+  if (auto st = endpoint::makeDirs(dir, 0755); !st.ok()) {
+    eps_.remove(inst.endpoint_id).ok();  // all or nothing: no endpoint without its pod
+    return st.error();
+  }
   auto k = key(inst.ns, inst.name);
   instances_[k] = std::move(inst);
   syncHosts();  // the hosts file must exist before the bind mount
@@ -480,7 +481,7 @@ void Controller::reconcile() {
   std::vector<std::string> doomed;
   for (const auto& [k, i] : instances_) {
     bool wanted = i.owner.empty() ? pods_.count(k) > 0 : deployments_.count(key(i.ns, i.owner)) > 0;
-    bool endpoint_gone = i.endpoint_id != 0 && !eps_.find(i.endpoint_id);
+    bool endpoint_gone = !eps_.find(i.endpoint_id);  // deleted under us, or lost across a restart
     if (!wanted || endpoint_gone) doomed.push_back(k);
   }
   for (auto it = create_failures_.begin(); it != create_failures_.end();)

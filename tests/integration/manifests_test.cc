@@ -153,6 +153,35 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(ok, kAfter);
   EXPECT_EQ(landings(ds2[0]) - b0 + landings(ds2[1]) - b1, kAfter);
 
+  // A service added later resolves in pods that already run (their hosts
+  // file is rewritten in place under the bind mount), with port -> targetPort.
+  std::string svc2 = writeFile("svc2.yaml",
+                               "apiVersion: v1\nkind: Service\nmetadata:\n  name: deathstar-alt\nspec:\n"
+                               "  selector: {org: empire, class: deathstar}\n  ports:\n  - port: 8080\n"
+                               "    targetPort: 80\n");
+  ASSERT_EQ(cli({"apply", "-n", ns_, "-f", svc2}).exit_code, 0);
+  ASSERT_TRUE(waitFor([&] {
+    return execIn("tiefighter", {"curl", "-s", "--max-time", "2", "-XPOST", "deathstar-alt:8080/v1/request-landing"}).out ==
+           "Ship landed\n";
+  }, std::chrono::seconds(10)));
+  ASSERT_EQ(cli({"delete", "-n", ns_, "-f", svc2}).exit_code, 0);
+  auto gone = execIn("tiefighter", {"curl", "-s", "--max-time", "2", "deathstar-alt:8080/v1"});
+  EXPECT_EQ(gone.exit_code, 6) << gone.out;  // curl: could not resolve host
+
+  // Scale by re-apply: 3 replicas, then back to 2 (the original pods stay).
+  std::string text = readFileOrEmpty(app());
+  std::string scaled = std::regex_replace(text, std::regex("replicas: 2"), "replicas: 3");
+  ASSERT_NE(scaled, text);
+  auto sc = cli({"apply", "-n", ns_, "-f", writeFile("scaled.yaml", scaled)});
+  EXPECT_EQ(sc.out, "service/deathstar configured\ndeployment.apps/deathstar configured\npod/tiefighter configured\n"
+                    "pod/xwing configured\n");
+  ASSERT_TRUE(waitPodsReady(5));
+  ASSERT_EQ(cli({"apply", "-n", ns_, "-f", app()}).exit_code, 0);
+  ASSERT_TRUE(waitPodsReady(4));
+  auto ds3 = deathstars();
+  std::sort(ds2.begin(), ds2.end());
+  EXPECT_EQ(ds3, ds2);
+
   // Policy through apply: the backend's ingress policy sees the client pod's
   // identity behind the ClusterIP (xwing dropped, tiefighter lands).
   std::string pol = writeFile("l3l4.yaml", fmt::format(
