@@ -121,19 +121,29 @@ Response Agent::applyManifests(const Request& req) {
         return Response::error(400, "manifests rejected, nothing applied: " + st.error().message);
   }
   json lines = json::array();
-  // Policies first: pods then start under their policy, never before it.
+  // Policies first, all files in ONE import (all or nothing: a refusal by the
+  // import path leaves every file's policies out); pods then start under
+  // their policy, never before it. Every file already parsed on its own, so
+  // the joined text's positions no longer matter.
+  std::string sources, text;
   for (const auto& d : docs) {
     if (d.manifests.policies.empty()) continue;
+    sources += (sources.empty() ? "" : ", ") + d.source;
+    text += (text.empty() ? "" : "\n---\n") + d.manifests.policy_text;
+  }
+  if (!text.empty()) {
     Request pr;
     pr.method = "PUT";
-    pr.body = json({{"source", d.source}, {"content", d.manifests.policy_text}}).dump();
+    pr.body = json({{"source", sources}, {"content", text}}).dump();
     Response r = importPolicy(pr);
     if (r.status != 200) return r;
-    for (const auto& p : d.manifests.policies)
-      lines.push_back(fmt::format("{}/{} configured", p.kind == "NetworkPolicy" ? "networkpolicy.networking.k8s.io"
-                                                      : p.kind == "CiliumNetworkPolicy" ? "ciliumnetworkpolicy.cilium.io"
-                                                                                        : "ciliumclusterwidenetworkpolicy.cilium.io",
-                                  p.name));
+    for (const auto& d : docs)
+      for (const auto& p : d.manifests.policies)
+        lines.push_back(fmt::format("{}/{} configured",
+                                    p.kind == "NetworkPolicy"         ? "networkpolicy.networking.k8s.io"
+                                    : p.kind == "CiliumNetworkPolicy" ? "ciliumnetworkpolicy.cilium.io"
+                                                                      : "ciliumclusterwidenetworkpolicy.cilium.io",
+                                    p.name));
   }
   std::lock_guard lk(mu_);
   for (const auto& d : docs) {
