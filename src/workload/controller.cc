@@ -175,6 +175,8 @@ Status Controller::load() {
       i.last_exit = ij.value("last_exit", -1);
       i.phase = ij.value("phase", "Pending");
       i.created = ij.value("created", "");
+      i.seq = ij.value("seq", uint64_t{0});
+      next_seq_ = std::max(next_seq_, i.seq + 1);
       instances_[key(i.ns, i.name)] = i;
     }
   } catch (const std::exception& e) {
@@ -210,7 +212,8 @@ Status Controller::save() const {
                               {"restarts", i.restarts},
                               {"last_exit", i.last_exit},
                               {"phase", i.phase},
-                              {"created", i.created}});
+                              {"created", i.created},
+                              {"seq", i.seq}});
   return endpoint::writeFileAtomic(cfg_.state_dir + "/workloads.json", j.dump(1));
 }
 
@@ -386,6 +389,7 @@ Status Controller::createInstance(Instance inst) {
   inst.endpoint_id = ep->id;
   inst.ip = ep->ipv4;
   inst.created = nowRfc3339();
+  inst.seq = next_seq_++;
   std::string dir = podDir(inst);
   if (auto st = endpoint::makeDirs(dir, 0755); !st.ok()) {
     eps_.remove(inst.endpoint_id).ok();  // all or nothing: no endpoint without its pod
@@ -523,7 +527,7 @@ void Controller::reconcile() {
     // Scale down: the newest go first.
     if (static_cast<int>(owned.size()) > d.replicas) {
       std::sort(owned.begin(), owned.end(),
-                [&](const auto& a, const auto& b) { return instances_[a].created > instances_[b].created; });
+                [&](const auto& a, const auto& b) { return instances_[a].seq > instances_[b].seq; });
       for (size_t n = 0; n < owned.size() - static_cast<size_t>(d.replicas); ++n) destroyInstance(owned[n]).ok();
     }
   }

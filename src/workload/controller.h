@@ -99,6 +99,7 @@ class Controller {
     std::string phase = "Pending";  // Pending Running Waiting Succeeded Failed
     bool ready = false;
     std::string created;
+    uint64_t seq = 0;  // creation order (timestamps tie within a second): scale-down removes the newest
     std::chrono::steady_clock::time_point next_start{};
     std::chrono::steady_clock::time_point started_at{};
     std::string hosts_written;
@@ -133,6 +134,7 @@ class Controller {
   std::map<std::string, Service> services_;              // ns/name
   std::map<std::string, Labels> namespaces_;             // applied Namespace objects
   std::map<std::string, Instance> instances_;            // ns/name -> running pods
+  uint64_t next_seq_ = 1;
   // Pods whose creation failed (e.g. the name's netns is taken): retried
   // every 5 s, reported by get pods, logged when the message changes.
   struct CreateFailure {
