@@ -71,11 +71,12 @@ bench-convergence: build
 install: build
 	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned
 	install -D -m 0755 $(BUILD)/bin/membrane $(DESTDIR)$(PREFIX)/bin/membrane
+	install -D -m 0644 examples/starwars/deathstar.py $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py
 	@if [ -f deploy/systemd/membraned.service ]; then \
 	  install -D -m 0644 deploy/systemd/membraned.service $(DESTDIR)/etc/systemd/system/membraned.service; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)/etc/systemd/system/membraned.service
+	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py $(DESTDIR)/etc/systemd/system/membraned.service
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan

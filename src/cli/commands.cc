@@ -1,6 +1,7 @@
 #include "src/cli/commands.h"
 
 #include "src/kernel/netns.h"
+#include "src/kernel/pod_process.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -218,16 +219,24 @@ int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& n
 
 int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const std::vector<std::string>& argv) {
   if (argv.empty()) return fail(ctx, "membrane exec: give a command after '--', e.g. membrane exec xwing -- curl -s http://10.200.0.5/");
-  std::string netns;
+  std::string netns, hosts, resolv;
   {
     HttpClient client(ctx.socket);  // closed before exec (and CLOEXEC anyway)
     Answer a = findEndpoint(client, name, ns);
     if (!a.ok) return fail(ctx, a.failure);
     netns = a.body.value("netns", "");
+    // A pod of `membrane apply` has its own /etc/hosts (service names) and
+    // resolv.conf: exec sees the same files as the pod's command.
+    Answer p = call(client, "GET", "/v1/pods?namespace=" + api::percentEncode(nsOrDefault(ns)) + "&name=" +
+                                       api::percentEncode(name));
+    if (p.ok && p.body.is_object()) {
+      hosts = p.body.value("hosts_file", "");
+      resolv = p.body.value("resolv_file", "");
+    }
   }
   if (netns.empty()) return fail(ctx, fmt::format("endpoint '{}' has no network namespace path", name));
   // This process is single-threaded here, so setns moves all of it (src/kernel owns the syscall).
-  if (auto st = kernel::enterNetnsForExec(netns); !st.ok()) {
+  if (auto st = kernel::enterPodForExec(netns, hosts, resolv); !st.ok()) {
     const Error& e = st.error();
     return fail(ctx, fmt::format("{} (pod {}/{}){}", e.message, nsOrDefault(ns), name,
                                  e.code == EPERM ? " — run as root (needs CAP_SYS_ADMIN)" : ""));

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include "src/cli/commands.h"
+#include "src/cli/workload_commands.h"
 
 #ifndef MEMBRANE_VERSION_STRING
 #define MEMBRANE_VERSION_STRING "0.1.0"
@@ -291,6 +292,64 @@ int main(int argc, char** argv) {
   addOutput(bpol_get, output);
   bpol_get->footer("Examples:\n  membrane bpf policy get 1204\n  membrane bpf policy get deathstar -n default");
   bpol_get->callback([&] { action = [&] { return membrane::cli::cmdBpfPolicyGet(ctx, bpol_ref, bpol_ns); }; });
+
+  // apply / delete / get / logs (Kubernetes manifests, kubectl-like)
+  std::vector<std::string> apply_files;
+  std::string apply_ns = "default";
+  auto* apply = app.add_subcommand("apply", "Create or update objects from Kubernetes manifests (all or nothing)");
+  apply->add_option("-f,--filename", apply_files, "Manifest file, directory (*.yaml, *.yml, *.json) or - for stdin")
+      ->required();
+  apply->add_option("-n,--namespace", apply_ns, "Namespace of objects whose metadata names none (not policies)")
+      ->capture_default_str();
+  addOutput(apply, output);
+  apply->footer(
+      "Kinds: Namespace, Pod, Deployment, Service (ClusterIP), CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy,\n"
+      "NetworkPolicy; YAML (several documents) or JSON. Every document is checked before anything changes: an\n"
+      "unknown kind or field is reported as file:line:column with its field path, and nothing is applied.\n"
+      "Pods run their container's command/args in the pod's network namespace; built-in images:\n"
+      "cilium/starwars (the deathstar HTTP API on port 80), tgraf/netperf and cilium/json-mock (idle clients).\n"
+      "Examples:\n  membrane apply -f examples/starwars/http-sw-app.yaml\n  membrane apply -f examples/starwars/\n"
+      "  cat pod.yaml | membrane apply -f -");
+  apply->callback([&] { action = [&] { return membrane::cli::cmdApply(ctx, apply_files, apply_ns); }; });
+
+  std::vector<std::string> delete_files, delete_what;
+  std::string delete_ns = "default";
+  auto* del = app.add_subcommand("delete", "Delete the objects of manifests (-f), or one pod (delete pod NAME)");
+  del->add_option("-f,--filename", delete_files, "Manifest file, directory or - for stdin");
+  del->add_option("-n,--namespace", delete_ns, "Namespace of the pod (delete pod NAME) or of objects without one")->capture_default_str();
+  del->add_option("what", delete_what, "pod NAME");
+  addOutput(del, output);
+  del->footer(
+      "A pod of a Deployment is replaced by a new one (like kubectl).\n"
+      "Examples:\n  membrane delete -f examples/starwars/http-sw-app.yaml\n  membrane delete pod tiefighter");
+  del->callback([&] { action = [&] {
+    if (!delete_files.empty() && delete_what.empty()) return membrane::cli::cmdDelete(ctx, delete_files, delete_ns);
+    if (delete_files.empty() && delete_what.size() == 2 && (delete_what[0] == "pod" || delete_what[0] == "pods"))
+      return membrane::cli::cmdDeletePod(ctx, delete_what[1], delete_ns);
+    std::cerr << "membrane delete: give -f FILE|DIR|- or 'pod NAME'\n";
+    return 2;
+  }; });
+
+  membrane::cli::GetArgs get_args;
+  auto* get = app.add_subcommand("get", "List pods, deployments, services, policies or namespaces (kubectl columns)");
+  get->add_option("resource", get_args.resource, "pods|deployments|services|policies|namespaces")->required();
+  get->add_option("-n,--namespace", get_args.ns, "Namespace")->capture_default_str();
+  get->add_flag("-A,--all-namespaces", get_args.all_namespaces, "Every namespace");
+  get->add_option("-o,--output", get_args.output, "wide (more columns) or json")->check(CLI::IsMember({"wide", "json"}));
+  get->footer(
+      "Columns: pods NAME READY STATUS RESTARTS AGE (-o wide adds IP NODE ENDPOINT); services NAME TYPE CLUSTER-IP\n"
+      "EXTERNAL-IP PORT(S) AGE; deployments NAME READY UP-TO-DATE AVAILABLE.\n"
+      "Examples:\n  membrane get pods\n  membrane get pods -A -o wide\n  membrane get services -o json");
+  get->callback([&] { action = [&] { return membrane::cli::cmdGet(ctx, get_args); }; });
+
+  std::string logs_pod, logs_ns = "default";
+  bool logs_follow = false;
+  auto* logs = app.add_subcommand("logs", "Print a pod's output (stdout and stderr of its command, all restarts)");
+  logs->add_option("pod", logs_pod, "Pod NAME")->required();
+  logs->add_option("-n,--namespace", logs_ns, "Namespace of the pod")->capture_default_str();
+  logs->add_flag("-f,--follow", logs_follow, "Keep printing new output until interrupted or the pod is deleted");
+  logs->footer("Examples:\n  membrane logs deathstar-b4k2x\n  membrane logs -f tiefighter");
+  logs->callback([&] { action = [&] { return membrane::cli::cmdLogs(ctx, logs_pod, logs_ns, logs_follow); }; });
 
   try {
     app.parse(argc, argv);

@@ -177,6 +177,7 @@ Status Agent::init() {
     updatePolicyMetrics();
     refreshCookieNames();
   }
+  MB_TRY_CTX(startWorkloads(), "workloads (--service-cidr " + cfg_.service_cidr + ")");
 
   if (cfg_.enable_health_checking) MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
 
@@ -203,6 +204,7 @@ void Agent::stop() {
   if (api_) api_->stop();
   if (event_thread_.joinable()) event_thread_.join();
   if (gc_thread_.joinable()) gc_thread_.join();
+  if (workload_thread_.joinable()) workload_thread_.join();
   metrics_server_.reset();
   // The datapath object goes, the programs and pinned maps stay in the kernel.
 }
@@ -227,7 +229,16 @@ Status Agent::cleanup(const Config& cfg) {
   endpoint::Manager mgr(mc, **dp, ids, repo, metrics);
   auto st = mgr.init();
   if (!st.ok()) spdlog::warn("cleanup: {}", st.error().message);
-  Status first = mgr.removeAll();
+  Status first = okStatus();
+  if (auto svc = endpoint::Cidr4::parse(cfg.service_cidr); svc.ok()) {
+    // Pod processes first (they run in the endpoints' namespaces), services, route.
+    workload::Controller wl({cfg.state_dir, *svc, ""}, mgr, **dp);
+    if (auto ld = wl.load(); !ld.ok()) spdlog::warn("cleanup: {}", ld.error().message);
+    first = wl.removeAll();
+  } else {
+    first = svc.error().wrap("--service-cidr");
+  }
+  if (auto st2 = mgr.removeAll(); !st2.ok() && first.ok()) first = st2;
   dp->reset();
   auto pins = kernel::Datapath::removePins(cfg.bpf_root);
   if (!pins.ok() && first.ok()) first = pins;
@@ -498,6 +509,12 @@ void Agent::registerRoutes() {
   api_->route("GET", "/v1/health", bind(&Agent::healthStatus));
   api_->route("GET", "/v1/policy/trace", bind(&Agent::tracePolicy));
   api_->route("PUT", "/v1/namespace/{name}", bind(&Agent::putNamespace));
+  api_->route("PUT", "/v1/apply", bind(&Agent::applyManifests));
+  api_->route("PUT", "/v1/delete", bind(&Agent::deleteManifests));
+  api_->route("GET", "/v1/pods", bind(&Agent::listPods));
+  api_->route("DELETE", "/v1/pods/{namespace}/{name}", bind(&Agent::deletePod));
+  api_->route("GET", "/v1/deployments", bind(&Agent::listDeployments));
+  api_->route("GET", "/v1/services", bind(&Agent::listServices));
   api_->routeStream("GET", "/v1/monitor",
                     [this](const Request& r, api::StreamWriter& w) { monitor(r, w); });
 }

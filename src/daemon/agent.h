@@ -34,6 +34,7 @@
 #include "src/health/health.h"
 #include "src/endpoint/manager.h"
 #include "src/kernel/datapath.h"
+#include "src/workload/controller.h"
 
 #ifndef MEMBRANE_VERSION_STRING
 #define MEMBRANE_VERSION_STRING "0.1.0"
@@ -86,6 +87,15 @@ class Agent {
   api::Response putNamespace(const api::Request& req);
   api::Response waitPolicy(const api::Request& req);
   void refreshCookieNames();
+  // Workloads (src/daemon/workload_handlers.cc): membrane apply/delete/get/logs.
+  Status startWorkloads();
+  void workloadLoop();
+  api::Response applyManifests(const api::Request& req);
+  api::Response deleteManifests(const api::Request& req);
+  api::Response listPods(const api::Request& req);
+  api::Response deletePod(const api::Request& req);
+  api::Response listDeployments(const api::Request& req);
+  api::Response listServices(const api::Request& req);
   void monitor(const api::Request& req, api::StreamWriter& out);
 
   Config cfg_;
@@ -101,6 +111,8 @@ class Agent {
   std::unique_ptr<health::HelloServer> hello_endpoint_;  // in the health endpoint's netns
   std::unique_ptr<health::HelloServer> hello_host_;      // on the node's (gateway) address
   std::unique_ptr<health::HealthChecker> health_;
+  std::unique_ptr<workload::Controller> workloads_;
+  std::thread workload_thread_;
   // Imports as given (source name + text) so that a restart re-parses exactly what the user wrote.
   nlohmann::json policy_imports_ = nlohmann::json::array();
   std::atomic<bool> stopping_{false};

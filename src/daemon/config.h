@@ -11,6 +11,7 @@ struct Config {
   std::string state_dir = "/var/lib/membrane";
   std::string bpf_root = "/sys/fs/bpf/membrane";
   std::string pod_cidr = "10.200.0.0/16";
+  std::string service_cidr = "10.96.0.0/16";  // ClusterIPs of Services (membrane apply)
   std::string prometheus_serve_addr = ":9962";
   std::string host_device = "membrane_host";  // dummy device holding the pods' gateway address
   std::string enable_policy = "default";     // default | always | never

@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
                  "IPv4 CIDR pods get addresses from; the first address is the pods' gateway; an unreachable "
                  "route covers the whole CIDR so pod traffic never leaves the machine")
       ->capture_default_str();
+  app.add_option("--service-cidr", cfg.service_cidr,
+                 "IPv4 CIDR ClusterIP addresses of Services (membrane apply) come from; guarded by an unreachable "
+                 "route like the pod CIDR")
+      ->capture_default_str();
   app.add_option("--prometheus-serve-addr", cfg.prometheus_serve_addr,
                  "Address of the Prometheus /metrics endpoint (\":9962\" all interfaces, \"127.0.0.1:9962\", "
                  "\"\" disables)")

@@ -29,6 +29,8 @@ void AgentFixture::SetUp() {
   state_dir_ = dir_ + "/state";
   bpf_root_ = fmt::format("/sys/fs/bpf/membrane-it-{}", pid);
   pod_cidr_ = fmt::format("10.{}.{}.0/24", 240 + (pid / 256) % 10, pid % 256);
+  // Service CIDR: per agent like the pod CIDR (its unreachable route is node-global).
+  service_cidr_ = fmt::format("10.{}.{}.0/24", 230 + (pid / 256) % 10, pid % 256);
   host_dev_ = fmt::format("mbit{}", pid % 100000000);
   ns_ = fmt::format("it{}", pid);
   metrics_port_ = freePort();
@@ -36,7 +38,7 @@ void AgentFixture::SetUp() {
 
 std::vector<std::string> AgentFixture::agentArgs() const {
   return {bin("membraned"), "--api-socket", socket_, "--state-dir", state_dir_, "--bpf-root", bpf_root_,
-          "--pod-cidr", pod_cidr_, "--host-device", host_dev_, "--prometheus-serve-addr",
+          "--pod-cidr", pod_cidr_, "--service-cidr", service_cidr_, "--host-device", host_dev_, "--prometheus-serve-addr",
           fmt::format("127.0.0.1:{}", metrics_port_), "--log-level", "debug",
           "--enable-health-checking", health_ ? "true" : "false", "--health-check-interval", "1"};
 }

@@ -51,7 +51,7 @@ class AgentFixture : public ::testing::Test {
   std::string dir() const { return dir_; }
 
   std::string build_dir_, source_dir_;
-  std::string dir_, socket_, state_dir_, bpf_root_, pod_cidr_, host_dev_, ns_;
+  std::string dir_, socket_, state_dir_, bpf_root_, pod_cidr_, service_cidr_, host_dev_, ns_;
   int metrics_port_ = 0;
   bool health_ = false;  // the health endpoint is an extra pod: off unless a test is about health
   std::optional<Child> agent_;

@@ -1,0 +1,209 @@
+// Agent handlers for workloads: PUT /v1/apply, PUT /v1/delete, GET
+// /v1/pods|deployments|services, DELETE /v1/pods/{namespace}/{name}, and the
+// loop that keeps pods, deployments and services converged.
+//
+// Apply is all or nothing for bad input: every document of every file is
+// parsed and validated before anything changes; policy documents then go
+// through the same import path as `membrane policy import` (PUT /v1/policy),
+// the other kinds to the workload controller.
+#include <unistd.h>
+
+#include <climits>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "src/daemon/agent.h"
+#include "src/workload/manifest.h"
+
+#ifndef MEMBRANE_SOURCE_DIR
+#define MEMBRANE_SOURCE_DIR ""
+#endif
+
+namespace membrane::daemon {
+namespace {
+
+using nlohmann::json;
+using api::Request;
+using api::Response;
+
+// The bundled cilium/starwars server: <exe>/../share/membrane/deathstar.py
+// (build tree and `make install`), else the source tree's copy.
+std::string findDeathstar() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    buf[n] = 0;
+    auto p = std::filesystem::path(buf).parent_path().parent_path() / "share/membrane/deathstar.py";
+    if (std::filesystem::exists(p)) return p.string();
+  }
+  std::string src = std::string(MEMBRANE_SOURCE_DIR) + "/examples/starwars/deathstar.py";
+  if (std::filesystem::exists(src)) return src;
+  return "/usr/local/share/membrane/deathstar.py";
+}
+
+Response statusError(const Error& e) {
+  int code = e.code == EINVAL ? 400 : e.code == ENOENT ? 404 : e.code == EEXIST ? 409 : e.code == ENOSPC ? 503 : 500;
+  return Response::error(code, e.message);
+}
+
+struct Parsed {
+  std::string source;
+  workload::Manifests manifests;
+};
+
+// Parses {"documents": [{"source", "content"}]}; a 400 Response on any problem.
+std::variant<std::vector<Parsed>, Response> parseBody(const Request& req, const char* verb) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("documents") || !body["documents"].is_array())
+    return Response::error(400, "request body must be {\"documents\": [{\"source\": \"file.yaml\", \"content\": \"<YAML or JSON>\"}]}");
+  std::vector<Parsed> out;
+  std::string default_ns = body.value("namespace", "default");
+  json diags = json::array();
+  std::string first;
+  for (const auto& d : body["documents"]) {
+    if (!d.is_object() || !d.contains("content") || !d["content"].is_string())
+      return Response::error(400, "each document needs \"content\" (string) and \"source\"");
+    Parsed p;
+    p.source = d.value("source", "manifest");
+    auto r = workload::parseManifests(d["content"].get<std::string>(), p.source, default_ns);
+    for (const auto& dg : r.diagnostics) {
+      diags.push_back({{"file", dg.file}, {"line", dg.line}, {"column", dg.column}, {"path", dg.path}, {"message", dg.message}});
+      if (first.empty()) first = policy::formatDiagnostic(dg);
+    }
+    p.manifests = std::move(r.manifests);
+    out.push_back(std::move(p));
+  }
+  if (!diags.empty())
+    return Response::json(400, {{"error", fmt::format("manifests rejected, nothing {}: {}", verb, first)},
+                                {"code", 400},
+                                {"diagnostics", diags}});
+  return out;
+}
+
+}  // namespace
+
+Status Agent::startWorkloads() {
+  auto svc = endpoint::Cidr4::parse(cfg_.service_cidr);
+  if (!svc) return svc.error().wrap("--service-cidr");
+  auto pod = endpoint::Cidr4::parse(cfg_.pod_cidr);
+  if (pod && (svc->contains(pod->network) || pod->contains(svc->network)))
+    return Error::invalid(fmt::format("--service-cidr {} overlaps --pod-cidr {}: choose disjoint ranges",
+                                      cfg_.service_cidr, cfg_.pod_cidr));
+  workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar()};
+  std::lock_guard lk(mu_);
+  workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_);
+  MB_TRY(workloads_->init());
+  workload_thread_ = std::thread([this] { workloadLoop(); });
+  return okStatus();
+}
+
+void Agent::workloadLoop() {
+  while (!stopping_) {
+    {
+      std::lock_guard lk(mu_);
+      workloads_->tick();
+    }
+    std::unique_lock lk(gc_mu_);
+    gc_cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return stopping_.load(); });
+  }
+}
+
+Response Agent::applyManifests(const Request& req) {
+  auto parsed = parseBody(req, "applied");
+  if (auto* r = std::get_if<Response>(&parsed)) return *r;
+  auto& docs = std::get<std::vector<Parsed>>(parsed);
+  {
+    std::lock_guard lk(mu_);
+    for (const auto& d : docs)
+      if (auto st = workloads_->validate(d.manifests); !st.ok())
+        return Response::error(400, "manifests rejected, nothing applied: " + st.error().message);
+  }
+  json lines = json::array();
+  // Policies first, all files in ONE import (all or nothing: a refusal by the
+  // import path leaves every file's policies out); pods then start under
+  // their policy, never before it. Every file already parsed on its own, so
+  // the joined text's positions no longer matter.
+  std::string sources, text;
+  for (const auto& d : docs) {
+    if (d.manifests.policies.empty()) continue;
+    sources += (sources.empty() ? "" : ", ") + d.source;
+    text += (text.empty() ? "" : "\n---\n") + d.manifests.policy_text;
+  }
+  if (!text.empty()) {
+    Request pr;
+    pr.method = "PUT";
+    pr.body = json({{"source", sources}, {"content", text}}).dump();
+    Response r = importPolicy(pr);
+    if (r.status != 200) return r;
+    for (const auto& d : docs)
+      for (const auto& p : d.manifests.policies)
+        lines.push_back(fmt::format("{}/{} configured",
+                                    p.kind == "NetworkPolicy"         ? "networkpolicy.networking.k8s.io"
+                                    : p.kind == "CiliumNetworkPolicy" ? "ciliumnetworkpolicy.cilium.io"
+                                                                      : "ciliumclusterwidenetworkpolicy.cilium.io",
+                                    p.name));
+  }
+  std::lock_guard lk(mu_);
+  for (const auto& d : docs) {
+    auto r = workloads_->apply(d.manifests);
+    if (!r) return statusError(r.error());
+    for (const auto& l : *r) lines.push_back(l);
+  }
+  return Response::json(200, {{"applied", lines}});
+}
+
+Response Agent::deleteManifests(const Request& req) {
+  auto parsed = parseBody(req, "deleted");
+  if (auto* r = std::get_if<Response>(&parsed)) return *r;
+  auto& docs = std::get<std::vector<Parsed>>(parsed);
+  json lines = json::array();
+  for (const auto& d : docs)
+    for (const auto& p : d.manifests.policies) {
+      Request dr;
+      dr.method = "DELETE";
+      dr.query.emplace("name", p.name);
+      dr.query.emplace("namespace", p.ns);
+      Response r = deletePolicy(dr);
+      if (r.status == 200) lines.push_back(fmt::format("{} \"{}\" deleted", p.kind, p.name));
+      else if (r.status != 404) return r;
+    }
+  std::lock_guard lk(mu_);
+  for (const auto& d : docs) {
+    auto r = workloads_->remove(d.manifests);
+    if (!r) return statusError(r.error());
+    for (const auto& l : *r) lines.push_back(l);
+  }
+  return Response::json(200, {{"deleted", lines}});
+}
+
+Response Agent::listPods(const Request& req) {
+  std::lock_guard lk(mu_);
+  if (req.hasQuery("name")) {
+    std::string ns = req.queryValue("namespace");
+    auto p = workloads_->podJson(ns.empty() ? "default" : ns, req.queryValue("name"));
+    if (!p) return statusError(p.error());
+    return Response::json(200, *p);
+  }
+  return Response::json(200, workloads_->podsJson(req.queryValue("namespace")));
+}
+
+Response Agent::deletePod(const Request& req) {
+  std::lock_guard lk(mu_);
+  auto st = workloads_->deletePod(req.param("namespace"), req.param("name"));
+  if (!st.ok()) return statusError(st.error());
+  return Response::json(200, {{"deleted", req.param("name")}});
+}
+
+Response Agent::listDeployments(const Request& req) {
+  std::lock_guard lk(mu_);
+  return Response::json(200, workloads_->deploymentsJson(req.queryValue("namespace")));
+}
+
+Response Agent::listServices(const Request& req) {
+  std::lock_guard lk(mu_);
+  return Response::json(200, workloads_->servicesJson(req.queryValue("namespace")));
+}
+
+}  // namespace membrane::daemon

@@ -1,0 +1,811 @@
+#include "src/workload/controller.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "bpf/shared/datapath.h"
+#include "src/endpoint/manager.h"
+#include "src/endpoint/state_store.h"
+#include "src/kernel/datapath.h"
+#include "src/kernel/netlink.h"
+#include "src/kernel/pod_process.h"
+
+namespace membrane::workload {
+namespace {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// "docker.io/cilium/starwars:v1.0@sha256:…" -> "cilium/starwars".
+std::string imageName(std::string image) {
+  if (auto at = image.find('@'); at != std::string::npos) image.resize(at);
+  auto slash = image.rfind('/');
+  if (auto colon = image.rfind(':'); colon != std::string::npos && (slash == std::string::npos || colon > slash))
+    image.resize(colon);
+  for (const char* reg : {"docker.io/", "quay.io/", "index.docker.io/"})
+    if (image.rfind(reg, 0) == 0) return image.substr(std::string(reg).size());
+  return image;
+}
+
+bool isDeathstar(const Container& c) { return imageName(c.image) == "cilium/starwars"; }
+bool isIdleClient(const Container& c) {
+  std::string n = imageName(c.image);
+  return n == "tgraf/netperf" || n == "cilium/json-mock";
+}
+
+std::string nowRfc3339() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string randomSuffix() {
+  // Kubernetes' alphabet for generated names: no vowels, no look-alikes.
+  static const char kAlphabet[] = "bcdfghjklmnpqrstvwxz2456789";
+  static std::mt19937 rng(std::random_device{}());
+  std::string s;
+  for (int i = 0; i < 5; ++i) s += kAlphabet[rng() % (sizeof kAlphabet - 1)];
+  return s;
+}
+
+bool matches(const Labels& selector, const Labels& labels) {
+  if (selector.empty()) return false;  // a Service without selector has no automatic backends
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+labels::LabelSet toLabelSet(const Labels& l) {
+  labels::LabelSet out;
+  for (const auto& [k, v] : l)
+    if (auto lab = labels::parseLabel(k + "=" + v)) out.add(*lab);
+  return out;
+}
+
+// Rewrites path in place (same inode: bind mounts of it see the new text).
+Status rewriteInPlace(const std::string& path, const std::string& content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Error::fromErrno(errno, "open " + path);
+  bool ok = ::ftruncate(fd, 0) == 0 && ::pwrite(fd, content.data(), content.size(), 0) == static_cast<ssize_t>(content.size());
+  int err = errno;
+  ::close(fd);
+  if (!ok) return Error::fromErrno(err, "write " + path);
+  return okStatus();
+}
+
+uint8_t protoNumber(const std::string& p) { return p == "UDP" ? IPPROTO_UDP : IPPROTO_TCP; }
+
+// Named ports of the endpoint ("named_ports" of PUT /v1/endpoint): the one
+// place to switch on once the endpoint manager takes them.
+json namedPorts(const PodSpec& spec) {
+  json arr = json::array();
+  for (const auto& c : spec.containers)
+    for (const auto& p : c.ports)
+      if (!p.name.empty()) arr.push_back({{"name", p.name}, {"port", p.port}, {"protocol", p.protocol}});
+  return arr;
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> resolveCommand(const Container& c, const std::string& deathstar_script) {
+  if (!c.command.empty()) {
+    std::vector<std::string> argv = c.command;
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    return argv;
+  }
+  if (isDeathstar(c)) return std::vector<std::string>{"python3", "-u", deathstar_script, "80"};
+  if (isIdleClient(c)) return std::vector<std::string>{"sleep", "infinity"};
+  return Error::invalid(fmt::format(
+      "container '{}': image '{}' is not built into membrane, which runs commands on the node and does not pull "
+      "images; give the command to run with `command:` (and `args:`), e.g. command: [\"python3\", \"-m\", "
+      "\"http.server\", \"80\"] (built-in images: cilium/starwars, tgraf/netperf, cilium/json-mock)",
+      c.name, c.image));
+}
+
+std::vector<uint16_t> impliedPorts(const Container& c) {
+  std::vector<uint16_t> out;
+  for (const auto& p : c.ports)
+    if (p.protocol == "TCP") out.push_back(p.port);
+  if (c.command.empty() && isDeathstar(c) && std::find(out.begin(), out.end(), 80) == out.end()) out.push_back(80);
+  return out;
+}
+
+Controller::Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::Datapath& dp)
+    : cfg_(std::move(cfg)), eps_(eps), dp_(dp) {}
+
+Controller::~Controller() = default;
+
+std::string Controller::podDir(const Instance& i) const {
+  return fmt::format("{}/pods/{}_{}", cfg_.state_dir, i.ns, i.name);
+}
+
+Status Controller::load() {
+  auto text = endpoint::readFile(cfg_.state_dir + "/workloads.json");
+  if (!text) return okStatus();  // nothing applied yet
+  json j = json::parse(*text, nullptr, false);
+  if (!j.is_object()) return Error::invalid(cfg_.state_dir + "/workloads.json is not a JSON object");
+  try {
+    for (const auto& p : j.value("pods", json::array())) {
+      auto o = p.get<PodObject>();
+      pods_[key(o.meta.ns, o.meta.name)] = o;
+    }
+    for (const auto& d : j.value("deployments", json::array())) {
+      auto o = d.get<DeploymentObject>();
+      deployments_[key(o.meta.ns, o.meta.name)] = o;
+    }
+    for (const auto& s : j.value("services", json::array())) {
+      Service svc;
+      svc.obj = s.at("object").get<ServiceObject>();
+      svc.cluster_ip = s.value("cluster_ip", 0u);
+      svc.created = s.value("created", "");
+      for (const auto& sy : s.value("synced", json::array()))
+        svc.synced[{sy.value("port", uint16_t{0}), sy.value("proto", uint8_t{0})}] = {};
+      services_[key(svc.obj.meta.ns, svc.obj.meta.name)] = svc;
+    }
+    for (const auto& [ns, l] : j.value("namespaces", json::object()).items()) namespaces_[ns] = l.get<Labels>();
+    for (const auto& ij : j.value("instances", json::array())) {
+      Instance i;
+      i.ns = ij.at("namespace");
+      i.name = ij.at("name");
+      i.owner = ij.value("owner", "");
+      i.labels = ij.value("labels", Labels{});
+      i.spec = ij.at("spec").get<PodSpec>();
+      i.argv = ij.value("argv", std::vector<std::string>{});
+      i.pid = ij.value("pid", 0);
+      i.start_time = ij.value("start_time", uint64_t{0});
+      i.restarts = ij.value("restarts", 0);
+      i.last_exit = ij.value("last_exit", -1);
+      i.phase = ij.value("phase", "Pending");
+      i.created = ij.value("created", "");
+      i.seq = ij.value("seq", uint64_t{0});
+      next_seq_ = std::max(next_seq_, i.seq + 1);
+      instances_[key(i.ns, i.name)] = i;
+    }
+  } catch (const std::exception& e) {
+    return Error::invalid(fmt::format("{}/workloads.json: {}", cfg_.state_dir, e.what()));
+  }
+  return okStatus();
+}
+
+Status Controller::save() const {
+  json j;
+  j["pods"] = json::array();
+  for (const auto& [k, p] : pods_) j["pods"].push_back(p);
+  j["deployments"] = json::array();
+  for (const auto& [k, d] : deployments_) j["deployments"].push_back(d);
+  j["services"] = json::array();
+  for (const auto& [k, s] : services_) {
+    json synced = json::array();
+    for (const auto& [pp, be] : s.synced) synced.push_back({{"port", pp.first}, {"proto", pp.second}});
+    j["services"].push_back({{"object", s.obj}, {"cluster_ip", s.cluster_ip}, {"created", s.created}, {"synced", synced}});
+  }
+  j["namespaces"] = json::object();
+  for (const auto& [ns, l] : namespaces_) j["namespaces"][ns] = l;
+  j["instances"] = json::array();
+  for (const auto& [k, i] : instances_)
+    j["instances"].push_back({{"namespace", i.ns},
+                              {"name", i.name},
+                              {"owner", i.owner},
+                              {"labels", i.labels},
+                              {"spec", i.spec},
+                              {"argv", i.argv},
+                              {"pid", i.pid},
+                              {"start_time", i.start_time},
+                              {"restarts", i.restarts},
+                              {"last_exit", i.last_exit},
+                              {"phase", i.phase},
+                              {"created", i.created},
+                              {"seq", i.seq}});
+  return endpoint::writeFileAtomic(cfg_.state_dir + "/workloads.json", j.dump(1));
+}
+
+Status Controller::init() {
+  const auto& c = cfg_.service_cidr;
+  MB_TRY_CTX(kernel::ensureUnreachableRoute(htonl(c.network), c.prefix_len),
+             "install unreachable route for the service CIDR " + c.toString());
+  auto dc = dp_.config();
+  if (!dc) return dc.error().wrap("read datapath config");
+  dc->svc_cidr = htonl(c.network);
+  dc->svc_cidr_len = c.prefix_len;
+  MB_TRY_CTX(dp_.setConfig(*dc), "write datapath config (service CIDR)");
+  MB_TRY(load());
+  for (auto& [k, i] : instances_) {
+    const auto* ep = eps_.findByName(i.ns, i.name);
+    if (ep) {
+      i.endpoint_id = ep->id;
+      i.ip = ep->ipv4;
+    }
+    // Adopt a process that is still the one we started (pid reuse check).
+    if (i.pid > 0 && kernel::processStartTime(i.pid) == i.start_time && i.start_time != 0) {
+      i.own_child = false;
+      i.started_at = Clock::now();
+      spdlog::info("pod {}/{}: re-adopted running process {}", i.ns, i.name, i.pid);
+    } else if (i.pid > 0) {
+      spdlog::info("pod {}/{}: process {} ended while the agent was away", i.ns, i.name, i.pid);
+      i.pid = 0;
+      i.start_time = 0;
+      if (i.phase == "Running") i.phase = "Waiting";
+    }
+    // The hosts file is rewritten on the first sync (cache empty).
+  }
+  // Services the datapath has but nobody wants are removed by syncServices (by id).
+  reconcile();
+  return okStatus();
+}
+
+Status Controller::validate(const Manifests& m) const {
+  auto check = [&](const Meta& meta, const std::string& kind, const PodSpec& spec) -> Status {
+    for (const auto& c : spec.containers) {
+      auto argv = resolveCommand(c, cfg_.deathstar_script);
+      if (!argv) return Error::invalid(fmt::format("{}: {} {}/{}: {}", meta.source, kind, meta.ns, meta.name, argv.error().message));
+    }
+    return okStatus();
+  };
+  for (const auto& p : m.pods) {
+    MB_TRY(check(p.meta, "Pod", p.spec));
+    auto it = instances_.find(key(p.meta.ns, p.meta.name));
+    if (it != instances_.end() && !it->second.owner.empty())
+      return Error::exists(fmt::format("{}: Pod {}/{}: the name is taken by a pod of Deployment {}", p.meta.source,
+                                       p.meta.ns, p.meta.name, it->second.owner));
+  }
+  for (const auto& d : m.deployments) MB_TRY(check(d.meta, "Deployment", d.spec));
+  return okStatus();
+}
+
+Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
+  std::vector<std::string> out;
+  for (const auto& n : m.namespaces) {
+    bool existed = namespaces_.count(n.meta.name);
+    namespaces_[n.meta.name] = n.meta.labels;
+    MB_TRY_CTX(eps_.setNamespaceLabels(n.meta.name, toLabelSet(n.meta.labels)), "namespace " + n.meta.name);
+    out.push_back(fmt::format("namespace/{} {}", n.meta.name, existed ? "configured" : "created"));
+  }
+  for (const auto& s : m.services) {
+    auto k = key(s.meta.ns, s.meta.name);
+    auto it = services_.find(k);
+    if (it == services_.end()) {
+      Service svc;
+      svc.obj = s;
+      auto ip = allocateClusterIp();
+      if (!ip) return ip.error().wrap(fmt::format("service {}", k));
+      svc.cluster_ip = *ip;
+      svc.created = nowRfc3339();
+      services_[k] = svc;
+      out.push_back(fmt::format("service/{} created", s.meta.name));
+    } else {
+      it->second.obj = s;
+      out.push_back(fmt::format("service/{} configured", s.meta.name));
+    }
+  }
+  for (const auto& d : m.deployments) {
+    auto k = key(d.meta.ns, d.meta.name);
+    bool existed = deployments_.count(k);
+    // A changed pod template replaces the pods (all at once: no rolling update).
+    if (existed && (json(deployments_[k].spec) != json(d.spec) || deployments_[k].template_labels != d.template_labels)) {
+      std::vector<std::string> old;
+      for (const auto& [ik, i] : instances_)
+        if (i.ns == d.meta.ns && i.owner == d.meta.name) old.push_back(ik);
+      for (const auto& ik : old) destroyInstance(ik).ok();
+    }
+    deployments_[k] = d;
+    out.push_back(fmt::format("deployment.apps/{} {}", d.meta.name, existed ? "configured" : "created"));
+  }
+  for (const auto& p : m.pods) {
+    auto k = key(p.meta.ns, p.meta.name);
+    bool existed = pods_.count(k);
+    if (existed && (json(pods_[k].spec) != json(p.spec) || pods_[k].meta.labels != p.meta.labels))
+      destroyInstance(k).ok();
+    pods_[k] = p;
+    out.push_back(fmt::format("pod/{} {}", p.meta.name, existed ? "configured" : "created"));
+  }
+  reconcile();
+  MB_TRY_CTX(save(), "save " + cfg_.state_dir + "/workloads.json");
+  return out;
+}
+
+Result<std::vector<std::string>> Controller::remove(const Manifests& m) {
+  std::vector<std::string> out;
+  for (const auto& p : m.pods) {
+    auto k = key(p.meta.ns, p.meta.name);
+    if (!pods_.erase(k)) continue;
+    destroyInstance(k).ok();
+    out.push_back(fmt::format("pod \"{}\" deleted", p.meta.name));
+  }
+  for (const auto& d : m.deployments) {
+    auto k = key(d.meta.ns, d.meta.name);
+    if (!deployments_.erase(k)) continue;
+    std::vector<std::string> owned;
+    for (const auto& [ik, i] : instances_)
+      if (i.ns == d.meta.ns && i.owner == d.meta.name) owned.push_back(ik);
+    for (const auto& ik : owned) destroyInstance(ik).ok();
+    out.push_back(fmt::format("deployment.apps \"{}\" deleted", d.meta.name));
+  }
+  for (const auto& s : m.services) {
+    auto it = services_.find(key(s.meta.ns, s.meta.name));
+    if (it == services_.end()) continue;
+    for (const auto& [pp, be] : it->second.synced)
+      dp_.deleteService(htonl(it->second.cluster_ip), pp.first, pp.second).ok();
+    services_.erase(it);
+    out.push_back(fmt::format("service \"{}\" deleted", s.meta.name));
+  }
+  for (const auto& n : m.namespaces) {
+    if (!namespaces_.erase(n.meta.name)) continue;
+    eps_.setNamespaceLabels(n.meta.name, {}).ok();
+    out.push_back(fmt::format("namespace \"{}\" deleted", n.meta.name));
+  }
+  reconcile();
+  MB_TRY_CTX(save(), "save " + cfg_.state_dir + "/workloads.json");
+  return out;
+}
+
+Status Controller::deletePod(const std::string& ns, const std::string& name) {
+  auto k = key(ns, name);
+  if (!instances_.count(k)) return Error::notFound(fmt::format("pod {}/{} not found", ns, name));
+  pods_.erase(k);  // a bare pod is gone for good; a Deployment's is replaced
+  MB_TRY(destroyInstance(k));
+  reconcile();
+  return save();
+}
+
+Result<uint32_t> Controller::allocateClusterIp() const {
+  std::set<uint32_t> used;
+  for (const auto& [k, s] : services_) used.insert(s.cluster_ip);
+  const auto& c = cfg_.service_cidr;
+  for (uint32_t ip = c.network + 1; ip < c.network + c.size() - 1; ++ip)
+    if (!used.count(ip)) return ip;
+  return Error(ENOSPC, fmt::format("service CIDR {} is exhausted (--service-cidr)", c.toString()));
+}
+
+Status Controller::createInstance(Instance inst) {
+  auto argv = resolveCommand(inst.spec.containers.at(0), cfg_.deathstar_script);
+  if (!argv) return argv.error();
+  inst.argv = *argv;
+  // Endpoint first (the pod's network), then the process inside it.
+  if (eps_.findByName(inst.ns, inst.name))
+    return Error::exists(fmt::format("pod {}/{}: an endpoint of that name exists (membrane endpoint create?); "
+                                     "delete it (membrane endpoint delete {} -n {}) or rename the pod",
+                                     inst.ns, inst.name, inst.name, inst.ns));
+  (void)namedPorts(inst.spec);  // TODO(named ports): pass once endpoint::Manager::create takes them
+  auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels));
+  if (!ep) return ep.error().wrap(fmt::format("pod {}/{}", inst.ns, inst.name));
+  inst.endpoint_id = ep->id;
+  inst.ip = ep->ipv4;
+  inst.created = nowRfc3339();
+  inst.seq = next_seq_++;
+  std::string dir = podDir(inst);
+  if (auto st = endpoint::makeDirs(dir, 0755); !st.ok()) {
+    eps_.remove(inst.endpoint_id).ok();  // all or nothing: no endpoint without its pod
+    return st.error();
+  }
+  auto k = key(inst.ns, inst.name);
+  instances_[k] = std::move(inst);
+  syncHosts();  // the hosts file must exist before the bind mount
+  auto st = startProcess(instances_[k]);
+  if (!st.ok()) spdlog::warn("pod {}: {}", k, st.error().message);
+  return okStatus();
+}
+
+Status Controller::startProcess(Instance& inst) {
+  std::string dir = podDir(inst);
+  if (inst.hosts_written.empty()) {
+    inst.hosts_written = hostsFor(inst);
+    MB_TRY(rewriteInPlace(dir + "/hosts", inst.hosts_written));
+  }
+  MB_TRY(rewriteInPlace(dir + "/resolv.conf",
+                        fmt::format("search {}.svc.cluster.local svc.cluster.local cluster.local\n"
+                                    "options ndots:1 timeout:1 attempts:1\n",
+                                    inst.ns)));
+  const auto* ep = eps_.find(inst.endpoint_id);
+  if (!ep) return Error::notFound(fmt::format("pod {}/{}: endpoint {} is gone", inst.ns, inst.name, inst.endpoint_id));
+  kernel::PodProcessSpec ps;
+  ps.argv = inst.argv;
+  ps.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+            "HOSTNAME=" + inst.name, "PYTHONUNBUFFERED=1"};
+  for (const auto& e : inst.spec.containers.at(0).env) ps.env.push_back(e.name + "=" + e.value);
+  ps.netns_path = ep->netns_path;
+  ps.hosts_file = dir + "/hosts";
+  ps.resolv_file = dir + "/resolv.conf";
+  ps.hostname = inst.name;
+  ps.log_file = dir + "/log";
+  auto pid = kernel::spawnPodProcess(ps);
+  if (!pid) {
+    inst.phase = "Failed";
+    inst.last_exit = 127;
+    std::string line = "membrane: " + pid.error().message + "\n";
+    int fd = ::open(ps.log_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (fd >= 0) {
+      (void)!::write(fd, line.data(), line.size());
+      ::close(fd);
+    }
+    // Retried with back-off like a crash (the command may appear later).
+    inst.next_start = Clock::now() + std::chrono::seconds(std::min(30, 1 << std::min(inst.restarts, 5)));
+    return pid.error();
+  }
+  inst.pid = *pid;
+  inst.start_time = kernel::processStartTime(*pid);
+  inst.own_child = true;
+  inst.phase = "Running";
+  inst.ready = false;
+  inst.started_at = Clock::now();
+  return okStatus();
+}
+
+void Controller::stopProcess(Instance& inst) {
+  if (inst.pid <= 0) return;
+  pid_t pid = inst.pid;
+  bool alive = inst.own_child ? true : kernel::processStartTime(pid) == inst.start_time;
+  if (alive) {
+    ::kill(-pid, SIGTERM);
+    auto deadline = Clock::now() + std::chrono::seconds(3);
+    bool gone = false;
+    while (!gone && Clock::now() < deadline) {
+      gone = inst.own_child ? ::waitpid(pid, nullptr, WNOHANG) != 0 : kernel::processStartTime(pid) != inst.start_time;
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(-pid, SIGKILL);  // the rest of the group, or a process that ignored SIGTERM
+    if (!gone && inst.own_child) ::waitpid(pid, nullptr, 0);
+  }
+  inst.pid = 0;
+  inst.start_time = 0;
+}
+
+Status Controller::destroyInstance(const std::string& k) {
+  auto it = instances_.find(k);
+  if (it == instances_.end()) return okStatus();
+  stopProcess(it->second);
+  Status st = okStatus();
+  if (eps_.find(it->second.endpoint_id)) st = eps_.remove(it->second.endpoint_id);
+  std::string dir = podDir(it->second);
+  for (const char* f : {"/log", "/hosts", "/resolv.conf"}) ::unlink((dir + f).c_str());
+  ::rmdir(dir.c_str());
+  instances_.erase(it);
+  return st;
+}
+
+void Controller::reconcile() {
+  // Instances whose owner is gone, or whose endpoint was deleted under them.
+  std::vector<std::string> doomed;
+  for (const auto& [k, i] : instances_) {
+    bool wanted = i.owner.empty() ? pods_.count(k) > 0 : deployments_.count(key(i.ns, i.owner)) > 0;
+    bool endpoint_gone = !eps_.find(i.endpoint_id);  // deleted under us, or lost across a restart
+    if (!wanted || endpoint_gone) doomed.push_back(k);
+  }
+  for (auto it = create_failures_.begin(); it != create_failures_.end();)
+    it = pods_.count(it->first) || deployments_.count(it->first) ? std::next(it) : create_failures_.erase(it);
+  for (const auto& k : doomed) {
+    auto st = destroyInstance(k);
+    if (!st.ok()) spdlog::warn("remove pod {}: {}", k, st.error().message);
+  }
+  for (const auto& [k, p] : pods_) {
+    if (instances_.count(k)) continue;
+    Instance i;
+    i.ns = p.meta.ns;
+    i.name = p.meta.name;
+    i.labels = p.meta.labels;
+    i.spec = p.spec;
+    if (!mayCreate(k)) continue;
+    if (auto st = createInstance(i); !st.ok()) createFailed(k, "", st.error().message);
+    else create_failures_.erase(k);
+  }
+  for (const auto& [k, d] : deployments_) {
+    std::vector<std::string> owned;
+    for (const auto& [ik, i] : instances_)
+      if (i.ns == d.meta.ns && i.owner == d.meta.name) owned.push_back(ik);
+    for (int n = static_cast<int>(owned.size()); n < d.replicas; ++n) {
+      Instance i;
+      i.ns = d.meta.ns;
+      i.owner = d.meta.name;
+      i.labels = d.template_labels;
+      i.spec = d.spec;
+      if (!mayCreate(k)) break;
+      do i.name = d.meta.name + "-" + randomSuffix();
+      while (instances_.count(key(i.ns, i.name)) || eps_.findByName(i.ns, i.name));
+      if (auto st = createInstance(i); !st.ok()) {
+        createFailed(k, d.meta.name, st.error().message);
+        break;
+      }
+      create_failures_.erase(k);
+    }
+    // Scale down: the newest go first.
+    if (static_cast<int>(owned.size()) > d.replicas) {
+      std::sort(owned.begin(), owned.end(),
+                [&](const auto& a, const auto& b) { return instances_[a].seq > instances_[b].seq; });
+      for (size_t n = 0; n < owned.size() - static_cast<size_t>(d.replicas); ++n) destroyInstance(owned[n]).ok();
+    }
+  }
+  superviseProcesses();
+  syncServices();
+  syncHosts();
+}
+
+bool Controller::mayCreate(const std::string& k) const {
+  auto it = create_failures_.find(k);
+  return it == create_failures_.end() || Clock::now() >= it->second.retry;
+}
+
+void Controller::createFailed(const std::string& k, const std::string& owner, const std::string& message) {
+  auto& f = create_failures_[k];
+  if (f.message != message) spdlog::warn("create pod {}: {} (retrying every 5 s)", k, message);
+  f.message = message;
+  f.owner = owner;
+  f.retry = Clock::now() + std::chrono::seconds(5);
+}
+
+void Controller::superviseProcesses() {
+  auto now = Clock::now();
+  for (auto& [k, i] : instances_) {
+    if (i.pid > 0) {
+      bool exited = false;
+      int code = -1;
+      if (i.own_child) {
+        int status = 0;
+        pid_t r = ::waitpid(i.pid, &status, WNOHANG);
+        if (r == i.pid) {
+          exited = true;
+          code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        } else if (r < 0 && errno == ECHILD) {
+          exited = true;
+        }
+      } else {
+        exited = kernel::processStartTime(i.pid) != i.start_time;
+      }
+      if (!exited) {
+        bool ready = true;
+        for (uint16_t port : impliedPorts(i.spec.containers.at(0))) ready = ready && kernel::listensOnTcp(i.pid, port);
+        i.ready = ready;
+        continue;
+      }
+      ::kill(-i.pid, SIGKILL);  // what the command left behind in its group
+      spdlog::info("pod {}: process {} exited ({})", k, i.pid, code);
+      i.pid = 0;
+      i.start_time = 0;
+      i.ready = false;
+      i.last_exit = code;
+      const std::string& rp = i.spec.restart_policy;
+      if (rp == "Never" || (rp == "OnFailure" && code == 0)) {
+        i.phase = code == 0 ? "Succeeded" : "Failed";
+        continue;
+      }
+      // Back-off restarts from a crash loop; a process that ran a while starts over at 1 s.
+      if (now - i.started_at > std::chrono::seconds(60)) i.restarts = 0;
+      i.phase = "Waiting";
+      i.next_start = now + std::chrono::seconds(std::min(30, 1 << std::min(i.restarts, 5)));
+      continue;
+    }
+    if ((i.phase == "Waiting" || i.phase == "Pending" || i.phase == "Failed") && now >= i.next_start &&
+        !(i.phase == "Failed" && i.spec.restart_policy == "Never") && eps_.find(i.endpoint_id)) {
+      bool restart = i.phase != "Pending";
+      auto st = startProcess(i);
+      if (restart) ++i.restarts;
+      if (!st.ok()) spdlog::warn("pod {}: {}", k, st.error().message);
+    }
+  }
+}
+
+void Controller::syncServices() {
+  for (auto& [k, s] : services_) {
+    std::map<std::pair<uint16_t, uint8_t>, std::vector<std::pair<uint32_t, uint16_t>>> want;
+    for (const auto& sp : s.obj.ports) {
+      auto& backends = want[{sp.port, protoNumber(sp.protocol)}];
+      for (const auto& [ik, i] : instances_) {
+        if (i.ns != s.obj.meta.ns || !i.ready || !matches(s.obj.selector, i.labels)) continue;
+        uint16_t target = sp.port;
+        if (!sp.target_port.empty()) {
+          if (std::all_of(sp.target_port.begin(), sp.target_port.end(), ::isdigit)) {
+            target = static_cast<uint16_t>(std::stoul(sp.target_port));
+          } else {
+            target = 0;
+            for (const auto& c : i.spec.containers)
+              for (const auto& cp : c.ports)
+                if (cp.name == sp.target_port) target = cp.port;
+            if (target == 0) continue;  // this pod has no port of that name
+          }
+        }
+        backends.emplace_back(i.ip, target);
+      }
+      std::sort(backends.begin(), backends.end());
+    }
+    for (const auto& [pp, be] : want) {
+      auto cur = s.synced.find(pp);
+      if (!s.fresh && cur != s.synced.end() && cur->second == be) continue;
+      std::vector<kernel::Backend> backends;
+      for (const auto& [ip, port] : be) backends.push_back({htonl(ip), port});
+      auto st = dp_.upsertService(htonl(s.cluster_ip), pp.first, pp.second, backends);
+      if (!st.ok()) {
+        spdlog::warn("service {}: {}", k, st.error().message);
+        continue;
+      }
+      // Backends that went away: their pinned flows must not keep going there.
+      if (cur != s.synced.end())
+        for (const auto& old : cur->second)
+          if (std::find(be.begin(), be.end(), old) == be.end()) dp_.flushCtFor(htonl(old.first)).ok();
+      if (cur == s.synced.end() || cur->second != be)
+        spdlog::info("service {} {}:{}: {} backends", k, endpoint::ipv4ToString(s.cluster_ip), pp.first, be.size());
+      s.synced[pp] = be;
+    }
+    for (auto it = s.synced.begin(); it != s.synced.end();) {
+      if (want.count(it->first)) {
+        ++it;
+        continue;
+      }
+      dp_.deleteService(htonl(s.cluster_ip), it->first.first, it->first.second).ok();
+      it = s.synced.erase(it);
+    }
+    s.fresh = false;
+  }
+}
+
+std::string Controller::hostsFor(const Instance& inst) const {
+  std::string h = "# Kubernetes-managed hosts file (membrane): pod and service names.\n"
+                  "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+  if (inst.ip) h += fmt::format("{}\t{}\n", endpoint::ipv4ToString(inst.ip), inst.name);
+  for (const auto& [k, s] : services_) {
+    const auto& n = s.obj.meta.name;
+    const auto& ns = s.obj.meta.ns;
+    h += fmt::format("{}\t{}.{}.svc.cluster.local {}.{}.svc {}.{}{}\n", endpoint::ipv4ToString(s.cluster_ip), n, ns, n,
+                     ns, n, ns, ns == inst.ns ? " " + n : "");
+  }
+  return h;
+}
+
+void Controller::syncHosts() {
+  for (auto& [k, i] : instances_) {
+    std::string want = hostsFor(i);
+    if (want == i.hosts_written) continue;
+    auto st = rewriteInPlace(podDir(i) + "/hosts", want);
+    if (!st.ok()) {
+      spdlog::warn("pod {}: {}", k, st.error().message);
+      continue;
+    }
+    i.hosts_written = want;
+  }
+}
+
+void Controller::tick() {
+  std::map<std::string, std::pair<pid_t, int>> before;
+  for (const auto& [k, i] : instances_) before[k] = {i.pid, i.restarts};
+  reconcile();
+  bool changed = before.size() != instances_.size();
+  for (const auto& [k, i] : instances_) {
+    auto it = before.find(k);
+    if (it == before.end() || it->second != std::make_pair(i.pid, i.restarts)) changed = true;
+  }
+  if (changed) {
+    auto st = save();
+    if (!st.ok()) spdlog::warn("save workloads: {}", st.error().message);
+  }
+}
+
+json Controller::podsJson(const std::string& ns) const {
+  json arr = json::array();
+  for (const auto& [k, i] : instances_) {
+    if (!ns.empty() && i.ns != ns) continue;
+    std::string status = i.phase;
+    if (i.phase == "Waiting") status = i.restarts > 0 || i.last_exit != 0 ? "CrashLoopBackOff" : "Pending";
+    if (i.phase == "Succeeded") status = "Completed";
+    if (i.phase == "Failed") status = "Error";
+    if (i.phase == "Pending") status = "ContainerCreating";
+    arr.push_back({{"name", i.name},
+                   {"namespace", i.ns},
+                   {"owner", i.owner},
+                   {"labels", i.labels},
+                   {"ready", i.ready},
+                   {"status", status},
+                   {"phase", i.phase},
+                   {"restarts", i.restarts},
+                   {"last_exit_code", i.last_exit},
+                   {"pid", i.pid},
+                   {"ip", i.ip ? endpoint::ipv4ToString(i.ip) : ""},
+                   {"endpoint_id", i.endpoint_id},
+                   {"node", "localhost"},
+                   {"image", i.spec.containers.at(0).image},
+                   {"command", i.argv},
+                   {"named_ports", namedPorts(i.spec)},
+                   {"created", i.created},
+                   {"hosts_file", podDir(i) + "/hosts"},
+                   {"resolv_file", podDir(i) + "/resolv.conf"},
+                   {"log_file", podDir(i) + "/log"}});
+  }
+  for (const auto& [k, f] : create_failures_) {
+    auto slash = k.find('/');
+    std::string fns = k.substr(0, slash), fname = k.substr(slash + 1);
+    if ((!ns.empty() && fns != ns) || !f.owner.empty()) continue;
+    arr.push_back({{"name", fname}, {"namespace", fns}, {"ready", false}, {"status", "CreateContainerError"},
+                   {"restarts", 0}, {"message", f.message}, {"created", ""}});
+  }
+  return arr;
+}
+
+json Controller::deploymentsJson(const std::string& ns) const {
+  json arr = json::array();
+  for (const auto& [k, d] : deployments_) {
+    if (!ns.empty() && d.meta.ns != ns) continue;
+    int total = 0, ready = 0;
+    for (const auto& [ik, i] : instances_)
+      if (i.ns == d.meta.ns && i.owner == d.meta.name) {
+        ++total;
+        ready += i.ready ? 1 : 0;
+      }
+    json j = d;
+    j["status"] = {{"replicas", total}, {"readyReplicas", ready}};
+    arr.push_back(j);
+  }
+  return arr;
+}
+
+json Controller::servicesJson(const std::string& ns) const {
+  json arr = json::array();
+  for (const auto& [k, s] : services_) {
+    if (!ns.empty() && s.obj.meta.ns != ns) continue;
+    json j = s.obj;
+    j["spec"]["clusterIP"] = endpoint::ipv4ToString(s.cluster_ip);
+    j["metadata"]["created"] = s.created;
+    json backends = json::array();
+    for (const auto& [pp, be] : s.synced)
+      for (const auto& [ip, port] : be)
+        backends.push_back({{"port", pp.first}, {"backend", fmt::format("{}:{}", endpoint::ipv4ToString(ip), port)}});
+    j["status"] = {{"backends", backends}};
+    arr.push_back(j);
+  }
+  return arr;
+}
+
+Result<json> Controller::podJson(const std::string& ns, const std::string& name) const {
+  for (const auto& p : podsJson(ns))
+    if (p["name"] == name) return p;
+  return Error::notFound(fmt::format("pod {}/{} not found (membrane get pods -n {})", ns, name, ns));
+}
+
+Result<std::string> Controller::logFile(const std::string& ns, const std::string& name) const {
+  auto it = instances_.find(key(ns, name));
+  if (it == instances_.end())
+    return Error::notFound(fmt::format("pod {}/{} not found (membrane get pods -n {})", ns, name, ns));
+  return podDir(it->second) + "/log";
+}
+
+Status Controller::removeAll() {
+  Status first = okStatus();
+  std::vector<std::string> all;
+  for (const auto& [k, i] : instances_) all.push_back(k);
+  for (auto& [k, i] : instances_) {
+    // After a restart nothing is our child: stop by pid + start time.
+    i.own_child = false;
+    stopProcess(i);
+  }
+  for (const auto& k : all) {
+    auto st = destroyInstance(k);
+    if (!st.ok() && first.ok()) first = st;
+  }
+  for (const auto& [k, s] : services_)
+    for (const auto& [pp, be] : s.synced) dp_.deleteService(htonl(s.cluster_ip), pp.first, pp.second).ok();
+  services_.clear();
+  pods_.clear();
+  deployments_.clear();
+  namespaces_.clear();
+  const auto& c = cfg_.service_cidr;
+  auto st = kernel::removeUnreachableRoute(htonl(c.network), c.prefix_len);
+  if (!st.ok() && first.ok()) first = st;
+  endpoint::removeFile(cfg_.state_dir + "/workloads.json").ok();
+  ::rmdir((cfg_.state_dir + "/pods").c_str());
+  return first;
+}
+
+}  // namespace membrane::workload

@@ -1,0 +1,150 @@
+// Workload controller: the desired state of `membrane apply` (Pods,
+// Deployments, Services, Namespaces) and the loop that makes the node match
+// it — endpoints (via the endpoint manager), pod processes (src/kernel
+// pod_process), ClusterIP services in the datapath, and each pod's
+// /etc/hosts with the services' names.
+//
+// Contract
+// - Not thread-safe: the agent calls everything under its lock.
+// - apply()/remove() take validated manifests (validate() first: it checks
+//   what the parser cannot, e.g. an image that is not built in and has no
+//   command) and change the desired state, persist it
+//   (<state_dir>/workloads.json, atomically) and reconcile once.
+// - tick() (every ~250 ms) reaps and restarts processes per restartPolicy
+//   with back-off (1 s doubling to 30 s), keeps Deployments at their replica
+//   count (a deleted pod is recreated under a new name), follows readiness
+//   into the service backends and rewrites hosts files that changed (in
+//   place: the pods' bind mounts pin the inode).
+// - Pod processes are their own session leaders: they keep running when the
+//   agent stops and init() re-adopts them (pid + start time from the state
+//   file). removeAll() (membraned cleanup) stops them all.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "membrane/result.h"
+#include "src/endpoint/ipam.h"
+#include "src/workload/manifest.h"
+
+namespace membrane::kernel {
+class Datapath;
+}
+namespace membrane::endpoint {
+class Manager;
+}
+
+namespace membrane::workload {
+
+struct ControllerConfig {
+  std::string state_dir;
+  endpoint::Cidr4 service_cidr;
+  std::string deathstar_script;  // the bundled cilium/starwars server
+};
+
+// The command a container runs: its command+args, or a built-in image's.
+// EINVAL with how to fix it for any other image without `command`.
+Result<std::vector<std::string>> resolveCommand(const Container& c, const std::string& deathstar_script);
+// Ports the built-in image listens on even when the manifest does not say so.
+std::vector<uint16_t> impliedPorts(const Container& c);
+
+class Controller {
+ public:
+  Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::Datapath& dp);
+  ~Controller();
+
+  // Service CIDR route and datapath config, state restore, process adoption, one reconcile.
+  Status init();
+  // Only reads the state (for removeAll in `membraned cleanup`).
+  Status load();
+
+  Status validate(const Manifests& m) const;
+  // Returns "kind/ns/name configured|created|unchanged" lines.
+  Result<std::vector<std::string>> apply(const Manifests& m);
+  // Returns "kind/ns/name deleted" lines; objects not present are skipped.
+  Result<std::vector<std::string>> remove(const Manifests& m);
+  // Deletes one pod (kubectl delete pod): a Deployment replaces it.
+  Status deletePod(const std::string& ns, const std::string& name);
+
+  void tick();
+
+  nlohmann::json podsJson(const std::string& ns) const;  // ns "" = all
+  nlohmann::json deploymentsJson(const std::string& ns) const;
+  nlohmann::json servicesJson(const std::string& ns) const;
+  Result<nlohmann::json> podJson(const std::string& ns, const std::string& name) const;
+  Result<std::string> logFile(const std::string& ns, const std::string& name) const;
+
+  Status removeAll();
+
+ private:
+  struct Instance {
+    std::string ns, name, owner;  // owner: Deployment name, "" for a bare Pod
+    Labels labels;
+    PodSpec spec;
+    std::vector<std::string> argv;
+    uint32_t endpoint_id = 0;
+    uint32_t ip = 0;  // host order
+    pid_t pid = 0;
+    uint64_t start_time = 0;
+    bool own_child = false;  // started by this agent run (waitpid), else adopted
+    int restarts = 0;
+    int last_exit = -1;
+    std::string phase = "Pending";  // Pending Running Waiting Succeeded Failed
+    bool ready = false;
+    std::string created;
+    uint64_t seq = 0;  // creation order (timestamps tie within a second): scale-down removes the newest
+    std::chrono::steady_clock::time_point next_start{};
+    std::chrono::steady_clock::time_point started_at{};
+    std::string hosts_written;
+  };
+  struct Service {
+    ServiceObject obj;
+    uint32_t cluster_ip = 0;  // host order
+    std::string created;
+    bool fresh = true;  // not yet written by this agent run: write whatever the datapath holds
+    std::map<std::pair<uint16_t, uint8_t>, std::vector<std::pair<uint32_t, uint16_t>>> synced;  // what the datapath has
+  };
+
+  std::string podDir(const Instance& i) const;
+  Status save() const;
+  Status createInstance(Instance inst);
+  Status startProcess(Instance& inst);
+  void stopProcess(Instance& inst);
+  Status destroyInstance(const std::string& key);
+  void reconcile();
+  void superviseProcesses();
+  void syncServices();
+  void syncHosts();
+  Result<uint32_t> allocateClusterIp() const;
+  std::string hostsFor(const Instance& inst) const;
+  static std::string key(const std::string& ns, const std::string& name) { return ns + "/" + name; }
+
+  ControllerConfig cfg_;
+  endpoint::Manager& eps_;
+  kernel::Datapath& dp_;
+  std::map<std::string, PodObject> pods_;               // ns/name -> bare pods
+  std::map<std::string, DeploymentObject> deployments_;  // ns/name
+  std::map<std::string, Service> services_;              // ns/name
+  std::map<std::string, Labels> namespaces_;             // applied Namespace objects
+  std::map<std::string, Instance> instances_;            // ns/name -> running pods
+  uint64_t next_seq_ = 1;
+  // Pods whose creation failed (e.g. the name's netns is taken): retried
+  // every 5 s, reported by get pods, logged when the message changes.
+  struct CreateFailure {
+    std::chrono::steady_clock::time_point retry;
+    std::string message;
+    std::string owner;
+  };
+  std::map<std::string, CreateFailure> create_failures_;
+  bool mayCreate(const std::string& k) const;
+  void createFailed(const std::string& k, const std::string& owner, const std::string& message);
+};
+
+}  // namespace membrane::workload

@@ -1,0 +1,700 @@
+// Manifest parser: documents are split at `---` lines and each is loaded on
+// its own, padded with the newlines before it, so yaml-cpp's marks are the
+// file's lines. Policy documents go to the policy parser unchanged (same
+// positions); the kinds of this file are checked field by field.
+#include "src/workload/manifest.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+namespace membrane::workload {
+namespace {
+
+std::string join(const std::string& path, std::string_view f) {
+  return path.empty() ? std::string(f) : path + "." + std::string(f);
+}
+std::string idx(const std::string& path, size_t i) { return fmt::format("{}[{}]", path, i); }
+
+std::string_view typeName(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null: return "null";
+    case YAML::NodeType::Scalar: return "a scalar";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a mapping";
+    default: return "nothing";
+  }
+}
+
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t sub = prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+bool isPolicyKind(std::string_view k) {
+  return k == "CiliumNetworkPolicy" || k == "CiliumClusterwideNetworkPolicy" || k == "NetworkPolicy";
+}
+
+using Fields = std::map<std::string, std::pair<YAML::Node, YAML::Node>, std::less<>>;  // name -> {key, value}
+
+struct Spec {
+  std::vector<std::string_view> known;
+  std::vector<std::string_view> ignored;  // accepted Kubernetes fields with no meaning here
+};
+
+class Parser {
+ public:
+  Parser(std::string file, std::string default_ns) : file_(std::move(file)), default_ns_(std::move(default_ns)) {}
+  std::vector<Diagnostic> diags;
+  Manifests out;
+
+  void error(const YAML::Node& at, const std::string& path, std::string msg) {
+    const YAML::Mark m = at.Mark();
+    diags.push_back(Diagnostic{file_, m.line >= 0 ? m.line + 1 : 0, m.column >= 0 ? m.column + 1 : 0, path,
+                               std::move(msg)});
+  }
+
+  std::optional<Fields> fields(const YAML::Node& n, const std::string& path, const Spec& spec) {
+    Fields f;
+    if (n.IsNull()) return f;
+    if (!n.IsMap()) {
+      error(n, path, fmt::format("expected a mapping, got {}", typeName(n)));
+      return std::nullopt;
+    }
+    bool ok = true;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      const YAML::Node k = it->first;
+      if (!k.IsScalar()) {
+        error(k, path, "field names must be strings");
+        ok = false;
+        continue;
+      }
+      const std::string& name = k.Scalar();
+      if (std::find(spec.ignored.begin(), spec.ignored.end(), name) != spec.ignored.end()) continue;
+      if (std::find(spec.known.begin(), spec.known.end(), name) == spec.known.end()) {
+        std::optional<std::string_view> best;
+        size_t best_d = 3;
+        for (const auto* list : {&spec.known, &spec.ignored})
+          for (auto c : *list)
+            if (size_t d = editDistance(name, c); d < best_d) best_d = d, best = c;
+        std::string known;
+        for (auto c : spec.known) known += (known.empty() ? "" : ", ") + std::string(c);
+        error(k, join(path, name),
+              best ? fmt::format("unknown field '{}' (did you mean '{}'?)", name, *best)
+                   : fmt::format("unknown field '{}' (known fields: {})", name, known));
+        ok = false;
+        continue;
+      }
+      if (f.count(name)) {
+        error(k, join(path, name), fmt::format("duplicate field '{}'", name));
+        ok = false;
+        continue;
+      }
+      f.emplace(name, std::make_pair(k, YAML::Node(it->second)));
+    }
+    if (!ok) return std::nullopt;
+    return f;
+  }
+
+  std::optional<std::string> str(const YAML::Node& n, const std::string& path) {
+    if (n.IsScalar()) return n.Scalar();
+    error(n, path, fmt::format("expected a string, got {}", typeName(n)));
+    return std::nullopt;
+  }
+  std::optional<long> integer(const YAML::Node& n, const std::string& path, long lo, long hi) {
+    if (n.IsScalar()) {
+      const std::string& s = n.Scalar();
+      if (!s.empty() && s.size() < 10 && std::all_of(s.begin(), s.end(), ::isdigit)) {
+        long v = std::stol(s);
+        if (v >= lo && v <= hi) return v;
+        error(n, path, fmt::format("{} is out of range ({}-{})", s, lo, hi));
+        return std::nullopt;
+      }
+    }
+    error(n, path, fmt::format("expected a number ({}-{}), got {}", lo, hi,
+                               n.IsScalar() ? "'" + n.Scalar() + "'" : std::string(typeName(n))));
+    return std::nullopt;
+  }
+  std::optional<std::vector<std::string>> strings(const YAML::Node& n, const std::string& path) {
+    std::vector<std::string> v;
+    if (n.IsNull()) return v;
+    if (!n.IsSequence()) {
+      error(n, path, fmt::format("expected a list of strings, got {}", typeName(n)));
+      return std::nullopt;
+    }
+    for (size_t i = 0; i < n.size(); ++i) {
+      auto s = str(n[i], idx(path, i));
+      if (!s) return std::nullopt;
+      v.push_back(*s);
+    }
+    return v;
+  }
+  std::optional<Labels> labelMap(const YAML::Node& n, const std::string& path) {
+    Labels l;
+    if (n.IsNull()) return l;
+    if (!n.IsMap()) {
+      error(n, path, fmt::format("expected a mapping of labels, got {}", typeName(n)));
+      return std::nullopt;
+    }
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar() || !it->second.IsScalar()) {
+        error(it->first, path, "label keys and values must be strings");
+        return std::nullopt;
+      }
+      l[it->first.Scalar()] = it->second.Scalar();
+    }
+    return l;
+  }
+
+  bool dnsName(const YAML::Node& n, const std::string& path, const std::string& v) {
+    bool ok = !v.empty() && v.size() <= 63 && std::isalnum(static_cast<unsigned char>(v.front())) &&
+              std::isalnum(static_cast<unsigned char>(v.back()));
+    for (char c : v) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+    if (!ok)
+      error(n, path, fmt::format("'{}' is not a valid name (lowercase letters, digits and '-', "
+                                 "starting and ending with a letter or digit, at most 63 characters)", v));
+    return ok;
+  }
+
+  bool meta(const YAML::Node& n, const std::string& path, Meta& m, bool namespaced) {
+    if (!n.IsDefined() || n.IsNull()) {
+      error(n, path, "missing required field 'metadata' (with 'name')");
+      return false;
+    }
+    auto f = fields(n, path,
+                    {{"name", "namespace", "labels"},
+                     {"annotations", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields"}});
+    if (!f) return false;
+    auto it = f->find("name");
+    if (it == f->end()) {
+      error(n, path, "missing required field 'name'");
+      return false;
+    }
+    auto name = str(it->second.second, join(path, "name"));
+    if (!name || !dnsName(it->second.second, join(path, "name"), *name)) return false;
+    m.name = *name;
+    m.ns = namespaced ? default_ns_ : "";
+    if (auto ns = f->find("namespace"); ns != f->end()) {
+      if (!namespaced) {
+        error(ns->second.first, join(path, "namespace"), "this kind is cluster-scoped: remove 'namespace'");
+        return false;
+      }
+      auto v = str(ns->second.second, join(path, "namespace"));
+      if (!v || !dnsName(ns->second.second, join(path, "namespace"), *v)) return false;
+      m.ns = *v;
+    }
+    if (auto l = f->find("labels"); l != f->end()) {
+      auto v = labelMap(l->second.second, join(path, "labels"));
+      if (!v) return false;
+      m.labels = *v;
+    }
+    m.source = file_;
+    return true;
+  }
+
+  bool container(const YAML::Node& n, const std::string& path, Container& c) {
+    auto f = fields(n, path,
+                    {{"name", "image", "command", "args", "env", "ports"},
+                     {"imagePullPolicy", "resources", "livenessProbe", "readinessProbe", "terminationMessagePath",
+                      "terminationMessagePolicy", "securityContext", "workingDir", "stdin", "tty"}});
+    if (!f) return false;
+    for (const char* req : {"name", "image"})
+      if (!f->count(req)) {
+        error(n, path, fmt::format("missing required field '{}'", req));
+        return false;
+      }
+    auto name = str((*f)["name"].second, join(path, "name"));
+    auto image = str((*f)["image"].second, join(path, "image"));
+    if (!name || !image) return false;
+    c.name = *name;
+    c.image = *image;
+    if (auto it = f->find("command"); it != f->end()) {
+      auto v = strings(it->second.second, join(path, "command"));
+      if (!v) return false;
+      c.command = *v;
+    }
+    if (auto it = f->find("args"); it != f->end()) {
+      auto v = strings(it->second.second, join(path, "args"));
+      if (!v) return false;
+      c.args = *v;
+    }
+    if (auto it = f->find("env"); it != f->end()) {
+      const YAML::Node& e = it->second.second;
+      std::string p = join(path, "env");
+      if (!e.IsNull() && !e.IsSequence()) {
+        error(e, p, fmt::format("expected a list, got {}", typeName(e)));
+        return false;
+      }
+      for (size_t i = 0; i < e.size(); ++i) {
+        auto ef = fields(e[i], idx(p, i), {{"name", "value"}, {}});
+        if (!ef) return false;
+        if (!ef->count("name")) {
+          error(e[i], idx(p, i), "missing required field 'name'");
+          return false;
+        }
+        EnvVar ev;
+        auto nm = str((*ef)["name"].second, join(idx(p, i), "name"));
+        if (!nm) return false;
+        ev.name = *nm;
+        if (ef->count("value")) {
+          auto v = str((*ef)["value"].second, join(idx(p, i), "value"));
+          if (!v) return false;
+          ev.value = *v;
+        }
+        c.env.push_back(ev);
+      }
+    }
+    if (auto it = f->find("ports"); it != f->end()) {
+      const YAML::Node& ps = it->second.second;
+      std::string p = join(path, "ports");
+      if (!ps.IsNull() && !ps.IsSequence()) {
+        error(ps, p, fmt::format("expected a list, got {}", typeName(ps)));
+        return false;
+      }
+      for (size_t i = 0; i < ps.size(); ++i) {
+        std::string pp = idx(p, i);
+        auto pf = fields(ps[i], pp, {{"name", "containerPort", "protocol"}, {"hostPort", "hostIP"}});
+        if (!pf) return false;
+        if (!pf->count("containerPort")) {
+          error(ps[i], pp, "missing required field 'containerPort'");
+          return false;
+        }
+        ContainerPort cp;
+        auto port = integer((*pf)["containerPort"].second, join(pp, "containerPort"), 1, 65535);
+        if (!port) return false;
+        cp.port = static_cast<uint16_t>(*port);
+        if (pf->count("name")) {
+          auto v = str((*pf)["name"].second, join(pp, "name"));
+          if (!v) return false;
+          cp.name = *v;
+        }
+        if (pf->count("protocol")) {
+          auto v = str((*pf)["protocol"].second, join(pp, "protocol"));
+          if (!v) return false;
+          if (*v != "TCP" && *v != "UDP") {
+            error((*pf)["protocol"].second, join(pp, "protocol"), fmt::format("protocol '{}' is not supported (TCP or UDP)", *v));
+            return false;
+          }
+          cp.protocol = *v;
+        }
+        c.ports.push_back(cp);
+      }
+    }
+    return true;
+  }
+
+  bool podSpec(const YAML::Node& n, const std::string& path, PodSpec& s) {
+    auto f = fields(n, path,
+                    {{"containers", "restartPolicy"},
+                     {"terminationGracePeriodSeconds", "nodeSelector", "tolerations", "affinity",
+                      "serviceAccountName", "dnsPolicy", "schedulerName", "securityContext"}});
+    if (!f) return false;
+    auto it = f->find("containers");
+    if (it == f->end()) {
+      error(n, path, "missing required field 'containers'");
+      return false;
+    }
+    const YAML::Node& cs = it->second.second;
+    std::string cp = join(path, "containers");
+    if (!cs.IsSequence() || cs.size() != 1) {
+      error(cs, cp, cs.IsSequence() ? fmt::format("exactly one container is supported, got {}", cs.size())
+                                    : fmt::format("expected a list, got {}", typeName(cs)));
+      return false;
+    }
+    Container c;
+    if (!container(cs[0], idx(cp, 0), c)) return false;
+    s.containers.push_back(c);
+    if (auto rp = f->find("restartPolicy"); rp != f->end()) {
+      auto v = str(rp->second.second, join(path, "restartPolicy"));
+      if (!v) return false;
+      if (*v != "Always" && *v != "OnFailure" && *v != "Never") {
+        error(rp->second.second, join(path, "restartPolicy"),
+              fmt::format("restartPolicy '{}' is not one of Always, OnFailure, Never", *v));
+        return false;
+      }
+      s.restart_policy = *v;
+    }
+    return true;
+  }
+
+  void object(const YAML::Node& n, const std::string& path) {
+    auto f = fields(n, path, {{"apiVersion", "kind", "metadata", "spec"}, {"status"}});
+    if (!f) return;
+    auto kind_it = f->find("kind");
+    if (kind_it == f->end()) {
+      error(n, path, "missing required field 'kind'");
+      return;
+    }
+    auto kind = str(kind_it->second.second, join(path, "kind"));
+    if (!kind) return;
+    auto api_it = f->find("apiVersion");
+    std::string api = api_it != f->end() && api_it->second.second.IsScalar() ? api_it->second.second.Scalar() : "";
+    auto wantApi = [&](std::string_view want) {
+      if (api == want) return true;
+      error(api_it != f->end() ? api_it->second.second : n, join(path, "apiVersion"),
+            api.empty() ? fmt::format("missing required field 'apiVersion' ('{}' for {})", want, *kind)
+                        : fmt::format("apiVersion '{}' is not supported for {} (expected '{}')", api, *kind, want));
+      return false;
+    };
+    YAML::Node md = f->count("metadata") ? (*f)["metadata"].second : YAML::Node();
+    YAML::Node sp = f->count("spec") ? (*f)["spec"].second : YAML::Node(YAML::NodeType::Null);
+    std::string mp = join(path, "metadata"), spp = join(path, "spec");
+    if (*kind == "Namespace") {
+      NamespaceObject o;
+      if (!wantApi("v1") || !meta(md, mp, o.meta, false)) return;
+      if (!sp.IsNull() && !fields(sp, spp, {{}, {"finalizers"}})) return;
+      out.namespaces.push_back(o);
+    } else if (*kind == "Pod") {
+      PodObject o;
+      if (!wantApi("v1") || !meta(md, mp, o.meta, true)) return;
+      if (sp.IsNull()) return error(n, path, "missing required field 'spec'");
+      if (!podSpec(sp, spp, o.spec)) return;
+      out.pods.push_back(o);
+    } else if (*kind == "Deployment") {
+      DeploymentObject o;
+      if (!wantApi("apps/v1") || !meta(md, mp, o.meta, true)) return;
+      if (sp.IsNull()) return error(n, path, "missing required field 'spec'");
+      auto sf = fields(sp, spp, {{"replicas", "selector", "template"},
+                                 {"strategy", "revisionHistoryLimit", "progressDeadlineSeconds", "minReadySeconds"}});
+      if (!sf) return;
+      if (auto r = sf->find("replicas"); r != sf->end()) {
+        auto v = integer(r->second.second, join(spp, "replicas"), 0, 100);
+        if (!v) return;
+        o.replicas = static_cast<int>(*v);
+      }
+      if (!sf->count("selector")) return error(sp, spp, "missing required field 'selector' (with matchLabels)");
+      YAML::Node sel = (*sf)["selector"].second;
+      auto self = fields(sel, join(spp, "selector"), {{"matchLabels"}, {}});
+      if (!self) return;
+      if (!self->count("matchLabels")) return error(sel, join(spp, "selector"), "missing required field 'matchLabels'");
+      auto ml = labelMap((*self)["matchLabels"].second, join(spp, "selector.matchLabels"));
+      if (!ml) return;
+      o.selector = *ml;
+      if (!sf->count("template")) return error(sp, spp, "missing required field 'template'");
+      YAML::Node tp = (*sf)["template"].second;
+      std::string tpp = join(spp, "template");
+      auto tf = fields(tp, tpp, {{"metadata", "spec"}, {}});
+      if (!tf) return;
+      if (tf->count("metadata")) {
+        auto mf = fields((*tf)["metadata"].second, join(tpp, "metadata"), {{"labels"}, {"annotations", "name"}});
+        if (!mf) return;
+        if (mf->count("labels")) {
+          auto l = labelMap((*mf)["labels"].second, join(tpp, "metadata.labels"));
+          if (!l) return;
+          o.template_labels = *l;
+        }
+      }
+      for (const auto& [k, v] : o.selector) {
+        auto it = o.template_labels.find(k);
+        if (it == o.template_labels.end() || it->second != v)
+          return error(sel, join(spp, "selector.matchLabels"),
+                       fmt::format("selector {}={} does not match the template's labels "
+                                   "(spec.template.metadata.labels must contain every matchLabels entry)", k, v));
+      }
+      if (!tf->count("spec")) return error(tp, tpp, "missing required field 'spec'");
+      if (!podSpec((*tf)["spec"].second, join(tpp, "spec"), o.spec)) return;
+      out.deployments.push_back(o);
+    } else if (*kind == "Service") {
+      ServiceObject o;
+      if (!wantApi("v1") || !meta(md, mp, o.meta, true)) return;
+      auto sf = fields(sp, spp, {{"type", "selector", "ports", "clusterIP"}, {"sessionAffinity", "ipFamilies",
+                                                                             "ipFamilyPolicy", "internalTrafficPolicy"}});
+      if (!sf) return;
+      if (auto t = sf->find("type"); t != sf->end()) {
+        auto v = str(t->second.second, join(spp, "type"));
+        if (!v) return;
+        if (*v != "ClusterIP")
+          return error(t->second.second, join(spp, "type"),
+                       fmt::format("service type '{}' is not supported (only ClusterIP)", *v));
+      }
+      if (auto c = sf->find("clusterIP"); c != sf->end())
+        return error(c->second.first, join(spp, "clusterIP"),
+                     "clusterIP is allocated by membrane from --service-cidr: remove the field");
+      if (auto s = sf->find("selector"); s != sf->end()) {
+        auto v = labelMap(s->second.second, join(spp, "selector"));
+        if (!v) return;
+        o.selector = *v;
+      }
+      auto pit = sf->find("ports");
+      if (pit == sf->end() || !pit->second.second.IsSequence() || pit->second.second.size() == 0)
+        return error(pit == sf->end() ? sp : pit->second.second, join(spp, "ports"),
+                     "a Service needs at least one entry in 'ports'");
+      const YAML::Node& ps = pit->second.second;
+      std::set<std::string> names;
+      for (size_t i = 0; i < ps.size(); ++i) {
+        std::string pp = idx(join(spp, "ports"), i);
+        auto pf = fields(ps[i], pp, {{"name", "port", "targetPort", "protocol"}, {"appProtocol"}});
+        if (!pf) return;
+        ServicePort port;
+        if (!pf->count("port")) return error(ps[i], pp, "missing required field 'port'");
+        auto pv = integer((*pf)["port"].second, join(pp, "port"), 1, 65535);
+        if (!pv) return;
+        port.port = static_cast<uint16_t>(*pv);
+        if (pf->count("name")) {
+          auto v = str((*pf)["name"].second, join(pp, "name"));
+          if (!v) return;
+          port.name = *v;
+        }
+        if (pf->count("targetPort")) {
+          auto v = str((*pf)["targetPort"].second, join(pp, "targetPort"));
+          if (!v) return;
+          if (!v->empty() && std::all_of(v->begin(), v->end(), ::isdigit)) {
+            if (!integer((*pf)["targetPort"].second, join(pp, "targetPort"), 1, 65535)) return;
+          }
+          port.target_port = *v;
+        }
+        if (pf->count("protocol")) {
+          auto v = str((*pf)["protocol"].second, join(pp, "protocol"));
+          if (!v) return;
+          if (*v != "TCP" && *v != "UDP")
+            return error((*pf)["protocol"].second, join(pp, "protocol"),
+                         fmt::format("protocol '{}' is not supported (TCP or UDP)", *v));
+          port.protocol = *v;
+        }
+        if (ps.size() > 1 && port.name.empty())
+          return error(ps[i], pp, "a Service with several ports needs a 'name' on each");
+        o.ports.push_back(port);
+      }
+      out.services.push_back(o);
+    } else if (isPolicyKind(*kind)) {
+      // Validated by the policy parser on policy_text.
+    } else {
+      error(kind_it->second.second, join(path, "kind"),
+            fmt::format("kind '{}' is not supported (expected Namespace, Pod, Deployment, Service, "
+                        "CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or NetworkPolicy)", *kind));
+    }
+  }
+
+  // An object of a JSON array / List: policy objects are re-emitted into
+  // policy_text (positions then refer to the emitted text, which is a
+  // limitation of mixed JSON inputs only).
+  void listItems(const YAML::Node& items, const std::string& path) {
+    if (!items.IsSequence()) return error(items, path, fmt::format("expected a list, got {}", typeName(items)));
+    for (size_t i = 0; i < items.size(); ++i) {
+      const YAML::Node& it = items[i];
+      if (it.IsMap() && it["kind"] && it["kind"].IsScalar() && isPolicyKind(it["kind"].Scalar())) {
+        YAML::Emitter e;
+        e << it;
+        extra_policy_ += "---\n" + std::string(e.c_str()) + "\n";
+      } else {
+        object(it, idx(path, i));
+      }
+    }
+  }
+
+  std::string extra_policy_;
+
+ private:
+  std::string file_;
+  std::string default_ns_;
+};
+
+bool looksLikeJson(std::string_view text) {
+  for (char c : text) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
+    return c == '{' || c == '[';
+  }
+  return false;
+}
+
+bool isSeparator(std::string_view line) {
+  if (line.substr(0, 3) != "---" && line.substr(0, 3) != "...") return false;
+  return line.size() == 3 || line[3] == ' ' || line[3] == '\t' || line[3] == '\r';
+}
+
+}  // namespace
+
+ManifestResult parseManifests(std::string_view text, const std::string& filename, const std::string& default_ns) {
+  Parser p(filename, default_ns);
+  std::string policy_text;
+  bool any_policy = false;
+  try {
+    if (looksLikeJson(text)) {
+      std::string input(text);
+      std::replace(input.begin(), input.end(), '\t', ' ');
+      YAML::Node root = YAML::Load(input);
+      if (root.IsSequence()) {
+        p.listItems(root, "");
+      } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && root["kind"].Scalar() == "List") {
+        p.listItems(root["items"], "items");
+      } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && isPolicyKind(root["kind"].Scalar())) {
+        policy_text = std::string(text);
+        any_policy = true;
+      } else {
+        p.object(root, "");
+      }
+    } else {
+      // Split into documents at separator lines, keeping line numbers.
+      std::vector<std::string> lines;
+      {
+        std::string cur;
+        for (char c : text) {
+          if (c == '\n') {
+            lines.push_back(cur);
+            cur.clear();
+          } else {
+            cur += c;
+          }
+        }
+        if (!cur.empty()) lines.push_back(cur);
+      }
+      size_t start = 0;
+      for (size_t i = 0; i <= lines.size(); ++i) {
+        if (i < lines.size() && !isSeparator(lines[i])) continue;
+        // Document = lines [start, i).
+        std::string doc(start, '\n');
+        for (size_t j = start; j < i; ++j) doc += lines[j] + "\n";
+        bool policy_doc = false;
+        try {
+          YAML::Node n = YAML::Load(doc);
+          if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar())) {
+            policy_doc = true;
+          } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
+            p.listItems(n["items"], "items");
+          } else if (!n.IsNull()) {
+            p.object(n, "");
+          }
+        } catch (const YAML::Exception& e) {
+          p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
+        }
+        for (size_t j = start; j < i; ++j) policy_text += policy_doc ? lines[j] + "\n" : "\n";
+        if (i < lines.size()) policy_text += lines[i] + "\n";
+        any_policy = any_policy || policy_doc;
+        start = i + 1;
+      }
+    }
+  } catch (const YAML::Exception& e) {
+    p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
+  } catch (const std::exception& e) {
+    p.diags.push_back(Diagnostic{filename, 0, 0, "", std::string("internal error: ") + e.what()});
+  }
+  if (!p.extra_policy_.empty()) {
+    policy_text += p.extra_policy_;
+    any_policy = true;
+  }
+  ManifestResult r;
+  if (any_policy) {
+    auto pr = policy::parsePolicies(policy_text, filename);
+    for (auto& d : pr.diagnostics) p.diags.push_back(d);
+    for (const auto& pol : pr.policies)
+      r.manifests.policies.push_back({std::string(policy::kindName(pol.kind)), pol.name, pol.namespace_name});
+    r.manifests.policy_text = policy_text;
+  }
+  // Two objects of one kind with one name: the later would silently win.
+  std::set<std::string> seen;
+  auto dup = [&](const std::string& kind, const Meta& m) {
+    if (!seen.insert(kind + "/" + m.ns + "/" + m.name).second)
+      p.diags.push_back(Diagnostic{filename, 0, 0, "", fmt::format("{} {}/{} is defined twice", kind, m.ns, m.name)});
+  };
+  for (const auto& o : p.out.namespaces) dup("Namespace", o.meta);
+  for (const auto& o : p.out.pods) dup("Pod", o.meta);
+  for (const auto& o : p.out.deployments) dup("Deployment", o.meta);
+  for (const auto& o : p.out.services) dup("Service", o.meta);
+  std::sort(p.diags.begin(), p.diags.end(),
+            [](const Diagnostic& a, const Diagnostic& b) { return std::tie(a.line, a.column) < std::tie(b.line, b.column); });
+  r.diagnostics = std::move(p.diags);
+  if (r.diagnostics.empty()) {
+    auto pol = std::move(r.manifests.policies);
+    auto text_copy = std::move(r.manifests.policy_text);
+    r.manifests = std::move(p.out);
+    r.manifests.policies = std::move(pol);
+    r.manifests.policy_text = std::move(text_copy);
+    if (r.manifests.empty()) r.diagnostics.push_back(Diagnostic{filename, 1, 1, "", "no object found"});
+  }
+  return r;
+}
+
+// ---- JSON forms -----------------------------------------------------------
+
+void to_json(nlohmann::json& j, const ContainerPort& v) {
+  j = {{"name", v.name}, {"containerPort", v.port}, {"protocol", v.protocol}};
+}
+void from_json(const nlohmann::json& j, ContainerPort& v) {
+  v.name = j.value("name", "");
+  v.port = j.value("containerPort", uint16_t{0});
+  v.protocol = j.value("protocol", "TCP");
+}
+void to_json(nlohmann::json& j, const EnvVar& v) { j = {{"name", v.name}, {"value", v.value}}; }
+void from_json(const nlohmann::json& j, EnvVar& v) {
+  v.name = j.value("name", "");
+  v.value = j.value("value", "");
+}
+void to_json(nlohmann::json& j, const Container& v) {
+  j = {{"name", v.name}, {"image", v.image}, {"command", v.command}, {"args", v.args}, {"env", v.env}, {"ports", v.ports}};
+}
+void from_json(const nlohmann::json& j, Container& v) {
+  v.name = j.value("name", "");
+  v.image = j.value("image", "");
+  v.command = j.value("command", std::vector<std::string>{});
+  v.args = j.value("args", std::vector<std::string>{});
+  v.env = j.value("env", std::vector<EnvVar>{});
+  v.ports = j.value("ports", std::vector<ContainerPort>{});
+}
+void to_json(nlohmann::json& j, const PodSpec& v) {
+  j = {{"containers", v.containers}, {"restartPolicy", v.restart_policy}};
+}
+void from_json(const nlohmann::json& j, PodSpec& v) {
+  v.containers = j.value("containers", std::vector<Container>{});
+  v.restart_policy = j.value("restartPolicy", "Always");
+}
+void to_json(nlohmann::json& j, const Meta& v) {
+  j = {{"name", v.name}, {"namespace", v.ns}, {"labels", v.labels}, {"source", v.source}};
+}
+void from_json(const nlohmann::json& j, Meta& v) {
+  v.name = j.value("name", "");
+  v.ns = j.value("namespace", "");
+  v.labels = j.value("labels", Labels{});
+  v.source = j.value("source", "");
+}
+void to_json(nlohmann::json& j, const PodObject& v) { j = {{"metadata", v.meta}, {"spec", v.spec}}; }
+void from_json(const nlohmann::json& j, PodObject& v) {
+  v.meta = j.at("metadata").get<Meta>();
+  v.spec = j.at("spec").get<PodSpec>();
+}
+void to_json(nlohmann::json& j, const DeploymentObject& v) {
+  j = {{"metadata", v.meta},
+       {"spec",
+        {{"replicas", v.replicas},
+         {"selector", {{"matchLabels", v.selector}}},
+         {"template", {{"metadata", {{"labels", v.template_labels}}}, {"spec", v.spec}}}}}};
+}
+void from_json(const nlohmann::json& j, DeploymentObject& v) {
+  v.meta = j.at("metadata").get<Meta>();
+  const auto& s = j.at("spec");
+  v.replicas = s.value("replicas", 1);
+  v.selector = s.at("selector").value("matchLabels", Labels{});
+  v.template_labels = s.at("template").at("metadata").value("labels", Labels{});
+  v.spec = s.at("template").at("spec").get<PodSpec>();
+}
+void to_json(nlohmann::json& j, const ServicePort& v) {
+  j = {{"name", v.name}, {"port", v.port}, {"targetPort", v.target_port}, {"protocol", v.protocol}};
+}
+void from_json(const nlohmann::json& j, ServicePort& v) {
+  v.name = j.value("name", "");
+  v.port = j.value("port", uint16_t{0});
+  v.target_port = j.value("targetPort", "");
+  v.protocol = j.value("protocol", "TCP");
+}
+void to_json(nlohmann::json& j, const ServiceObject& v) {
+  j = {{"metadata", v.meta}, {"spec", {{"type", "ClusterIP"}, {"selector", v.selector}, {"ports", v.ports}}}};
+}
+void from_json(const nlohmann::json& j, ServiceObject& v) {
+  v.meta = j.at("metadata").get<Meta>();
+  v.selector = j.at("spec").value("selector", Labels{});
+  v.ports = j.at("spec").value("ports", std::vector<ServicePort>{});
+}
+
+}  // namespace membrane::workload

@@ -1,0 +1,119 @@
+#include "src/workload/manifest.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace membrane::workload {
+namespace {
+
+std::string readSource(const std::string& rel) {
+  std::ifstream in(std::string(MEMBRANE_SOURCE_DIR) + "/" + rel);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string firstError(const ManifestResult& r) {
+  return r.diagnostics.empty() ? "" : policy::formatDiagnostic(r.diagnostics[0]);
+}
+
+TEST(Manifest, StarWarsApp) {
+  auto r = parseManifests(readSource("examples/starwars/http-sw-app.yaml"), "http-sw-app.yaml");
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  const auto& m = r.manifests;
+  ASSERT_EQ(m.services.size(), 1u);
+  EXPECT_EQ(m.services[0].meta.name, "deathstar");
+  EXPECT_EQ(m.services[0].meta.ns, "default");
+  EXPECT_EQ(m.services[0].ports.at(0).port, 80);
+  EXPECT_EQ(m.services[0].selector, (Labels{{"org", "empire"}, {"class", "deathstar"}}));
+  ASSERT_EQ(m.deployments.size(), 1u);
+  EXPECT_EQ(m.deployments[0].replicas, 2);
+  EXPECT_EQ(m.deployments[0].spec.containers.at(0).image, "docker.io/cilium/starwars");
+  EXPECT_EQ(m.deployments[0].template_labels.at("class"), "deathstar");
+  ASSERT_EQ(m.pods.size(), 2u);
+  EXPECT_EQ(m.pods[0].meta.name, "tiefighter");
+  EXPECT_EQ(m.pods[1].meta.name, "xwing");
+  EXPECT_EQ(m.pods[1].spec.restart_policy, "Always");
+  EXPECT_TRUE(m.policies.empty());
+}
+
+TEST(Manifest, PolicyDocumentsKeepTheirPositions) {
+  auto r = parseManifests(readSource("examples/starwars/sw_l3_l4_policy.yaml"), "sw_l3_l4_policy.yaml");
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  ASSERT_EQ(r.manifests.policies.size(), 1u);
+  EXPECT_EQ(r.manifests.policies[0].kind, "CiliumNetworkPolicy");
+  EXPECT_EQ(r.manifests.policies[0].name, "rule1");
+
+  // A policy error in the second document is reported at the file's line.
+  std::string text =
+      "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n---\n"
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n"
+      "  endpointSelector: {}\n  ingres: []\n";
+  auto bad = parseManifests(text, "mixed.yaml");
+  ASSERT_EQ(bad.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(bad), "mixed.yaml:12:3: spec.ingres: unknown field 'ingres' (did you mean 'ingress'?)");
+}
+
+TEST(Manifest, UnknownFieldIsPreciseAndNothingIsReturned) {
+  std::string text =
+      "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ok\n---\n"
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n"
+      "    comand: [sleep, '1']\n";
+  auto r = parseManifests(text, "pod.yaml");
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(r), "pod.yaml:14:5: spec.containers[0].comand: unknown field 'comand' (did you mean 'command'?)");
+  EXPECT_TRUE(r.manifests.namespaces.empty());
+}
+
+TEST(Manifest, UnknownKind) {
+  auto r = parseManifests("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n", "cm.yaml");
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(r),
+            "cm.yaml:2:7: kind: kind 'ConfigMap' is not supported (expected Namespace, Pod, Deployment, Service, "
+            "CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or NetworkPolicy)");
+}
+
+TEST(Manifest, JsonListAndServiceTargetPort) {
+  std::string text = R"({"apiVersion": "v1", "kind": "List", "items": [
+ {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "shop"},
+  "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080, "targetPort": "http"}]}},
+ {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "a"}}}]})";
+  auto r = parseManifests(text, "list.json");
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  ASSERT_EQ(r.manifests.services.size(), 1u);
+  EXPECT_EQ(r.manifests.services[0].meta.ns, "shop");
+  EXPECT_EQ(r.manifests.services[0].ports[0].target_port, "http");
+  ASSERT_EQ(r.manifests.namespaces.size(), 1u);
+  EXPECT_EQ(r.manifests.namespaces[0].meta.labels.at("team"), "a");
+}
+
+TEST(Manifest, BadValues) {
+  auto r = parseManifests(
+      "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: two\n"
+      "  selector:\n    matchLabels: {a: b}\n  template:\n    metadata:\n      labels: {a: b}\n"
+      "    spec:\n      containers: [{name: c, image: i}]\n",
+      "d.yaml");
+  EXPECT_EQ(firstError(r), "d.yaml:6:13: spec.replicas: expected a number (0-100), got 'two'");
+  auto sel = parseManifests(
+      "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n"
+      "  selector:\n    matchLabels: {a: b}\n  template:\n    metadata:\n      labels: {a: c}\n"
+      "    spec:\n      containers: [{name: c, image: i}]\n",
+      "d.yaml");
+  ASSERT_FALSE(sel.ok());
+  EXPECT_NE(firstError(sel).find("does not match the template's labels"), std::string::npos) << firstError(sel);
+  auto rp = parseManifests(
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  restartPolicy: Sometimes\n"
+      "  containers: [{name: c, image: i}]\n",
+      "p.yaml");
+  EXPECT_EQ(firstError(rp), "p.yaml:6:18: spec.restartPolicy: restartPolicy 'Sometimes' is not one of Always, OnFailure, Never");
+}
+
+TEST(Manifest, EmptyInput) {
+  auto r = parseManifests("# nothing\n", "e.yaml");
+  EXPECT_EQ(firstError(r), "e.yaml:1:1: no object found");
+}
+
+}  // namespace
+}  // namespace membrane::workload
