@@ -93,8 +93,7 @@ Status rewriteInPlace(const std::string& path, const std::string& content) {
 
 uint8_t protoNumber(const std::string& p) { return p == "UDP" ? IPPROTO_UDP : IPPROTO_TCP; }
 
-// Named ports of the endpoint ("named_ports" of PUT /v1/endpoint): the one
-// place to switch on once the endpoint manager takes them.
+// Named ports of the endpoint, in the shape of PUT /v1/endpoint's "named_ports".
 json namedPorts(const PodSpec& spec) {
   json arr = json::array();
   for (const auto& c : spec.containers)
@@ -383,8 +382,10 @@ Status Controller::createInstance(Instance inst) {
     return Error::exists(fmt::format("pod {}/{}: an endpoint of that name exists (membrane endpoint create?); "
                                      "delete it (membrane endpoint delete {} -n {}) or rename the pod",
                                      inst.ns, inst.name, inst.name, inst.ns));
-  (void)namedPorts(inst.spec);  // TODO(named ports): pass once endpoint::Manager::create takes them
-  auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels));
+  // containers[].ports with a name are the pod's named ports (NetworkPolicy `port: http`).
+  auto named = endpoint::parseNamedPorts(namedPorts(inst.spec));
+  if (!named) return named.error().wrap(fmt::format("pod {}/{}: containers[].ports", inst.ns, inst.name));
+  auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels), *named);
   if (!ep) return ep.error().wrap(fmt::format("pod {}/{}", inst.ns, inst.name));
   inst.endpoint_id = ep->id;
   inst.ip = ep->ipv4;
