@@ -25,6 +25,9 @@ std::vector<prometheus::MetricFamily> datapathFamilies(const std::vector<Datapat
 // cilium_bpf_map_pressure{map_name}; a name given twice keeps the last ratio.
 std::vector<prometheus::MetricFamily> mapPressureFamilies(const std::vector<MapPressure>& rows);
 
+// The L7 proxy's families (l7_collector.cc).
+std::vector<prometheus::MetricFamily> l7Families(const L7Stats& s);
+
 // The fields of /proc/<pid>/stat that the process collector needs.
 struct ProcStat {
   uint64_t utime_ticks = 0;

@@ -1,0 +1,267 @@
+// L7 (HTTP) policy end to end: the Star Wars L7 policy on real pods, with the
+// real deathstar server, membraned + membrane-proxy + TPROXY plumbing, real
+// traffic through the transparent path, and exact outcomes (bodies, status
+// codes, the client IP the server sees, metric deltas, monitor lines).
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "tests/integration/agent_fixture.h"
+
+namespace membrane::testing {
+namespace {
+
+const char* kL7Policy = R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "rule1"
+  namespace: "{ns}"
+spec:
+  description: "L7 policy to restrict access to specific HTTP call"
+  endpointSelector:
+    matchLabels:
+      org: empire
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: "POST"
+          path: "/v1/request-landing"
+)";
+
+std::string withNs(const char* tmpl, const std::string& ns) {
+  return std::regex_replace(std::string(tmpl), std::regex("\\{ns\\}"), ns);
+}
+
+// Requests on ONE keep-alive connection (http.client), printing "status body" per
+// request. With a trigger file, waits for it after the first request.
+std::string keepAliveScript(const std::string& ip, const std::vector<std::pair<std::string, std::string>>& reqs,
+                            const std::string& trigger = "") {
+  std::string py = fmt::format(
+      "import http.client, os, sys, time\n"
+      "c = http.client.HTTPConnection('{}', 80, timeout=10)\n"
+      "def req(m, p):\n"
+      "    c.request(m, p, body=b'' if m in ('POST','PUT') else None)\n"
+      "    r = c.getresponse()\n"
+      "    print(r.status, repr(r.read().decode()), flush=True)\n",
+      ip);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    py += fmt::format("req('{}', '{}')\n", reqs[i].first, reqs[i].second);
+    if (i == 0 && !trigger.empty())
+      py += fmt::format(
+          "print('waiting', flush=True)\n"
+          "t0 = time.time()\n"
+          "while not os.path.exists('{}') and time.time() - t0 < 60: time.sleep(0.05)\n",
+          trigger);
+  }
+  return py;
+}
+
+size_t countJson(const std::string& text) {
+  size_t n = 0;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (nlohmann::json::parse(line, nullptr, false).is_object()) ++n;
+  return n;
+}
+
+class L7 : public AgentFixture {
+ protected:
+  void SetUp() override {
+    AgentFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    startAgent();
+    if (HasFatalFailure()) return;
+    deathstar_ = createPod("deathstar", "org=empire,class=deathstar");
+    tiefighter_ = createPod("tiefighter", "org=empire,class=tiefighter");
+    xwing_ = createPod("xwing", "org=alliance,class=xwing");
+    ASSERT_FALSE(deathstar_.ip.empty());
+    children_.push_back(Child::spawn({bin("membrane"), "--socket", socket_, "exec", "-n", ns_, "deathstar", "--",
+                                      "python3", "-u", source_dir_ + "/examples/starwars/deathstar.py", "80"},
+                                     dir_ + "/deathstar.log"));
+    ASSERT_TRUE(waitFor([&] { return curl("tiefighter", "POST", "/v1/request-landing", 2).exit_code == 0; },
+                        std::chrono::seconds(15)))
+        << readFileOrEmpty(dir_ + "/deathstar.log");
+    auto imp = importPolicy(withNs(kL7Policy, ns_));
+    ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  }
+
+  // curl printing the body then "|<status>".
+  RunResult curl(const std::string& ship, const std::string& method, const std::string& path, int max_time) {
+    return execIn(ship, {"curl", "-s", "--max-time", std::to_string(max_time), "-X", method, "-w", "|%{http_code}",
+                         fmt::format("http://{}{}", deathstar_.ip, path)});
+  }
+
+  Pod deathstar_, tiefighter_, xwing_;
+};
+
+TEST_F(L7, StarWarsVerdictsThroughTheTransparentProxy) {
+  const std::map<std::string, std::string> http{{"protocol_l7", "http"}};
+  auto l7 = [&](const char* rule) { return metric("cilium_policy_l7_total", {{"proxy_type", "http"}, {"rule", rule}}); };
+  const double received = metric("cilium_policy_l7_received_total"), forwarded = metric("cilium_policy_l7_forwarded_total"),
+               denied = metric("cilium_policy_l7_denied_total"), parse_errors = metric("cilium_policy_l7_parse_errors_total"),
+               rule_denied = l7("denied"), rule_forwarded = l7("forwarded"), rule_received = l7("received");
+  const std::map<std::string, std::string> upstream_ok{{"error", ""}, {"protocol_l7", "http"}, {"scope", "upstreamTime"}};
+  const double replies = metric("cilium_proxy_upstream_reply_seconds_count", upstream_ok);
+  // One redirect: deathstar, ingress, port 80.
+  EXPECT_EQ(metric("cilium_proxy_redirects", http), 1);
+
+  auto landed = curl("tiefighter", "POST", "/v1/request-landing", 5);
+  EXPECT_EQ(landed.exit_code, 0) << landed.err;
+  EXPECT_EQ(landed.out, "Ship landed\n|200");
+
+  auto api = curl("tiefighter", "GET", "/v1", 5);
+  EXPECT_EQ(api.out, "Access denied\r\n|403");
+  auto exhaust = curl("tiefighter", "PUT", "/v1/exhaust-port", 5);
+  EXPECT_EQ(exhaust.out, "Access denied\r\n|403");
+
+  // xwing is still dropped at L3/L4: its connection never opens.
+  auto x = curl("xwing", "POST", "/v1/request-landing", 2);
+  EXPECT_EQ(x.exit_code, 28) << x.out << x.err;
+
+  // The server saw tiefighter's own pod IP (transparent upstream), once per
+  // allowed request, and never the denied ones.
+  std::string log = readFileOrEmpty(dir_ + "/deathstar.log");
+  EXPECT_NE(log.find(fmt::format("deathstar: {} \"POST /v1/request-landing HTTP/1.1\" 200", tiefighter_.ip)),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("exhaust-port"), std::string::npos) << log;
+  EXPECT_EQ(log.find("\"GET /v1 "), std::string::npos) << log;
+
+  // Exact deltas: 3 requests parsed, 1 forwarded, 2 denied, no parse error;
+  // one upstream reply timed (the forwarded request). xwing never reached L7.
+  EXPECT_EQ(metric("cilium_policy_l7_received_total"), received + 3);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 2);
+  EXPECT_EQ(metric("cilium_policy_l7_parse_errors_total"), parse_errors);
+  EXPECT_EQ(l7("received"), rule_received + 3);
+  EXPECT_EQ(l7("forwarded"), rule_forwarded + 1);
+  EXPECT_EQ(l7("denied"), rule_denied + 2);
+  EXPECT_EQ(metric("cilium_proxy_upstream_reply_seconds_count", upstream_ok), replies + 1);
+
+  // The exposition stays clean for promtool.
+  std::ofstream(dir_ + "/metrics.txt") << scrape();
+  auto check = run({"sh", "-c", "promtool check metrics < " + dir_ + "/metrics.txt"});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+}
+
+TEST_F(L7, MonitorShowsRequestAndResponseLines) {
+  children_.push_back(Child::spawn({bin("membrane"), "--socket", socket_, "monitor", "--type", "l7"},
+                                   dir_ + "/monitor.log"));
+  children_.push_back(Child::spawn({bin("membrane"), "--socket", socket_, "monitor", "--type", "l7", "--json"},
+                                   dir_ + "/monitor.json"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // let the streams subscribe
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
+  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
+  // The event lines (not the banner), latency masked.
+  auto lines = [&] {
+    std::string out, line;
+    std::istringstream in(readFileOrEmpty(dir_ + "/monitor.log"));
+    while (std::getline(in, line))
+      if (line.rfind("<- ", 0) == 0) out += line + "\n";
+    return std::regex_replace(out, std::regex("latency [0-9]+us"), "latency Nus");
+  };
+  auto labels = [&](const std::string& cls) {
+    return fmt::format(
+        "[k8s:class={0} k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name={1} "
+        "k8s:io.cilium.k8s.policy.cluster=default k8s:io.kubernetes.pod.namespace={1} k8s:org=empire]",
+        cls, ns_);
+  };
+  std::string from = fmt::format("{} ({})", tiefighter_.id, labels("tiefighter"));
+  std::string to = fmt::format("{} ({})", deathstar_.id, labels("deathstar"));
+  std::string url = fmt::format("http://{}:80", deathstar_.ip);
+  std::string want =
+      fmt::format("<- Request http from {0} to {1}, identity {2}->{3}, verdict Denied PUT {4}/v1/exhaust-port => 0\n"
+                  "<- Response http to {0} from {1}, identity {3}->{2}, verdict Denied PUT {4}/v1/exhaust-port => 403, "
+                  "latency Nus\n"
+                  "<- Request http from {0} to {1}, identity {2}->{3}, verdict Forwarded POST {4}/v1/request-landing => 0\n"
+                  "<- Response http to {0} from {1}, identity {3}->{2}, verdict Forwarded POST {4}/v1/request-landing => "
+                  "200, latency Nus\n",
+                  from, to, tiefighter_.identity, deathstar_.identity, url);
+  EXPECT_TRUE(waitFor([&] { return lines() == want; }, std::chrono::seconds(5))) << lines() << "\nwant:\n" << want;
+  // --json: the same 4 events, as objects.
+  EXPECT_TRUE(waitFor([&] { return countJson(readFileOrEmpty(dir_ + "/monitor.json")) == 4; }, std::chrono::seconds(5)))
+      << readFileOrEmpty(dir_ + "/monitor.json");
+  std::istringstream in(readFileOrEmpty(dir_ + "/monitor.json"));
+  std::string line;
+  std::vector<nlohmann::json> evs;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) evs.push_back(j);
+  }
+  ASSERT_EQ(evs.size(), 4u);
+  EXPECT_EQ(evs[0]["type"], "l7");
+  EXPECT_EQ(evs[0]["l7_type"], "request");
+  EXPECT_EQ(evs[0]["verdict"], "Denied");
+  EXPECT_EQ(evs[0]["method"], "PUT");
+  EXPECT_EQ(evs[0]["url"], "/v1/exhaust-port");
+  EXPECT_EQ(evs[0]["src"]["ip"], tiefighter_.ip);
+  EXPECT_EQ(evs[0]["src"]["identity"], tiefighter_.identity);
+  EXPECT_EQ(evs[0]["src"]["endpoint"], tiefighter_.id);
+  EXPECT_EQ(evs[0]["dst"]["endpoint"], deathstar_.id);
+  EXPECT_EQ(evs[1]["status"], 403);
+  EXPECT_EQ(evs[3]["status"], 200);
+  EXPECT_EQ(evs[3]["verdict"], "Forwarded");
+}
+
+TEST_F(L7, DeniedThenAllowedOnOneKeepAliveConnection) {
+  auto r = execIn("tiefighter",
+                  {"python3", "-c",
+                   keepAliveScript(deathstar_.ip, {{"PUT", "/v1/exhaust-port"}, {"POST", "/v1/request-landing"},
+                                                   {"GET", "/v1"}, {"POST", "/v1/request-landing"}})});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "403 'Access denied\\r\\n'\n"
+            "200 'Ship landed\\n'\n"
+            "403 'Access denied\\r\\n'\n"
+            "200 'Ship landed\\n'\n");
+}
+
+TEST_F(L7, AgentRestartKeepsProxyAndOpenConnection) {
+  std::string pid_before = readFileOrEmpty(state_dir_ + "/proxy.pid");
+  ASSERT_FALSE(pid_before.empty());
+  std::string trigger = dir_ + "/go";
+  children_.push_back(Child::spawn(
+      {bin("membrane"), "--socket", socket_, "exec", "-n", ns_, "tiefighter", "--", "python3", "-c",
+       keepAliveScript(deathstar_.ip,
+                       {{"POST", "/v1/request-landing"}, {"PUT", "/v1/exhaust-port"}, {"POST", "/v1/request-landing"}},
+                       trigger)},
+      dir_ + "/keepalive.log"));
+  ASSERT_TRUE(waitFor([&] { return readFileOrEmpty(dir_ + "/keepalive.log").find("waiting") != std::string::npos; },
+                      std::chrono::seconds(10)))
+      << readFileOrEmpty(dir_ + "/keepalive.log");
+
+  EXPECT_EQ(stopAgent(), 0);
+  startAgent();
+  // The same proxy process was adopted, not replaced.
+  EXPECT_EQ(readFileOrEmpty(state_dir_ + "/proxy.pid"), pid_before);
+
+  std::ofstream(trigger) << "go";
+  ASSERT_TRUE(waitFor([&] { return readFileOrEmpty(dir_ + "/keepalive.log").find("waiting\n403") != std::string::npos &&
+                                   readFileOrEmpty(dir_ + "/keepalive.log").size() > 60; },
+                      std::chrono::seconds(10)))
+      << readFileOrEmpty(dir_ + "/keepalive.log");
+  EXPECT_TRUE(waitFor([&] { return readFileOrEmpty(dir_ + "/keepalive.log") ==
+                                   "200 'Ship landed\\n'\nwaiting\n403 'Access denied\\r\\n'\n200 'Ship landed\\n'\n"; },
+                      std::chrono::seconds(5)))
+      << readFileOrEmpty(dir_ + "/keepalive.log");
+
+  // Enforcement continues for new connections too.
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
+  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
+}
+
+}  // namespace
+}  // namespace membrane::testing
