@@ -40,6 +40,53 @@ spec:
           path: "/v1/request-landing"
 )";
 
+// Egress L7 on tiefighter: only GET /v1 to deathstar:80.
+const char* kEgressL7Policy = R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "tiefighter-egress"
+  namespace: "{ns}"
+spec:
+  endpointSelector:
+    matchLabels:
+      class: tiefighter
+  egress:
+  - toEndpoints:
+    - matchLabels:
+        class: deathstar
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: "GET"
+          path: "/v1"
+)";
+
+// An L7 port on deathstar where nothing listens: the proxy's upstream is refused.
+const char* kDeadPortPolicy = R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "rule2"
+  namespace: "{ns}"
+spec:
+  endpointSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        org: empire
+    toPorts:
+    - ports:
+      - port: "81"
+        protocol: TCP
+      rules:
+        http:
+        - method: "GET"
+)";
+
 std::string withNs(const char* tmpl, const std::string& ns) {
   return std::regex_replace(std::string(tmpl), std::regex("\\{ns\\}"), ns);
 }
@@ -99,9 +146,10 @@ class L7 : public AgentFixture {
   }
 
   // curl printing the body then "|<status>".
-  RunResult curl(const std::string& ship, const std::string& method, const std::string& path, int max_time) {
+  RunResult curl(const std::string& ship, const std::string& method, const std::string& path, int max_time,
+                 int port = 80) {
     return execIn(ship, {"curl", "-s", "--max-time", std::to_string(max_time), "-X", method, "-w", "|%{http_code}",
-                         fmt::format("http://{}{}", deathstar_.ip, path)});
+                         fmt::format("http://{}:{}{}", deathstar_.ip, port, path)});
   }
 
   Pod deathstar_, tiefighter_, xwing_;
@@ -260,6 +308,51 @@ TEST_F(L7, AgentRestartKeepsProxyAndOpenConnection) {
 
   // Enforcement continues for new connections too.
   EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
+  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
+}
+
+TEST_F(L7, EgressRulesOnTheClient) {
+  auto imp = importPolicy(withNs(kEgressL7Policy, ns_));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
+  // With deathstar's ingress L7 policy too, POST /v1/request-landing is denied by the egress rules
+  // first. (A request both egress and ingress L7 rules allow is not supported yet: docs/l7.md.)
+  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Access denied\r\n|403");
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded);
+  EXPECT_EQ(metric("cilium_proxy_redirects", {{"protocol_l7", "http"}}), 2);  // deathstar ingress + tiefighter egress
+
+  // Without deathstar's ingress L7 policy, egress alone decides.
+  auto del = cli({"policy", "delete", "rule1", "-n", ns_});
+  ASSERT_EQ(del.exit_code, 0) << del.out << del.err;
+  auto api = curl("tiefighter", "GET", "/v1", 5);
+  EXPECT_EQ(api.out.substr(0, 1), "{") << api.out;
+  EXPECT_EQ(api.out.substr(api.out.size() - 4), "|200") << api.out;
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 2);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+  // xwing has no egress policy and deathstar no ingress policy any more: plain L3/L4 path.
+  EXPECT_EQ(curl("xwing", "PUT", "/v1/exhaust-port", 5).out, "Panic: deathstar exploded\n|503");
+  std::string log = readFileOrEmpty(dir_ + "/deathstar.log");
+  EXPECT_NE(log.find(fmt::format("deathstar: {} \"GET /v1 HTTP/1.1\" 200", tiefighter_.ip)), std::string::npos) << log;
+}
+
+TEST_F(L7, UnreachableUpstreamGets503WithTheErrorLabel) {
+  auto imp = importPolicy(withNs(kDeadPortPolicy, ns_));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  const std::map<std::string, std::string> failed{{"error", "connect_failed"}, {"protocol_l7", "http"},
+                                                  {"scope", "totalTime"}};
+  const double before = metric("cilium_proxy_upstream_reply_seconds_count", failed);
+  const double forwarded = metric("cilium_policy_l7_forwarded_total");
+  auto r = curl("tiefighter", "GET", "/", 5, 81);
+  EXPECT_EQ(r.out.substr(r.out.size() - 4), "|503") << r.out;
+  EXPECT_EQ(metric("cilium_proxy_upstream_reply_seconds_count", failed), before + 1);
+  EXPECT_EQ(metric("cilium_proxy_upstream_reply_seconds_count",
+                   {{"error", "connect_failed"}, {"protocol_l7", "http"}, {"scope", "upstreamTime"}}),
+            before + 1);
+  // The allowed request counts as forwarded (the policy let it through).
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+  // Port 80 is unaffected.
   EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
 }
 
