@@ -447,6 +447,12 @@ void Agent::accessLogLoop() {
     for (int i = 0; i < 5 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   };
   while (!stopping_) {
+    // Only while someone watches l7 events: the proxy formats access-log
+    // lines only for subscribers, and that is a cost on every request.
+    if (!hub_.wants("l7")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
@@ -465,6 +471,7 @@ void Agent::accessLogLoop() {
     bool headers_done = false;
     for (;;) {
       if (stopping_) return;
+      if (!hub_.wants("l7")) break;
       pollfd pfd{fd.get(), POLLIN, 0};
       int n = ::poll(&pfd, 1, 200);
       if (n < 0 && errno != EINTR) break;
