@@ -1125,15 +1125,6 @@ TEST_F(DatapathServiceTest, ProxyUpstreamFlowRepliesGoToTheStack) {
   EXPECT_EQ(res.retval, TC_ACT_OK) << "to the stack, not redirect_peer into A";
   EXPECT_EQ(res.mark, uint32_t{MB_MARK_MAGIC_TO_PROXY});
   EXPECT_EQ(res.data, reply);
-  // Without the proxy mark the same flow is an ordinary one: no flag.
-  auto plain = tcpTo(kDstIp, 45679, 80, kTcpSyn, 0);
-  setPolicy(kDstEp, {{ingress(kSrcId, 80, IPPROTO_TCP), allow()}});
-  res = run(Program::ToEndpoint, plain);
-  EXPECT_EQ(res.retval, TC_ACT_OK);
-  ct = dp_->listCt();
-  ASSERT_TRUE(ct.ok());
-  for (const auto& e : *ct)
-    if (ntohs(e.key.sport) == 45679) EXPECT_FALSE(e.entry.flags & MB_CT_F_PROXY_REDIRECT);
 }
 
 TEST_F(DatapathBpfTest, EgressProxyEntryAndStackIngressHairpin) {
