@@ -356,5 +356,30 @@ TEST_F(L7, UnreachableUpstreamGets503WithTheErrorLabel) {
   EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
 }
 
+TEST_F(L7, MalformedRequestGets400AndCloseAndCountsAParseError) {
+  const double parse_errors = metric("cilium_policy_l7_parse_errors_total");
+  const double received = metric("cilium_policy_l7_received_total");
+  // Raw bytes on one connection: the answer, then EOF (the proxy closed it).
+  auto r = execIn("tiefighter",
+                  {"python3", "-c",
+                   fmt::format("import socket\n"
+                               "s = socket.create_connection(('{}', 80), timeout=5)\n"
+                               "s.sendall(b'BREW /pot HTCPCP/1.0 bogus\\r\\n\\r\\n')\n"
+                               "data = b''\n"
+                               "while True:\n"
+                               "    b = s.recv(4096)\n"
+                               "    if not b: break\n"
+                               "    data += b\n"
+                               "print(data.split(b'\\r\\n')[0].decode())\n",
+                               deathstar_.ip)});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "HTTP/1.1 400 Bad Request\n");
+  EXPECT_EQ(metric("cilium_policy_l7_parse_errors_total"), parse_errors + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_received_total"), received);
+  EXPECT_EQ(metric("cilium_policy_l7_total", {{"proxy_type", "http"}, {"rule", "parse_errors"}}), parse_errors + 1);
+  // Nothing reached the server.
+  EXPECT_EQ(readFileOrEmpty(dir_ + "/deathstar.log").find("BREW"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace membrane::testing
