@@ -143,6 +143,7 @@ PY
 for _ in $(seq 50); do cli exec -n "$ns" client -- curl -s --max-time 1 "http://$srv/bench" 2>/dev/null | grep -q ok && break; sleep 0.1; done
 
 declare -A res
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$rounds"); do
   policy ""                                   # L3/L4 only
   res[direct,$r]=$(load "http://$srv/bench")
@@ -154,6 +155,7 @@ for r in $(seq "$rounds"); do
   echo "round $r: direct ${res[direct,$r]} | nginx ${res[nginx,$r]} | l7 ${res[l7,$r]}" >&2
 done
 
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 report=$(python3 - "$rounds" "$seconds" "$conns" "$(nproc)" "$(uname -r)" <<PY
 import sys, statistics
 rounds, secs, conns, ncpu, kernel = sys.argv[1:]
@@ -168,6 +170,10 @@ for name, v in (("direct pod->pod, L3/L4 only", d), ("nginx reverse proxy (1 wor
     print("| %s | %.0f | %.3f | %.3f |" % (name, v[0], v[1], v[2]))
 print("\nl7 / nginx requests/s: %.2f; l7 / direct: %.2f  (median of %s rounds of %s s, wrk -t1 -c%s, %s CPUs, kernel %s)"
       % (l[0] / n[0], l[0] / d[0], rounds, secs, conns, ncpu, kernel))
+print("load average before/after: $load_before / $load_after")
+print("\nper round (requests/s p50_ms p99_ms):")
+for r in range(1, int(rounds) + 1):
+    print("- round %d: direct %s | nginx %s | l7 %s" % (r, res[("direct", str(r))], res[("nginx", str(r))], res[("l7", str(r))]))
 PY
 )
 echo "$report"

@@ -80,8 +80,10 @@ void AgentFixture::TearDown() {
   auto links = run({"ip", "link", "show", host_dev_});
   EXPECT_NE(links.exit_code, 0) << "host device " << host_dev_ << " still exists";
   // The L7 plumbing and the proxy process are gone too.
-  auto rules = run({"ip", "-4", "rule", "show"});
-  EXPECT_EQ(rules.out.find(fmt::format("lookup {}", proxy_table_)), std::string::npos) << rules.out;
+  auto rules = run({"ip", "-4", "rule", "show", "table", std::to_string(proxy_table_)});
+  EXPECT_EQ(rules.out, "") << "ip rules for table " << proxy_table_ << " left behind";
+  auto routes = run({"ip", "-4", "route", "show", "table", std::to_string(proxy_table_)});
+  EXPECT_EQ(routes.out, "") << "routes in table " << proxy_table_ << " left behind";
   auto chain = run({"iptables", "-w", "5", "-t", "mangle", "-n", "-L", proxy_chain_});
   EXPECT_NE(chain.exit_code, 0) << "iptables chain " << proxy_chain_ << " still exists";
   EXPECT_NE(stat(proxy_socket_.c_str(), &st), 0) << proxy_socket_ << " still exists";
