@@ -220,7 +220,23 @@ Status Agent::init() {
   MB_TRY_CTX(api_->start(), "serve API on " + cfg_.api_socket);
 
   event_thread_ = std::thread([this] { eventLoop(); });
-  if (proxy_) accesslog_thread_ = std::thread([this] { accessLogLoop(); });
+  if (proxy_) {
+    accesslog_thread_ = std::thread([this] { accessLogLoop(); });
+    // A dead proxy means L7 traffic fails closed (no listener); bring it back
+    // with the current config.
+    proxy_supervisor_thread_ = std::thread([this] {
+      while (!stopping_) {
+        {
+          std::unique_lock lk(gc_mu_);
+          gc_cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
+        }
+        if (stopping_) break;
+        std::lock_guard lk(mu_);
+        if (proxy_->running()) continue;
+        if (auto st = syncProxy(); !st.ok()) spdlog::error("L7 proxy restart: {}", st.error().message);
+      }
+    });
+  }
   gc_thread_ = std::thread([this] { gcLoop(); });
   return okStatus();
 }
@@ -235,6 +251,7 @@ void Agent::stop() {
   if (api_) api_->stop();
   if (event_thread_.joinable()) event_thread_.join();
   if (accesslog_thread_.joinable()) accesslog_thread_.join();
+  if (proxy_supervisor_thread_.joinable()) proxy_supervisor_thread_.join();
   if (gc_thread_.joinable()) gc_thread_.join();
   metrics_server_.reset();
   // The datapath object goes, the programs and pinned maps stay in the kernel.

@@ -126,6 +126,7 @@ class Agent {
   L7Ports l7_ports_;
   uint64_t proxy_revision_ = 0;
   std::thread accesslog_thread_;
+  std::thread proxy_supervisor_thread_;  // restarts a dead proxy within ~1 s
   // Endpoint IP (host order) -> {id, labels} for l7 monitor events; written by
   // syncProxy (under mu_), read by the access-log thread.
   struct L7Peer {

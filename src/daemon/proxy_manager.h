@@ -50,6 +50,8 @@ class ProxyManager {
   // stream ends or on_line returns false.
   Status followAccessLog(const std::function<bool(std::string_view)>& on_line) const;
 
+  // True while the proxy process is alive (reaps it if it was our child).
+  bool running() { return alive(); }
   pid_t pid() const { return pid_; }
   bool adopted() const { return adopted_; }
 

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -291,10 +293,14 @@ TEST_F(L7, AgentRestartKeepsProxyAndOpenConnection) {
                       std::chrono::seconds(10)))
       << readFileOrEmpty(dir_ + "/keepalive.log");
 
+  const double received = metric("cilium_policy_l7_received_total");
+  const double forwarded = metric("cilium_policy_l7_forwarded_total");
   EXPECT_EQ(stopAgent(), 0);
   startAgent();
-  // The same proxy process was adopted, not replaced.
+  // The same proxy process was adopted, not replaced, and its counters carry on.
   EXPECT_EQ(readFileOrEmpty(state_dir_ + "/proxy.pid"), pid_before);
+  EXPECT_EQ(metric("cilium_policy_l7_received_total"), received);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded);
 
   std::ofstream(trigger) << "go";
   ASSERT_TRUE(waitFor([&] { return readFileOrEmpty(dir_ + "/keepalive.log").find("waiting\n403") != std::string::npos &&
@@ -306,9 +312,30 @@ TEST_F(L7, AgentRestartKeepsProxyAndOpenConnection) {
                       std::chrono::seconds(5)))
       << readFileOrEmpty(dir_ + "/keepalive.log");
 
-  // Enforcement continues for new connections too.
+  // Enforcement continues for new connections too; the counters went on from where they were.
   EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
   EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
+  EXPECT_EQ(metric("cilium_policy_l7_received_total"), received + 4);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 2);
+}
+
+TEST_F(L7, AgentRestartsAProxyThatDied) {
+  pid_t old_pid = std::atoi(readFileOrEmpty(state_dir_ + "/proxy.pid").c_str());
+  ASSERT_GT(old_pid, 1);
+  // The proxy was started by the agent this test started.
+  ASSERT_EQ(kill(old_pid, SIGKILL), 0);
+  // Within a few seconds the agent notices, starts a new one and gives it the config.
+  ASSERT_TRUE(waitFor(
+      [&] {
+        pid_t p = std::atoi(readFileOrEmpty(state_dir_ + "/proxy.pid").c_str());
+        return p > 1 && p != old_pid && curl("tiefighter", "POST", "/v1/request-landing", 2).out == "Ship landed\n|200";
+      },
+      std::chrono::seconds(15)))
+      << readFileOrEmpty(state_dir_ + "/proxy.log");
+  const double denied = metric("cilium_policy_l7_denied_total");
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
+  EXPECT_EQ(metric("cilium_proxy_redirects", {{"protocol_l7", "http"}}), 1);
 }
 
 TEST_F(L7, EgressRulesOnTheClient) {
