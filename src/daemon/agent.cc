@@ -402,10 +402,12 @@ Response Agent::healthStatus(const Request& req) {
 // L7 proxy: host plumbing, the proxy process, its config.
 
 Status Agent::startProxy() {
-  MB_TRY(kernel::installTproxy(tproxyConfig(cfg_, l7_ports_)));
+  // The proxy first: it refuses a control socket another agent's proxy serves,
+  // before anything node-global is touched.
   auto pm = ProxyManager::start(proxyManagerConfig(cfg_));
   if (!pm) return pm.error();
   proxy_ = std::move(*pm);
+  MB_TRY(kernel::installTproxy(tproxyConfig(cfg_, l7_ports_)));
   // The proxy keeps counting across agent restarts; /metrics reads it at scrape time.
   const ProxyManager* px = proxy_.get();
   metrics_->registerL7Source([px]() -> Result<std::vector<metrics::L7Stats>> {

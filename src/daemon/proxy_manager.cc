@@ -71,6 +71,14 @@ Result<std::unique_ptr<ProxyManager>> ProxyManager::start(const ProxyManagerConf
     spdlog::info("L7 proxy: adopted running membrane-proxy pid {} ({})", pid, cfg.control_socket);
     return m;
   }
+  // A proxy we did not start (another agent's, or one whose pidfile is gone)
+  // answers there: never take its socket over.
+  if (healthy(cfg.control_socket))
+    return Error::exists(fmt::format(
+        "a membrane-proxy not recorded in {} already serves {} (another agent on this host?): give each agent "
+        "its own --proxy-control-socket, --proxy-port-range, --proxy-route-table, --proxy-rule-priority and "
+        "--proxy-iptables-chain, or stop that proxy",
+        cfg.pidfile, cfg.control_socket));
   MB_TRY(m->spawn());
   return m;
 }
