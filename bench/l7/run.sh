@@ -58,6 +58,8 @@ cli() { "$build/bin/membrane" --socket "$sock" "$@"; }
 cleanup() {
   local rc=$?
   trap '' INT TERM
+  # The nginx masters (their pid files: `membrane exec` runs in a subshell here).
+  for f in "$work/server.pid" "$work/rp.pid"; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; fi
@@ -134,7 +136,7 @@ def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v); x = float(m.group(1))
     return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 if errs: sys.exit("wrk: %s non-2xx responses:\n%s" % (errs.group(1), t))
 print("%.0f %.3f %.3f" % (rps, p50, p99))
