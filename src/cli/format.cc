@@ -225,6 +225,15 @@ std::string formatStatus(const Json& h) {
       {"Endpoints:", std::to_string(num(h, "endpoints"))},
       {"Policy revision:", std::to_string(num(h, "policy_revision"))},
   };
+  // Cilium: "Proxy Status:   OK, ip 10.0.0.1, 0 redirects active on ports 10000-20000".
+  const Json& px = field(h, "proxy");
+  if (str(px, "status") == "disabled") {
+    rows.push_back({"Proxy Status:", "Disabled"});
+  } else if (!str(px, "status").empty()) {
+    rows.push_back({"Proxy Status:", fmt::format("{}, ip {}, {} redirects active on ports {}, pid {}",
+                                                 str(px, "status") == "ok" ? "OK" : capitalized(str(px, "status")),
+                                                 str(px, "ip"), num(px, "redirects"), str(px, "ports"), num(px, "pid"))});
+  }
   if (!str(h, "message").empty()) rows.push_back({"Message:", str(h, "message")});
   return alignColumns(rows);
 }

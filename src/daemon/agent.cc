@@ -436,6 +436,17 @@ Status Agent::startProxy() {
   return syncProxy();
 }
 
+json Agent::proxyStatusJson() {
+  if (!proxy_) return {{"status", "disabled"}};
+  bool up = proxy_->running();
+  return {{"status", up ? "ok" : "down"},
+          {"pid", proxy_->pid()},
+          {"ip", endpoint::ipv4ToString(eps_->config().pod_cidr.network + 1)},
+          {"redirects", proxy_redirects_},
+          {"ports", fmt::format("{}-{}", l7_ports_.ingress, l7_ports_.egress)},
+          {"control_socket", cfg_.proxy_control_socket}};
+}
+
 Status Agent::syncProxy() {
   if (!proxy_) return okStatus();
   MB_TRY(proxy_->ensureRunning());
@@ -455,7 +466,9 @@ Status Agent::syncProxy() {
   std::vector<std::pair<uint32_t, uint32_t>> extra{
       {eps_->config().pod_cidr.network + 1, static_cast<uint32_t>(labels::Reserved::Host)}};
   auto config = buildProxyConfig(++proxy_revision_, l7_ports_, repo_.policies(), eps, eps_->identityRefs(), extra);
-  return proxy_->push(config);
+  MB_TRY(proxy_->push(config));
+  proxy_redirects_ = countRedirects(config);
+  return okStatus();
 }
 
 // The proxy's access log, relayed to `membrane monitor --type l7`. Its own
@@ -731,6 +744,7 @@ Response Agent::healthz(const Request&) {
                               {"enforcement", cfg_.enable_policy},
                               {"audit", cfg_.policy_audit_mode},
                               {"cluster_health", clusterHealth},
+                              {"proxy", proxyStatusJson()},
                               {"message", not_ready ? fmt::format("{} endpoints not ready", not_ready) : ""}});
 }
 

@@ -125,6 +125,8 @@ class Agent {
   std::unique_ptr<ProxyManager> proxy_;
   L7Ports l7_ports_;
   uint64_t proxy_revision_ = 0;
+  size_t proxy_redirects_ = 0;  // in the last config the proxy accepted
+  nlohmann::json proxyStatusJson();  // GET /v1/healthz "proxy" (holds mu_)
   std::thread accesslog_thread_;
   std::thread proxy_supervisor_thread_;  // restarts a dead proxy within ~1 s
   // Endpoint IP (host order) -> {id, labels} for l7 monitor events; written by

@@ -167,6 +167,14 @@ TEST_F(L7, StarWarsVerdictsThroughTheTransparentProxy) {
   const double replies = metric("cilium_proxy_upstream_reply_seconds_count", upstream_ok);
   // One redirect: deathstar, ingress, port 80.
   EXPECT_EQ(metric("cilium_proxy_redirects", http), 1);
+  auto status = cli({"status"});
+  std::string gw = pod_cidr_.substr(0, pod_cidr_.rfind('.')) + ".1";
+  std::string pid = readFileOrEmpty(state_dir_ + "/proxy.pid");
+  pid.erase(pid.find_last_not_of("\n") + 1);
+  EXPECT_NE(status.out.find(fmt::format("OK, ip {}, 1 redirects active on ports {}-{}, pid {}\n", gw, proxy_port_,
+                                        proxy_port_ + 1, pid)),
+            std::string::npos)
+      << status.out;
 
   auto landed = curl("tiefighter", "POST", "/v1/request-landing", 5);
   EXPECT_EQ(landed.exit_code, 0) << landed.err;
