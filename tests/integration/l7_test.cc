@@ -64,6 +64,8 @@ spec:
         http:
         - method: "GET"
           path: "/v1"
+        - method: "POST"
+          path: "/v1/request-landing"
 )";
 
 // An L7 port on deathstar where nothing listens: the proxy's upstream is refused.
@@ -349,26 +351,32 @@ TEST_F(L7, AgentRestartsAProxyThatDied) {
 TEST_F(L7, EgressRulesOnTheClient) {
   auto imp = importPolicy(withNs(kEgressL7Policy, ns_));
   ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
-  const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
-  // With deathstar's ingress L7 policy too, POST /v1/request-landing is denied by the egress rules
-  // first. (A request both egress and ingress L7 rules allow is not supported yet: docs/l7.md.)
-  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Access denied\r\n|403");
-  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
-  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded);
   EXPECT_EQ(metric("cilium_proxy_redirects", {{"protocol_l7", "http"}}), 2);  // deathstar ingress + tiefighter egress
+  const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
+  // Egress rules at tiefighter AND ingress rules at deathstar: the egress proxy applies both.
+  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");  // both allow
+  EXPECT_EQ(curl("tiefighter", "GET", "/v1", 5).out, "Access denied\r\n|403");            // ingress denies
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");  // egress denies
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 2);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
 
   // Without deathstar's ingress L7 policy, egress alone decides.
   auto del = cli({"policy", "delete", "rule1", "-n", ns_});
   ASSERT_EQ(del.exit_code, 0) << del.out << del.err;
+  EXPECT_EQ(metric("cilium_proxy_redirects", {{"protocol_l7", "http"}}), 1);
   auto api = curl("tiefighter", "GET", "/v1", 5);
   EXPECT_EQ(api.out.substr(0, 1), "{") << api.out;
   EXPECT_EQ(api.out.substr(api.out.size() - 4), "|200") << api.out;
   EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
-  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 2);
-  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 3);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 2);
   // xwing has no egress policy and deathstar no ingress policy any more: plain L3/L4 path.
   EXPECT_EQ(curl("xwing", "PUT", "/v1/exhaust-port", 5).out, "Panic: deathstar exploded\n|503");
+  // The server saw tiefighter's own address through the egress proxy, in both phases.
   std::string log = readFileOrEmpty(dir_ + "/deathstar.log");
+  EXPECT_NE(log.find(fmt::format("deathstar: {} \"POST /v1/request-landing HTTP/1.1\" 200", tiefighter_.ip)),
+            std::string::npos)
+      << log;
   EXPECT_NE(log.find(fmt::format("deathstar: {} \"GET /v1 HTTP/1.1\" 200", tiefighter_.ip)), std::string::npos) << log;
 }
 
