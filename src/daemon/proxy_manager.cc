@@ -90,6 +90,11 @@ Status ProxyManager::spawn() {
   std::vector<std::string> argv{cfg_.binary, "--control-socket", cfg_.control_socket, "--log-level", "info"};
   int logfd = ::open(cfg_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (logfd < 0) return Error::fromErrno(errno, "open " + cfg_.log_file);
+  // Everything the child needs is prepared here: after fork() in a threaded
+  // process only async-signal-safe calls are allowed (no malloc).
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid < 0) {
     int e = errno;
@@ -108,9 +113,9 @@ Status ProxyManager::spawn() {
     if (devnull >= 0) ::dup2(devnull, 0);
     ::dup2(logfd, 1);
     ::dup2(logfd, 2);
-    std::vector<char*> cargv;
-    for (auto& a : argv) cargv.push_back(a.data());
-    cargv.push_back(nullptr);
+    // Nothing of the agent's (API socket, BPF fds, metrics port) leaks into
+    // the long-lived proxy, whatever their CLOEXEC flags.
+    ::close_range(3, ~0U, 0);
     ::execv(cargv[0], cargv.data());
     ::_exit(127);
   }
