@@ -13,7 +13,7 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
         iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev
 
-.PHONY: all deps build test test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence
+.PHONY: all deps build test test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence bench-l7
 
 all: build
 
@@ -68,15 +68,23 @@ bench: build
 bench-convergence: build
 	python3 bench/convergence/run.py --build $(BUILD)
 
+# L7 path vs direct vs nginx reverse proxy (docs/benchmarks.md). Bench-only Debian packages:
+BENCH_L7_DEPS := wrk nginx-light
+bench-l7: build
+	@missing=$$(for p in $(BENCH_L7_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	bench/l7/run.sh $(BUILD)
+
 install: build
 	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned
 	install -D -m 0755 $(BUILD)/bin/membrane $(DESTDIR)$(PREFIX)/bin/membrane
+	install -D -m 0755 $(BUILD)/bin/membrane-proxy $(DESTDIR)$(PREFIX)/bin/membrane-proxy
 	install -D -m 0644 examples/starwars/deathstar.py $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py
 	@if [ -f deploy/systemd/membraned.service ]; then \
 	  install -D -m 0644 deploy/systemd/membraned.service $(DESTDIR)/etc/systemd/system/membraned.service; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py $(DESTDIR)/etc/systemd/system/membraned.service
+	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)$(PREFIX)/bin/membrane-proxy $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py $(DESTDIR)/etc/systemd/system/membraned.service
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-asan

@@ -42,6 +42,7 @@
  *     MB_MARK_MAGIC_PROXY_INGRESS | identity(A) << 16 (or _PROXY_EGRESS for
  *     egress L7). B's to_endpoint takes the source identity from that mark;
  *     for PROXY_INGRESS an entry with a proxy port is not redirected again.
+ *     The CT entry of this upstream flow gets MB_CT_F_PROXY_REDIRECT too.
  *  4. B's replies on a PROXY_REDIRECT flow (CT REPLY) are marked
  *     MB_MARK_MAGIC_TO_PROXY (port 0) and go to the host stack
  *     (TC_ACT_OK), never straight into A: with a transparent upstream
@@ -267,6 +268,7 @@ int to_endpoint(struct __sk_buff *skb)
 		f.src_identity = ct->dst_identity; /* reply from the flow's peer: no LPM walk */
 	else
 		f.src_identity = mb_ipcache_identity(f.tuple.saddr);
+	f.from_proxy = magic == MB_MARK_MAGIC_PROXY_INGRESS || magic == MB_MARK_MAGIC_PROXY_EGRESS;
 
 	if (f.ct_state == MB_CT_NEW || f.ct_state == MB_CT_ESTABLISHED) {
 		/* Meant for the proxy but not taken by TPROXY: fail closed. */

@@ -277,10 +277,11 @@ iptables_remove() {
 # --- B, C: membrane --------------------------------------------------------------------------
 membrane_cli() { local c=$1; shift; "$build/bin/membrane" --socket "$work/agent-$c.sock" "$@"; }
 
+# L3/L4 only: no L7 proxy, so the two agents share no proxy socket, ports or TPROXY rules.
 start_agent() {  # start_agent B|C CIDR
   local c=$1 cidr=$2 port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  echo "--api-socket $work/agent-$c.sock --state-dir $work/state-$c --bpf-root $bpf_base-$c --pod-cidr $cidr --host-device ${tag}h${c,,} --prometheus-serve-addr 127.0.0.1:$port" \
+  echo "--api-socket $work/agent-$c.sock --state-dir $work/state-$c --bpf-root $bpf_base-$c --pod-cidr $cidr --host-device ${tag}h${c,,} --prometheus-serve-addr 127.0.0.1:$port --enable-l7-proxy false" \
     >"$work/agent-$c.args"
   echo "$port" >"$work/agent-$c.port"
   agents+=("$c")

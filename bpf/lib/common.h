@@ -62,6 +62,7 @@ struct mb_flow {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 ct_state;          /* enum mb_ct_state */
+	__u8 from_proxy;        /* sent by the L7 proxy's upstream socket (mark PROXY_INGRESS/EGRESS) */
 };
 
 #endif /* MEMBRANE_BPF_LIB_COMMON_H */

@@ -92,10 +92,13 @@ static __always_inline void mb_ct_update(struct mb_ct_entry *e, const struct mb_
 		if ((e->tx_flags_seen | f->tcp_flags) != e->tx_flags_seen)
 			e->tx_flags_seen |= f->tcp_flags;
 	}
-	/* A forward packet the policy now redirects marks the flow for good. */
-	if (!reply && f->proxy_port) {
+	/*
+	 * A forward packet the policy now redirects marks the flow for good; so
+	 * does the proxy's own upstream flow (its replies must reach the proxy).
+	 */
+	if (!reply && (f->proxy_port || f->from_proxy)) {
 		nflags |= MB_CT_F_PROXY_REDIRECT;
-		if (e->proxy_port != f->proxy_port)
+		if (f->proxy_port && e->proxy_port != f->proxy_port)
 			e->proxy_port = f->proxy_port;
 	}
 	if (nflags != flags)
@@ -120,7 +123,12 @@ static __always_inline int mb_ct_create(const struct mb_flow *f, __u32 ep_id, __
 	e.dst_identity = f->dst_identity;
 	e.ep_id = (__u16)ep_id;
 	e.rev_nat_id = f->rev_nat_id;
-	if (f->proxy_port) {
+	/*
+	 * Redirected to the proxy, or the proxy's upstream (server side): the
+	 * flag sends the flow's replies to the host stack, where the proxy owns
+	 * the (spoofed client) tuple.
+	 */
+	if (f->proxy_port || f->from_proxy) {
 		e.flags |= MB_CT_F_PROXY_REDIRECT;
 		e.proxy_port = f->proxy_port;
 	}

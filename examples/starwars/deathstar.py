@@ -75,7 +75,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self._send(404, "Not found\n")
 
     def log_message(self, fmt, *args):
-        sys.stderr.write("deathstar: " + (fmt % args) + "\n")
+        # The client's address first: with the L7 proxy in the path it is
+        # still the ship's pod IP (transparent upstream).
+        sys.stderr.write("deathstar: %s %s\n" % (self.client_address[0], fmt % args))
+        sys.stderr.flush()
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):

@@ -48,6 +48,26 @@ struct MapPressure {
 // An Error (or an exception) makes the scrape omit the families it feeds
 // (logged once per failure streak); the rest of the scrape is unaffected.
 using DatapathSource = std::function<Result<std::vector<DatapathCounter>>()>;
+
+// The L7 proxy's counters (membrane-proxy GET /v1/stats), read at scrape
+// time: the proxy keeps counting across agent restarts, the agent only reads.
+struct L7UpstreamHistogram {
+  std::string error;  // "" answered; connect_failed, upstream_reset, timeout
+  std::string protocol_l7 = "http";
+  std::string scope;  // upstreamTime | totalTime
+  std::vector<std::pair<double, uint64_t>> buckets;  // (le, cumulative count), ascending, without +Inf
+  uint64_t count = 0;
+  double sum = 0;
+};
+struct L7Stats {
+  uint64_t received = 0, forwarded = 0, denied = 0, parse_errors = 0;
+  uint64_t redirects_http = 0;
+  std::vector<L7UpstreamHistogram> upstream_reply_seconds;
+};
+// Feeds cilium_policy_l7_{received,forwarded,denied,parse_errors}_total,
+// cilium_policy_l7_total{rule,proxy_type="http"}, cilium_proxy_redirects{protocol_l7}
+// and cilium_proxy_upstream_reply_seconds{error,protocol_l7,scope}. One row.
+using L7Source = std::function<Result<std::vector<L7Stats>>()>;
 using MapPressureSource = std::function<Result<std::vector<MapPressure>>()>;
 
 // Cumulative count of BPF map syscalls (cilium_bpf_map_ops_total).
@@ -162,6 +182,8 @@ class AgentMetrics {
   void registerMapPressureSource(MapPressureSource source);
   // Feeds cilium_bpf_map_ops_total{map_name,operation,outcome}. Same rules.
   void registerMapOpsSource(MapOpsSource source);
+  // Feeds the L7 families (see L7Source). Same rules.
+  void registerL7Source(L7Source source);
 
   // --- output ----------------------------------------------------------------
   // The /metrics body (Prometheus text format 0.0.4): every family, sorted by

@@ -225,6 +225,15 @@ std::string formatStatus(const Json& h) {
       {"Endpoints:", std::to_string(num(h, "endpoints"))},
       {"Policy revision:", std::to_string(num(h, "policy_revision"))},
   };
+  // Cilium: "Proxy Status:   OK, ip 10.0.0.1, 0 redirects active on ports 10000-20000".
+  const Json& px = field(h, "proxy");
+  if (str(px, "status") == "disabled") {
+    rows.push_back({"Proxy Status:", "Disabled"});
+  } else if (!str(px, "status").empty()) {
+    rows.push_back({"Proxy Status:", fmt::format("{}, ip {}, {} redirects active on ports {}, pid {}",
+                                                 str(px, "status") == "ok" ? "OK" : capitalized(str(px, "status")),
+                                                 str(px, "ip"), num(px, "redirects"), str(px, "ports"), num(px, "pid"))});
+  }
   rows.push_back({"Cluster health:", formatClusterHealthLine(field(h, "cluster_health"))});
   if (!str(h, "message").empty()) rows.push_back({"Message:", str(h, "message")});
   return alignColumns(rows);
@@ -372,6 +381,36 @@ int64_t localEndpoint(const Json& ev) {
   return num(ev, "endpoint");
 }
 
+// An L7 access-log event as Cilium's monitor prints it:
+//   <- Request http from 12 ([k8s:org=empire …]) to 11 ([…]), identity 258->257, verdict Denied PUT http://10.1.2.3:80/v1/exhaust-port => 0
+//   <- Response http to 12 ([…]) from 11 ([…]), identity 257->258, verdict Denied PUT http://10.1.2.3:80/v1/exhaust-port => 403, latency 812us
+// "<-" ingress, "->" egress.
+namespace {
+std::string formatL7(const Json& ev) {
+  const Json& src = field(ev, "src");
+  const Json& dst = field(ev, "dst");
+  auto peer = [](const Json& side) {
+    std::string labels;
+    const Json& ls = field(side, "labels");
+    if (ls.is_array())
+      for (const auto& l : ls)
+        if (l.is_string()) labels += (labels.empty() ? "" : " ") + l.get<std::string>();
+    return fmt::format("{} ([{}])", num(side, "endpoint"), labels);
+  };
+  std::string arrow = str(ev, "direction") == "egress" ? "->" : "<-";
+  std::string url = fmt::format("http://{}:{}{}", str(dst, "ip"), num(dst, "port"), str(ev, "url"));
+  if (str(ev, "l7_type") == "response") {
+    std::string line = fmt::format("{} Response http to {} from {}, identity {}->{}, verdict {} {} {} => {}, latency {}us",
+                                   arrow, peer(src), peer(dst), num(dst, "identity"), num(src, "identity"),
+                                   str(ev, "verdict"), str(ev, "method"), url, num(ev, "status"), num(ev, "latency_us"));
+    if (!str(ev, "error").empty()) line += ", error " + str(ev, "error");
+    return line;
+  }
+  return fmt::format("{} Request http from {} to {}, identity {}->{}, verdict {} {} {} => 0", arrow, peer(src), peer(dst),
+                     num(src, "identity"), num(dst, "identity"), str(ev, "verdict"), str(ev, "method"), url);
+}
+}  // namespace
+
 std::string formatEvent(const Json& ev) {
   std::string type = str(ev, "type");
   if (type == "drop") {
@@ -393,7 +432,7 @@ std::string formatEvent(const Json& ev) {
                        state.empty() ? "" : " state " + state, num(ev, "ifindex"), flowSummary(ev));
   }
   if (type == "lost") return fmt::format("Lost {} events", num(ev, "lost"));
-  if (type == "l7") return "l7 " + ev.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (type == "l7") return formatL7(ev);
   return "";
 }
 

@@ -125,6 +125,34 @@ TEST(FormatTest, MonitorOtherTypes) {
   EXPECT_EQ(formatEvent(Json::array()), "");
 }
 
+TEST(FormatTest, MonitorL7RequestAndResponse) {
+  Json req = Json::parse(R"({"type":"l7","l7_type":"request","direction":"ingress","verdict":"Denied",
+    "method":"PUT","url":"/v1/exhaust-port",
+    "src":{"ip":"10.200.0.3","port":41234,"identity":258,"endpoint":12,"labels":["k8s:class=tiefighter","k8s:org=empire"]},
+    "dst":{"ip":"10.200.0.2","port":80,"identity":257,"endpoint":11,"labels":["k8s:class=deathstar"]}})");
+  EXPECT_EQ(formatEvent(req),
+            "<- Request http from 12 ([k8s:class=tiefighter k8s:org=empire]) to 11 ([k8s:class=deathstar]), "
+            "identity 258->257, verdict Denied PUT http://10.200.0.2:80/v1/exhaust-port => 0");
+  Json resp = req;
+  resp["l7_type"] = "response";
+  resp["status"] = 403;
+  resp["latency_us"] = 812;
+  EXPECT_EQ(formatEvent(resp),
+            "<- Response http to 12 ([k8s:class=tiefighter k8s:org=empire]) from 11 ([k8s:class=deathstar]), "
+            "identity 257->258, verdict Denied PUT http://10.200.0.2:80/v1/exhaust-port => 403, latency 812us");
+  // Egress, an upstream error, and a source that is not a local endpoint.
+  Json err = resp;
+  err["direction"] = "egress";
+  err["verdict"] = "Error";
+  err["status"] = 503;
+  err["error"] = "connect_failed";
+  err["src"].erase("endpoint");
+  err["src"]["labels"] = Json::array();
+  EXPECT_EQ(formatEvent(err),
+            "-> Response http to 0 ([]) from 11 ([k8s:class=deathstar]), identity 257->258, verdict Error PUT "
+            "http://10.200.0.2:80/v1/exhaust-port => 503, latency 812us, error connect_failed");
+}
+
 TEST(FormatTest, BpfPolicyTable) {
   Json entries = Json::parse(R"([
     {"direction": "Ingress", "identity": 257, "labels": ["k8s:class=tiefighter", "k8s:org=empire"], "port": 80,

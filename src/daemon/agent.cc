@@ -2,7 +2,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -81,6 +83,33 @@ bool hasL7Rules(const policy::Policy& p) {
         for (const auto& pr : peer.to_ports)
           if (!pr.http.empty()) return true;
   return false;
+}
+
+std::string defaultProxyBinary() {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "membrane-proxy";
+  std::string self(buf, static_cast<size_t>(n));
+  auto slash = self.rfind('/');
+  return (slash == std::string::npos ? std::string(".") : self.substr(0, slash)) + "/membrane-proxy";
+}
+
+ProxyManagerConfig proxyManagerConfig(const Config& cfg) {
+  ProxyManagerConfig pc;
+  pc.binary = cfg.proxy_binary.empty() ? defaultProxyBinary() : cfg.proxy_binary;
+  pc.control_socket = cfg.proxy_control_socket;
+  pc.pidfile = cfg.state_dir + "/proxy.pid";
+  pc.log_file = cfg.state_dir + "/proxy.log";
+  return pc;
+}
+
+kernel::TproxyConfig tproxyConfig(const Config& cfg, const L7Ports& ports) {
+  kernel::TproxyConfig t;
+  t.table = cfg.proxy_route_table;
+  t.rule_priority = cfg.proxy_rule_priority;
+  t.chain = cfg.proxy_iptables_chain;
+  if (ports.ingress) t.ports = {ports.ingress, ports.egress};
+  return t;
 }
 
 const char* protoName(uint8_t p) {
@@ -168,6 +197,13 @@ Status Agent::init() {
   mc.audit = cfg_.policy_audit_mode;
   mc.trace_events = cfg_.trace_events;
   mc.bpf_root = cfg_.bpf_root;
+  if (cfg_.enable_l7_proxy) {
+    auto ports = parseProxyPortRange(cfg_.proxy_port_range);
+    if (!ports) return ports.error();
+    l7_ports_ = *ports;
+    mc.proxy_port_ingress = l7_ports_.ingress;
+    mc.proxy_port_egress = l7_ports_.egress;
+  }
   eps_ = std::make_unique<endpoint::Manager>(mc, *dp_, ids_, repo_, *metrics_);
 
   {
@@ -178,6 +214,7 @@ Status Agent::init() {
     refreshCookieNames();
   }
   MB_TRY_CTX(startWorkloads(), "workloads (--service-cidr " + cfg_.service_cidr + ")");
+  if (cfg_.enable_l7_proxy) MB_TRY_CTX(startProxy(), "L7 proxy (--enable-l7-proxy=false disables it)");
 
   if (cfg_.enable_health_checking) MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
 
@@ -190,6 +227,23 @@ Status Agent::init() {
   MB_TRY_CTX(api_->start(), "serve API on " + cfg_.api_socket);
 
   event_thread_ = std::thread([this] { eventLoop(); });
+  if (proxy_) {
+    accesslog_thread_ = std::thread([this] { accessLogLoop(); });
+    // A dead proxy means L7 traffic fails closed (no listener); bring it back
+    // with the current config.
+    proxy_supervisor_thread_ = std::thread([this] {
+      while (!stopping_) {
+        {
+          std::unique_lock lk(gc_mu_);
+          gc_cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
+        }
+        if (stopping_) break;
+        std::lock_guard lk(mu_);
+        if (proxy_->running()) continue;
+        if (auto st = syncProxy(); !st.ok()) spdlog::error("L7 proxy restart: {}", st.error().message);
+      }
+    });
+  }
   gc_thread_ = std::thread([this] { gcLoop(); });
   return okStatus();
 }
@@ -203,6 +257,8 @@ void Agent::stop() {
   hub_.closeAll();
   if (api_) api_->stop();
   if (event_thread_.joinable()) event_thread_.join();
+  if (accesslog_thread_.joinable()) accesslog_thread_.join();
+  if (proxy_supervisor_thread_.joinable()) proxy_supervisor_thread_.join();
   if (gc_thread_.joinable()) gc_thread_.join();
   if (workload_thread_.joinable()) workload_thread_.join();
   metrics_server_.reset();
@@ -242,6 +298,13 @@ Status Agent::cleanup(const Config& cfg) {
   dp->reset();
   auto pins = kernel::Datapath::removePins(cfg.bpf_root);
   if (!pins.ok() && first.ok()) first = pins;
+  if (cfg.enable_l7_proxy) {
+    (void)ProxyManager::stopAndRemove(proxyManagerConfig(cfg));
+    auto ports = parseProxyPortRange(cfg.proxy_port_range);
+    auto tp = removeTproxy(tproxyConfig(cfg, ports.ok() ? *ports : L7Ports{}));
+    if (!tp.ok() && first.ok()) first = tp;
+    ::unlink((cfg.state_dir + "/proxy.log").c_str());
+  }
   endpoint::removeFile(cfg.state_dir + "/policy.json").ok();
   ::rmdir((cfg.state_dir + "/endpoints").c_str());
   ::rmdir(cfg.state_dir.c_str());
@@ -350,6 +413,164 @@ Response Agent::healthStatus(const Request& req) {
                               {"reachable", rep->healthyNodes()},
                               {"total", total},
                               {"nodes", nodes}});
+}
+
+// ---------------------------------------------------------------------------
+// L7 proxy: host plumbing, the proxy process, its config.
+
+Status Agent::startProxy() {
+  // The proxy first: it refuses a control socket another agent's proxy serves,
+  // before anything node-global is touched.
+  auto pm = ProxyManager::start(proxyManagerConfig(cfg_));
+  if (!pm) return pm.error();
+  proxy_ = std::move(*pm);
+  MB_TRY(kernel::installTproxy(tproxyConfig(cfg_, l7_ports_)));
+  // The proxy keeps counting across agent restarts; /metrics reads it at scrape time.
+  const ProxyManager* px = proxy_.get();
+  metrics_->registerL7Source([px]() -> Result<std::vector<metrics::L7Stats>> {
+    auto j = px->stats();
+    if (!j) return j.error();
+    metrics::L7Stats s;
+    s.received = j->value("received", uint64_t{0});
+    s.forwarded = j->value("forwarded", uint64_t{0});
+    s.denied = j->value("denied", uint64_t{0});
+    s.parse_errors = j->value("parse_errors", uint64_t{0});
+    if (j->contains("redirects")) s.redirects_http = (*j)["redirects"].value("http", uint64_t{0});
+    for (const auto& h : j->value("upstream_reply_seconds", json::array())) {
+      metrics::L7UpstreamHistogram o;
+      o.error = h.value("error", "");
+      o.protocol_l7 = h.value("protocol_l7", "http");
+      o.scope = h.value("scope", "");
+      o.count = h.value("count", uint64_t{0});
+      o.sum = h.value("sum", 0.0);
+      for (const auto& b : h.value("buckets", json::array()))
+        o.buckets.emplace_back(b.value("le", 0.0), b.value("count", uint64_t{0}));
+      s.upstream_reply_seconds.push_back(std::move(o));
+    }
+    return std::vector<metrics::L7Stats>{s};
+  });
+  std::lock_guard lk(mu_);
+  return syncProxy();
+}
+
+json Agent::proxyStatusJson() {
+  if (!proxy_) return {{"status", "disabled"}};
+  bool up = proxy_->running();
+  return {{"status", up ? "ok" : "down"},
+          {"pid", proxy_->pid()},
+          {"ip", endpoint::ipv4ToString(eps_->config().pod_cidr.network + 1)},
+          {"redirects", proxy_redirects_},
+          {"ports", fmt::format("{}-{}", l7_ports_.ingress, l7_ports_.egress)},
+          {"control_socket", cfg_.proxy_control_socket}};
+}
+
+Status Agent::syncProxy() {
+  if (!proxy_) return okStatus();
+  MB_TRY(proxy_->ensureRunning());
+  std::vector<L7Endpoint> eps;
+  std::map<uint32_t, L7Peer> peers;
+  for (const auto* ep : eps_->list()) {
+    eps.push_back({ep->ipv4, ep->identity, ep->labels});
+    L7Peer& p = peers[ep->ipv4];
+    p.id = ep->id;
+    for (const auto& l : ep->labels) p.labels.push_back(l.toString());
+  }
+  {
+    std::lock_guard lk(l7_peers_mu_);
+    l7_peers_ = std::move(peers);
+  }
+  // The node's own address (gateway) is the host identity, as in the ipcache.
+  std::vector<std::pair<uint32_t, uint32_t>> extra{
+      {eps_->config().pod_cidr.network + 1, static_cast<uint32_t>(labels::Reserved::Host)}};
+  auto config = buildProxyConfig(++proxy_revision_, l7_ports_, repo_.policies(), eps, eps_->identityRefs(), extra);
+  MB_TRY(proxy_->push(config));
+  proxy_redirects_ = countRedirects(config);
+  return okStatus();
+}
+
+// The proxy's access log, relayed to `membrane monitor --type l7`. Its own
+// connection to the proxy's control socket (reconnects while the agent runs;
+// polls so that stop() ends it within 200 ms).
+void Agent::accessLogLoop() {
+  auto sleepAWhile = [this] {
+    for (int i = 0; i < 5 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  };
+  while (!stopping_) {
+    // Only while someone watches l7 events: the proxy formats access-log
+    // lines only for subscribers, and that is a cost on every request.
+    if (!hub_.wants("l7")) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", cfg_.proxy_control_socket.c_str());
+    if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      sleepAWhile();
+      continue;
+    }
+    const std::string req = "GET /v1/accesslog HTTP/1.1\r\nHost: membrane-proxy\r\n\r\n";
+    if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
+      sleepAWhile();
+      continue;
+    }
+    // Chunked body of NDJSON lines: headers, then (size CRLF data CRLF)*.
+    std::string in, lines;
+    bool headers_done = false;
+    for (;;) {
+      if (stopping_) return;
+      if (!hub_.wants("l7")) break;
+      pollfd pfd{fd.get(), POLLIN, 0};
+      int n = ::poll(&pfd, 1, 200);
+      if (n < 0 && errno != EINTR) break;
+      if (n <= 0) continue;
+      char buf[16384];
+      ssize_t r = ::read(fd.get(), buf, sizeof buf);
+      if (r <= 0) break;
+      in.append(buf, static_cast<size_t>(r));
+      if (!headers_done) {
+        auto end = in.find("\r\n\r\n");
+        if (end == std::string::npos) continue;
+        if (in.compare(0, 12, "HTTP/1.1 200") != 0) break;
+        in.erase(0, end + 4);
+        headers_done = true;
+      }
+      for (;;) {
+        auto crlf = in.find("\r\n");
+        if (crlf == std::string::npos) break;
+        size_t size = std::strtoul(in.substr(0, crlf).c_str(), nullptr, 16);
+        if (in.size() < crlf + 2 + size + 2) break;
+        lines.append(in, crlf + 2, size);
+        in.erase(0, crlf + 2 + size + 2);
+        if (size == 0) break;
+      }
+      size_t nl;
+      while ((nl = lines.find('\n')) != std::string::npos) {
+        publishAccessLogLine(std::string_view(lines).substr(0, nl));
+        lines.erase(0, nl + 1);
+      }
+    }
+    sleepAWhile();
+  }
+}
+
+void Agent::publishAccessLogLine(std::string_view line) {
+  json j = json::parse(line, nullptr, false);
+  if (!j.is_object()) return;
+  // Name the local endpoints on both sides (Cilium: "from 0 ([labels]) to 2756 ([labels])").
+  auto enrich = [&](const char* side) {
+    if (!j.contains(side) || !j[side].is_object()) return;
+    in_addr a{};
+    if (inet_pton(AF_INET, j[side].value("ip", "").c_str(), &a) != 1) return;
+    std::lock_guard lk(l7_peers_mu_);
+    auto it = l7_peers_.find(ntohl(a.s_addr));
+    j[side]["endpoint"] = it == l7_peers_.end() ? 0 : it->second.id;
+    j[side]["labels"] = it == l7_peers_.end() ? std::vector<std::string>{} : it->second.labels;
+  };
+  enrich("src");
+  enrich("dst");
+  hub_.publish("l7", j.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 // ---------------------------------------------------------------------------
@@ -554,6 +775,7 @@ Response Agent::healthz(const Request&) {
                               {"enforcement", cfg_.enable_policy},
                               {"audit", cfg_.policy_audit_mode},
                               {"cluster_health", clusterHealth},
+                              {"proxy", proxyStatusJson()},
                               {"message", not_ready ? fmt::format("{} endpoints not ready", not_ready) : ""}});
 }
 
@@ -606,6 +828,7 @@ Response Agent::createEndpoint(const Request& req) {
   std::lock_guard lk(mu_);
   auto ep = eps_->create(name, ns, user, named_ports);
   if (!ep) return errorResponse(ep.error());
+  if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after creating {}: {}", name, l7.error().message);
   return Response::json(201, endpoint::toApiJson(*ep));
 }
 
@@ -624,6 +847,7 @@ Response Agent::deleteEndpoint(const Request& req) {
   if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
   auto st = eps_->remove(*id);
   if (!st.ok()) return errorResponse(st.error());
+  if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after deleting endpoint {}: {}", *id, l7.error().message);
   return Response::json(200, {{"deleted", *id}});
 }
 
@@ -685,10 +909,10 @@ Response Agent::importPolicy(const Request& req) {
   }
   // L7 rules need the proxy; refusing is safer than silently allowing all of L7.
   for (const auto& p : parsed.policies)
-    if (hasL7Rules(p)) {
+    if (!proxy_ && hasL7Rules(p)) {
       metrics_->recordPolicyChange(false);
       return Response::error(400, fmt::format("policy {} in {}: toPorts[].rules (L7 HTTP rules) need the L7 proxy, "
-                                              "which this version of membrane does not have yet; nothing applied",
+                                              "which is disabled (membraned --enable-l7-proxy=false); nothing applied",
                                               p.displayName(), source));
     }
   auto r = repo_.import(parsed.policies);
@@ -703,6 +927,10 @@ Response Agent::importPolicy(const Request& req) {
   }
   policy_imports_.push_back({{"source", source}, {"content", content}, {"keys", keys}});
   auto regen = eps_->regenerateAll();
+  if (regen.ok()) {
+    auto l7 = syncProxy();
+    if (!l7.ok()) regen = l7.error();
+  }
   if (regen.ok())
     metrics_->observePolicyImplementationDelay(
         "local-api", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -737,6 +965,10 @@ Response Agent::deletePolicy(const Request& req) {
     deleted = *r;
   }
   auto regen = eps_->regenerateAll();
+  if (regen.ok()) {
+    auto l7 = syncProxy();
+    if (!l7.ok()) regen = l7.error();
+  }
   if (regen.ok())
     metrics_->observePolicyImplementationDelay(
         "local-api", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -867,6 +1099,7 @@ Response Agent::putNamespace(const Request& req) {
   std::lock_guard lk(mu_);
   auto st = eps_->setNamespaceLabels(req.param("name"), ls);
   if (!st.ok()) return errorResponse(st.error());
+  if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after namespace labels: {}", l7.error().message);
   return Response::json(200, {{"name", req.param("name")}, {"labels", body["labels"]}});
 }
 

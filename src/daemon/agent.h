@@ -30,6 +30,9 @@
 #include "membrane/result.h"
 #include "src/api/http_server.h"
 #include "src/daemon/config.h"
+#include "src/daemon/l7_policy.h"
+#include "src/daemon/proxy_manager.h"
+#include "src/kernel/tproxy.h"
 #include "src/daemon/monitor_hub.h"
 #include "src/health/health.h"
 #include "src/endpoint/manager.h"
@@ -96,6 +99,10 @@ class Agent {
   api::Response deletePod(const api::Request& req);
   api::Response listDeployments(const api::Request& req);
   api::Response listServices(const api::Request& req);
+  // L7: pushes the proxy config computed from policies + endpoints (holds mu_).
+  Status syncProxy();
+  Status startProxy();
+  void accessLogLoop();
   void monitor(const api::Request& req, api::StreamWriter& out);
 
   Config cfg_;
@@ -126,6 +133,23 @@ class Agent {
   std::mutex cookie_mu_;
   std::map<uint32_t, std::string> cookie_names_;
   std::chrono::steady_clock::time_point started_;
+  // L7 proxy (null when --enable-l7-proxy=false).
+  std::unique_ptr<ProxyManager> proxy_;
+  L7Ports l7_ports_;
+  uint64_t proxy_revision_ = 0;
+  size_t proxy_redirects_ = 0;  // in the last config the proxy accepted
+  nlohmann::json proxyStatusJson();  // GET /v1/healthz "proxy" (holds mu_)
+  std::thread accesslog_thread_;
+  std::thread proxy_supervisor_thread_;  // restarts a dead proxy within ~1 s
+  // Endpoint IP (host order) -> {id, labels} for l7 monitor events; written by
+  // syncProxy (under mu_), read by the access-log thread.
+  struct L7Peer {
+    uint32_t id = 0;
+    std::vector<std::string> labels;
+  };
+  std::mutex l7_peers_mu_;
+  std::map<uint32_t, L7Peer> l7_peers_;
+  void publishAccessLogLine(std::string_view line);
   bool stopped_ = false;
 };
 

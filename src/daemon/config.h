@@ -20,6 +20,16 @@ struct Config {
   uint32_t ct_gc_interval_seconds = 30;
   bool enable_health_checking = true;         // health endpoint + probes (cilium-health)
   uint32_t health_check_interval_seconds = 60;
+  // L7 proxy (docs/l7.md). Everything node-global is per agent, so two agents
+  // on one host never collide: listener ports, routing table, rule priority,
+  // iptables chain, control socket.
+  bool enable_l7_proxy = true;
+  std::string proxy_binary;                   // "" = membrane-proxy next to membraned
+  std::string proxy_control_socket = "/var/run/membrane/proxy.sock";
+  std::string proxy_port_range = "15001-15002";  // first: ingress listener, second: egress listener
+  uint32_t proxy_route_table = 2004;
+  uint32_t proxy_rule_priority = 9;
+  std::string proxy_iptables_chain = "MEMBRANE_PRE_mangle";
   std::string log_level = "info";
   std::string log_format = "text";            // text | json
 };

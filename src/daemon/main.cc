@@ -80,6 +80,26 @@ int main(int argc, char** argv) {
                  "Seconds between connectivity probe rounds")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();
+  app.add_option("--enable-l7-proxy", cfg.enable_l7_proxy,
+                 "Run membrane-proxy and redirect traffic with L7 (HTTP) rules to it; false rejects policies with "
+                 "toPorts[].rules")
+      ->capture_default_str();
+  app.add_option("--proxy-binary", cfg.proxy_binary, "membrane-proxy executable (default: next to membraned)");
+  app.add_option("--proxy-control-socket", cfg.proxy_control_socket,
+                 "Control socket of membrane-proxy (the agent adopts a proxy already serving it)")
+      ->capture_default_str();
+  app.add_option("--proxy-port-range", cfg.proxy_port_range,
+                 "START-END: TCP ports of the proxy listeners (START: ingress, START+1: egress)")
+      ->capture_default_str();
+  app.add_option("--proxy-route-table", cfg.proxy_route_table,
+                 "Routing table holding 'local 0.0.0.0/0 dev lo' for packets marked for the proxy")
+      ->capture_default_str();
+  app.add_option("--proxy-rule-priority", cfg.proxy_rule_priority,
+                 "Priority of the 'ip rule fwmark 0x200/0xf00 lookup <table>' rule")
+      ->capture_default_str();
+  app.add_option("--proxy-iptables-chain", cfg.proxy_iptables_chain,
+                 "iptables mangle chain (jumped to from PREROUTING) holding the TPROXY rules")
+      ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -89,8 +109,8 @@ int main(int argc, char** argv) {
   auto* cleanup = app.add_subcommand(
       "cleanup",
       "Remove everything this agent created: every endpoint (network namespace, veth, route), the BPF programs "
-      "and pins under --bpf-root, the host device, the unreachable route and the state directory. Stop the agent "
-      "first.");
+      "and pins under --bpf-root, the host device, the unreachable route, the L7 proxy process and its TPROXY "
+      "plumbing (ip rule, route table, iptables chain) and the state directory. Stop the agent first.");
 
   cleanup->fallthrough();  // accept the agent flags after "cleanup" too
   CLI11_PARSE(app, argc, argv);

@@ -60,4 +60,11 @@ size_t MonitorHub::subscribers() const {
   return subs_.size();
 }
 
+bool MonitorHub::wants(const std::string& type) const {
+  std::lock_guard lk(mu_);
+  for (const auto& s : subs_)
+    if (s->wants(type)) return true;
+  return false;
+}
+
 }  // namespace membrane::daemon

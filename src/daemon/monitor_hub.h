@@ -45,6 +45,9 @@ class MonitorHub {
   void publish(const std::string& type, const std::string& line);
   void closeAll();
   size_t subscribers() const;
+  // True if some subscriber receives events of this type (the L7 access-log
+  // relay runs only then: formatting every request costs the proxy).
+  bool wants(const std::string& type) const;
 
  private:
   mutable std::mutex mu_;

@@ -72,10 +72,13 @@ kernel::PolicyMapKey toMapKey(const policy::PolicyKey& k) {
   return m;
 }
 
-kernel::PolicyMapValue toMapValue(const policy::PolicyEntry& e) {
+kernel::PolicyMapValue toMapValue(const policy::PolicyEntry& e, const policy::PolicyKey& k, const ManagerConfig& cfg) {
   kernel::PolicyMapValue v{};
   v.deny = e.deny;
-  v.proxy_port = 0;  // L7 redirect: the proxy arrives with the L7 issue
+  // L7 rules: the proxy listener of the entry's direction (docs/l7.md).
+  if (!e.deny && e.proxy_port_needed)
+    v.proxy_port = k.direction == static_cast<uint8_t>(policy::Direction::Ingress) ? cfg.proxy_port_ingress
+                                                                                    : cfg.proxy_port_egress;
   v.cookie = e.cookie;
   return v;
 }
@@ -522,7 +525,7 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
   ep.egress_policies = pol.egress_rules;
 
   std::map<kernel::PolicyMapKey, kernel::PolicyMapValue> desired;
-  for (const auto& [k, v] : pol.entries) desired.emplace(toMapKey(k), toMapValue(v));
+  for (const auto& [k, v] : pol.entries) desired.emplace(toMapKey(k), toMapValue(v, k, cfg_));
 
   auto t1 = Clock::now();
   auto synced = dp_.syncPolicy(ep.id, desired);

@@ -1201,6 +1201,31 @@ TEST_F(DatapathServiceTest, IngressProxyEntryRedirectsToStackWithMark) {
   EXPECT_EQ(metric(MB_DROP_PROXY_LOOKUP_FAILED, MB_DIR_INGRESS).first, 1u);
 }
 
+// The real transparent upstream: the proxy's own connection to B (client
+// IP, a port of its own) is a NEW flow at B's to_endpoint. Its CT entry gets
+// MB_CT_F_PROXY_REDIRECT, so B's replies go to the host stack (the proxy's
+// socket owns the spoofed tuple) instead of being redirected into A.
+TEST_F(DatapathServiceTest, ProxyUpstreamFlowRepliesGoToTheStack) {
+  dst_.flags = MB_EP_F_INGRESS_ENFORCED;
+  ASSERT_TRUE(dp_->upsertEndpoint(dst_).ok());
+  setPolicy(kDstEp, {{ingress(kSrcId, 80, IPPROTO_TCP), PolicyMapValue{false, kProxyPort, 9}}});
+  actAs(dst_);
+  auto up = tcpTo(kDstIp, 45678, 80, kTcpSyn, 0);
+  auto res = run(Program::ToEndpoint, up, MB_MARK_MAGIC_PROXY_INGRESS | (kSrcId << 16));
+  EXPECT_EQ(res.retval, TC_ACT_OK);
+  auto ct = dp_->listCt();
+  ASSERT_TRUE(ct.ok());
+  ASSERT_EQ(ct->size(), 1u);
+  EXPECT_TRUE((*ct)[0].entry.flags & MB_CT_F_PROXY_REDIRECT);
+  EXPECT_EQ((*ct)[0].entry.proxy_port, 0) << "not redirected itself";
+  EXPECT_EQ((*ct)[0].entry.src_identity, kSrcId);
+  auto reply = PacketBuilder().ipv4(kDstIp, kSrcIp).tcp(80, 45678, kTcpSyn | kTcpAck).build();
+  res = run(Program::FromEndpoint, reply);
+  EXPECT_EQ(res.retval, TC_ACT_OK) << "to the stack, not redirect_peer into A";
+  EXPECT_EQ(res.mark, uint32_t{MB_MARK_MAGIC_TO_PROXY});
+  EXPECT_EQ(res.data, reply);
+}
+
 TEST_F(DatapathBpfTest, EgressProxyEntryAndStackIngressHairpin) {
   setSrcFlags(MB_EP_F_EGRESS_ENFORCED | MB_EP_F_INGRESS_ENFORCED);
   setPolicy(kSrcEp, {{egress(kRemoteId, 80, IPPROTO_TCP), PolicyMapValue{false, kProxyPort, 1}},

@@ -237,6 +237,7 @@ struct AgentMetrics::Impl {
     if (auto rows = datapath.poll()) append(detail::datapathFamilies(*rows));
     if (auto rows = map_pressure.poll()) append(detail::mapPressureFamilies(*rows));
     if (auto rows = map_ops.poll()) append(detail::mapOpsFamilies(*rows));
+    if (auto rows = l7.poll(); rows && !rows->empty()) append(detail::l7Families(rows->front()));
     append(detail::processFamilies());
 
     std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
@@ -288,6 +289,7 @@ struct AgentMetrics::Impl {
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
   PolledSource<MapOps> map_ops{"BPF map operations (cilium_bpf_map_ops_total)"};
+  PolledSource<L7Stats> l7{"L7 proxy stats (cilium_policy_l7_*, cilium_proxy_*)"};
 };
 
 AgentMetrics::AgentMetrics(BuildInfo build) : impl_(std::make_unique<Impl>(build)) {}
@@ -357,6 +359,7 @@ void AgentMetrics::recordConntrackGc(CtFamily family, CtProtocol protocol, bool 
 }
 
 void AgentMetrics::registerDatapathSource(DatapathSource source) { impl_->datapath.set(std::move(source)); }
+void AgentMetrics::registerL7Source(L7Source source) { impl_->l7.set(std::move(source)); }
 void AgentMetrics::registerMapPressureSource(MapPressureSource source) {
   impl_->map_pressure.set(std::move(source));
 }

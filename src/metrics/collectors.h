@@ -28,6 +28,8 @@ std::vector<prometheus::MetricFamily> mapPressureFamilies(const std::vector<MapP
 // cilium_bpf_map_ops_total{map_name,operation,outcome}; rows with the same
 // labels are summed.
 std::vector<prometheus::MetricFamily> mapOpsFamilies(const std::vector<MapOps>& rows);
+// The L7 proxy's families (l7_collector.cc).
+std::vector<prometheus::MetricFamily> l7Families(const L7Stats& s);
 
 // The fields of /proc/<pid>/stat that the process collector needs.
 struct ProcStat {

@@ -90,6 +90,9 @@ struct Conn {
 
   Proxy::Impl* px;
   UniqueFd cfd, ufd;
+  // Egress connection whose destination's ingress L7 rules this proxy applies
+  // too (its upstream then carries the PROXY_INGRESS mark).
+  bool ingress_checked = false;
   Direction dir = Direction::Ingress;
   sockaddr_in client{}, odst{};
   Buffer cin, cout, uin, uout;
@@ -577,7 +580,7 @@ struct Proxy::Impl {
       // datapath must recognise proxy traffic and its source identity.
       sockaddr_in src = c->client;
       src.sin_port = 0;
-      uint32_t mark = upstreamMark(c->dir, e.src_id);
+      uint32_t mark = upstreamMark(c->ingress_checked ? Direction::Ingress : c->dir, e.src_id);
       if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) != 0 ||
           setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
           setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) != 0 ||
@@ -670,6 +673,21 @@ struct Proxy::Impl {
     const PortPolicy* pp = cfg.find(pod, c->dir, ntohs(c->odst.sin_port));
     RequestView view{rq.method(), rq.url(), rq.host(), rq.headers(), rq.headerCount()};
     Verdict v = ProxyConfig::evaluate(pp, ingress ? src_id : dst_id, view);
+    // Egress L7 towards a destination that has ingress L7 rules on this port
+    // (a local pod): this proxy applies those too, and marks its upstream
+    // PROXY_INGRESS so the datapath does not send it to a second proxy (a
+    // hairpin from the destination's veth cannot reach the stack). Both must allow.
+    if (!ingress) {
+      const PortPolicy* in = cfg.find(c->odst.sin_addr.s_addr, Direction::Ingress, ntohs(c->odst.sin_port));
+      if (in) {
+        c->ingress_checked = true;
+        if (v.allowed) {
+          Verdict vi = ProxyConfig::evaluate(in, src_id, view);
+          if (!vi.allowed) v = vi;
+          v.header_mismatch_logged = v.header_mismatch_logged || vi.header_mismatch_logged;
+        }
+      }
+    }
 
     Pending& e = c->push();
     e.forward = v.allowed;

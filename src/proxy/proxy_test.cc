@@ -493,5 +493,29 @@ TEST_F(ProxyTest, EgressDirectionUsesClientAsPodAndDestinationIdentity) {
   EXPECT_EQ(readMessage(r, true).status, 403);
 }
 
+// Egress L7 to a destination with its own ingress L7 rules: the egress proxy
+// applies both (the datapath cannot chain two proxies); both must allow.
+TEST_F(ProxyTest, EgressAlsoAppliesTheDestinationsIngressRules) {
+  apply(fmt::format(R"({{"revision":12,"listeners":[{{"port":0,"direction":"egress"}}],
+    "endpoints":[{{"ip":"127.0.0.1",
+      "egress":[{{"port":{0},"rules":[{{"method":"GET","path":"/echo/.*"}}]}}],
+      "ingress":[{{"port":{0},"rules":[{{"method":"GET","path":"/echo/in"}}]}}]}}],
+    "identities":{{"127.0.0.1":300}}}})",
+                    server_.port()));
+  uint16_t eport = proxy_->boundPort(0, Direction::Egress);
+  ASSERT_NE(eport, 0);
+  uint64_t denied = proxy_->stats().denied.load(), forwarded = proxy_->stats().forwarded.load();
+  UniqueFd fd = connectTo(eport);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/in HTTP/1.1\r\n\r\nGET /echo/out HTTP/1.1\r\n\r\nPUT /echo/in HTTP/1.1\r\n"
+                                "content-length: 0\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 200);  // both allow
+  EXPECT_EQ(readMessage(r, true).status, 403);  // egress allows, ingress denies
+  EXPECT_EQ(readMessage(r, true).status, 403);  // egress denies
+  EXPECT_EQ(proxy_->stats().denied.load(), denied + 2);
+  EXPECT_EQ(proxy_->stats().forwarded.load(), forwarded + 1);
+  EXPECT_EQ(upstreamMark(Direction::Ingress, 300), 0x012C0A00u);
+}
+
 }  // namespace
 }  // namespace membrane::proxy

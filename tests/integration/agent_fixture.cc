@@ -34,13 +34,21 @@ void AgentFixture::SetUp() {
   host_dev_ = fmt::format("mbit{}", pid % 100000000);
   ns_ = fmt::format("it{}", pid);
   metrics_port_ = freePort();
+  proxy_socket_ = dir_ + "/proxy.sock";
+  proxy_chain_ = fmt::format("MBIT_{}", pid);
+  proxy_port_ = 20000 + (pid % 5000) * 2;  // below the ephemeral range (32768+)
+  proxy_table_ = 10000 + pid % 100000;
+  proxy_rule_priority_ = 1000 + pid % 20000;
 }
 
 std::vector<std::string> AgentFixture::agentArgs() const {
   return {bin("membraned"), "--api-socket", socket_, "--state-dir", state_dir_, "--bpf-root", bpf_root_,
           "--pod-cidr", pod_cidr_, "--service-cidr", service_cidr_, "--host-device", host_dev_, "--prometheus-serve-addr",
           fmt::format("127.0.0.1:{}", metrics_port_), "--log-level", "debug",
-          "--enable-health-checking", health_ ? "true" : "false", "--health-check-interval", "1"};
+          "--enable-health-checking", health_ ? "true" : "false", "--health-check-interval", "1",
+          "--proxy-control-socket", proxy_socket_, "--proxy-port-range",
+          fmt::format("{}-{}", proxy_port_, proxy_port_ + 1), "--proxy-route-table", std::to_string(proxy_table_),
+          "--proxy-rule-priority", std::to_string(proxy_rule_priority_), "--proxy-iptables-chain", proxy_chain_};
 }
 
 void AgentFixture::startAgent() {
@@ -73,6 +81,14 @@ void AgentFixture::TearDown() {
   EXPECT_NE(stat(bpf_root_.c_str(), &st), 0) << bpf_root_ << " still exists";
   auto links = run({"ip", "link", "show", host_dev_});
   EXPECT_NE(links.exit_code, 0) << "host device " << host_dev_ << " still exists";
+  // The L7 plumbing and the proxy process are gone too.
+  auto rules = run({"ip", "-4", "rule", "show", "table", std::to_string(proxy_table_)});
+  EXPECT_EQ(rules.out, "") << "ip rules for table " << proxy_table_ << " left behind";
+  auto routes = run({"ip", "-4", "route", "show", "table", std::to_string(proxy_table_)});
+  EXPECT_EQ(routes.out, "") << "routes in table " << proxy_table_ << " left behind";
+  auto chain = run({"iptables", "-w", "5", "-t", "mangle", "-n", "-L", proxy_chain_});
+  EXPECT_NE(chain.exit_code, 0) << "iptables chain " << proxy_chain_ << " still exists";
+  EXPECT_NE(stat(proxy_socket_.c_str(), &st), 0) << proxy_socket_ << " still exists";
   if (!HasFailure()) run({"rm", "-rf", dir_});
   else std::fprintf(stderr, "agent log kept in %s/membraned.log\n", dir_.c_str());
 }

@@ -53,6 +53,10 @@ class AgentFixture : public ::testing::Test {
   std::string build_dir_, source_dir_;
   std::string dir_, socket_, state_dir_, bpf_root_, pod_cidr_, service_cidr_, host_dev_, ns_;
   int metrics_port_ = 0;
+  // L7 proxy plumbing, per test (pid-derived) so parallel agents never collide.
+  std::string proxy_socket_, proxy_chain_;
+  int proxy_port_ = 0;          // ingress listener; egress = +1
+  int proxy_table_ = 0, proxy_rule_priority_ = 0;
   bool health_ = false;  // the health endpoint is an extra pod: off unless a test is about health
   std::optional<Child> agent_;
   std::vector<Child> children_;  // servers, monitors: stopped in TearDown

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# bench/l7/run.sh: HTTP requests/s and latency through membrane's L7 path (docs/benchmarks.md).
+#
+#   bench/l7/run.sh [BUILD_DIR] [--seconds S] [--connections C] [--rounds N] [--quick]
+#   defaults: BUILD_DIR=build, 3 rounds of 10 s, 32 connections; --quick = 1 round of 3 s
+#
+# One isolated membraned, three pods (client, server, nginx-rp), in one run on the same cores:
+#   direct  client -> server:80, L3/L4 policy only (no proxy): the floor
+#   l7      client -> server:80 through membrane-proxy (TPROXY), 10 HTTP rules on the port
+#           (9 that do not match, then GET /bench), transparent upstream
+#   nginx   client -> nginx-rp:8080 -> server:80: Debian's nginx as a plain reverse proxy
+#           (1 worker, upstream keep-alive), the same forwarding without policy
+# Server: nginx (1 worker) answering GET /bench with a fixed 2-byte body. Load: wrk (1 thread,
+# C keep-alive connections) in the client pod. Prints requests/s, p50 and p99 per config (the
+# median round), and the ratios l7/nginx and l7/direct, as Markdown; saves it in BUILD_DIR/bench.
+#
+# Bench-only Debian packages: wrk, nginx-light (make bench-l7 installs them).
+# Everything created (agent, pods, plumbing, processes) is removed on exit, on failure and on
+# Ctrl-C; processes are ended by PID only.
+set -euo pipefail
+
+build=""
+seconds=10
+conns=32
+rounds=3
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds=$2; shift 2 ;;
+    --connections) conns=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --quick) seconds=3; rounds=1; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "unknown flag $1" >&2; exit 2 ;;
+    *) build=$1; shift ;;
+  esac
+done
+build=$(cd "${build:-build}" && pwd)
+[[ "$seconds" =~ ^[1-9][0-9]*$ && "$seconds" -le 120 ]] || { echo "--seconds: 1..120" >&2; exit 2; }
+[[ "$conns" =~ ^[1-9][0-9]*$ && "$conns" -le 1000 ]] || { echo "--connections: 1..1000" >&2; exit 2; }
+[[ "$rounds" =~ ^[1-9]$ ]] || { echo "--rounds: 1..9" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "run.sh: run as root" >&2; exit 1; }
+for t in wrk nginx iptables ip; do command -v "$t" >/dev/null || { echo "run.sh: $t not found (make bench-l7 installs wrk, nginx-light)" >&2; exit 1; }; done
+
+id=$(( $$ % 100000 ))
+work=/tmp/membrane-bench-l7-$$
+mkdir -p "$work"
+ns="bl7$id"
+sock="$work/membrane.sock"
+args=(--api-socket "$sock" --state-dir "$work/state" --bpf-root "/sys/fs/bpf/membrane-bench-l7-$$"
+      --pod-cidr "10.253.$(( id % 250 )).0/24" --host-device "mbl7$id" --prometheus-serve-addr ""
+      --enable-health-checking false --log-level warn
+      --proxy-control-socket "$work/proxy.sock" --proxy-port-range "$(( 30000 + (id % 1000) * 2 ))-$(( 30001 + (id % 1000) * 2 ))"
+      --proxy-route-table "$(( 20000 + id ))" --proxy-rule-priority "$(( 2000 + id % 20000 ))"
+      --proxy-iptables-chain "MBL7_$id")
+pids=()
+agent_pid=""
+cli() { "$build/bin/membrane" --socket "$sock" "$@"; }
+cleanup() {
+  local rc=$?
+  trap '' INT TERM
+  # The nginx masters (their pid files: `membrane exec` runs in a subshell here).
+  for f in "$work/server.pid" "$work/rp.pid"; do [ -s "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; fi
+  timeout 60 "$build/bin/membraned" cleanup "${args[@]}" >>"$work/agent.log" 2>&1 || { echo "cleanup failed: $work/agent.log" >&2; rc=1; }
+  [ "$rc" = 0 ] && rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$build/bin/membraned" "${args[@]}" >"$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 100); do cli status --brief >/dev/null 2>&1 && break; sleep 0.1; done
+cli status --brief >/dev/null || { echo "membraned did not start: $work/agent.log" >&2; exit 1; }
+
+ip_of() { cli endpoint get "$1" -n "$ns" -o json | python3 -c 'import json,sys; j=json.load(sys.stdin); j=j[0] if isinstance(j,list) else j; print(j["ipv4"])'; }
+for p in client server nginx-rp; do cli endpoint create "$p" -n "$ns" --labels "app=$p" >/dev/null; done
+srv=$(ip_of server); rp=$(ip_of nginx-rp)
+
+nginx_conf() {  # $1 name, $2 server block
+  cat >"$work/$1.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/$1.pid;
+error_log $work/$1.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$1-tmp;
+  proxy_temp_path $work/$1-tmp;
+  fastcgi_temp_path $work/$1-tmp;
+  uwsgi_temp_path $work/$1-tmp;
+  scgi_temp_path $work/$1-tmp;
+  keepalive_requests 1000000;
+  $2
+}
+CONF
+}
+nginx_conf server "server { listen 80; location /bench { return 200 'ok'; } }"
+nginx_conf rp "upstream be { server $srv:80; keepalive 64; }
+  server { listen 8080; location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+cli exec -n "$ns" server -- nginx -c "$work/server.conf" >"$work/server.log" 2>&1 & pids+=($!)
+cli exec -n "$ns" nginx-rp -- nginx -c "$work/rp.conf" >"$work/rp.log" 2>&1 & pids+=($!)
+
+policy() {  # $1: the toPorts rules block of the server's port 80
+  cat >"$work/policy.yaml" <<YAML
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: bench, namespace: $ns}
+spec:
+  endpointSelector: {matchLabels: {app: server}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}, {matchLabels: {app: nginx-rp}}]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+$1
+YAML
+  cli policy import "$work/policy.yaml" >/dev/null
+}
+rules10="      rules:
+        http:"
+for i in 1 2 3 4 5 6 7 8 9; do rules10+="
+        - {method: POST, path: \"/api/v$i/.*\"}"; done
+rules10+="
+        - {method: GET, path: \"/bench\"}"
+
+load() {  # $1 url -> "rps p50_ms p99_ms"
+  cli exec -n "$ns" client -- wrk -t1 -c"$conns" -d"${seconds}s" --latency "$1" >"$work/wrk.out" 2>&1
+  python3 - "$work/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v); x = float(m.group(1))
+    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errs: sys.exit("wrk: %s non-2xx responses:\n%s" % (errs.group(1), t))
+print("%.0f %.3f %.3f" % (rps, p50, p99))
+PY
+}
+for _ in $(seq 50); do cli exec -n "$ns" client -- curl -s --max-time 1 "http://$srv/bench" 2>/dev/null | grep -q ok && break; sleep 0.1; done
+
+declare -A res
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in $(seq "$rounds"); do
+  policy ""                                   # L3/L4 only
+  res[direct,$r]=$(load "http://$srv/bench")
+  res[nginx,$r]=$(load "http://$rp:8080/bench")
+  policy "$rules10"                           # 10 HTTP rules on :80
+  [ "$(cli exec -n "$ns" client -- curl -s -o /dev/null -w '%{http_code}' -X POST "http://$srv/bench")" = 403 ] \
+    || { echo "the L7 policy is not enforced" >&2; exit 1; }
+  res[l7,$r]=$(load "http://$srv/bench")
+  echo "round $r: direct ${res[direct,$r]} | nginx ${res[nginx,$r]} | l7 ${res[l7,$r]}" >&2
+done
+
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+report=$(python3 - "$rounds" "$seconds" "$conns" "$(nproc)" "$(uname -r)" <<PY
+import sys, statistics
+rounds, secs, conns, ncpu, kernel = sys.argv[1:]
+res = {}
+$(for k in "${!res[@]}"; do echo "res[tuple('$k'.split(','))] = '${res[$k]}'"; done)
+def med(cfg):
+    rows = sorted((tuple(map(float, v.split())) for (c, r), v in res.items() if c == cfg), key=lambda x: x[0])
+    return rows[len(rows) // 2]
+d, n, l = med("direct"), med("nginx"), med("l7")
+print("| config | requests/s | p50 ms | p99 ms |\n|---|---:|---:|---:|")
+for name, v in (("direct pod->pod, L3/L4 only", d), ("nginx reverse proxy (1 worker)", n), ("membrane L7, 10 rules", l)):
+    print("| %s | %.0f | %.3f | %.3f |" % (name, v[0], v[1], v[2]))
+print("\nl7 / nginx requests/s: %.2f; l7 / direct: %.2f  (median of %s rounds of %s s, wrk -t1 -c%s, %s CPUs, kernel %s)"
+      % (l[0] / n[0], l[0] / d[0], rounds, secs, conns, ncpu, kernel))
+print("load average before/after: $load_before / $load_after")
+print("\nper round (requests/s p50_ms p99_ms):")
+for r in range(1, int(rounds) + 1):
+    print("- round %d: direct %s | nginx %s | l7 %s" % (r, res[("direct", str(r))], res[("nginx", str(r))], res[("l7", str(r))]))
+PY
+)
+echo "$report"
+mkdir -p "$build/bench"
+echo "$report" >"$build/bench/l7.md"

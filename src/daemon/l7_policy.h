@@ -1,0 +1,54 @@
+// The L7 (HTTP) part of the policy, as membrane-proxy's config (docs/l7.md
+// "Config"): pure, no I/O, unit-tested without root.
+//
+// For every endpoint and direction, every TCP port that some rule selecting the
+// endpoint gives HTTP rules becomes a redirect with:
+//  - each http rule of a peer rule covering the port, restricted to the
+//    identities that peer rule selects (peer identity: client on ingress,
+//    destination on egress); a peer rule selecting every peer -> no restriction;
+//  - a rule `{}` (allow every request) for each peer rule that allows the
+//    port at L3/L4 without HTTP rules (Cilium: an L4-only allow on an L7 port
+//    lets those peers' requests through), restricted to its identities.
+// Deny rules never reach the proxy: the datapath drops before redirecting.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "membrane/identity.h"
+#include "membrane/labels.h"
+#include "membrane/policy.h"
+#include "membrane/result.h"
+
+namespace membrane::daemon {
+
+struct L7Endpoint {
+  uint32_t ipv4 = 0;  // host order
+  uint32_t identity = 0;
+  labels::LabelSet labels;
+};
+
+struct L7Ports {
+  uint16_t ingress = 0;  // proxy listener port for ingress redirects
+  uint16_t egress = 0;
+};
+
+// membrane-proxy config JSON: revision, listeners (both ports), endpoints with
+// rules, and identities (every endpoint's IP plus `extra_identities`, e.g. the
+// node's gateway -> host (1)).
+nlohmann::json buildProxyConfig(uint64_t revision, const L7Ports& ports, const std::vector<policy::Policy>& policies,
+                                const std::vector<L7Endpoint>& endpoints,
+                                const std::vector<identity::IdentityRef>& identities,
+                                const std::vector<std::pair<uint32_t, uint32_t>>& extra_identities);
+
+// "START-END" (--proxy-port-range): ingress = START, egress = START+1.
+// EINVAL with the flag name and what is wrong.
+Result<L7Ports> parseProxyPortRange(const std::string& range);
+
+// Number of (endpoint, direction, port) redirects in a config built above.
+size_t countRedirects(const nlohmann::json& config);
+
+}  // namespace membrane::daemon
