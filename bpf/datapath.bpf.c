@@ -51,7 +51,8 @@
  *     CT replies and pass.
  * Traffic entering a pod from the stack (to_endpoint) that hits a proxy
  * entry without coming from the proxy is hair-pinned into the stack again
- * (bpf_redirect ingress of the same veth) with the TO_PROXY mark. A packet
+ * (bpf_redirect ingress of the same veth, destination MAC = the veth's)
+ * with the TO_PROXY mark; from_endpoint passes such a packet. A packet
  * still carrying TO_PROXY when it reaches to_endpoint was not taken by
  * TPROXY (no proxy, no rule): dropped 178, the L7 policy fails closed.
  */
@@ -114,6 +115,14 @@ int from_endpoint(struct __sk_buff *skb)
 
 	f.ifindex = ifindex;
 	f.len = skb->len;
+	/*
+	 * to_endpoint's hairpin (host -> pod traffic for the ingress L7 proxy,
+	 * below) re-enters here: straight to the stack, where TPROXY takes it.
+	 * A pod cannot forge this: veth scrubs skb->mark when a packet crosses
+	 * network namespaces.
+	 */
+	if ((skb->mark & MB_MARK_MAGIC_MASK) == MB_MARK_MAGIC_TO_PROXY && (skb->mark >> 16))
+		return TC_ACT_OK;
 	ep = bpf_map_lookup_elem(&mb_lxc_v1, &ifindex);
 	if (!ep) /* not (yet) an endpoint: fail closed */
 		return mb_drop(&f, MB_DROP_EP_NOT_READY, MB_DIR_EGRESS);
@@ -289,7 +298,15 @@ int to_endpoint(struct __sk_buff *skb)
 	}
 
 	if (f.proxy_port) {
-		/* Hairpin into the host stack as if from the pod: TPROXY takes it. */
+		/*
+		 * Hairpin into the host stack through the veth's ingress: the
+		 * destination MAC becomes the veth's own (else the stack sees
+		 * PACKET_OTHERHOST and drops it); from_endpoint passes it on
+		 * (mark), TPROXY takes it. The agent sets accept_local on the
+		 * veth: the source may be the node's own (gateway) address.
+		 */
+		if (bpf_skb_store_bytes(skb, 0, ep->node_mac, ETH_ALEN, 0) < 0)
+			return mb_drop(&f, MB_DROP_WRITE_ERROR, MB_DIR_INGRESS);
 		skb->mark = mb_to_proxy_mark(f.proxy_port);
 		mb_trace(&f, cfg_flags, MB_TRACE_TO_PROXY, MB_DIR_INGRESS);
 		return bpf_redirect(ifindex, BPF_F_INGRESS);

@@ -12,6 +12,9 @@
 #include <time.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <set>
 #include <ctime>
 #include <regex>
 #include <thread>
@@ -485,6 +488,23 @@ Status Agent::syncProxy() {
   auto config = buildProxyConfig(++proxy_revision_, l7_ports_, repo_.policies(), eps, eps_->identityRefs(), extra);
   MB_TRY(proxy_->push(config));
   proxy_redirects_ = countRedirects(config);
+  // Host -> pod traffic to an ingress L7 port is hair-pinned back into the
+  // stack through the pod's veth with the node's own source address; the
+  // kernel drops that as a martian unless the veth accepts local sources
+  // (from_endpoint's anti-spoofing already stops pods from using them).
+  std::set<std::string> l7_ips;
+  for (const auto& e : config["endpoints"])
+    if (!e["ingress"].empty()) l7_ips.insert(e["ip"].get<std::string>());
+  for (const auto* ep : eps_->list()) {
+    if (!l7_ips.count(endpoint::ipv4ToString(ep->ipv4)) || ep->host_ifname.empty()) continue;
+    std::string path = "/proc/sys/net/ipv4/conf/" + ep->host_ifname + "/accept_local";
+    if (FILE* f = std::fopen(path.c_str(), "w")) {
+      std::fputs("1", f);
+      std::fclose(f);
+    } else {
+      spdlog::warn("L7: cannot set {} (host -> pod L7 traffic will be dropped): {}", path, std::strerror(errno));
+    }
+  }
   return okStatus();
 }
 

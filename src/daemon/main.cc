@@ -39,7 +39,9 @@ int main(int argc, char** argv) {
       "Examples:\n"
       "  membraned                                   # defaults: socket /var/run/membrane/membrane.sock, metrics :9962\n"
       "  membraned --pod-cidr 10.201.0.0/16 --api-socket /tmp/m2.sock --state-dir /tmp/m2 \\\n"
-      "            --bpf-root /sys/fs/bpf/membrane-m2 --host-device membrane_m2 --prometheus-serve-addr :9972\n"
+      "            --bpf-root /sys/fs/bpf/membrane-m2 --host-device membrane_m2 --prometheus-serve-addr :9972 \\\n"
+      "            --proxy-control-socket /tmp/m2-proxy.sock --proxy-port-range 15011-15012 --proxy-route-table 2014 \\\n"
+      "            --proxy-rule-priority 19 --proxy-iptables-chain MEMBRANE_M2_mangle   # a second agent on one host\n"
       "  membraned cleanup                           # remove every pod, pin, route and state file of this agent\n"
       "The CLI is 'membrane' (membrane --help).");
   app.set_version_flag("--version", std::string(MEMBRANE_VERSION_STRING));
@@ -86,7 +88,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--proxy-binary", cfg.proxy_binary, "membrane-proxy executable (default: next to membraned)");
   app.add_option("--proxy-control-socket", cfg.proxy_control_socket,
-                 "Control socket of membrane-proxy (the agent adopts a proxy already serving it)")
+                 "Control socket of membrane-proxy; a running proxy recorded in <state-dir>/proxy.pid and serving it "
+                 "is adopted on start, another one there is an error")
       ->capture_default_str();
   app.add_option("--proxy-port-range", cfg.proxy_port_range,
                  "START-END: TCP ports of the proxy listeners (START: ingress, START+1: egress)")

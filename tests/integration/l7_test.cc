@@ -68,6 +68,29 @@ spec:
           path: "/v1/request-landing"
 )";
 
+// The node itself may call deathstar's landing API (and nothing else).
+const char* kHostL7Policy = R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "host-landing"
+  namespace: "{ns}"
+spec:
+  endpointSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - fromEntities:
+    - host
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: "POST"
+          path: "/v1/request-landing"
+)";
+
 // An L7 port on deathstar where nothing listens: the proxy's upstream is refused.
 const char* kDeadPortPolicy = R"(apiVersion: "cilium.io/v2"
 kind: CiliumNetworkPolicy
@@ -378,6 +401,25 @@ TEST_F(L7, EgressRulesOnTheClient) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find(fmt::format("deathstar: {} \"GET /v1 HTTP/1.1\" 200", tiefighter_.ip)), std::string::npos) << log;
+}
+
+TEST_F(L7, HostToPodThroughTheIngressProxy) {
+  auto imp = importPolicy(withNs(kHostL7Policy, ns_));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
+  auto hostCurl = [&](const std::string& method, const std::string& path) {
+    return run({"curl", "-s", "--max-time", "5", "-X", method, "-w", "|%{http_code}",
+                fmt::format("http://{}:80{}", deathstar_.ip, path)});
+  };
+  EXPECT_EQ(hostCurl("POST", "/v1/request-landing").out, "Ship landed\n|200");
+  EXPECT_EQ(hostCurl("PUT", "/v1/exhaust-port").out, "Access denied\r\n|403");
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+  // The server saw the node's (gateway) address.
+  std::string gw = pod_cidr_.substr(0, pod_cidr_.rfind('.')) + ".1";
+  std::string log = readFileOrEmpty(dir_ + "/deathstar.log");
+  EXPECT_NE(log.find(fmt::format("deathstar: {} \"POST /v1/request-landing HTTP/1.1\" 200", gw)), std::string::npos)
+      << log;
 }
 
 TEST_F(L7, UnreachableUpstreamGets503WithTheErrorLabel) {
