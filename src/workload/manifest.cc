@@ -562,6 +562,15 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
           YAML::Node n = YAML::Load(doc);
           if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar())) {
             policy_doc = true;
+            // The policy parser puts a policy without a namespace in "default":
+            // with -n that would silently select nothing in the namespace meant.
+            const YAML::Node md = n["metadata"];
+            if (default_ns != "default" && n["kind"].Scalar() != "CiliumClusterwideNetworkPolicy" && md &&
+                md.IsMap() && !md["namespace"])
+              p.error(md, "metadata",
+                      fmt::format("a policy without metadata.namespace would go to namespace default, not '{0}': "
+                                  "add 'namespace: {0}' under metadata (-n does not apply to policies)",
+                                  default_ns));
           } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
             p.listItems(n["items"], "items");
           } else if (!n.IsNull()) {

@@ -110,6 +110,20 @@ TEST(Manifest, BadValues) {
   EXPECT_EQ(firstError(rp), "p.yaml:6:18: spec.restartPolicy: restartPolicy 'Sometimes' is not one of Always, OnFailure, Never");
 }
 
+TEST(Manifest, NamespaceFlagAndPolicies) {
+  std::string pol = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n"
+                    "  endpointSelector: {}\n";
+  auto r = parseManifests(pol, "p.yaml", "team-a");
+  EXPECT_EQ(firstError(r), "p.yaml:4:3: metadata: a policy without metadata.namespace would go to namespace default, "
+                           "not 'team-a': add 'namespace: team-a' under metadata (-n does not apply to policies)");
+  EXPECT_TRUE(parseManifests(pol, "p.yaml").ok());
+  auto pod = parseManifests("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n"
+                            "  containers: [{name: c, image: i}]\n",
+                            "x.yaml", "team-a");
+  ASSERT_TRUE(pod.ok()) << firstError(pod);
+  EXPECT_EQ(pod.manifests.pods.at(0).meta.ns, "team-a");
+}
+
 TEST(Manifest, EmptyInput) {
   auto r = parseManifests("# nothing\n", "e.yaml");
   EXPECT_EQ(firstError(r), "e.yaml:1:1: no object found");
