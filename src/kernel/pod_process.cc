@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -70,6 +71,15 @@ Result<pid_t> spawnPodProcess(const PodProcessSpec& spec) {
   if (pid < 0) return Error::fromErrno(errno, "fork");
   if (pid == 0) {
     int w = wr.get();
+    // The agent blocks SIGTERM/SIGINT (it waits for them with sigwait) and
+    // ignores SIGPIPE; both are inherited across exec. A pod's command gets
+    // the defaults, or `kill -TERM` would not stop it.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
     if (::setsid() < 0) childFail(w, kSetsid);
     if (::dup2(devnull.get(), 0) < 0 || ::dup2(log.get(), 1) < 0 || ::dup2(log.get(), 2) < 0) childFail(w, kStdio);
     if (::setns(netns.get(), CLONE_NEWNET) != 0) childFail(w, kSetns);

@@ -87,6 +87,12 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   ASSERT_TRUE(waitPodsReady(4)) << pods().dump(1);
   ASSERT_EQ(deathstars().size(), 2u);
 
+  // Pod commands do not inherit the agent's blocked SIGTERM (else delete waits for SIGKILL).
+  for (const auto& p : pods()) {
+    std::string status = readFileOrEmpty(fmt::format("/proc/{}/status", p["pid"].get<int>()));
+    EXPECT_NE(status.find("SigBlk:\t0000000000000000\n"), std::string::npos) << p["name"] << status;
+  }
+
   // The seed's command, verbatim but for the namespace.
   const std::string fqdn = fmt::format("deathstar.{}.svc.cluster.local", ns_);
   auto land = execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
