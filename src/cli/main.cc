@@ -213,6 +213,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> apply_files;
   std::string apply_ns = "default";
   auto* apply = app.add_subcommand("apply", "Create or update objects from Kubernetes manifests (all or nothing)");
+  apply->alias("create");  // the seed's `kubectl create -f`
   apply->add_option("-f,--filename", apply_files, "Manifest file, directory (*.yaml, *.yml, *.json) or - for stdin")
       ->required();
   apply->add_option("-n,--namespace", apply_ns, "Namespace of objects whose metadata names none (not policies)")
@@ -248,14 +249,15 @@ int main(int argc, char** argv) {
 
   membrane::cli::GetArgs get_args;
   auto* get = app.add_subcommand("get", "List pods, deployments, services, policies or namespaces (kubectl columns)");
-  get->add_option("resource", get_args.resource, "pods|deployments|services|policies|namespaces")->required();
+  get->add_option("resource", get_args.resource, "pods|deployments|services|policies|namespaces, or several: pods,svc")
+      ->required();
   get->add_option("-n,--namespace", get_args.ns, "Namespace")->capture_default_str();
   get->add_flag("-A,--all-namespaces", get_args.all_namespaces, "Every namespace");
   get->add_option("-o,--output", get_args.output, "wide (more columns) or json")->check(CLI::IsMember({"wide", "json"}));
   get->footer(
       "Columns: pods NAME READY STATUS RESTARTS AGE (-o wide adds IP NODE ENDPOINT); services NAME TYPE CLUSTER-IP\n"
       "EXTERNAL-IP PORT(S) AGE; deployments NAME READY UP-TO-DATE AVAILABLE.\n"
-      "Examples:\n  membrane get pods\n  membrane get pods -A -o wide\n  membrane get services -o json");
+      "Examples:\n  membrane get pods\n  membrane get pods,svc\n  membrane get pods -A -o wide\n  membrane get services -o json");
   get->callback([&] { action = [&] { return membrane::cli::cmdGet(ctx, get_args); }; });
 
   std::string logs_pod, logs_ns = "default";
