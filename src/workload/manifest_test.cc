@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -122,6 +123,26 @@ TEST(Manifest, NamespaceFlagAndPolicies) {
                             "x.yaml", "team-a");
   ASSERT_TRUE(pod.ok()) << firstError(pod);
   EXPECT_EQ(pod.manifests.pods.at(0).meta.ns, "team-a");
+}
+
+// Whatever the input, a result (never a crash, hang or exception): the
+// policy parser's fuzz corpus plus inputs that trip yaml-cpp.
+TEST(Manifest, MalformedInputsGiveDiagnostics) {
+  for (const char* text : {"{a: b},", "kind: [", "\t- x", "---\n---\n...\n", "[1, 2]", "{\"kind\": 3}",
+                           "apiVersion: v1\nkind: Pod\nmetadata: []\n", "kind: List\nitems: 3\n"}) {
+    auto r = parseManifests(text, "x.yaml");
+    EXPECT_FALSE(r.ok()) << text;
+  }
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MEMBRANE_SOURCE_DIR) + "/src/policy/fuzz/corpus")) {
+    std::ifstream in(e.path());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto r = parseManifests(ss.str(), e.path().filename().string());
+    EXPECT_TRUE(r.ok() || !r.diagnostics.empty());
+    ++files;
+  }
+  EXPECT_GT(files, 0u);
 }
 
 TEST(Manifest, EmptyInput) {
