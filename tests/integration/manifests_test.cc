@@ -128,6 +128,28 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_GE(got1, 1);
   std::fprintf(stderr, "load balancing over %d requests: %s=%d %s=%d\n", kRequests, ds[0].c_str(), got0, ds[1].c_str(), got1);
 
+  // logs -f follows: a request straight to one replica's pod IP shows up in
+  // the running `logs -f` (which printed the earlier lines first).
+  {
+    std::string ip;
+    for (const auto& p : pods())
+      if (p["name"] == ds[1]) ip = p["ip"];
+    Child follow = Child::spawn({bin("membrane"), "--socket", socket_, "logs", "-f", "-n", ns_, ds[1]}, dir_ + "/follow.log");
+    auto countIn = [&](const std::string& text) {
+      int n = 0;
+      for (size_t pos = 0; (pos = text.find("\"POST /v1/request-landing HTTP/1.1\" 200", pos)) != std::string::npos; ++pos) ++n;
+      return n;
+    };
+    const int already = landings(ds[1]);
+    ASSERT_TRUE(waitFor([&] { return countIn(readFileOrEmpty(dir_ + "/follow.log")) == already; }, std::chrono::seconds(5)));
+    EXPECT_EQ(execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", ip + "/v1/request-landing"}).out,
+              "Ship landed\n");
+    EXPECT_TRUE(waitFor([&] { return countIn(readFileOrEmpty(dir_ + "/follow.log")) == already + 1; },
+                        std::chrono::seconds(5)))
+        << readFileOrEmpty(dir_ + "/follow.log");
+    follow.stop();
+  }
+
   // A deleted replica is replaced; the backends follow.
   auto del = cli({"delete", "pod", ds[0], "-n", ns_});
   ASSERT_EQ(del.exit_code, 0) << del.err;
