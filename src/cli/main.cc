@@ -216,7 +216,7 @@ int main(int argc, char** argv) {
   apply->alias("create");  // the seed's `kubectl create -f`
   apply->add_option("-f,--filename", apply_files, "Manifest file, directory (*.yaml, *.yml, *.json) or - for stdin")
       ->required();
-  apply->add_option("-n,--namespace", apply_ns, "Namespace of objects whose metadata names none (not policies)")
+  apply->add_option("-n,--namespace", apply_ns, "Namespace of objects whose metadata names none (policies included)")
       ->capture_default_str();
   addOutput(apply, output);
   apply->footer(

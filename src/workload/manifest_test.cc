@@ -115,9 +115,24 @@ TEST(Manifest, NamespaceFlagAndPolicies) {
   std::string pol = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n"
                     "  endpointSelector: {}\n";
   auto r = parseManifests(pol, "p.yaml", "team-a");
-  EXPECT_EQ(firstError(r), "p.yaml:4:3: metadata: a policy without metadata.namespace would go to namespace default, "
-                           "not 'team-a': add 'namespace: team-a' under metadata (-n does not apply to policies)");
-  EXPECT_TRUE(parseManifests(pol, "p.yaml").ok());
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  ASSERT_EQ(r.manifests.policies.size(), 1u);
+  EXPECT_EQ(r.manifests.policies[0].ns, "team-a");
+  EXPECT_EQ(r.manifests.policy_text,
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  namespace: team-a\n  name: p\nspec:\n"
+            "  endpointSelector: {}\n");
+  auto plain = parseManifests(pol, "p.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain.manifests.policies[0].ns, "default");
+  EXPECT_EQ(plain.manifests.policy_text, pol);
+  // A namespace given in the file wins over -n.
+  auto own = parseManifests("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n"
+                            "  namespace: b\nspec:\n  endpointSelector: {}\n", "p.yaml", "team-a");
+  ASSERT_TRUE(own.ok());
+  EXPECT_EQ(own.manifests.policies[0].ns, "b");
+  // Errors still point at the file's own lines.
+  auto bad = parseManifests(pol + "  ingres: []\n", "p.yaml", "team-a");
+  EXPECT_EQ(firstError(bad), "p.yaml:7:3: spec.ingres: unknown field 'ingres' (did you mean 'ingress'?)");
   auto pod = parseManifests("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n"
                             "  containers: [{name: c, image: i}]\n",
                             "x.yaml", "team-a");

@@ -212,12 +212,9 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
 
   // Policy through apply: the backend's ingress policy sees the client pod's
   // identity behind the ClusterIP (xwing dropped, tiefighter lands).
-  std::string pol = writeFile("l3l4.yaml", fmt::format(
-      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: rule1\n  namespace: {}\nspec:\n"
-      "  endpointSelector:\n    matchLabels: {{org: empire, class: deathstar}}\n  ingress:\n"
-      "  - fromEndpoints:\n    - matchLabels: {{org: empire}}\n    toPorts:\n    - ports:\n      - port: \"80\"\n"
-      "        protocol: TCP\n", ns_));
-  auto pa = cli({"apply", "-f", pol});
+  // The seed's policy file as written; -n puts it in the test's namespace.
+  std::string pol = source_dir_ + "/examples/starwars/sw_l3_l4_policy.yaml";
+  auto pa = cli({"apply", "-n", ns_, "-f", pol});
   ASSERT_EQ(pa.exit_code, 0) << pa.err;
   EXPECT_EQ(pa.out, "ciliumnetworkpolicy.cilium.io/rule1 configured\n");
   auto denied = execIn("xwing", {"curl", "-s", "--max-time", "2", "-XPOST", fqdn + "/v1/request-landing"});
@@ -225,7 +222,7 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(denied.out, "");
   land = execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
   EXPECT_EQ(land.out, "Ship landed\n");
-  auto pd = cli({"delete", "-f", pol});
+  auto pd = cli({"delete", "-n", ns_, "-f", pol});
   EXPECT_EQ(pd.exit_code, 0) << pd.err;
   EXPECT_EQ(pd.out, "CiliumNetworkPolicy \"rule1\" deleted\n");
   xw = execIn("xwing", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
