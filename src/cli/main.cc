@@ -93,6 +93,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> exec_argv;
   auto* exec = app.add_subcommand("exec", "Run a command inside an endpoint's network namespace (as root)");
   exec->add_option("-n,--namespace", exec_ns, "Namespace of the pod")->capture_default_str();
+  // kubectl exec -it: the command always gets this terminal's stdin and tty (it replaces membrane).
+  bool exec_stdin = false, exec_tty = false;
+  exec->add_flag("-i,--stdin", exec_stdin, "Accepted for kubectl compatibility (stdin is always passed)");
+  exec->add_flag("-t,--tty", exec_tty, "Accepted for kubectl compatibility (the terminal is always passed)");
   exec->add_option("name", exec_name, "Pod NAME")->required();
   exec->add_option("command", exec_argv, "Command and its arguments, after --")->required();
   exec->footer(

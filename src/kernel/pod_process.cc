@@ -147,10 +147,15 @@ bool listensOnTcp(pid_t pid, uint16_t port) {
   return false;
 }
 
-Status enterPodForExec(const std::string& netns_path, const std::string& hosts_file, const std::string& resolv_file) {
+Status enterPodForExec(const std::string& netns_path, const std::string& hosts_file, const std::string& resolv_file,
+                       const std::string& hostname) {
   UniqueFd fd(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Error::fromErrno(errno, "enter netns " + netns_path + ": open");
   if (::setns(fd.get(), CLONE_NEWNET) != 0) return Error::fromErrno(errno, "enter netns " + netns_path + ": setns");
+  if (!hostname.empty()) {
+    if (::unshare(CLONE_NEWUTS) != 0) return Error::fromErrno(errno, "unshare UTS namespace");
+    if (::sethostname(hostname.c_str(), hostname.size()) != 0) return Error::fromErrno(errno, "set hostname " + hostname);
+  }
   if (hosts_file.empty() && resolv_file.empty()) return okStatus();
   if (::unshare(CLONE_NEWNS) != 0) return Error::fromErrno(errno, "unshare mount namespace");
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) return Error::fromErrno(errno, "make / a slave mount");

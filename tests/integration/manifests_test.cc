@@ -93,6 +93,9 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
     EXPECT_NE(status.find("SigBlk:\t0000000000000000\n"), std::string::npos) << p["name"] << status;
   }
 
+  // exec sees the pod as its command does: hostname and /etc/hosts.
+  EXPECT_EQ(execIn("tiefighter", {"hostname"}).out, "tiefighter\n");
+
   // The seed's command, verbatim but for the namespace.
   const std::string fqdn = fmt::format("deathstar.{}.svc.cluster.local", ns_);
   auto land = execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
