@@ -219,7 +219,7 @@ int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& n
 
 int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const std::vector<std::string>& argv) {
   if (argv.empty()) return fail(ctx, "membrane exec: give a command after '--', e.g. membrane exec xwing -- curl -s http://10.200.0.5/");
-  std::string netns, hosts, resolv;
+  std::string netns, hosts, resolv, hostname;
   {
     HttpClient client(ctx.socket);  // closed before exec (and CLOEXEC anyway)
     Answer a = findEndpoint(client, name, ns);
@@ -232,11 +232,12 @@ int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const 
     if (p.ok && p.body.is_object()) {
       hosts = p.body.value("hosts_file", "");
       resolv = p.body.value("resolv_file", "");
+      hostname = p.body.value("name", "");
     }
   }
   if (netns.empty()) return fail(ctx, fmt::format("endpoint '{}' has no network namespace path", name));
   // This process is single-threaded here, so setns moves all of it (src/kernel owns the syscall).
-  if (auto st = kernel::enterPodForExec(netns, hosts, resolv); !st.ok()) {
+  if (auto st = kernel::enterPodForExec(netns, hosts, resolv, hostname); !st.ok()) {
     const Error& e = st.error();
     return fail(ctx, fmt::format("{} (pod {}/{}){}", e.message, nsOrDefault(ns), name,
                                  e.code == EPERM ? " — run as root (needs CAP_SYS_ADMIN)" : ""));

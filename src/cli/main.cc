@@ -157,6 +157,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> exec_argv;
   auto* exec = app.add_subcommand("exec", "Run a command inside an endpoint's network namespace (as root)");
   exec->add_option("-n,--namespace", exec_ns, "Namespace of the pod")->capture_default_str();
+  // kubectl exec -it: the command always gets this terminal's stdin and tty (it replaces membrane).
+  bool exec_stdin = false, exec_tty = false;
+  exec->add_flag("-i,--stdin", exec_stdin, "Accepted for kubectl compatibility (stdin is always passed)");
+  exec->add_flag("-t,--tty", exec_tty, "Accepted for kubectl compatibility (the terminal is always passed)");
   exec->add_option("name", exec_name, "Pod NAME")->required();
   exec->add_option("command", exec_argv, "Command and its arguments, after --")->required();
   exec->footer(
@@ -297,9 +301,10 @@ int main(int argc, char** argv) {
   std::vector<std::string> apply_files;
   std::string apply_ns = "default";
   auto* apply = app.add_subcommand("apply", "Create or update objects from Kubernetes manifests (all or nothing)");
+  apply->alias("create");  // the seed's `kubectl create -f`
   apply->add_option("-f,--filename", apply_files, "Manifest file, directory (*.yaml, *.yml, *.json) or - for stdin")
       ->required();
-  apply->add_option("-n,--namespace", apply_ns, "Namespace of objects whose metadata names none (not policies)")
+  apply->add_option("-n,--namespace", apply_ns, "Namespace of objects whose metadata names none (policies included)")
       ->capture_default_str();
   addOutput(apply, output);
   apply->footer(
@@ -332,14 +337,15 @@ int main(int argc, char** argv) {
 
   membrane::cli::GetArgs get_args;
   auto* get = app.add_subcommand("get", "List pods, deployments, services, policies or namespaces (kubectl columns)");
-  get->add_option("resource", get_args.resource, "pods|deployments|services|policies|namespaces")->required();
+  get->add_option("resource", get_args.resource, "pods|deployments|services|policies|namespaces, or several: pods,svc")
+      ->required();
   get->add_option("-n,--namespace", get_args.ns, "Namespace")->capture_default_str();
   get->add_flag("-A,--all-namespaces", get_args.all_namespaces, "Every namespace");
   get->add_option("-o,--output", get_args.output, "wide (more columns) or json")->check(CLI::IsMember({"wide", "json"}));
   get->footer(
       "Columns: pods NAME READY STATUS RESTARTS AGE (-o wide adds IP NODE ENDPOINT); services NAME TYPE CLUSTER-IP\n"
       "EXTERNAL-IP PORT(S) AGE; deployments NAME READY UP-TO-DATE AVAILABLE.\n"
-      "Examples:\n  membrane get pods\n  membrane get pods -A -o wide\n  membrane get services -o json");
+      "Examples:\n  membrane get pods\n  membrane get pods,svc\n  membrane get pods -A -o wide\n  membrane get services -o json");
   get->callback([&] { action = [&] { return membrane::cli::cmdGet(ctx, get_args); }; });
 
   std::string logs_pod, logs_ns = "default";

@@ -224,6 +224,21 @@ int cmdDeletePod(Context& ctx, const std::string& name, const std::string& ns) {
 }
 
 int cmdGet(Context& ctx, const GetArgs& args) {
+  // kubectl get pods,svc: one table per kind, names prefixed with the kind.
+  if (args.resource.find(',') != std::string::npos) {
+    std::stringstream in(args.resource);
+    std::string part;
+    bool first = true;
+    while (std::getline(in, part, ',')) {
+      GetArgs one = args;
+      one.resource = part;
+      one.kind_prefix = true;
+      if (!first && !(ctx.json || args.output == "json")) ctx.out << "\n";
+      first = false;
+      if (int rc = cmdGet(ctx, one); rc != 0) return rc;
+    }
+    return 0;
+  }
   std::string res = normalizeResource(args.resource);
   if (res.empty())
     return fail(ctx, fmt::format("membrane get: unknown resource '{}' (pods, deployments, services, policies, namespaces)",
@@ -253,6 +268,13 @@ int cmdGet(Context& ctx, const GetArgs& args) {
   if (json) {
     ctx.out << a.body.dump(2) << "\n";
     return 0;
+  }
+  if (args.kind_prefix) {
+    for (auto& o : a.body) {
+      if (res == "pods") o["name"] = "pod/" + o.value("name", "");
+      if (res == "services") o["metadata"]["name"] = "service/" + o["metadata"].value("name", "");
+      if (res == "deployments") o["metadata"]["name"] = "deployment.apps/" + o["metadata"].value("name", "");
+    }
   }
   if (res == "pods") ctx.out << formatPods(a.body, args.all_namespaces, args.output == "wide", now);
   if (res == "services") ctx.out << formatServices(a.body, args.all_namespaces, now);

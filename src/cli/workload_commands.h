@@ -23,6 +23,7 @@ struct GetArgs {
   std::string ns = "default";
   bool all_namespaces = false;
   std::string output;    // "" | wide | json
+  bool kind_prefix = false;  // names as kind/name (several resources: "pods,svc")
 };
 int cmdGet(Context& ctx, const GetArgs& args);
 

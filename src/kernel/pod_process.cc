@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -70,6 +71,15 @@ Result<pid_t> spawnPodProcess(const PodProcessSpec& spec) {
   if (pid < 0) return Error::fromErrno(errno, "fork");
   if (pid == 0) {
     int w = wr.get();
+    // The agent blocks SIGTERM/SIGINT (it waits for them with sigwait) and
+    // ignores SIGPIPE; both are inherited across exec. A pod's command gets
+    // the defaults, or `kill -TERM` would not stop it.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
     if (::setsid() < 0) childFail(w, kSetsid);
     if (::dup2(devnull.get(), 0) < 0 || ::dup2(log.get(), 1) < 0 || ::dup2(log.get(), 2) < 0) childFail(w, kStdio);
     if (::setns(netns.get(), CLONE_NEWNET) != 0) childFail(w, kSetns);
@@ -137,10 +147,15 @@ bool listensOnTcp(pid_t pid, uint16_t port) {
   return false;
 }
 
-Status enterPodForExec(const std::string& netns_path, const std::string& hosts_file, const std::string& resolv_file) {
+Status enterPodForExec(const std::string& netns_path, const std::string& hosts_file, const std::string& resolv_file,
+                       const std::string& hostname) {
   UniqueFd fd(::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Error::fromErrno(errno, "enter netns " + netns_path + ": open");
   if (::setns(fd.get(), CLONE_NEWNET) != 0) return Error::fromErrno(errno, "enter netns " + netns_path + ": setns");
+  if (!hostname.empty()) {
+    if (::unshare(CLONE_NEWUTS) != 0) return Error::fromErrno(errno, "unshare UTS namespace");
+    if (::sethostname(hostname.c_str(), hostname.size()) != 0) return Error::fromErrno(errno, "set hostname " + hostname);
+  }
   if (hosts_file.empty() && resolv_file.empty()) return okStatus();
   if (::unshare(CLONE_NEWNS) != 0) return Error::fromErrno(errno, "unshare mount namespace");
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0) return Error::fromErrno(errno, "make / a slave mount");

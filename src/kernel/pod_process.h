@@ -48,7 +48,8 @@ bool listensOnTcp(pid_t pid, uint16_t port);
 
 // For `membrane exec` only (single-threaded, right before execvp): enters the
 // pod's network namespace and gives the calling process the pod's
-// /etc/hosts and /etc/resolv.conf view (empty path = keep).
-Status enterPodForExec(const std::string& netns_path, const std::string& hosts_file, const std::string& resolv_file);
+// /etc/hosts and /etc/resolv.conf view and hostname (empty = keep the node's).
+Status enterPodForExec(const std::string& netns_path, const std::string& hosts_file, const std::string& resolv_file,
+                       const std::string& hostname = "");
 
 }  // namespace membrane::kernel

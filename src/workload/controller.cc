@@ -144,11 +144,11 @@ Status Controller::load() {
   try {
     for (const auto& p : j.value("pods", json::array())) {
       auto o = p.get<PodObject>();
-      pods_[key(o.meta.ns, o.meta.name)] = o;
+      if (o.spec.containers.size() == 1) pods_[key(o.meta.ns, o.meta.name)] = o;
     }
     for (const auto& d : j.value("deployments", json::array())) {
       auto o = d.get<DeploymentObject>();
-      deployments_[key(o.meta.ns, o.meta.name)] = o;
+      if (o.spec.containers.size() == 1) deployments_[key(o.meta.ns, o.meta.name)] = o;
     }
     for (const auto& s : j.value("services", json::array())) {
       Service svc;
@@ -175,6 +175,10 @@ Status Controller::load() {
       i.phase = ij.value("phase", "Pending");
       i.created = ij.value("created", "");
       i.seq = ij.value("seq", uint64_t{0});
+      if (i.spec.containers.size() != 1) {
+        spdlog::warn("{}/workloads.json: pod {}/{} has no container; dropped", cfg_.state_dir, i.ns, i.name);
+        continue;
+      }
       next_seq_ = std::max(next_seq_, i.seq + 1);
       instances_[key(i.ns, i.name)] = i;
     }

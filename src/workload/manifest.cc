@@ -519,7 +519,9 @@ bool isSeparator(std::string_view line) {
 
 ManifestResult parseManifests(std::string_view text, const std::string& filename, const std::string& default_ns) {
   Parser p(filename, default_ns);
-  std::string policy_text;
+  std::string policy_text;   // policy documents at their positions (what is validated)
+  std::string import_text;   // the same with `namespace: <-n>` added where missing (what is imported)
+  std::map<size_t, std::string> insert_ns;  // line index -> namespace line to insert before it
   bool any_policy = false;
   try {
     if (looksLikeJson(text)) {
@@ -532,6 +534,7 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
         p.listItems(root["items"], "items");
       } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && isPolicyKind(root["kind"].Scalar())) {
         policy_text = std::string(text);
+        import_text = policy_text;
         any_policy = true;
       } else {
         p.object(root, "");
@@ -562,6 +565,20 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
           YAML::Node n = YAML::Load(doc);
           if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar())) {
             policy_doc = true;
+            // `apply -n NS`: a namespaced policy without metadata.namespace
+            // goes to NS, as with kubectl. The namespace line is inserted
+            // into the text that is imported (validation runs on the text as
+            // written, so diagnostics keep the file's positions).
+            const YAML::Node md = n["metadata"];
+            if (default_ns != "default" && n["kind"].Scalar() != "CiliumClusterwideNetworkPolicy" && md &&
+                md.IsMap() && !md["namespace"] && md.size() > 0) {
+              if (md.Style() == YAML::EmitterStyle::Block && md.Mark().line >= 0)
+                insert_ns[static_cast<size_t>(md.Mark().line)] = std::string(md.Mark().column, ' ') + "namespace: " + default_ns;
+              else
+                p.error(md, "metadata",
+                        fmt::format("add 'namespace: {}' to this policy's metadata (-n cannot be added to a flow-style "
+                                    "mapping)", default_ns));
+            }
           } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
             p.listItems(n["items"], "items");
           } else if (!n.IsNull()) {
@@ -570,8 +587,15 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
         } catch (const YAML::Exception& e) {
           p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
         }
-        for (size_t j = start; j < i; ++j) policy_text += policy_doc ? lines[j] + "\n" : "\n";
-        if (i < lines.size()) policy_text += lines[i] + "\n";
+        for (size_t j = start; j < i; ++j) {
+          policy_text += policy_doc ? lines[j] + "\n" : "\n";
+          if (policy_doc && insert_ns.count(j)) import_text += insert_ns[j] + "\n";
+          import_text += policy_doc ? lines[j] + "\n" : "\n";
+        }
+        if (i < lines.size()) {
+          policy_text += lines[i] + "\n";
+          import_text += lines[i] + "\n";
+        }
         any_policy = any_policy || policy_doc;
         start = i + 1;
       }
@@ -583,15 +607,20 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
   }
   if (!p.extra_policy_.empty()) {
     policy_text += p.extra_policy_;
+    import_text += p.extra_policy_;
     any_policy = true;
   }
   ManifestResult r;
   if (any_policy) {
     auto pr = policy::parsePolicies(policy_text, filename);
     for (auto& d : pr.diagnostics) p.diags.push_back(d);
+    if (pr.ok() && import_text != policy_text) {
+      pr = policy::parsePolicies(import_text, filename);  // valid as checked, plus namespaces
+      for (auto& d : pr.diagnostics) p.diags.push_back(d);
+    }
     for (const auto& pol : pr.policies)
       r.manifests.policies.push_back({std::string(policy::kindName(pol.kind)), pol.name, pol.namespace_name});
-    r.manifests.policy_text = policy_text;
+    r.manifests.policy_text = import_text;
   }
   // Two objects of one kind with one name: the later would silently win.
   std::set<std::string> seen;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -108,6 +109,55 @@ TEST(Manifest, BadValues) {
       "  containers: [{name: c, image: i}]\n",
       "p.yaml");
   EXPECT_EQ(firstError(rp), "p.yaml:6:18: spec.restartPolicy: restartPolicy 'Sometimes' is not one of Always, OnFailure, Never");
+}
+
+TEST(Manifest, NamespaceFlagAndPolicies) {
+  std::string pol = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\nspec:\n"
+                    "  endpointSelector: {}\n";
+  auto r = parseManifests(pol, "p.yaml", "team-a");
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  ASSERT_EQ(r.manifests.policies.size(), 1u);
+  EXPECT_EQ(r.manifests.policies[0].ns, "team-a");
+  EXPECT_EQ(r.manifests.policy_text,
+            "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  namespace: team-a\n  name: p\nspec:\n"
+            "  endpointSelector: {}\n");
+  auto plain = parseManifests(pol, "p.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain.manifests.policies[0].ns, "default");
+  EXPECT_EQ(plain.manifests.policy_text, pol);
+  // A namespace given in the file wins over -n.
+  auto own = parseManifests("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n"
+                            "  namespace: b\nspec:\n  endpointSelector: {}\n", "p.yaml", "team-a");
+  ASSERT_TRUE(own.ok());
+  EXPECT_EQ(own.manifests.policies[0].ns, "b");
+  // Errors still point at the file's own lines.
+  auto bad = parseManifests(pol + "  ingres: []\n", "p.yaml", "team-a");
+  EXPECT_EQ(firstError(bad), "p.yaml:7:3: spec.ingres: unknown field 'ingres' (did you mean 'ingress'?)");
+  auto pod = parseManifests("apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\nspec:\n"
+                            "  containers: [{name: c, image: i}]\n",
+                            "x.yaml", "team-a");
+  ASSERT_TRUE(pod.ok()) << firstError(pod);
+  EXPECT_EQ(pod.manifests.pods.at(0).meta.ns, "team-a");
+}
+
+// Whatever the input, a result (never a crash, hang or exception): the
+// policy parser's fuzz corpus plus inputs that trip yaml-cpp.
+TEST(Manifest, MalformedInputsGiveDiagnostics) {
+  for (const char* text : {"{a: b},", "kind: [", "\t- x", "---\n---\n...\n", "[1, 2]", "{\"kind\": 3}",
+                           "apiVersion: v1\nkind: Pod\nmetadata: []\n", "kind: List\nitems: 3\n"}) {
+    auto r = parseManifests(text, "x.yaml");
+    EXPECT_FALSE(r.ok()) << text;
+  }
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MEMBRANE_SOURCE_DIR) + "/src/policy/fuzz/corpus")) {
+    std::ifstream in(e.path());
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto r = parseManifests(ss.str(), e.path().filename().string());
+    EXPECT_TRUE(r.ok() || !r.diagnostics.empty());
+    ++files;
+  }
+  EXPECT_GT(files, 0u);
 }
 
 TEST(Manifest, EmptyInput) {

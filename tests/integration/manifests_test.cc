@@ -87,6 +87,15 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   ASSERT_TRUE(waitPodsReady(4)) << pods().dump(1);
   ASSERT_EQ(deathstars().size(), 2u);
 
+  // Pod commands do not inherit the agent's blocked SIGTERM (else delete waits for SIGKILL).
+  for (const auto& p : pods()) {
+    std::string status = readFileOrEmpty(fmt::format("/proc/{}/status", p["pid"].get<int>()));
+    EXPECT_NE(status.find("SigBlk:\t0000000000000000\n"), std::string::npos) << p["name"] << status;
+  }
+
+  // exec sees the pod as its command does: hostname and /etc/hosts.
+  EXPECT_EQ(execIn("tiefighter", {"hostname"}).out, "tiefighter\n");
+
   // The seed's command, verbatim but for the namespace.
   const std::string fqdn = fmt::format("deathstar.{}.svc.cluster.local", ns_);
   auto land = execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
@@ -121,6 +130,28 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_GE(got0, 1);
   EXPECT_GE(got1, 1);
   std::fprintf(stderr, "load balancing over %d requests: %s=%d %s=%d\n", kRequests, ds[0].c_str(), got0, ds[1].c_str(), got1);
+
+  // logs -f follows: a request straight to one replica's pod IP shows up in
+  // the running `logs -f` (which printed the earlier lines first).
+  {
+    std::string ip;
+    for (const auto& p : pods())
+      if (p["name"] == ds[1]) ip = p["ip"];
+    Child follow = Child::spawn({bin("membrane"), "--socket", socket_, "logs", "-f", "-n", ns_, ds[1]}, dir_ + "/follow.log");
+    auto countIn = [&](const std::string& text) {
+      int n = 0;
+      for (size_t pos = 0; (pos = text.find("\"POST /v1/request-landing HTTP/1.1\" 200", pos)) != std::string::npos; ++pos) ++n;
+      return n;
+    };
+    const int already = landings(ds[1]);
+    ASSERT_TRUE(waitFor([&] { return countIn(readFileOrEmpty(dir_ + "/follow.log")) == already; }, std::chrono::seconds(5)));
+    EXPECT_EQ(execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", ip + "/v1/request-landing"}).out,
+              "Ship landed\n");
+    EXPECT_TRUE(waitFor([&] { return countIn(readFileOrEmpty(dir_ + "/follow.log")) == already + 1; },
+                        std::chrono::seconds(5)))
+        << readFileOrEmpty(dir_ + "/follow.log");
+    follow.stop();
+  }
 
   // A deleted replica is replaced; the backends follow.
   auto del = cli({"delete", "pod", ds[0], "-n", ns_});
@@ -184,12 +215,9 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
 
   // Policy through apply: the backend's ingress policy sees the client pod's
   // identity behind the ClusterIP (xwing dropped, tiefighter lands).
-  std::string pol = writeFile("l3l4.yaml", fmt::format(
-      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: rule1\n  namespace: {}\nspec:\n"
-      "  endpointSelector:\n    matchLabels: {{org: empire, class: deathstar}}\n  ingress:\n"
-      "  - fromEndpoints:\n    - matchLabels: {{org: empire}}\n    toPorts:\n    - ports:\n      - port: \"80\"\n"
-      "        protocol: TCP\n", ns_));
-  auto pa = cli({"apply", "-f", pol});
+  // The seed's policy file as written; -n puts it in the test's namespace.
+  std::string pol = source_dir_ + "/examples/starwars/sw_l3_l4_policy.yaml";
+  auto pa = cli({"apply", "-n", ns_, "-f", pol});
   ASSERT_EQ(pa.exit_code, 0) << pa.err;
   EXPECT_EQ(pa.out, "ciliumnetworkpolicy.cilium.io/rule1 configured\n");
   auto denied = execIn("xwing", {"curl", "-s", "--max-time", "2", "-XPOST", fqdn + "/v1/request-landing"});
@@ -197,7 +225,7 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(denied.out, "");
   land = execIn("tiefighter", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
   EXPECT_EQ(land.out, "Ship landed\n");
-  auto pd = cli({"delete", "-f", pol});
+  auto pd = cli({"delete", "-n", ns_, "-f", pol});
   EXPECT_EQ(pd.exit_code, 0) << pd.err;
   EXPECT_EQ(pd.out, "CiliumNetworkPolicy \"rule1\" deleted\n");
   xw = execIn("xwing", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
