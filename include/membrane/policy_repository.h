@@ -12,6 +12,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "membrane/identity.h"
@@ -82,13 +83,21 @@ struct EndpointPolicy {
 //    `cidr:C` and none of `cidr:E`; C = 0.0.0.0/0 also selects world (2);
 //  - entities `world` (and `all`) include every CIDR identity (they carry
 //    reserved:world); `cluster` never does.
+//  - `selections` (optional) memoizes which identities each peer rule
+//    selects across calls: pass the same one to every call of one
+//    regeneration pass, and a new one whenever policies or identities change
+//    (it is keyed by the PeerRule's address).
 //  - named ports (`port: http`) resolve as in Kubernetes/Cilium: in ingress
 //    rules to the subject's own port of that name (`named.subject`), in
 //    egress rules to each peer identity's port of that name
 //    (`named.by_identity`); a peer without it contributes nothing, and a
 //    name nobody declares allows (or denies) nothing.
+struct SelectionCache {
+  std::unordered_map<const PeerRule*, std::set<uint32_t>> peers;
+};
 EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels::LabelSet& subject,
-                               const std::vector<IdentityRef>& identities, const NamedPorts& named = {});
+                               const std::vector<IdentityRef>& identities, const NamedPorts& named = {},
+                               SelectionCache* selections = nullptr);
 
 // Every CIDR prefix the policies mention (cidr and except of fromCIDR,
 // fromCIDRSet, toCIDR, toCIDRSet, ipBlock), normalized ("10.0.0.0/8"), except
@@ -149,8 +158,8 @@ class Repository {
   std::string policyForCookie(uint32_t cookie) const;
 
   EndpointPolicy resolve(const labels::LabelSet& subject, const std::vector<IdentityRef>& identities,
-                         const NamedPorts& named = {}) const {
-    return resolvePolicies(policies_, subject, identities, named);
+                         const NamedPorts& named = {}, SelectionCache* selections = nullptr) const {
+    return resolvePolicies(policies_, subject, identities, named, selections);
   }
   // "ns/name" of the policies with a rule selecting `subject`.
   std::vector<std::string> selectingPolicies(const labels::LabelSet& subject) const;

@@ -18,6 +18,7 @@
 #include "membrane/identity.h"
 #include "membrane/labels.h"
 #include "membrane/policy.h"
+#include "membrane/policy_repository.h"
 #include "membrane/result.h"
 
 namespace membrane::policy {
@@ -93,9 +94,13 @@ struct TraceResult {
 // scope, or local scope when they carry cidr: labels; {reserved:world} etc.
 // are the reserved numbers). Without `port` the verdict is L3 only: allowed
 // if an allow rule's peers match (whatever its ports), denied if a deny rule
-// without port restriction matches.
+// without port restriction matches. `dst_ports` are the destination
+// endpoint's declared named ports: a named port (`port: http`) resolves
+// against them in both directions (ingress: the subject is dst; egress: the
+// peer is dst), as in resolvePolicies.
 TraceResult trace(const std::vector<Policy>& policies, const labels::LabelSet& src, const labels::LabelSet& dst,
-                  const std::vector<identity::IdentityRef>& identities, std::optional<PortProto> port);
+                  const std::vector<identity::IdentityRef>& identities, std::optional<PortProto> port,
+                  const std::vector<NamedPort>& dst_ports = {});
 
 // The report in the style of `cilium policy trace`:
 //   Tracing From: [k8s:class=xwing, ...] => To: [k8s:class=deathstar, ...] Ports: [80/TCP]

@@ -1128,6 +1128,7 @@ Response Agent::tracePolicy(const Request& req) {
   std::string ns = req.queryValue("namespace");
   if (ns.empty()) ns = "default";
   // One side: an endpoint (its labels) or a label list (as a pod with those labels in ns would have).
+  std::vector<policy::NamedPort> dst_ports;  // named ports resolve against the destination endpoint's
   auto side = [&](const char* what) -> Result<labels::LabelSet> {
     std::string ep_key = std::string(what) + "_endpoint", labels_key = std::string(what) + "_labels";
     bool has_ep = req.hasQuery(ep_key), has_labels = req.hasQuery(labels_key);
@@ -1139,6 +1140,7 @@ Response Agent::tracePolicy(const Request& req) {
       if (auto id = parseId(v)) ep = eps_->find(*id);
       if (!ep) ep = eps_->findByName(ns, v);
       if (!ep) return Error::notFound(fmt::format("endpoint '{}' not found in namespace {}", v, ns));
+      if (std::string_view(what) == "dst") dst_ports = ep->named_ports;
       return ep->labels;
     }
     auto ls = labels::parseLabels(req.queryValue(labels_key));
@@ -1155,7 +1157,7 @@ Response Agent::tracePolicy(const Request& req) {
     if (!pp) return errorResponse(pp.error());
     port = *pp;
   }
-  auto result = policy::trace(repo_.policies(), *src, *dst, eps_->identityRefs(), port);
+  auto result = policy::trace(repo_.policies(), *src, *dst, eps_->identityRefs(), port, dst_ports);
   return Response::json(200, policy::toJson(result));
 }
 

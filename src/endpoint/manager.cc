@@ -505,8 +505,9 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
   const policy::EndpointPolicy* polp = nullptr;
   if (cache) {
     auto key = std::make_pair(ep.labels, ep.named_ports);
-    auto it = cache->find(key);
-    if (it == cache->end()) it = cache->emplace(std::move(key), repo_.resolve(ep.labels, refs, named)).first;
+    auto it = cache->by_subject.find(key);
+    if (it == cache->by_subject.end())
+      it = cache->by_subject.emplace(std::move(key), repo_.resolve(ep.labels, refs, named, &cache->selections)).first;
     polp = &it->second;
   } else {
     resolved = repo_.resolve(ep.labels, refs, named);

@@ -118,7 +118,11 @@ class Manager {
   // Endpoints with the same identity labels resolve to the same policy: one
   // regenerateAll() resolves each distinct label set once (cache per call).
   // The key includes the endpoint's own named ports (ingress named ports resolve against them).
-  using ResolveCache = std::map<std::pair<labels::LabelSet, std::vector<policy::NamedPort>>, policy::EndpointPolicy>;
+  // Peer selections (which identities each peer rule selects) are shared by all of them.
+  struct ResolveCache {
+    std::map<std::pair<labels::LabelSet, std::vector<policy::NamedPort>>, policy::EndpointPolicy> by_subject;
+    policy::SelectionCache selections;
+  };
   Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
                     const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache = nullptr);
   Status writeState(const Endpoint& ep);

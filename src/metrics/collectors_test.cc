@@ -57,6 +57,27 @@ TEST(MapPressureFamilies, OneSeriesPerMapSortedLastWins) {
   EXPECT_TRUE(mapPressureFamilies({}).empty());
 }
 
+TEST(MapOpsFamilies, CounterPerMapOperationOutcomeSummed) {
+  auto fs = mapOpsFamilies({{"mb_policy_v1", "update", "success", 7},
+                            {"mb_lxc_v1", "delete", "fail", 1},
+                            {"mb_policy_v1", "update", "success", 3}});
+  ASSERT_EQ(fs.size(), 1u);
+  EXPECT_EQ(fs[0].name, "cilium_bpf_map_ops_total");
+  EXPECT_EQ(fs[0].type, prometheus::MetricType::Counter);
+  ASSERT_EQ(fs[0].metric.size(), 2u);
+  const auto& m = fs[0].metric[1];
+  ASSERT_EQ(m.label.size(), 3u);
+  EXPECT_EQ(m.label[0].name, "map_name");
+  EXPECT_EQ(m.label[0].value, "mb_policy_v1");
+  EXPECT_EQ(m.label[1].name, "operation");
+  EXPECT_EQ(m.label[1].value, "update");
+  EXPECT_EQ(m.label[2].name, "outcome");
+  EXPECT_EQ(m.label[2].value, "success");
+  EXPECT_EQ(m.counter.value, 10);
+  EXPECT_EQ(fs[0].metric[0].label[2].value, "fail");
+  EXPECT_TRUE(mapOpsFamilies({}).empty());
+}
+
 TEST(ProcStat, ParsesFieldsAfterCommWithSpacesAndParens) {
   const std::string stat =
       "6382 (my (odd) comm) R 6372 6372 4185 0 -1 4194304 101 0 0 0 17 4 0 0 20 0 1 0 117916 "

@@ -198,8 +198,17 @@ size_t probes(uint32_t id, L4 l4, Key (&out)[6]) {
 }
 
 void collect(const PeerRule& pr, bool deny, uint32_t cookie, const std::vector<IdentityRef>& identities,
-             const NamedPorts& named, bool ingress, DirectionState& st) {
-  const std::set<uint32_t> ids = detail::peerIdentities(pr, identities);
+             const NamedPorts& named, bool ingress, SelectionCache* selections, DirectionState& st) {
+  std::set<uint32_t> own;
+  const std::set<uint32_t>* idsp = &own;
+  if (selections) {
+    auto it = selections->peers.find(&pr);
+    if (it == selections->peers.end()) it = selections->peers.emplace(&pr, detail::peerIdentities(pr, identities)).first;
+    idsp = &it->second;
+  } else {
+    own = detail::peerIdentities(pr, identities);
+  }
+  const std::set<uint32_t>& ids = *idsp;
   if (ids.empty()) return;
   auto add = [&](uint32_t id, L4 l4, bool proxy) {
     Agg& a = st.atoms[{id, l4}];
@@ -316,7 +325,8 @@ void emit(const DirectionState& st, uint8_t dir, std::map<PolicyKey, PolicyEntry
 }  // namespace
 
 EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels::LabelSet& subject,
-                               const std::vector<IdentityRef>& identities, const NamedPorts& named) {
+                               const std::vector<IdentityRef>& identities, const NamedPorts& named,
+                               SelectionCache* selections) {
   EndpointPolicy out;
   DirectionState in, eg;
   for (const auto& p : policies) {
@@ -331,10 +341,10 @@ EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels
         selects_eg = true;
         if (r.default_deny_egress.value_or(true)) eg.enforced = true;
       }
-      for (const auto& pr : r.ingress) collect(pr, false, p.cookie, identities, named, true, in);
-      for (const auto& pr : r.ingress_deny) collect(pr, true, p.cookie, identities, named, true, in);
-      for (const auto& pr : r.egress) collect(pr, false, p.cookie, identities, named, false, eg);
-      for (const auto& pr : r.egress_deny) collect(pr, true, p.cookie, identities, named, false, eg);
+      for (const auto& pr : r.ingress) collect(pr, false, p.cookie, identities, named, true, selections, in);
+      for (const auto& pr : r.ingress_deny) collect(pr, true, p.cookie, identities, named, true, selections, in);
+      for (const auto& pr : r.egress) collect(pr, false, p.cookie, identities, named, false, selections, eg);
+      for (const auto& pr : r.egress_deny) collect(pr, true, p.cookie, identities, named, false, selections, eg);
     }
     auto push = [](std::vector<std::string>& v, std::string name) {
       if (std::find(v.begin(), v.end(), name) == v.end()) v.push_back(std::move(name));

@@ -85,7 +85,7 @@ std::string labelList(const LabelSet& l, std::string_view sep) {
 
 TraceDirection traceDirection(const std::vector<Policy>& policies, Direction dir, const LabelSet& subject,
                               const LabelSet& peer, uint32_t peer_id, const std::vector<IdentityRef>& all,
-                              const std::optional<PortProto>& port) {
+                              const std::optional<PortProto>& port, const std::vector<NamedPort>& dst_ports) {
   TraceDirection out;
   out.direction = dir;
   out.subject = subject;
@@ -127,9 +127,22 @@ TraceDirection traceDirection(const std::vector<Policy>& policies, Direction dir
           const auto ids = detail::peerIdentities(pr, all);
           t.peer_match = ids.count(0) || ids.count(peer_id);
           const auto keys = detail::l4Keys(pr);
-          t.port_match = !port || std::any_of(keys.begin(), keys.end(), [&](const auto& k) {
-                           return detail::l4Covers(k.first, proto, port->port);
-                         });
+          // A named port covers the packet when dst declares that name for this port/protocol.
+          auto named_covers = [&] {
+            for (const auto& rule : pr.to_ports)
+              for (const auto& pp : rule.ports) {
+                if (pp.name.empty()) continue;
+                for (const auto& np : dst_ports)
+                  if (np.name == pp.name && np.proto == proto && np.port == port->port &&
+                      (pp.protocol == Protocol::Any || static_cast<uint8_t>(pp.protocol) == np.proto))
+                    return true;
+              }
+            return false;
+          };
+          t.port_match = !port ||
+                         std::any_of(keys.begin(), keys.end(),
+                                     [&](const auto& k) { return detail::l4Covers(k.first, proto, port->port); }) ||
+                         named_covers();
           if (t.matches())
             hits.push_back(Hit{&p, fmt::format("{}[{}]", name, i), deny,
                                keys.size() == 1 && keys[0].first == detail::kAnyL4});
@@ -140,7 +153,10 @@ TraceDirection traceDirection(const std::vector<Policy>& policies, Direction dir
     }
   }
 
-  const EndpointPolicy ep = resolvePolicies(policies, subject, all);
+  NamedPorts named;
+  if (in) named.subject = dst_ports;
+  else named.by_identity[peer_id] = dst_ports;
+  const EndpointPolicy ep = resolvePolicies(policies, subject, all, named);
   out.enforced = in ? ep.ingress_enforced : ep.egress_enforced;
   uint32_t cookie = 0;
   if (port) {
@@ -284,7 +300,8 @@ std::string_view traceVerdictName(TraceVerdict v) {
 }
 
 TraceResult trace(const std::vector<Policy>& policies, const LabelSet& src, const LabelSet& dst,
-                  const std::vector<IdentityRef>& identities, std::optional<PortProto> port) {
+                  const std::vector<IdentityRef>& identities, std::optional<PortProto> port,
+                  const std::vector<NamedPort>& dst_ports) {
   TraceResult r;
   r.src = src;
   r.dst = dst;
@@ -294,8 +311,8 @@ TraceResult trace(const std::vector<Policy>& policies, const LabelSet& src, cons
   const uint32_t dst_id = identityFor(r.dst, identities, extra);
   std::vector<IdentityRef> all = identities;
   all.insert(all.end(), extra.begin(), extra.end());
-  r.egress = traceDirection(policies, Direction::Egress, r.src, r.dst, dst_id, all, port);
-  r.ingress = traceDirection(policies, Direction::Ingress, r.dst, r.src, src_id, all, port);
+  r.egress = traceDirection(policies, Direction::Egress, r.src, r.dst, dst_id, all, port, dst_ports);
+  r.ingress = traceDirection(policies, Direction::Ingress, r.dst, r.src, src_id, all, port, dst_ports);
   return r;
 }
 

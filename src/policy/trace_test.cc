@@ -177,3 +177,43 @@ TEST(PortProto, Parse) {
 
 }  // namespace
 }  // namespace membrane::policy
+
+namespace membrane::policy {
+namespace {
+
+TEST(NamedPortTrace, ResolvesAgainstTheDestinationsPorts) {
+  identity::IdentityAllocator ids;
+  LabelSet web = labels::endpointLabels("x", labels::parseLabels("app=web").value());
+  LabelSet api = labels::endpointLabels("x", labels::parseLabels("app=api").value());
+  ASSERT_TRUE(ids.allocate(web).ok());
+  ASSERT_TRUE(ids.allocate(api).ok());
+  Repository repo;
+  auto p = parsePolicies(R"(apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: np, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - ports: [{port: http}]
+  egress:
+  - ports: [{port: http}]
+)",
+                         "np.yaml");
+  ASSERT_TRUE(p.ok()) << testing::allDiagnostics(p);
+  ASSERT_TRUE(repo.import(p.policies).ok());
+  const std::vector<NamedPort> http8080{{"http", 8080, 6}};
+  // api -> web:8080, web declares http=8080: its ingress allows.
+  auto in = trace(repo.policies(), api, web, ids.refs(), PortProto{8080, Protocol::TCP}, http8080);
+  EXPECT_EQ(in.ingress.verdict, TraceVerdict::Allowed);
+  auto other = trace(repo.policies(), api, web, ids.refs(), PortProto{80, Protocol::TCP}, http8080);
+  EXPECT_EQ(other.ingress.verdict, TraceVerdict::DefaultDenied);
+  // web -> api:8080: web's egress resolves http on api (the destination).
+  auto eg = trace(repo.policies(), web, api, ids.refs(), PortProto{8080, Protocol::TCP}, http8080);
+  EXPECT_EQ(eg.egress.verdict, TraceVerdict::Allowed);
+  auto none = trace(repo.policies(), web, api, ids.refs(), PortProto{8080, Protocol::TCP}, {});
+  EXPECT_EQ(none.egress.verdict, TraceVerdict::DefaultDenied);
+}
+
+}  // namespace
+}  // namespace membrane::policy
