@@ -382,8 +382,8 @@ int64_t localEndpoint(const Json& ev) {
 }
 
 // An L7 access-log event as Cilium's monitor prints it:
-//   <- Request http from 12 ([k8s:org=empire …]) to 11 ([…]), identity 258->257, verdict Denied PUT http://10.1.2.3:80/v1/exhaust-port => 0
-//   <- Response http to 12 ([…]) from 11 ([…]), identity 257->258, verdict Denied PUT http://10.1.2.3:80/v1/exhaust-port => 403, latency 812us
+//   <- Request http from 12 ([k8s:org=empire …]) to 11 ([…]), identity 258->257, verdict Denied PUT http://deathstar.default.svc.cluster.local/v1/exhaust-port => 0
+//   <- Response http to 12 ([…]) from 11 ([…]), identity 257->258, verdict Denied PUT http://deathstar.default.svc.cluster.local/v1/exhaust-port => 403, latency 812us
 // "<-" ingress, "->" egress.
 namespace {
 std::string formatL7(const Json& ev) {
@@ -398,7 +398,10 @@ std::string formatL7(const Json& ev) {
     return fmt::format("{} ([{}])", num(side, "endpoint"), labels);
   };
   std::string arrow = str(ev, "direction") == "egress" ? "->" : "<-";
-  std::string url = fmt::format("http://{}:{}{}", str(dst, "ip"), num(dst, "port"), str(ev, "url"));
+  // The proxy sends the URL as Cilium prints it (http://<Host header><path>);
+  // an older proxy sent only the path: build it from the destination then.
+  std::string url = str(ev, "url");
+  if (url.find("://") == std::string::npos) url = fmt::format("http://{}:{}{}", str(dst, "ip"), num(dst, "port"), url);
   if (str(ev, "l7_type") == "response") {
     std::string line = fmt::format("{} Response http to {} from {}, identity {}->{}, verdict {} {} {} => {}, latency {}us",
                                    arrow, peer(src), peer(dst), num(dst, "identity"), num(src, "identity"),

@@ -151,6 +151,12 @@ TEST(FormatTest, MonitorL7RequestAndResponse) {
   EXPECT_EQ(formatEvent(err),
             "-> Response http to 0 ([]) from 11 ([k8s:class=deathstar]), identity 257->258, verdict Error PUT "
             "http://10.200.0.2:80/v1/exhaust-port => 503, latency 812us, error connect_failed");
+  // The proxy's full URL (built from the Host header) is printed as given.
+  Json named = req;
+  named["url"] = "http://deathstar.default.svc.cluster.local/v1/exhaust-port";
+  EXPECT_EQ(formatEvent(named),
+            "<- Request http from 12 ([k8s:class=tiefighter k8s:org=empire]) to 11 ([k8s:class=deathstar]), "
+            "identity 258->257, verdict Denied PUT http://deathstar.default.svc.cluster.local/v1/exhaust-port => 0");
 }
 
 TEST(FormatTest, BpfPolicyTable) {

@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -156,6 +158,29 @@ std::string ipString(const sockaddr_in& a) {
   char buf[INET_ADDRSTRLEN] = {};
   inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf));
   return buf;
+}
+
+// The access log's URL, as Cilium prints it: "http://" + the request's Host
+// header + the request target; without a Host (HTTP/1.0) the original
+// destination "IP:port" stands in. An absolute-form target ("http://…", as
+// sent to proxies) is already a URL. Assigns into 'out' so a reused string
+// keeps its capacity (no allocation per request in steady state).
+void buildUrl(std::string& out, std::string_view host, const sockaddr_in& odst, std::string_view target) {
+  if (target.find("://") != std::string_view::npos) {
+    out.assign(target);
+    return;
+  }
+  out.assign("http://");
+  if (!host.empty()) {
+    out.append(host);
+  } else {
+    char buf[INET_ADDRSTRLEN + 8] = {};
+    inet_ntop(AF_INET, &odst.sin_addr, buf, INET_ADDRSTRLEN);
+    size_t n = strlen(buf);
+    snprintf(buf + n, sizeof(buf) - n, ":%u", static_cast<unsigned>(ntohs(odst.sin_port)));
+    out.append(buf);
+  }
+  out.append(target);
 }
 
 std::string nowRfc3339() {
@@ -654,12 +679,14 @@ struct Proxy::Impl {
   // --- requests -------------------------------------------------------------
   void pushLocal(Conn* c, int status, bool close_after) {
     Pending& e = c->push();
+    std::string url = std::move(e.url);  // keep the slot's capacity (no allocation)
     e = Pending{};
+    e.url = std::move(url);
     e.status = status;
     e.close_after = close_after;
     e.start = now;
     e.method = {};
-    e.url.assign(c->req.url());
+    buildUrl(e.url, c->req.host(), c->odst, c->req.url());
     if (close_after) c->closing = true;
   }
 
@@ -699,7 +726,7 @@ struct Proxy::Impl {
     e.response_started = false;
     e.header_mismatch = v.header_mismatch_logged;
     e.method = rq.method();
-    e.url.assign(rq.url());
+    buildUrl(e.url, rq.host(), c->odst, rq.url());
     e.cfg = loop_cfg;
     e.policy = v.policy;
     e.src_id = src_id;

@@ -309,7 +309,11 @@ TEST_F(ProxyTest, AccessLogHasOneLinePerRequestAndResponse) {
   auto sub = proxy_->accessLog().subscribe();
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET /v1 HTTP/1.1\r\n\r\n"));
+  // The URL is built from the Host header like Cilium's; without one the
+  // original destination IP:port stands in.
+  ASSERT_TRUE(sendAll(fd.get(),
+                      "POST /v1/request-landing HTTP/1.1\r\nHost: deathstar.default.svc.cluster.local\r\n"
+                      "Content-Length: 0\r\n\r\nGET /v1 HTTP/1.1\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 200);
   EXPECT_EQ(readMessage(r, true).status, 403);
   std::vector<nlohmann::json> lines;
@@ -324,7 +328,8 @@ TEST_F(ProxyTest, AccessLogHasOneLinePerRequestAndResponse) {
   EXPECT_EQ(lines[0]["l7_type"], "request");
   EXPECT_EQ(lines[0]["verdict"], "Forwarded");
   EXPECT_EQ(lines[0]["method"], "POST");
-  EXPECT_EQ(lines[0]["url"], "/v1/request-landing");
+  EXPECT_EQ(lines[0]["url"], "http://deathstar.default.svc.cluster.local/v1/request-landing");
+  EXPECT_EQ(lines[1]["url"], "http://127.0.0.1:" + std::to_string(server_.port()) + "/v1");
   EXPECT_EQ(lines[0]["policy"], "default/rule1");
   EXPECT_EQ(lines[0]["direction"], "ingress");
   EXPECT_EQ(lines[0]["src"]["identity"], 256);

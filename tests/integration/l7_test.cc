@@ -174,9 +174,11 @@ class L7 : public AgentFixture {
 
   // curl printing the body then "|<status>".
   RunResult curl(const std::string& ship, const std::string& method, const std::string& path, int max_time,
-                 int port = 80) {
-    return execIn(ship, {"curl", "-s", "--max-time", std::to_string(max_time), "-X", method, "-w", "|%{http_code}",
-                         fmt::format("http://{}:{}{}", deathstar_.ip, port, path)});
+                 int port = 80, const std::string& host = "") {
+    std::vector<std::string> argv{"curl", "-s", "--max-time", std::to_string(max_time), "-X", method, "-w", "|%{http_code}"};
+    if (!host.empty()) argv.insert(argv.end(), {"-H", "Host: " + host});
+    argv.push_back(fmt::format("http://{}:{}{}", deathstar_.ip, port, path));
+    return execIn(ship, argv);
   }
 
   Pod deathstar_, tiefighter_, xwing_;
@@ -246,7 +248,10 @@ TEST_F(L7, MonitorShowsRequestAndResponseLines) {
   children_.push_back(Child::spawn({bin("membrane"), "--socket", socket_, "monitor", "--type", "l7", "--json"},
                                    dir_ + "/monitor.json"));
   std::this_thread::sleep_for(std::chrono::milliseconds(700));  // let the streams subscribe
-  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
+  // The URL comes from the Host header, like Cilium's (the seed's service
+  // name); curl's own Host for the IP URL is the IP (port 80 is the default).
+  std::string service = fmt::format("deathstar.{}.svc.cluster.local", ns_);
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5, 80, service).out, "Access denied\r\n|403");
   EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
   // The event lines (not the banner), latency masked.
   auto lines = [&] {
@@ -264,15 +269,16 @@ TEST_F(L7, MonitorShowsRequestAndResponseLines) {
   };
   std::string from = fmt::format("{} ({})", tiefighter_.id, labels("tiefighter"));
   std::string to = fmt::format("{} ({})", deathstar_.id, labels("deathstar"));
-  std::string url = fmt::format("http://{}:80", deathstar_.ip);
+  std::string named = "http://" + service;
+  std::string by_ip = "http://" + deathstar_.ip;
   std::string want =
       fmt::format("<- Request http from {0} to {1}, identity {2}->{3}, verdict Denied PUT {4}/v1/exhaust-port => 0\n"
                   "<- Response http to {0} from {1}, identity {3}->{2}, verdict Denied PUT {4}/v1/exhaust-port => 403, "
                   "latency Nus\n"
-                  "<- Request http from {0} to {1}, identity {2}->{3}, verdict Forwarded POST {4}/v1/request-landing => 0\n"
-                  "<- Response http to {0} from {1}, identity {3}->{2}, verdict Forwarded POST {4}/v1/request-landing => "
+                  "<- Request http from {0} to {1}, identity {2}->{3}, verdict Forwarded POST {5}/v1/request-landing => 0\n"
+                  "<- Response http to {0} from {1}, identity {3}->{2}, verdict Forwarded POST {5}/v1/request-landing => "
                   "200, latency Nus\n",
-                  from, to, tiefighter_.identity, deathstar_.identity, url);
+                  from, to, tiefighter_.identity, deathstar_.identity, named, by_ip);
   EXPECT_TRUE(waitFor([&] { return lines() == want; }, std::chrono::seconds(5))) << lines() << "\nwant:\n" << want;
   // --json: the same 4 events, as objects.
   EXPECT_TRUE(waitFor([&] { return countJson(readFileOrEmpty(dir_ + "/monitor.json")) == 4; }, std::chrono::seconds(5)))
@@ -289,7 +295,8 @@ TEST_F(L7, MonitorShowsRequestAndResponseLines) {
   EXPECT_EQ(evs[0]["l7_type"], "request");
   EXPECT_EQ(evs[0]["verdict"], "Denied");
   EXPECT_EQ(evs[0]["method"], "PUT");
-  EXPECT_EQ(evs[0]["url"], "/v1/exhaust-port");
+  EXPECT_EQ(evs[0]["url"], named + "/v1/exhaust-port");
+  EXPECT_EQ(evs[2]["url"], by_ip + "/v1/request-landing");
   EXPECT_EQ(evs[0]["src"]["ip"], tiefighter_.ip);
   EXPECT_EQ(evs[0]["src"]["identity"], tiefighter_.identity);
   EXPECT_EQ(evs[0]["src"]["endpoint"], tiefighter_.id);
