@@ -262,7 +262,7 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(json::parse(eps.out, nullptr, false), json::array()) << eps.out;
   for (const auto& [name, pid] : pids) EXPECT_FALSE(running(pid)) << name << " (pid " << pid << ") still runs";
   auto netns = run({"ip", "netns", "list"});
-  EXPECT_EQ(netns.out.find("membrane_" + ns_ + "_"), std::string::npos) << netns.out;
+  EXPECT_EQ(netns.out.find(host_dev_ + "_" + ns_ + "_"), std::string::npos) << netns.out;
 }
 
 TEST_F(ManifestsTest, UnknownFieldIsRejectedWithItsPositionAndNothingIsApplied) {
