@@ -126,10 +126,10 @@ cleanup() {
       timeout 60 "$build/bin/membraned" $(cat "$work/agent-$a.args") cleanup >>"$work/agent-$a.log" 2>&1 \
         || { warn "membraned cleanup for agent $a failed (log: $work/agent-$a.log)"; [ "$rc" != 0 ] || rc=1; }
     fi
-    # Belt and braces: whatever of this agent's pods is left (netns membrane_<ns>_<pod>, our
-    # own namespace name), its host veths and its pins.
+    # Belt and braces: whatever of this agent's pods is left (netns <host-device>_<ns>_<pod>,
+    # our own device and namespace names), its host veths and its pins.
     local lns l
-    for lns in $(ip netns list 2>/dev/null | awk -v p="membrane_$tag${a,,}_" 'index($1, p) == 1 {print $1}'); do
+    for lns in $(ip netns list 2>/dev/null | awk -v p="${tag}h${a,,}_$tag${a,,}_" 'index($1, p) == 1 {print $1}'); do
       for l in $(ip -o link | awk -F': ' -v n="link-netns $lns" 'index($0, n) {print $2}' | cut -d@ -f1); do
         ip link del "$l" 2>/dev/null || true
       done
@@ -408,8 +408,9 @@ setup_membrane() {  # setup_membrane B|C
   ns=$tag${c,,}
   log "$c: membraned (pod CIDR $cidr, bpf root $bpf_base-$c)"
   start_agent "$c" "$cidr" || return 1
-  echo "membrane_${ns}_srv" >"$work/agent-$c.netns"
-  echo "membrane_${ns}_cli" >>"$work/agent-$c.netns"
+  # Pod netns names are <host-device>_<ns>_<pod> for an agent with its own --host-device.
+  echo "${tag}h${c,,}_${ns}_srv" >"$work/agent-$c.netns"
+  echo "${tag}h${c,,}_${ns}_cli" >>"$work/agent-$c.netns"
   membrane_cli "$c" endpoint create srv -n "$ns" --labels app=bench-server >/dev/null || return 1
   membrane_cli "$c" endpoint create cli -n "$ns" --labels app=bench-client >/dev/null || return 1
   srv_ip[$c]=$(ep_field "$c" srv ipv4) || return 1

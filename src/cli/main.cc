@@ -30,11 +30,15 @@ int main(int argc, char** argv) {
   CLI::App app{"membrane — CLI of the membrane agent (eBPF network policy and Cilium-compatible metrics)", "membrane"};
   app.footer(
       "Talks to membraned's REST API on a unix socket (root or the socket's group).\n"
+      "Run 'membrane SUBCOMMAND --help' for a subcommand's arguments and examples.\n"
       "Examples:\n"
       "  membrane status\n"
-      "  membrane endpoint list\n"
-      "  membrane policy import examples/starwars/sw_l3_l4_policy.yaml\n"
-      "  membrane monitor --type drop\n"
+      "  membrane apply -f examples/starwars/http-sw-app.yaml\n"
+      "  membrane get pods,svc -o wide\n"
+      "  membrane apply -f examples/starwars/sw_l3_l4_l7_policy.yaml\n"
+      "  membrane exec tiefighter -- curl -s -XPOST deathstar.default.svc.cluster.local/v1/request-landing\n"
+      "  membrane policy trace --src-endpoint xwing --dst-labels org=empire,class=deathstar --dport 80/TCP\n"
+      "  membrane monitor --type drop --type l7\n"
       "  membrane --socket /tmp/m2.sock endpoint list -o json");
   app.require_subcommand(1);
   app.fallthrough();  // --socket also after the subcommand
@@ -164,8 +168,11 @@ int main(int argc, char** argv) {
   exec->add_option("name", exec_name, "Pod NAME")->required();
   exec->add_option("command", exec_argv, "Command and its arguments, after --")->required();
   exec->footer(
-      "The command replaces membrane: its exit status is membrane's.\n"
-      "Example:\n  membrane exec tiefighter -- curl -s -XPOST http://10.200.0.5/v1/request-landing");
+      "The command runs in the pod's network and UTS namespaces with the pod's /etc/hosts and /etc/resolv.conf\n"
+      "view (service names resolve) and replaces membrane: its exit status is membrane's.\n"
+      "Examples:\n  membrane exec tiefighter -- curl -s -XPOST http://10.200.0.5/v1/request-landing\n"
+      "  membrane exec tiefighter -- curl -s -XPOST deathstar.default.svc.cluster.local/v1/request-landing\n"
+      "  membrane exec -n team-a -it client -- sh");
   exec->callback([&] { action = [&] { return membrane::cli::cmdExec(ctx, exec_name, exec_ns, exec_argv); }; });
 
   // identity
@@ -244,7 +251,7 @@ int main(int argc, char** argv) {
   pol_trace->footer(
       "Prints, for the source's egress and the destination's ingress, the rules (policy namespace/name) that\n"
       "select the endpoint, which one allows or denies the flow, or that none matched (default deny).\n"
-      "Examples:\n  membrane policy trace --src-endpoint xwing --dst-endpoint deathstar --dport 80/TCP\n"
+      "Examples:\n  membrane policy trace --src-endpoint xwing --dst-labels org=empire,class=deathstar --dport 80/TCP\n"
       "  membrane policy trace --src-labels org=empire,class=tiefighter --dst-labels org=empire,class=deathstar "
       "--dport 80/TCP");
   pol_trace->callback([&] { action = [&] { return membrane::cli::cmdPolicyTrace(ctx, trace_args); }; });
@@ -252,13 +259,17 @@ int main(int argc, char** argv) {
   // monitor
   std::vector<std::string> mon_types;
   bool mon_json = false;
-  auto* monitor = app.add_subcommand("monitor", "Stream datapath events: drops, policy verdicts, traces");
+  auto* monitor = app.add_subcommand("monitor", "Stream datapath events (drops, policy verdicts, traces) and L7 requests");
   monitor->add_option("-t,--type", mon_types, "Event type to show (repeatable; default all)")
       ->check(CLI::IsMember({"drop", "policy-verdict", "trace", "l7"}));
   monitor->add_flag("-j,--json", mon_json, "One JSON object per event instead of text");
   monitor->footer(
+      "Types: drop (packets the eBPF programs dropped, with reason), policy-verdict (first packet of each\n"
+      "flow with the verdict and the policy that decided it), trace (forwarded packets; needs membraned\n"
+      "--trace-events), l7 (HTTP requests and responses through membrane-proxy: Forwarded/Denied, status).\n"
+      "Runs until interrupted.\n"
       "Examples:\n  membrane monitor --type drop\n  membrane monitor -t policy-verdict -t drop\n"
-      "  membrane monitor --json | jq .");
+      "  membrane monitor --type l7\n  membrane monitor --json | jq .");
   monitor->callback([&] { action = [&] {
     ctx.json = mon_json;
     return membrane::cli::cmdMonitor(ctx, mon_types);

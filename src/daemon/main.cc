@@ -31,8 +31,10 @@ int main(int argc, char** argv) {
   membrane::daemon::Config cfg;
   CLI::App app{
       "membraned — the membrane node agent.\n"
-      "Runs pods (endpoints) in network namespaces, enforces CiliumNetworkPolicy L3/L4 rules on them with eBPF\n"
-      "programs on each pod's veth, and exports what it does as Cilium-compatible Prometheus metrics.\n"
+      "Runs pods (endpoints, or the Pods/Deployments of 'membrane apply') in network namespaces, enforces\n"
+      "CiliumNetworkPolicy / NetworkPolicy L3/L4 rules on them with eBPF programs on each pod's veth and L7\n"
+      "(HTTP) rules through membrane-proxy (started and supervised here), load-balances Service ClusterIPs in\n"
+      "eBPF, runs the health endpoint, and exports what it does as Cilium-compatible Prometheus metrics.\n"
       "Runs as root. Stopping it leaves the BPF programs and pinned maps in place: enforcement continues\n"
       "with the last policy, and a restarted agent restores its endpoints from --state-dir."};
   app.footer(

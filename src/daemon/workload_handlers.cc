@@ -10,6 +10,7 @@
 
 #include <climits>
 #include <filesystem>
+#include <set>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -142,6 +143,14 @@ Response Agent::applyManifests(const Request& req) {
     text += (text.empty() ? "" : "\n---\n") + d.manifests.policy_text;
   }
   if (!text.empty()) {
+    // kubectl says "created" for an object that did not exist and "configured"
+    // for one it replaced: remember which policies exist before the import.
+    std::set<std::string> existed;
+    {
+      std::lock_guard lk(mu_);
+      for (const auto& p : repo_.policies())
+        existed.insert(fmt::format("{}/{}/{}", policy::kindName(p.kind), p.namespace_name, p.name));
+    }
     Request pr;
     pr.method = "PUT";
     pr.body = json({{"source", sources}, {"content", text}}).dump();
@@ -149,11 +158,13 @@ Response Agent::applyManifests(const Request& req) {
     if (r.status != 200) return r;
     for (const auto& d : docs)
       for (const auto& p : d.manifests.policies)
-        lines.push_back(fmt::format("{}/{} configured",
+        lines.push_back(fmt::format("{}/{} {}",
                                     p.kind == "NetworkPolicy"         ? "networkpolicy.networking.k8s.io"
                                     : p.kind == "CiliumNetworkPolicy" ? "ciliumnetworkpolicy.cilium.io"
                                                                       : "ciliumclusterwidenetworkpolicy.cilium.io",
-                                    p.name));
+                                    p.name,
+                                    existed.count(fmt::format("{}/{}/{}", p.kind, p.ns, p.name)) ? "configured"
+                                                                                                  : "created"));
   }
   std::lock_guard lk(mu_);
   for (const auto& d : docs) {

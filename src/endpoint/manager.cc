@@ -58,9 +58,16 @@ void logIfError(const Status& st, const char* what) {
   if (!st.ok()) spdlog::warn("{}: {}", what, st.error().message);
 }
 
-std::string netnsNameFor(const std::string& ns, const std::string& name) {
-  // '_' cannot appear in Kubernetes names, so the mapping is unambiguous.
-  return fmt::format("membrane_{}_{}", ns, name);
+// "<prefix>_<ns>_<pod>", the prefix naming the agent: two agents on one host
+// (tests, a second agent with its own --host-device) can both run pod "xwing"
+// in namespace "default" without taking each other's netns. The default agent
+// keeps "membrane" so its names stay membrane_<ns>_<pod>. '_' cannot appear in
+// Kubernetes names, so the last two '_'-separated parts are always ns and pod
+// and the mapping stays unambiguous whatever the host device is called.
+// Restored endpoints keep the netns_name recorded in their state file.
+std::string netnsNameFor(const std::string& host_device, const std::string& ns, const std::string& name) {
+  const std::string prefix = host_device.empty() || host_device == "membrane_host" ? "membrane" : host_device;
+  return fmt::format("{}_{}_{}", prefix, ns, name);
 }
 
 kernel::PolicyMapKey toMapKey(const policy::PolicyKey& k) {
@@ -372,7 +379,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.labels = health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ns, user_labels);
   ep.created = nowRfc3339();
   // The health endpoint's netns is named after the host device, which is unique per agent.
-  ep.netns_name = health ? "membrane-health-" + cfg_.host_device : netnsNameFor(ns, name);
+  ep.netns_name = health ? "membrane-health-" + cfg_.host_device : netnsNameFor(cfg_.host_device, ns, name);
   ep.netns_path = kernel::Netns::pathOf(ep.netns_name);
   ep.host_ifname = kernel::hostIfnameFor(ns, name, cfg_.bpf_root);
 

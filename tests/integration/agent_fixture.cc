@@ -76,7 +76,7 @@ void AgentFixture::TearDown() {
   auto r = run(args, std::chrono::seconds(60));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   auto netns = run({"ip", "netns", "list"});
-  EXPECT_EQ(netns.out.find("membrane_" + ns_ + "_"), std::string::npos) << netns.out;
+  EXPECT_EQ(netns.out.find(host_dev_ + "_" + ns_ + "_"), std::string::npos) << netns.out;
   struct stat st {};
   EXPECT_NE(stat(bpf_root_.c_str(), &st), 0) << bpf_root_ << " still exists";
   auto links = run({"ip", "link", "show", host_dev_});

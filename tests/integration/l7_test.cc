@@ -240,6 +240,27 @@ TEST_F(L7, StarWarsVerdictsThroughTheTransparentProxy) {
   std::ofstream(dir_ + "/metrics.txt") << scrape();
   auto check = run({"sh", "-c", "promtool check metrics < " + dir_ + "/metrics.txt"});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+
+  // Every family exposed here (agent, datapath, health and L7 families are all
+  // present after this scenario) is documented in docs/metrics.md with its type:
+  // a table row "| `name` | <type> ...".
+  std::string doc = readFileOrEmpty(source_dir_ + "/docs/metrics.md");
+  ASSERT_FALSE(doc.empty());
+  std::istringstream exposition(scrape());
+  std::string line;
+  int families = 0;
+  std::regex type_line(R"(^# TYPE (\S+) (\S+)$)");
+  while (std::getline(exposition, line)) {
+    std::smatch m;
+    if (!std::regex_match(line, m, type_line)) continue;
+    ++families;
+    const std::string name = m[1], type = m[2];
+    std::regex row("\\| `" + name + "` \\| " + type + "[ |]");
+    EXPECT_TRUE(std::regex_search(doc, row))
+        << name << " (" << type << ") is exposed on /metrics but docs/metrics.md has no row \"| `" << name
+        << "` | " << type << " ...\"";
+  }
+  EXPECT_GE(families, 30) << "too few # TYPE lines parsed";
 }
 
 TEST_F(L7, MonitorShowsRequestAndResponseLines) {

@@ -219,7 +219,11 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   std::string pol = source_dir_ + "/examples/starwars/sw_l3_l4_policy.yaml";
   auto pa = cli({"apply", "-n", ns_, "-f", pol});
   ASSERT_EQ(pa.exit_code, 0) << pa.err;
-  EXPECT_EQ(pa.out, "ciliumnetworkpolicy.cilium.io/rule1 configured\n");
+  // kubectl's words: "created" on first import, "configured" when it replaces.
+  EXPECT_EQ(pa.out, "ciliumnetworkpolicy.cilium.io/rule1 created\n");
+  auto pa2 = cli({"apply", "-n", ns_, "-f", pol});
+  ASSERT_EQ(pa2.exit_code, 0) << pa2.err;
+  EXPECT_EQ(pa2.out, "ciliumnetworkpolicy.cilium.io/rule1 configured\n");
   auto denied = execIn("xwing", {"curl", "-s", "--max-time", "2", "-XPOST", fqdn + "/v1/request-landing"});
   EXPECT_EQ(denied.exit_code, 28) << denied.out;  // curl: operation timed out (the SYN was dropped)
   EXPECT_EQ(denied.out, "");
@@ -258,7 +262,7 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(json::parse(eps.out, nullptr, false), json::array()) << eps.out;
   for (const auto& [name, pid] : pids) EXPECT_FALSE(running(pid)) << name << " (pid " << pid << ") still runs";
   auto netns = run({"ip", "netns", "list"});
-  EXPECT_EQ(netns.out.find("membrane_" + ns_ + "_"), std::string::npos) << netns.out;
+  EXPECT_EQ(netns.out.find(host_dev_ + "_" + ns_ + "_"), std::string::npos) << netns.out;
 }
 
 TEST_F(ManifestsTest, UnknownFieldIsRejectedWithItsPositionAndNothingIsApplied) {

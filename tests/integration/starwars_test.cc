@@ -228,8 +228,10 @@ TEST_F(StarWars, L3L4PolicyDropsXwingWithExactCounts) {
 }
 
 TEST_F(StarWars, EndpointDeleteRemovesEveryTrace) {
-  std::string netns = "membrane_" + ns_ + "_xwing";
   auto ep = nlohmann::json::parse(cli({"endpoint", "get", "xwing", "-n", ns_, "-o", "json"}).out);
+  // Pod netns names carry the agent's prefix (its --host-device): <dev>_<ns>_<pod>.
+  std::string netns = host_dev_ + "_" + ns_ + "_xwing";
+  EXPECT_EQ(ep.value("netns", ""), "/var/run/netns/" + netns);
   std::string host_if = ep["interface"]["host"];
   ASSERT_FALSE(host_if.empty());
   auto ids_before = nlohmann::json::parse(cli({"identity", "list", "-o", "json"}).out);
@@ -324,7 +326,7 @@ TEST_F(StarWars, EstablishedConnectionSurvivesAgentRestart) {
   size_t at_stop = echoes();
   EXPECT_TRUE(waitFor([&] { return echoes() >= at_stop + 5; }, std::chrono::seconds(10)));
   // `membrane exec` needs the agent to find the pod; use the netns directly while it is down.
-  auto xd = run({"ip", "netns", "exec", "membrane_" + ns_ + "_xwing", "ping", "-c", "2", "-i", "0.2", "-W", "1",
+  auto xd = run({"ip", "netns", "exec", host_dev_ + "_" + ns_ + "_xwing", "ping", "-c", "2", "-i", "0.2", "-W", "1",
                  deathstar_.ip});
   EXPECT_NE(xd.out.find("2 packets transmitted, 0 received"), std::string::npos) << xd.out << xd.err;
 
