@@ -33,6 +33,7 @@ conns=32
 rounds=3
 half_load=0
 half_rate=""
+half_src="50 % of the l7 saturation throughput"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --quick) seconds=3; rounds=1; shift ;;
     --half-load) half_load=1; shift ;;
-    --half-load-rate) half_load=1; half_rate=$2; shift 2 ;;
+    --half-load-rate) half_load=1; half_rate=$2; half_src="set with --half-load-rate"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown flag $1" >&2; exit 2 ;;
     *) build=$1; shift ;;
@@ -217,9 +218,9 @@ if [ "$half_load" = 1 ]; then
   done
   load_after2=$(cut -d' ' -f1-3 /proc/loadavg)
   for k in "${!hl[@]}"; do echo "$k ${hl[$k]}"; done >"$work/halfload.txt"
-  report+=$'\n\n'$(python3 - "$work/halfload.txt" "$rounds" "$seconds" "$conns" "$half_rate" "$load_after" "$load_after2" <<'PY'
+  report+=$'\n\n'$(python3 - "$work/halfload.txt" "$rounds" "$seconds" "$conns" "$half_rate" "$load_after" "$load_after2" "$half_src" <<'PY'
 import json, sys, statistics
-path, rounds, secs, conns, rate, la1, la2 = sys.argv[1:]
+path, rounds, secs, conns, rate, la1, la2, src = sys.argv[1:]
 rounds = int(rounds)
 hl = {}
 for line in open(path):
@@ -232,7 +233,7 @@ def med(c, k):
     return statistics.median(hl[(c, r)][k] for r in R)
 def bad(c):
     return sum(hl[(c, r)][k] for r in R for k in ("errors", "timeouts", "non2xx", "unsent"))
-print("#### Half load: %s requests/s (50 %% of the l7 saturation throughput), open loop" % rate)
+print("#### Half load: %s requests/s (%s), open loop" % (rate, src))
 print("\n| config | achieved req/s | p50 us | p90 us | p99 us | p99.9 us | errors+timeouts+non2xx+unsent |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for c, name in cfgs:
