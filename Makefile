@@ -73,7 +73,7 @@ BENCH_L7_DEPS := wrk nginx-light
 bench-l7: build
 	@missing=$$(for p in $(BENCH_L7_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
-	bench/l7/run.sh $(BUILD)
+	bench/l7/run.sh $(BUILD) --half-load
 
 install: build
 	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned

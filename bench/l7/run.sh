@@ -2,6 +2,7 @@
 # bench/l7/run.sh: HTTP requests/s and latency through membrane's L7 path (docs/benchmarks.md).
 #
 #   bench/l7/run.sh [BUILD_DIR] [--seconds S] [--connections C] [--rounds N] [--quick]
+#                   [--half-load] [--half-load-rate R]
 #   defaults: BUILD_DIR=build, 3 rounds of 10 s, 32 connections; --quick = 1 round of 3 s
 #
 # One isolated membraned, three pods (client, server, nginx-rp), in one run on the same cores:
@@ -14,6 +15,13 @@
 # C keep-alive connections) in the client pod. Prints requests/s, p50 and p99 per config (the
 # median round), and the ratios l7/nginx and l7/direct, as Markdown; saves it in BUILD_DIR/bench.
 #
+# --half-load: afterwards, the latency at a fixed rate of 50 % of the l7 path's saturation
+# throughput (the median l7 wrk round; --half-load-rate R sets it explicitly), measured with
+# BUILD_DIR/bench/loadgen (open loop: latency from each request's intended send time, no
+# coordinated omission), N interleaved rounds of S s over C connections for direct, nginx and
+# l7; reports p50/p90/p99/p99.9 per config and the added p99 of l7 over direct and over nginx
+# (median of the per-round differences). `make bench-l7` turns it on.
+#
 # Bench-only Debian packages: wrk, nginx-light (make bench-l7 installs them).
 # Everything created (agent, pods, plumbing, processes) is removed on exit, on failure and on
 # Ctrl-C; processes are ended by PID only.
@@ -23,12 +31,17 @@ build=""
 seconds=10
 conns=32
 rounds=3
+half_load=0
+half_rate=""
+half_src="50 % of the l7 saturation throughput"
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
     --connections) conns=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --quick) seconds=3; rounds=1; shift ;;
+    --half-load) half_load=1; shift ;;
+    --half-load-rate) half_load=1; half_rate=$2; half_src="set with --half-load-rate"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown flag $1" >&2; exit 2 ;;
     *) build=$1; shift ;;
@@ -38,6 +51,8 @@ build=$(cd "${build:-build}" && pwd)
 [[ "$seconds" =~ ^[1-9][0-9]*$ && "$seconds" -le 120 ]] || { echo "--seconds: 1..120" >&2; exit 2; }
 [[ "$conns" =~ ^[1-9][0-9]*$ && "$conns" -le 1000 ]] || { echo "--connections: 1..1000" >&2; exit 2; }
 [[ "$rounds" =~ ^[1-9]$ ]] || { echo "--rounds: 1..9" >&2; exit 2; }
+[ -z "$half_rate" ] || [[ "$half_rate" =~ ^[1-9][0-9]*$ && "$half_rate" -le 1000000 ]] || { echo "--half-load-rate: 1..1000000 requests/s" >&2; exit 2; }
+[ "$half_load" = 0 ] || [ -x "$build/bench/loadgen" ] || { echo "run.sh: $build/bench/loadgen not found: run make build" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root" >&2; exit 1; }
 for t in wrk nginx iptables ip; do command -v "$t" >/dev/null || { echo "run.sh: $t not found (make bench-l7 installs wrk, nginx-light)" >&2; exit 1; }; done
 
@@ -178,6 +193,74 @@ for r in range(1, int(rounds) + 1):
     print("- round %d: direct %s | nginx %s | l7 %s" % (r, res[("direct", str(r))], res[("nginx", str(r))], res[("l7", str(r))]))
 PY
 )
+
+if [ "$half_load" = 1 ]; then
+  # 50 % of the l7 path's saturation throughput: the median l7 wrk round of this run.
+  if [ -z "$half_rate" ]; then
+    half_rate=$(for r in $(seq "$rounds"); do echo "${res[l7,$r]}" | cut -d' ' -f1; done | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
+    half_rate=$(( half_rate / 2 ))
+  fi
+  fixed() {  # $1 url -> the loadgen JSON line
+    cli exec -n "$ns" client -- "$build/bench/loadgen" --url "$1" --rate "$half_rate" --seconds "$seconds" \
+      --connections "$conns" >"$work/loadgen.out" 2>"$work/loadgen.err" \
+      || { echo "loadgen failed against $1:" >&2; cat "$work/loadgen.err" >&2; exit 1; }
+    tail -n1 "$work/loadgen.out"
+  }
+  declare -A hl
+  for r in $(seq "$rounds"); do
+    policy ""
+    hl[direct,$r]=$(fixed "http://$srv/bench")
+    hl[nginx,$r]=$(fixed "http://$rp:8080/bench")
+    policy "$rules10"
+    hl[l7,$r]=$(fixed "http://$srv/bench")
+    echo "half-load round $r at $half_rate/s:" >&2
+    for c in direct nginx l7; do echo "  $c ${hl[$c,$r]}" >&2; done
+  done
+  load_after2=$(cut -d' ' -f1-3 /proc/loadavg)
+  for k in "${!hl[@]}"; do echo "$k ${hl[$k]}"; done >"$work/halfload.txt"
+  report+=$'\n\n'$(python3 - "$work/halfload.txt" "$rounds" "$seconds" "$conns" "$half_rate" "$load_after" "$load_after2" "$half_src" <<'PY'
+import json, sys, statistics
+path, rounds, secs, conns, rate, la1, la2, src = sys.argv[1:]
+rounds = int(rounds)
+hl = {}
+for line in open(path):
+    key, js = line.split(" ", 1)
+    c, r = key.split(",")
+    hl[(c, int(r))] = json.loads(js)
+cfgs = (("direct", "direct pod->pod, L3/L4 only"), ("nginx", "nginx reverse proxy (1 worker)"), ("l7", "membrane L7, 10 rules"))
+R = range(1, rounds + 1)
+def med(c, k):
+    return statistics.median(hl[(c, r)][k] for r in R)
+def bad(c):
+    return sum(hl[(c, r)][k] for r in R for k in ("errors", "timeouts", "non2xx", "unsent"))
+print("#### Half load: %s requests/s (%s), open loop" % (rate, src))
+print("\n| config | achieved req/s | p50 us | p90 us | p99 us | p99.9 us | errors+timeouts+non2xx+unsent |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for c, name in cfgs:
+    print("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %d |" % (name, med(c, "achieved_rps"), med(c, "p50_us"),
+          med(c, "p90_us"), med(c, "p99_us"), med(c, "p999_us"), bad(c)))
+def added(a, b):
+    per = [hl[(a, r)]["p99_us"] - hl[(b, r)]["p99_us"] for r in R]
+    return statistics.median(per), per
+ad, adr = added("l7", "direct")
+an, anr = added("l7", "nginx")
+verdict = "met" if ad <= 100 else "NOT met, by %.0f us" % (ad - 100)
+print("\n**added p99, l7 - direct: %.0f us** (target <= 100 us: %s); l7 - nginx: %.0f us. Median of the per-round"
+      " differences; per round l7 - direct: %s us; l7 - nginx: %s us."
+      % (ad, verdict, an, " / ".join("%.0f" % x for x in adr), " / ".join("%.0f" % x for x in anr)))
+print("(bench/loadgen --rate %s --seconds %s --connections %s per config, %d interleaved rounds; load average before/after: %s / %s)"
+      % (rate, secs, conns, rounds, la1, la2))
+print("\nper round (p50/p99/p99.9 us):")
+for r in R:
+    print("- round %d: " % r + " | ".join("%s %.0f/%.0f/%.0f" % (c, hl[(c, r)]["p50_us"], hl[(c, r)]["p99_us"],
+          hl[(c, r)]["p999_us"]) for c, _ in cfgs))
+bads = [(c, r) for c, _ in cfgs for r in R if any(hl[(c, r)][k] for k in ("errors", "timeouts", "non2xx", "unsent"))]
+for c, r in bads:
+    print("- round %d %s: errors %d, timeouts %d, non2xx %d, unsent %d" % (r, c, hl[(c, r)]["errors"],
+          hl[(c, r)]["timeouts"], hl[(c, r)]["non2xx"], hl[(c, r)]["unsent"]))
+PY
+)
+fi
 echo "$report"
 mkdir -p "$build/bench"
 echo "$report" >"$build/bench/l7.md"
