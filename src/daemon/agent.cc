@@ -103,6 +103,8 @@ ProxyManagerConfig proxyManagerConfig(const Config& cfg) {
   pc.control_socket = cfg.proxy_control_socket;
   pc.pidfile = cfg.state_dir + "/proxy.pid";
   pc.log_file = cfg.state_dir + "/proxy.log";
+  pc.header_timeout_ms = cfg.proxy_header_timeout_ms;
+  pc.idle_timeout_ms = cfg.proxy_idle_timeout_ms;
   return pc;
 }
 

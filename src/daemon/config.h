@@ -30,6 +30,10 @@ struct Config {
   uint32_t proxy_route_table = 2004;
   uint32_t proxy_rule_priority = 9;
   std::string proxy_iptables_chain = "MEMBRANE_PRE_mangle";
+  // Passed to membrane-proxy as --header-timeout-ms / --idle-timeout-ms (a
+  // proxy adopted after an agent restart keeps the values it was started with).
+  uint32_t proxy_header_timeout_ms = 10000;
+  uint32_t proxy_idle_timeout_ms = 300000;
   std::string log_level = "info";
   std::string log_format = "text";            // text | json
 };

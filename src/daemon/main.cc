@@ -105,6 +105,15 @@ int main(int argc, char** argv) {
   app.add_option("--proxy-iptables-chain", cfg.proxy_iptables_chain,
                  "iptables mangle chain (jumped to from PREROUTING) holding the TPROXY rules")
       ->capture_default_str();
+  app.add_option("--proxy-header-timeout-ms", cfg.proxy_header_timeout_ms,
+                 "membrane-proxy: a request's headers must be complete this long after its first byte, else 408 "
+                 "and close (slowloris)")
+      ->check(CLI::Range(1u, 3600000u))
+      ->capture_default_str();
+  app.add_option("--proxy-idle-timeout-ms", cfg.proxy_idle_timeout_ms,
+                 "membrane-proxy: close a connection without a byte in either direction for this long")
+      ->check(CLI::Range(1u, 86400000u))
+      ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

@@ -87,7 +87,15 @@ Status ProxyManager::spawn() {
   if (::access(cfg_.binary.c_str(), X_OK) != 0)
     return Error::fromErrno(errno, fmt::format("L7 proxy binary {} (build it, or give --proxy-binary)", cfg_.binary));
   ::unlink(cfg_.control_socket.c_str());
-  std::vector<std::string> argv{cfg_.binary, "--control-socket", cfg_.control_socket, "--log-level", "info"};
+  std::vector<std::string> argv{cfg_.binary,
+                                "--control-socket",
+                                cfg_.control_socket,
+                                "--log-level",
+                                "info",
+                                "--header-timeout-ms",
+                                std::to_string(cfg_.header_timeout_ms),
+                                "--idle-timeout-ms",
+                                std::to_string(cfg_.idle_timeout_ms)};
   int logfd = ::open(cfg_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (logfd < 0) return Error::fromErrno(errno, "open " + cfg_.log_file);
   // Everything the child needs is prepared here: after fork() in a threaded

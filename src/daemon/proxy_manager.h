@@ -32,6 +32,8 @@ struct ProxyManagerConfig {
   std::string control_socket;  // its control socket
   std::string pidfile;         // <state-dir>/proxy.pid
   std::string log_file;        // <state-dir>/proxy.log (the proxy's stderr)
+  uint32_t header_timeout_ms = 10000;  // --header-timeout-ms (slowloris cut)
+  uint32_t idle_timeout_ms = 300000;   // --idle-timeout-ms
 };
 
 class ProxyManager {

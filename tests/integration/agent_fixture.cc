@@ -42,13 +42,15 @@ void AgentFixture::SetUp() {
 }
 
 std::vector<std::string> AgentFixture::agentArgs() const {
-  return {bin("membraned"), "--api-socket", socket_, "--state-dir", state_dir_, "--bpf-root", bpf_root_,
+  std::vector<std::string> args{bin("membraned"), "--api-socket", socket_, "--state-dir", state_dir_, "--bpf-root", bpf_root_,
           "--pod-cidr", pod_cidr_, "--service-cidr", service_cidr_, "--host-device", host_dev_, "--prometheus-serve-addr",
           fmt::format("127.0.0.1:{}", metrics_port_), "--log-level", "debug",
           "--enable-health-checking", health_ ? "true" : "false", "--health-check-interval", "1",
           "--proxy-control-socket", proxy_socket_, "--proxy-port-range",
           fmt::format("{}-{}", proxy_port_, proxy_port_ + 1), "--proxy-route-table", std::to_string(proxy_table_),
           "--proxy-rule-priority", std::to_string(proxy_rule_priority_), "--proxy-iptables-chain", proxy_chain_};
+  args.insert(args.end(), extra_agent_args_.begin(), extra_agent_args_.end());
+  return args;
 }
 
 void AgentFixture::startAgent() {

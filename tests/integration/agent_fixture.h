@@ -47,6 +47,8 @@ class AgentFixture : public ::testing::Test {
 
   std::string bin(const std::string& name) const;
   std::vector<std::string> agentArgs() const;
+  // Appended to agentArgs() (a test's own agent flags, set before startAgent()).
+  std::vector<std::string> extra_agent_args_;
   std::string nsName() const { return ns_; }
   std::string dir() const { return dir_; }
 

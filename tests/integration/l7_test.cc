@@ -156,6 +156,9 @@ class L7 : public AgentFixture {
   void SetUp() override {
     AgentFixture::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
+    // Short enough for the slowloris test; every other request's headers
+    // arrive in one segment.
+    extra_agent_args_ = {"--proxy-header-timeout-ms", "2000", "--proxy-idle-timeout-ms", "60000"};
     startAgent();
     if (HasFatalFailure()) return;
     deathstar_ = createPod("deathstar", "org=empire,class=deathstar");
@@ -492,6 +495,76 @@ TEST_F(L7, MalformedRequestGets400AndCloseAndCountsAParseError) {
   EXPECT_EQ(metric("cilium_policy_l7_total", {{"proxy_type", "http"}, {"rule", "parse_errors"}}), parse_errors + 1);
   // Nothing reached the server.
   EXPECT_EQ(readFileOrEmpty(dir_ + "/deathstar.log").find("BREW"), std::string::npos);
+}
+
+// Slowloris through the real path (TPROXY): headers one byte per second are
+// cut by the header timeout (--proxy-header-timeout-ms 2000, given to
+// membrane-proxy by the agent): 408 and close, counted from the first byte
+// (trickling does not extend it); the next normal request is served.
+TEST_F(L7, SlowlorisIsCutByTheHeaderTimeout) {
+  std::string py = fmt::format(
+      "import socket, time\n"
+      "s = socket.create_connection(('{}', 80), timeout=10)\n"
+      "t0 = time.time(); got = b''\n"
+      "for b in b'GET /v1 HTTP/1.1\\r\\nHost: deathstar\\r\\nX-Slow: aaaaaaaaaaaaaaaa\\r\\n':\n"
+      "    try: s.send(bytes([b]))\n"
+      "    except OSError: break\n"
+      "    s.settimeout(1.0)\n"
+      "    try:\n"
+      "        d = s.recv(4096)\n"
+      "    except socket.timeout:\n"
+      "        continue\n"
+      "    got += d\n"
+      "    break\n"
+      "s.settimeout(5)\n"
+      "while True:\n"
+      "    d = s.recv(4096)\n"
+      "    if not d: break\n"
+      "    got += d\n"
+      "dt = time.time() - t0\n"
+      "print(got.split(b'\\r\\n')[0].decode(), 'closed', 'in-time' if 1.5 <= dt < 5 else 'late %.2f' % dt)\n",
+      deathstar_.ip);
+  auto r = execIn("tiefighter", {"python3", "-c", py});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "HTTP/1.1 408 Request Timeout closed in-time\n") << r.err;
+  EXPECT_EQ(curl("tiefighter", "POST", "/v1/request-landing", 5).out, "Ship landed\n|200");
+}
+
+// 10,000 idle connections from a pod through TPROXY are all held by the proxy
+// (connections.active exact) and the next normal request is still served.
+TEST_F(L7, ManyIdleConnectionsDoNotExhaustTheProxy) {
+  constexpr int kIdle = 10000;
+  std::string trigger = dir_ + "/idle-go";
+  std::string py = fmt::format(
+      "import resource, socket, time, http.client, os\n"
+      "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+      "resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))\n"
+      "conns = [socket.create_connection(('{0}', 80), timeout=10) for _ in range({1})]\n"
+      "c = http.client.HTTPConnection('{0}', 80, timeout=10)\n"
+      "c.request('POST', '/v1/request-landing', body=b'')\n"
+      "r = c.getresponse()\n"
+      "print(len(conns), r.status, repr(r.read().decode()), flush=True)\n"
+      "t0 = time.time()\n"
+      "while not os.path.exists('{2}') and time.time() - t0 < 20: time.sleep(0.05)\n",
+      deathstar_.ip, kIdle, trigger);
+  children_.push_back(Child::spawn(
+      {bin("membrane"), "--socket", socket_, "exec", "-n", ns_, "tiefighter", "--", "python3", "-c", py},
+      dir_ + "/idle.log"));
+  ASSERT_TRUE(waitFor([&] { return readFileOrEmpty(dir_ + "/idle.log").find('\n') != std::string::npos; },
+                      std::chrono::seconds(20)))
+      << readFileOrEmpty(dir_ + "/idle.log");
+  EXPECT_EQ(readFileOrEmpty(dir_ + "/idle.log"), "10000 200 'Ship landed\\n'\n");
+  // The proxy holds every one of them (plus the request's connection).
+  auto active = [&] {
+    auto r = run({"curl", "-s", "--max-time", "2", "--unix-socket", proxy_socket_, "http://x/v1/stats"});
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_object() ? j["connections"]["active"].get<int64_t>() : -1;
+  };
+  EXPECT_TRUE(waitFor([&] { return active() == kIdle + 1; }, std::chrono::seconds(5))) << active();
+  std::ofstream(trigger) << "go";
+  // Once the pod closes them the proxy lets go of every one.
+  EXPECT_TRUE(waitFor([&] { return active() == 0; }, std::chrono::seconds(10))) << active();
+  EXPECT_EQ(curl("tiefighter", "PUT", "/v1/exhaust-port", 5).out, "Access denied\r\n|403");
 }
 
 }  // namespace
