@@ -187,7 +187,13 @@ Response Agent::deleteManifests(const Request& req) {
       dr.query.emplace("name", p.name);
       dr.query.emplace("namespace", p.ns);
       Response r = deletePolicy(dr);
-      if (r.status == 200) lines.push_back(fmt::format("{} \"{}\" deleted", p.kind, p.name));
+      // kubectl's resource.group spelling, as for pods/services ("pod \"xwing\" deleted").
+      if (r.status == 200)
+        lines.push_back(fmt::format("{} \"{}\" deleted",
+                                    p.kind == "NetworkPolicy"         ? "networkpolicy.networking.k8s.io"
+                                    : p.kind == "CiliumNetworkPolicy" ? "ciliumnetworkpolicy.cilium.io"
+                                                                      : "ciliumclusterwidenetworkpolicy.cilium.io",
+                                    p.name));
       else if (r.status != 404) return r;
     }
   std::lock_guard lk(mu_);

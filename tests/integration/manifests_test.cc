@@ -231,7 +231,7 @@ TEST_F(ManifestsTest, StarWarsAppServiceLoadBalancingRestartAndRoundTrip) {
   EXPECT_EQ(land.out, "Ship landed\n");
   auto pd = cli({"delete", "-n", ns_, "-f", pol});
   EXPECT_EQ(pd.exit_code, 0) << pd.err;
-  EXPECT_EQ(pd.out, "CiliumNetworkPolicy \"rule1\" deleted\n");
+  EXPECT_EQ(pd.out, "ciliumnetworkpolicy.cilium.io \"rule1\" deleted\n");
   xw = execIn("xwing", {"curl", "-s", "--max-time", "5", "-XPOST", fqdn + "/v1/request-landing"});
   EXPECT_EQ(xw.out, "Ship landed\n");
 
