@@ -45,7 +45,19 @@ bool parseHostPort(const std::string& s, sockaddr_in* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"membrane-proxy: transparent HTTP/1.1 L7 policy proxy"};
+  CLI::App app{
+      "membrane-proxy: transparent HTTP/1.1 L7 policy proxy.\n"
+      "Enforces the toPorts[].rules.http rules of CiliumNetworkPolicies on connections the datapath\n"
+      "redirects to it (TPROXY): allowed requests go to the original destination from the client's own\n"
+      "IP, denied ones get 403 \"Access denied\". membraned starts, supervises and configures it (rules,\n"
+      "endpoint identities) through the control socket; you normally never run it by hand."};
+  app.footer(
+      "Control API (unix socket): PUT/GET /v1/config, GET /v1/stats, GET /v1/accesslog (stream), GET /v1/healthz.\n"
+      "Details: docs/l7.md.\n\n"
+      "Examples:\n"
+      "  membraned                                   # starts membrane-proxy itself (--enable-l7-proxy)\n"
+      "  membrane-proxy --config rules.json --no-transparent-listeners --no-transparent-upstream \\\n"
+      "                 --original-dst 127.0.0.1:8080 --control-socket /tmp/p.sock   # a manual test run");
   std::string config_path, control_socket = "/var/run/membrane/proxy.sock", original_dst;
   ProxyOptions opts;
   bool no_transparent_upstream = false, no_transparent_listeners = false;
