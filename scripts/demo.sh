@@ -607,7 +607,7 @@ step_report() {
   (Prometheus listens on 127.0.0.1 only: from another machine use ssh -L $prom_port:127.0.0.1:$prom_port)
 EOF
   if [ ${#snapshots_taken[@]} -gt 0 ]; then
-    echo "  Snapshots (PNG):    $snap_dir/  (${#snapshots_taken[@]} files: $(for f in "${snapshots_taken[@]}"; do printf '%s ' "$(basename "$f")"; done))"
+    echo "  Snapshots (PNG):    $snap_dir/  (${#snapshots_taken[@]} files: $(for f in "${snapshots_taken[@]}"; do basename "$f"; done | paste -sd' '))"
   elif [ "$take_snapshots" = 1 ]; then
     echo "  Snapshots:          none could be taken (see $log_dir/chromium.log)"
   fi
