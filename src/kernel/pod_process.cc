@@ -67,6 +67,28 @@ Result<pid_t> spawnPodProcess(const PodProcessSpec& spec) {
   argv.push_back(nullptr);
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  // The command is looked up in the POD's PATH (spec.env), as a container
+  // runtime does, not in the agent's: glibc's execvpe searches the caller's
+  // PATH, and an agent started from a shell with e.g. pyenv first in PATH
+  // would run that interpreter in the pod. Resolved here, before fork.
+  std::string exe = spec.argv.empty() ? std::string() : spec.argv[0];
+  if (!exe.empty() && exe.find('/') == std::string::npos) {
+    std::string path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    for (const auto& e : spec.env)
+      if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+    size_t start = 0;
+    while (start <= path.size()) {
+      size_t end = path.find(':', start);
+      if (end == std::string::npos) end = path.size();
+      std::string dir = path.substr(start, end - start);
+      std::string cand = (dir.empty() ? std::string(".") : dir) + "/" + exe;
+      if (::access(cand.c_str(), X_OK) == 0) {
+        exe = cand;
+        break;
+      }
+      start = end + 1;
+    }
+  }
   pid_t pid = ::fork();
   if (pid < 0) return Error::fromErrno(errno, "fork");
   if (pid == 0) {
@@ -95,7 +117,7 @@ Result<pid_t> spawnPodProcess(const PodProcessSpec& spec) {
     if (!spec.hostname.empty() && ::sethostname(spec.hostname.c_str(), spec.hostname.size()) != 0)
       childFail(w, kHostname);
     if (::chdir("/") != 0) childFail(w, kChdir);
-    ::execvpe(argv[0], argv.data(), envp.data());
+    ::execve(exe.c_str(), argv.data(), envp.data());
     childFail(w, kExec);
   }
   wr.reset();

@@ -1,6 +1,6 @@
 # The demo's story as an integration test (issue 5): scripts/demo.sh against an isolated membraned
 # and a real Prometheus, every verdict, metric delta and dashboard/console query checked.
-# Included from tests/CMakeLists.txt. Label integration (root: BPF, netns); ~1 min.
+# Included from tests/CMakeLists.txt. Label integration (root: BPF, netns, L7 proxy); ~1.5 min.
 find_program(MEMBRANE_PYTHON3 python3)
 if(NOT MEMBRANE_PYTHON3)
   set(MEMBRANE_PYTHON3 python3)
