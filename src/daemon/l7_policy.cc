@@ -103,11 +103,28 @@ json buildProxyConfig(uint64_t revision, const L7Ports& ports, const std::vector
   json ids = json::object();
   for (const auto& [ip, id] : extra_identities) ids[ipString(ip)] = id;
   for (const auto& ep : endpoints) ids[ipString(ep.ipv4)] = ep.identity;
+  // CIDR identities (local scope) as the ipcache LPM holds them: each one's own
+  // prefix is its longest `cidr:` label (the others are the covering prefixes).
+  json prefixes = json::array();
+  for (const auto& ref : identities) {
+    if (!identity::isLocalScope(ref.id) || !ref.labels) continue;
+    const std::string* best = nullptr;
+    int best_len = -1;
+    for (const auto& l : *ref.labels) {
+      if (l.source != labels::kSourceCidr) continue;
+      auto slash = l.key.find('/');
+      if (slash == std::string::npos) continue;
+      int len = std::atoi(l.key.c_str() + slash + 1);
+      if (len > best_len) best = &l.key, best_len = len;
+    }
+    if (best) prefixes.push_back({{"cidr", *best}, {"identity", ref.id}});
+  }
   return {{"revision", revision},
           {"listeners", json::array({{{"port", ports.ingress}, {"direction", "ingress"}},
                                      {{"port", ports.egress}, {"direction", "egress"}}})},
           {"endpoints", eps},
-          {"identities", ids}};
+          {"identities", ids},
+          {"prefixes", prefixes}};
 }
 
 Result<L7Ports> parseProxyPortRange(const std::string& range) {

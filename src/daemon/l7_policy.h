@@ -38,7 +38,9 @@ struct L7Ports {
 
 // membrane-proxy config JSON: revision, listeners (both ports), endpoints with
 // rules, and identities (every endpoint's IP plus `extra_identities`, e.g. the
-// node's gateway -> host (1)).
+// node's gateway -> host (1)), and prefixes: every local-scope (CIDR) identity
+// in `identities` as {"cidr": its own prefix, "identity"} — what the ipcache
+// LPM maps — so the proxy resolves toCIDR/world destinations like the datapath.
 nlohmann::json buildProxyConfig(uint64_t revision, const L7Ports& ports, const std::vector<policy::Policy>& policies,
                                 const std::vector<L7Endpoint>& endpoints,
                                 const std::vector<identity::IdentityRef>& identities,

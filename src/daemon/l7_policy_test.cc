@@ -2,6 +2,8 @@
 // exactly the membrane-proxy config the proxy parses.
 #include "src/daemon/l7_policy.h"
 
+#include <arpa/inet.h>
+
 #include <gtest/gtest.h>
 
 #include "src/kernel/tproxy.h"
@@ -66,7 +68,8 @@ TEST(L7PolicyTest, StarWarsIngressRulesPerPeerIdentity) {
       {"method": "POST", "path": "/v1/request-landing", "host": "", "headers": [], "policy": "default/rule1",
        "allowed_identities": [256, 257]},
       {"method": "", "path": "", "host": "", "headers": [], "policy": "default/rule1", "allowed_identities": [258]}]}]}],
-    "identities": {"10.0.0.1": 1, "10.0.0.2": 256, "10.0.0.3": 257, "10.0.0.4": 258}})");
+    "identities": {"10.0.0.1": 1, "10.0.0.2": 256, "10.0.0.3": 257, "10.0.0.4": 258},
+    "prefixes": []})");
   EXPECT_EQ(cfg, want) << cfg.dump(2);
   EXPECT_EQ(countRedirects(cfg), 1u);
   // The proxy accepts it as is.
@@ -110,6 +113,41 @@ spec:
   EXPECT_EQ(cfg["endpoints"][0]["egress"],
             json::parse(R"([{"port": 8080, "proto": "TCP", "rules": [{"method": "GET", "path": "/v1/.*", "host": "",
               "headers": ["X-Ship: tie"], "policy": "default/out", "allowed_identities": [256]}]}])"));
+}
+
+// toCIDR peers: the rule is limited to the CIDR identity, and the config
+// carries that identity's own prefix (its longest cidr: label) so the proxy
+// can resolve the destination to it.
+TEST(L7PolicyTest, EgressToCidrCarriesThePrefixIdentities) {
+  World w;
+  auto pols = parse(R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata: {name: out}
+spec:
+  endpointSelector: {matchLabels: {class: tiefighter}}
+  egress:
+  - toCIDR: ["192.0.2.7/32"]
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+      rules: {http: [{method: GET, path: "/allowed"}]}
+)");
+  labels::LabelSet host32 = labels::cidrIdentityLabels("192.0.2.7/32");
+  labels::LabelSet net16 = labels::cidrIdentityLabels("10.1.0.0/16");
+  auto refs = w.refs();
+  refs.push_back({identity::kLocalScopeFlag | 1, &host32});
+  refs.push_back({identity::kLocalScopeFlag | 2, &net16});
+  json cfg = buildProxyConfig(1, {15001, 15002}, pols, w.eps(), refs, {});
+  EXPECT_EQ(cfg["prefixes"], json::parse(R"([{"cidr": "192.0.2.7/32", "identity": 16777217},
+                                             {"cidr": "10.1.0.0/16", "identity": 16777218}])"));
+  ASSERT_EQ(cfg["endpoints"].size(), 1u);
+  EXPECT_EQ(cfg["endpoints"][0]["egress"],
+            json::parse(R"([{"port": 80, "proto": "TCP", "rules": [{"method": "GET", "path": "/allowed", "host": "",
+              "headers": [], "policy": "default/out", "allowed_identities": [16777217]}]}])"));
+  auto parsed = proxy::ProxyConfig::parse(cfg.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ((*parsed)->identityOf(inet_addr("192.0.2.7")), 16777217u);
+  EXPECT_EQ((*parsed)->identityOf(inet_addr("10.1.3.4")), 16777218u);
+  EXPECT_EQ((*parsed)->identityOf(inet_addr("192.0.2.8")), proxy::kWorldIdentity);
 }
 
 TEST(L7PolicyTest, PortRangeFlag) {

@@ -46,6 +46,28 @@ Result<in_addr_t> parseIp(const json& j, const std::string& where) {
   return a.s_addr;
 }
 
+// "a.b.c.d/n" (n in 0..32, host bits clear) -> (network host order, n).
+Result<std::pair<uint32_t, uint8_t>> parsePrefix(const json& j, const std::string& where) {
+  auto bad = [&](const std::string& what) {
+    return Error::invalid(fmt::format("{}: {} (expected an IPv4 prefix like \"192.0.2.0/24\", length 0..32)", where, what));
+  };
+  if (!j.is_string()) return bad("not a string");
+  const std::string s = j.get<std::string>();
+  auto slash = s.find('/');
+  if (slash == std::string::npos) return bad(fmt::format("'{}' has no '/length'", s));
+  const std::string len_text = s.substr(slash + 1);
+  if (len_text.empty() || len_text.size() > 2 || len_text.find_first_not_of("0123456789") != std::string::npos)
+    return bad(fmt::format("'{}': bad prefix length", s));
+  const int len = std::stoi(len_text);
+  if (len > 32) return bad(fmt::format("'{}': prefix length {} > 32", s, len));
+  in_addr a{};
+  if (inet_pton(AF_INET, s.substr(0, slash).c_str(), &a) != 1) return bad(fmt::format("'{}': not an IPv4 address", s));
+  const uint32_t host = ntohl(a.s_addr);
+  const uint32_t mask = len == 0 ? 0 : ~uint32_t{0} << (32 - len);
+  if (host & ~mask) return bad(fmt::format("'{}': host bits set", s));
+  return std::pair<uint32_t, uint8_t>{host, static_cast<uint8_t>(len)};
+}
+
 Result<uint16_t> parsePort(const json& j, const std::string& where, bool allow_zero) {
   if (!j.is_number_unsigned() && !j.is_number_integer()) return Error::invalid(where + ": expected a port number");
   int64_t v = j.get<int64_t>();
@@ -226,6 +248,24 @@ Result<std::shared_ptr<const ProxyConfig>> ProxyConfig::parse(std::string_view t
         cfg->identities_[ip] = v.get<uint32_t>();
       }
     }
+    if (auto it = doc.find("prefixes"); it != doc.end() && !it->is_null()) {
+      if (!it->is_array()) return Error::invalid("prefixes: expected an array of {\"cidr\", \"identity\"}");
+      for (size_t i = 0; i < it->size(); ++i) {
+        const json& p = (*it)[i];
+        std::string pw = fmt::format("prefixes[{}]", i);
+        if (!p.is_object() || !p.contains("cidr") || !p.contains("identity"))
+          return Error::invalid(pw + ": expected an object {\"cidr\": \"a.b.c.d/n\", \"identity\": N}");
+        MB_ASSIGN(auto net, parsePrefix(p["cidr"], pw + ".cidr"));
+        if (!p["identity"].is_number_unsigned() || p["identity"].get<uint64_t>() > UINT32_MAX)
+          return Error::invalid(pw + ".identity: expected a 32-bit identity number");
+        for (const auto& o : cfg->prefixes_)
+          if (o.network == net.first && o.len == net.second)
+            return Error::invalid(fmt::format("{}.cidr: '{}' listed twice", pw, p["cidr"].get<std::string>()));
+        cfg->prefixes_.push_back({net.first, net.second, p["identity"].get<uint32_t>()});
+      }
+      std::stable_sort(cfg->prefixes_.begin(), cfg->prefixes_.end(),
+                       [](const Prefix& a, const Prefix& b) { return a.len > b.len; });
+    }
   } catch (const std::exception& e) {  // nlohmann type errors: never leave the parser
     return Error::invalid(fmt::format("proxy config: {}", e.what()));
   }
@@ -239,8 +279,13 @@ std::shared_ptr<const ProxyConfig> ProxyConfig::empty() {
 }
 
 uint32_t ProxyConfig::identityOf(in_addr_t ip) const {
-  auto it = identities_.find(ip);
-  return it == identities_.end() ? kWorldIdentity : it->second;
+  if (auto it = identities_.find(ip); it != identities_.end()) return it->second;
+  const uint32_t host = ntohl(ip);
+  for (const auto& p : prefixes_) {  // longest first: the first hit is the longest match
+    const uint32_t mask = p.len == 0 ? 0 : ~uint32_t{0} << (32 - p.len);
+    if ((host & mask) == p.network) return p.identity;
+  }
+  return kWorldIdentity;
 }
 
 const PortPolicy* ProxyConfig::find(in_addr_t pod_ip, Direction dir, uint16_t port) const {

@@ -105,7 +105,9 @@ class ProxyConfig {
   // Number of (endpoint, direction, port) redirects: cilium_proxy_redirects.
   size_t redirectCount() const { return redirects_; }
 
-  // Identity of an IPv4 address (network order); kWorldIdentity when unknown.
+  // Identity of an IPv4 address (network order): the exact `identities` entry
+  // (endpoints, node) first, else the longest `prefixes` entry containing it
+  // (CIDR identities, as the datapath's ipcache LPM), else kWorldIdentity.
   uint32_t identityOf(in_addr_t ip) const;
   // Rules for 'pod_ip' (network order) in 'dir' on 'port'; null when none.
   const PortPolicy* find(in_addr_t pod_ip, Direction dir, uint16_t port) const;
@@ -117,6 +119,14 @@ class ProxyConfig {
   std::vector<Listener> listeners_;
   std::unordered_map<in_addr_t, EndpointPolicy> endpoints_;
   std::unordered_map<in_addr_t, uint32_t> identities_;
+  // CIDR identities, longest prefix first (a linear scan: policies name few
+  // prefixes, and the lookup is once per connection, not per request).
+  struct Prefix {
+    uint32_t network = 0;  // host order, host bits clear
+    uint8_t len = 0;
+    uint32_t identity = 0;
+  };
+  std::vector<Prefix> prefixes_;
   std::string source_;
   size_t redirects_ = 0;
 };

@@ -90,6 +90,31 @@ TEST(ProxyConfig, EmptyRuleAllowsAllAndEmptyListDeniesAll) {
   EXPECT_FALSE(ProxyConfig::evaluate(cfg->find(inet_addr("10.0.0.1"), Direction::Ingress, 81), 2, r.view()).allowed);
 }
 
+// Destinations outside the endpoint map resolve like the datapath's ipcache:
+// exact endpoint/node IPs first, then the longest prefix, then world.
+TEST(ProxyConfig, PrefixesAreLongestMatchAfterExactIps) {
+  auto cfg = parseOk(R"({"identities":{"192.0.2.7":256},
+    "prefixes":[{"cidr":"0.0.0.0/0","identity":16777219},{"cidr":"192.0.2.0/24","identity":16777217},
+                {"cidr":"192.0.2.8/32","identity":16777218},{"cidr":"192.0.0.0/16","identity":16777220}]})");
+  EXPECT_EQ(cfg->identityOf(inet_addr("192.0.2.7")), 256u);       // exact IP beats every prefix
+  EXPECT_EQ(cfg->identityOf(inet_addr("192.0.2.8")), 16777218u);  // /32
+  EXPECT_EQ(cfg->identityOf(inet_addr("192.0.2.9")), 16777217u);  // /24 beats /16 and /0
+  EXPECT_EQ(cfg->identityOf(inet_addr("192.0.3.1")), 16777220u);  // /16
+  EXPECT_EQ(cfg->identityOf(inet_addr("8.8.8.8")), 16777219u);    // /0
+  auto no_default = parseOk(R"({"prefixes":[{"cidr":"192.0.2.0/24","identity":16777217}]})");
+  EXPECT_EQ(no_default->identityOf(inet_addr("192.0.2.200")), 16777217u);
+  EXPECT_EQ(no_default->identityOf(inet_addr("192.0.3.1")), kWorldIdentity);  // nothing matches
+  // An egress rule limited to the /24's identity now matches a request to it.
+  auto rules = parseOk(R"({"endpoints":[{"ip":"10.0.0.1","egress":[{"port":80,"rules":[
+    {"method":"GET","path":"/allowed","allowed_identities":[16777217]}]}]}],
+    "prefixes":[{"cidr":"192.0.2.0/24","identity":16777217}]})");
+  const PortPolicy* pp = rules->find(inet_addr("10.0.0.1"), Direction::Egress, 80);
+  Req ok{"GET", "/allowed", "", {}}, other{"GET", "/other", "", {}};
+  EXPECT_TRUE(ProxyConfig::evaluate(pp, rules->identityOf(inet_addr("192.0.2.5")), ok.view()).allowed);
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, rules->identityOf(inet_addr("192.0.2.5")), other.view()).allowed);
+  EXPECT_FALSE(ProxyConfig::evaluate(pp, rules->identityOf(inet_addr("198.51.100.1")), ok.view()).allowed);
+}
+
 TEST(ProxyConfig, ErrorsNameTheField) {
   struct Case {
     const char* json;
@@ -108,6 +133,16 @@ TEST(ProxyConfig, ErrorsNameTheField) {
        "mismatch"},
       {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"method":7}]}]}]})", "rules[0].method"},
       {R"({"identities":{"x":1}})", "identities"},
+      {R"({"prefixes":{}})", "prefixes: expected an array"},
+      {R"({"prefixes":[{"cidr":"10.0.0.0/8"}]})", "prefixes[0]: expected an object"},
+      {R"({"prefixes":[{"cidr":"10.0.0.0","identity":16777217}]})", "prefixes[0].cidr: '10.0.0.0' has no '/length'"},
+      {R"({"prefixes":[{"cidr":"10.0.0.0/33","identity":16777217}]})", "prefixes[0].cidr: '10.0.0.0/33': prefix length"},
+      {R"({"prefixes":[{"cidr":"10.0.0.x/8","identity":16777217}]})", "prefixes[0].cidr: '10.0.0.x/8': not an IPv4"},
+      {R"({"prefixes":[{"cidr":"10.1.0.0/8","identity":16777217}]})", "prefixes[0].cidr: '10.1.0.0/8': host bits set"},
+      {R"({"prefixes":[{"cidr":7,"identity":16777217}]})", "prefixes[0].cidr: not a string"},
+      {R"({"prefixes":[{"cidr":"10.0.0.0/8","identity":-1}]})", "prefixes[0].identity"},
+      {R"({"prefixes":[{"cidr":"10.0.0.0/8","identity":1},{"cidr":"10.0.0.0/8","identity":2}]})",
+       "prefixes[1].cidr: '10.0.0.0/8' listed twice"},
   };
   for (const auto& c : cases) {
     auto r = ProxyConfig::parse(c.json);
