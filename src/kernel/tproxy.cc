@@ -127,6 +127,15 @@ Status installTproxy(const TproxyConfig& c) {
     MB_TRY_CTX(must(ipt({"-A", c.chain, "-p", "tcp", "-m", "mark", "--mark", fmt::format("{:#x}", toProxyMark(p)), "-j",
                          "TPROXY", "--on-ip", "0.0.0.0", "--on-port", std::to_string(p), "--tproxy-mark", "0x200"})),
                fmt::format("TPROXY rule for proxy port {} (needs the xt_TPROXY kernel module)", p));
+  // Replies to a transparent upstream connection from a peer outside the
+  // pods (toCIDR/world: no datapath program on its way in to mark them) are
+  // addressed to the client pod; without this they would be forwarded to the
+  // pod instead of reaching the proxy's socket. Marked like the datapath's
+  // TO_PROXY replies (0x200/0xf00) so the ip rule delivers them locally. After
+  // the TPROXY rules (TPROXY is terminal); a wildcard listener never matches.
+  MB_TRY_CTX(must(ipt({"-A", c.chain, "-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-xmark",
+                       "0x200/0xf00"})),
+             "transparent-socket rule for L7 replies (needs the xt_socket kernel module)");
   if (runCommand(ipt({"-C", "PREROUTING", "-j", c.chain})).exit_code != 0)
     MB_TRY_CTX(must(ipt({"-I", "PREROUTING", "1", "-j", c.chain})), "iptables PREROUTING jump");
   ok = true;

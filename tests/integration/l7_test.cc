@@ -3,6 +3,7 @@
 // traffic through the transparent path, and exact outcomes (bodies, status
 // codes, the client IP the server sees, metric deltas, monitor lines).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <signal.h>
@@ -432,6 +433,85 @@ TEST_F(L7, EgressRulesOnTheClient) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find(fmt::format("deathstar: {} \"GET /v1 HTTP/1.1\" 200", tiefighter_.ip)), std::string::npos) << log;
+}
+
+// An egress HTTP rule whose peer is a CIDR outside the cluster: the server
+// lives in a netns this test creates (a "world" peer behind a veth from the
+// host, outside the pod CIDR). The proxy resolves the destination to the
+// prefix's CIDR identity (config "prefixes"), so the rule applies: GET
+// /allowed reaches the real server, GET /other is denied by the proxy.
+TEST_F(L7, EgressToCidrPeerOutsideTheCluster) {
+  const int pid = getpid();
+  const std::string wns = fmt::format("mbw-{}", pid), hdev = fmt::format("mbw{}h", pid % 100000),
+                    wdev = fmt::format("mbw{}w", pid % 100000);
+  // 198.18.0.0/15 (benchmarking range): never routed anywhere real; /30 per pid.
+  const int a = (pid / 64) % 256, b = (pid % 64) * 4;
+  const std::string host_ip = fmt::format("198.18.{}.{}", a, b + 1), world_ip = fmt::format("198.18.{}.{}", a, b + 2);
+  struct Cleanup {
+    std::string ns, dev;
+    ~Cleanup() {
+      run({"ip", "link", "del", dev});
+      run({"ip", "netns", "del", ns});
+    }
+  } cleanup{wns, hdev};
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"ip", "netns", "add", wns},
+           {"ip", "link", "add", hdev, "type", "veth", "peer", "name", wdev},
+           {"ip", "link", "set", wdev, "netns", wns},
+           {"ip", "addr", "add", host_ip + "/30", "dev", hdev},
+           {"ip", "link", "set", hdev, "up"},
+           {"ip", "-n", wns, "addr", "add", world_ip + "/30", "dev", wdev},
+           {"ip", "-n", wns, "link", "set", wdev, "up"},
+           {"ip", "-n", wns, "link", "set", "lo", "up"},
+           {"ip", "-n", wns, "route", "add", "default", "via", host_ip}}) {
+    auto r = run(argv);
+    ASSERT_EQ(r.exit_code, 0) << fmt::format("{}", fmt::join(argv, " ")) << ": " << r.out << r.err;
+  }
+  const std::string server =
+      "import http.server\n"
+      "class H(http.server.BaseHTTPRequestHandler):\n"
+      "    def do_GET(self):\n"
+      "        b = ('world ' + self.client_address[0] + ' ' + self.path + '\\n').encode()\n"
+      "        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers()\n"
+      "        self.wfile.write(b)\n"
+      "http.server.HTTPServer(('0.0.0.0', 80), H).serve_forever()\n";
+  children_.push_back(
+      Child::spawn({"ip", "netns", "exec", wns, "python3", "-u", "-c", server}, dir_ + "/world.log"));
+  ASSERT_TRUE(waitFor([&] { return run({"ip", "netns", "exec", wns, "curl", "-s", "--max-time", "1",
+                                        "http://127.0.0.1/x"}).exit_code == 0; },
+                      std::chrono::seconds(10)))
+      << readFileOrEmpty(dir_ + "/world.log");
+  auto imp = importPolicy(fmt::format(R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "to-world"
+  namespace: "{}"
+spec:
+  endpointSelector:
+    matchLabels:
+      class: xwing
+  egress:
+  - toCIDR:
+    - "{}/32"
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: "GET"
+          path: "/allowed"
+)",
+                                      ns_, world_ip));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
+  auto get = [&](const std::string& path) {
+    return execIn("xwing", {"curl", "-s", "--max-time", "5", "-w", "|%{http_code}", "http://" + world_ip + path});
+  };
+  EXPECT_EQ(get("/allowed").out, fmt::format("world {} /allowed\n|200", xwing_.ip));  // the real server, pod's source
+  EXPECT_EQ(get("/other").out, "Access denied\r\n|403");
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
 }
 
 TEST_F(L7, HostToPodThroughTheIngressProxy) {
