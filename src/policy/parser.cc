@@ -15,6 +15,7 @@
 #include "membrane/policy.h"
 #include "membrane/policy_repository.h"
 #include "src/policy/http_regex.h"
+#include "src/policy/yaml_fields.h"
 
 namespace membrane::policy {
 
@@ -23,48 +24,11 @@ namespace {
 constexpr std::string_view kCiliumApiVersion = "cilium.io/v2";
 constexpr std::string_view kNetworkingApiVersion = "networking.k8s.io/v1";
 
-std::string join(const std::string& path, std::string_view field) {
-  return path.empty() ? std::string(field) : path + "." + std::string(field);
-}
-std::string index(const std::string& path, size_t i) { return fmt::format("{}[{}]", path, i); }
-
-std::string_view typeName(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "nothing";
-  }
-}
-
-size_t editDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t sub = prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
-// The closest candidate within distance 2 (or a case-insensitive match).
-std::optional<std::string_view> suggest(std::string_view word, const std::vector<std::string_view>& candidates) {
-  std::optional<std::string_view> best;
-  size_t best_d = 3;
-  for (auto c : candidates) {
-    size_t d = editDistance(word, c);
-    if (d < best_d) {
-      best_d = d;
-      best = c;
-    }
-  }
-  return best;
-}
+using yaml_fields::index;
+using yaml_fields::join;
+using yaml_fields::looksLikeJson;
+using yaml_fields::suggest;
+using yaml_fields::typeName;
 
 struct Field {
   YAML::Node key;
@@ -1318,13 +1282,6 @@ std::optional<YAML::Mark> stuckDocument(const std::string& input) {
   return std::nullopt;
 }
 
-bool looksLikeJson(std::string_view text) {
-  for (char c : text) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
-    return c == '{' || c == '[';
-  }
-  return false;
-}
 
 }  // namespace
 

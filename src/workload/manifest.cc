@@ -12,37 +12,16 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "src/policy/yaml_fields.h"
+
 namespace membrane::workload {
 namespace {
 
-std::string join(const std::string& path, std::string_view f) {
-  return path.empty() ? std::string(f) : path + "." + std::string(f);
-}
-std::string idx(const std::string& path, size_t i) { return fmt::format("{}[{}]", path, i); }
-
-std::string_view typeName(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Null: return "null";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "nothing";
-  }
-}
-
-size_t editDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t sub = prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
+using policy::yaml_fields::index;
+using policy::yaml_fields::join;
+using policy::yaml_fields::looksLikeJson;
+using policy::yaml_fields::suggest;
+using policy::yaml_fields::typeName;
 
 bool isPolicyKind(std::string_view k) {
   return k == "CiliumNetworkPolicy" || k == "CiliumClusterwideNetworkPolicy" || k == "NetworkPolicy";
@@ -85,11 +64,9 @@ class Parser {
       const std::string& name = k.Scalar();
       if (std::find(spec.ignored.begin(), spec.ignored.end(), name) != spec.ignored.end()) continue;
       if (std::find(spec.known.begin(), spec.known.end(), name) == spec.known.end()) {
-        std::optional<std::string_view> best;
-        size_t best_d = 3;
-        for (const auto* list : {&spec.known, &spec.ignored})
-          for (auto c : *list)
-            if (size_t d = editDistance(name, c); d < best_d) best_d = d, best = c;
+        std::vector<std::string_view> all = spec.known;
+        all.insert(all.end(), spec.ignored.begin(), spec.ignored.end());
+        const auto best = suggest(name, all);
         std::string known;
         for (auto c : spec.known) known += (known.empty() ? "" : ", ") + std::string(c);
         error(k, join(path, name),
@@ -136,7 +113,7 @@ class Parser {
       return std::nullopt;
     }
     for (size_t i = 0; i < n.size(); ++i) {
-      auto s = str(n[i], idx(path, i));
+      auto s = str(n[i], index(path, i));
       if (!s) return std::nullopt;
       v.push_back(*s);
     }
@@ -239,18 +216,18 @@ class Parser {
         return false;
       }
       for (size_t i = 0; i < e.size(); ++i) {
-        auto ef = fields(e[i], idx(p, i), {{"name", "value"}, {}});
+        auto ef = fields(e[i], index(p, i), {{"name", "value"}, {}});
         if (!ef) return false;
         if (!ef->count("name")) {
-          error(e[i], idx(p, i), "missing required field 'name'");
+          error(e[i], index(p, i), "missing required field 'name'");
           return false;
         }
         EnvVar ev;
-        auto nm = str((*ef)["name"].second, join(idx(p, i), "name"));
+        auto nm = str((*ef)["name"].second, join(index(p, i), "name"));
         if (!nm) return false;
         ev.name = *nm;
         if (ef->count("value")) {
-          auto v = str((*ef)["value"].second, join(idx(p, i), "value"));
+          auto v = str((*ef)["value"].second, join(index(p, i), "value"));
           if (!v) return false;
           ev.value = *v;
         }
@@ -265,7 +242,7 @@ class Parser {
         return false;
       }
       for (size_t i = 0; i < ps.size(); ++i) {
-        std::string pp = idx(p, i);
+        std::string pp = index(p, i);
         auto pf = fields(ps[i], pp, {{"name", "containerPort", "protocol"}, {"hostPort", "hostIP"}});
         if (!pf) return false;
         if (!pf->count("containerPort")) {
@@ -315,7 +292,7 @@ class Parser {
       return false;
     }
     Container c;
-    if (!container(cs[0], idx(cp, 0), c)) return false;
+    if (!container(cs[0], index(cp, 0), c)) return false;
     s.containers.push_back(c);
     if (auto rp = f->find("restartPolicy"); rp != f->end()) {
       auto v = str(rp->second.second, join(path, "restartPolicy"));
@@ -435,7 +412,7 @@ class Parser {
       const YAML::Node& ps = pit->second.second;
       std::set<std::string> names;
       for (size_t i = 0; i < ps.size(); ++i) {
-        std::string pp = idx(join(spp, "ports"), i);
+        std::string pp = index(join(spp, "ports"), i);
         auto pf = fields(ps[i], pp, {{"name", "port", "targetPort", "protocol"}, {"appProtocol"}});
         if (!pf) return;
         ServicePort port;
@@ -490,7 +467,7 @@ class Parser {
         e << it;
         extra_policy_ += "---\n" + std::string(e.c_str()) + "\n";
       } else {
-        object(it, idx(path, i));
+        object(it, index(path, i));
       }
     }
   }
@@ -502,13 +479,6 @@ class Parser {
   std::string default_ns_;
 };
 
-bool looksLikeJson(std::string_view text) {
-  for (char c : text) {
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') continue;
-    return c == '{' || c == '[';
-  }
-  return false;
-}
 
 bool isSeparator(std::string_view line) {
   if (line.substr(0, 3) != "---" && line.substr(0, 3) != "...") return false;
