@@ -126,6 +126,20 @@ AgentFixture::Pod AgentFixture::createPod(const std::string& name, const std::st
   return p;
 }
 
+std::string withNs(const char* tmpl, const std::string& ns) {
+  return std::regex_replace(std::string(tmpl), std::regex("\\{ns\\}"), ns);
+}
+
+std::string AgentFixture::exampleInNamespace(const std::string& rel) const {
+  std::string text = readFileOrEmpty(source_dir_ + "/examples/" + rel);
+  EXPECT_FALSE(text.empty()) << "examples/" << rel << " missing";
+  const std::string meta = "\nmetadata:\n";
+  auto at = text.find(meta);
+  EXPECT_NE(at, std::string::npos) << "examples/" << rel << ": no top-level metadata";
+  if (at != std::string::npos) text.insert(at + meta.size(), "  namespace: \"" + ns_ + "\"\n");
+  return text;
+}
+
 RunResult AgentFixture::importPolicy(const std::string& yaml) {
   static int n = 0;
   std::string path = fmt::format("{}/policy-{}.yaml", dir_, n++);

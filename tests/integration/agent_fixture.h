@@ -45,6 +45,10 @@ class AgentFixture : public ::testing::Test {
   double metric(const std::string& name, const std::map<std::string, std::string>& labels = {});
   std::string scrape();
 
+  // examples/<rel> as shipped, with `namespace: <this test's namespace>` added to
+  // its metadata: the tests import the files users import.
+  std::string exampleInNamespace(const std::string& rel) const;
+
   std::string bin(const std::string& name) const;
   std::vector<std::string> agentArgs() const;
   // Appended to agentArgs() (a test's own agent flags, set before startAgent()).
@@ -63,5 +67,8 @@ class AgentFixture : public ::testing::Test {
   std::optional<Child> agent_;
   std::vector<Child> children_;  // servers, monitors: stopped in TearDown
 };
+
+// tmpl with every "{ns}" replaced by ns (policy texts written for one test namespace).
+std::string withNs(const char* tmpl, const std::string& ns);
 
 }  // namespace membrane::testing

@@ -18,30 +18,7 @@
 namespace membrane::testing {
 namespace {
 
-const char* kL7Policy = R"(apiVersion: "cilium.io/v2"
-kind: CiliumNetworkPolicy
-metadata:
-  name: "rule1"
-  namespace: "{ns}"
-spec:
-  description: "L7 policy to restrict access to specific HTTP call"
-  endpointSelector:
-    matchLabels:
-      org: empire
-      class: deathstar
-  ingress:
-  - fromEndpoints:
-    - matchLabels:
-        org: empire
-    toPorts:
-    - ports:
-      - port: "80"
-        protocol: TCP
-      rules:
-        http:
-        - method: "POST"
-          path: "/v1/request-landing"
-)";
+// The Star Wars L7 policy is examples/starwars/sw_l3_l4_l7_policy.yaml itself.
 
 // Egress L7 on tiefighter: only GET /v1 to deathstar:80.
 const char* kEgressL7Policy = R"(apiVersion: "cilium.io/v2"
@@ -115,10 +92,6 @@ spec:
         - method: "GET"
 )";
 
-std::string withNs(const char* tmpl, const std::string& ns) {
-  return std::regex_replace(std::string(tmpl), std::regex("\\{ns\\}"), ns);
-}
-
 // Requests on ONE keep-alive connection (http.client), printing "status body" per
 // request. With a trigger file, waits for it after the first request.
 std::string keepAliveScript(const std::string& ip, const std::vector<std::pair<std::string, std::string>>& reqs,
@@ -172,7 +145,7 @@ class L7 : public AgentFixture {
     ASSERT_TRUE(waitFor([&] { return curl("tiefighter", "POST", "/v1/request-landing", 2).exit_code == 0; },
                         std::chrono::seconds(15)))
         << readFileOrEmpty(dir_ + "/deathstar.log");
-    auto imp = importPolicy(withNs(kL7Policy, ns_));
+    auto imp = importPolicy(exampleInNamespace("starwars/sw_l3_l4_l7_policy.yaml"));
     ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
   }
 

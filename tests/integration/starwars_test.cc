@@ -37,10 +37,6 @@ spec:
         protocol: TCP
 )";
 
-std::string withNs(const char* tmpl, const std::string& ns) {
-  return std::regex_replace(std::string(tmpl), std::regex("\\{ns\\}"), ns);
-}
-
 size_t countLines(const std::string& text, const std::string& needle) {
   size_t n = 0;
   std::istringstream in(text);
