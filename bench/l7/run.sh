@@ -2,7 +2,7 @@
 # bench/l7/run.sh: HTTP requests/s and latency through membrane's L7 path (docs/benchmarks.md).
 #
 #   bench/l7/run.sh [BUILD_DIR] [--seconds S] [--connections C] [--rounds N] [--quick]
-#                   [--half-load] [--half-load-rate R]
+#                   [--half-load] [--half-load-rate R] [--rates R1,R2,...]
 #   defaults: BUILD_DIR=build, 3 rounds of 10 s, 32 connections; --quick = 1 round of 3 s
 #
 # One isolated membraned, three pods (client, server, nginx-rp), in one run on the same cores:
@@ -21,6 +21,11 @@
 # coordinated omission), N interleaved rounds of S s over C connections for direct, nginx and
 # l7; reports p50/p90/p99/p99.9 per config and the added p99 of l7 over direct and over nginx
 # (median of the per-round differences). `make bench-l7` turns it on.
+# --rates R1,R2,...: the same open-loop rounds at each of these fixed rates too (a sweep: where
+# does the added p99 cross 100 us on this machine?). Every fixed-rate slot also records how busy
+# the machine's CPUs were (all CPUs, from /proc/stat) and, for l7, the proxy process's own CPU
+# use, because on a small machine the load generator, the server and the proxy share the cores
+# and the tail follows the machine's utilisation, not the proxy's work alone.
 #
 # Bench-only Debian packages: wrk, nginx-light (make bench-l7 installs them).
 # Everything created (agent, pods, plumbing, processes) is removed on exit, on failure and on
@@ -34,6 +39,7 @@ rounds=3
 half_load=0
 half_rate=""
 half_src="50 % of the l7 saturation throughput"
+sweep=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
@@ -42,6 +48,7 @@ while [ $# -gt 0 ]; do
     --quick) seconds=3; rounds=1; shift ;;
     --half-load) half_load=1; shift ;;
     --half-load-rate) half_load=1; half_rate=$2; half_src="set with --half-load-rate"; shift 2 ;;
+    --rates) sweep=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "unknown flag $1" >&2; exit 2 ;;
     *) build=$1; shift ;;
@@ -52,6 +59,9 @@ build=$(cd "${build:-build}" && pwd)
 [[ "$conns" =~ ^[1-9][0-9]*$ && "$conns" -le 1000 ]] || { echo "--connections: 1..1000" >&2; exit 2; }
 [[ "$rounds" =~ ^[1-9]$ ]] || { echo "--rounds: 1..9" >&2; exit 2; }
 [ -z "$half_rate" ] || [[ "$half_rate" =~ ^[1-9][0-9]*$ && "$half_rate" -le 1000000 ]] || { echo "--half-load-rate: 1..1000000 requests/s" >&2; exit 2; }
+[ -z "$sweep" ] || [[ "$sweep" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || { echo "--rates: a comma-separated list of requests/s" >&2; exit 2; }
+for r_ in ${sweep//,/ }; do [ "$r_" -le 1000000 ] || { echo "--rates: at most 1000000 requests/s" >&2; exit 2; }; done
+[ -z "$sweep" ] || [ -x "$build/bench/loadgen" ] || { echo "run.sh: $build/bench/loadgen not found: run make build" >&2; exit 1; }
 [ "$half_load" = 0 ] || [ -x "$build/bench/loadgen" ] || { echo "run.sh: $build/bench/loadgen not found: run make build" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "run.sh: run as root" >&2; exit 1; }
 for t in wrk nginx iptables ip; do command -v "$t" >/dev/null || { echo "run.sh: $t not found (make bench-l7 installs wrk, nginx-light)" >&2; exit 1; }; done
@@ -194,33 +204,51 @@ for r in range(1, int(rounds) + 1):
 PY
 )
 
-if [ "$half_load" = 1 ]; then
-  # 50 % of the l7 path's saturation throughput: the median l7 wrk round of this run.
-  if [ -z "$half_rate" ]; then
-    half_rate=$(for r in $(seq "$rounds"); do echo "${res[l7,$r]}" | cut -d' ' -f1; done | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
-    half_rate=$(( half_rate / 2 ))
-  fi
+# CPU accounting for a fixed-rate slot. /proc/stat's user/system jiffies are sampled at the
+# tick and miss short bursts, but idle time is measured exactly on tickless kernels, so
+# "busy" = wall time x CPUs - idle. The proxy's own run time and run-queue wait (time runnable
+# but not running) come from /proc/PID/task/*/schedstat (nanoseconds, exact).
+cpu_idle() { echo "$(awk '/^cpu /{print $5+$6}' /proc/stat) $(date +%s%N)"; }
+proxy_sched() {
+  local p; p=$(cat "$work/state/proxy.pid" 2>/dev/null) || { echo "0 0"; return; }
+  cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{r+=$1; d+=$2} END {printf "%.0f %.0f\n", r, d}'
+}
+fixed_rounds() {  # $1 rate, $2 how it was chosen -> a Markdown section on stdout
+  local rate=$1 src=$2 r c i0 w0 r0 d0 i1 w1 r1 d1
   fixed() {  # $1 url -> the loadgen JSON line
-    cli exec -n "$ns" client -- "$build/bench/loadgen" --url "$1" --rate "$half_rate" --seconds "$seconds" \
+    cli exec -n "$ns" client -- "$build/bench/loadgen" --url "$1" --rate "$rate" --seconds "$seconds" \
       --connections "$conns" >"$work/loadgen.out" 2>"$work/loadgen.err" \
       || { echo "loadgen failed against $1:" >&2; cat "$work/loadgen.err" >&2; exit 1; }
     tail -n1 "$work/loadgen.out"
   }
+  measured() {  # $1 url -> the loadgen JSON line plus machine_busy_pct, proxy_cpu_pct
+    read -r i0 w0 < <(cpu_idle); read -r r0 d0 < <(proxy_sched)
+    local out; out=$(fixed "$1")
+    read -r i1 w1 < <(cpu_idle); read -r r1 d1 < <(proxy_sched)
+    python3 -c '
+import json, sys
+j = json.loads(sys.argv[1]); idle, wall, run, delay, n = map(int, sys.argv[2:7])
+j["machine_busy_pct"] = max(0.0, 100.0 * (1 - idle * 1e7 / (wall * n)))
+j["proxy_cpu_pct"] = 100.0 * run / wall
+j["proxy_wait_us_per_req"] = delay / 1e3 / max(j["sent"], 1)
+print(json.dumps(j))' "$out" "$(( i1 - i0 ))" "$(( w1 - w0 ))" "$(( r1 - r0 ))" "$(( d1 - d0 ))" "$(nproc)"
+  }
+  local la1; la1=$(cut -d' ' -f1-3 /proc/loadavg)
   declare -A hl
   for r in $(seq "$rounds"); do
     policy ""
-    hl[direct,$r]=$(fixed "http://$srv/bench")
-    hl[nginx,$r]=$(fixed "http://$rp:8080/bench")
+    hl[direct,$r]=$(measured "http://$srv/bench")
+    hl[nginx,$r]=$(measured "http://$rp:8080/bench")
     policy "$rules10"
-    hl[l7,$r]=$(fixed "http://$srv/bench")
-    echo "half-load round $r at $half_rate/s:" >&2
+    hl[l7,$r]=$(measured "http://$srv/bench")
+    echo "fixed-rate round $r at $rate/s:" >&2
     for c in direct nginx l7; do echo "  $c ${hl[$c,$r]}" >&2; done
   done
-  load_after2=$(cut -d' ' -f1-3 /proc/loadavg)
+  local la2; la2=$(cut -d' ' -f1-3 /proc/loadavg)
   for k in "${!hl[@]}"; do echo "$k ${hl[$k]}"; done >"$work/halfload.txt"
-  report+=$'\n\n'$(python3 - "$work/halfload.txt" "$rounds" "$seconds" "$conns" "$half_rate" "$load_after" "$load_after2" "$half_src" <<'PY'
+  python3 - "$work/halfload.txt" "$rounds" "$seconds" "$conns" "$rate" "$la1" "$la2" "$src" "$(nproc)" <<'PY'
 import json, sys, statistics
-path, rounds, secs, conns, rate, la1, la2, src = sys.argv[1:]
+path, rounds, secs, conns, rate, la1, la2, src, ncpu = sys.argv[1:]
 rounds = int(rounds)
 hl = {}
 for line in open(path):
@@ -233,12 +261,12 @@ def med(c, k):
     return statistics.median(hl[(c, r)][k] for r in R)
 def bad(c):
     return sum(hl[(c, r)][k] for r in R for k in ("errors", "timeouts", "non2xx", "unsent"))
-print("#### Half load: %s requests/s (%s), open loop" % (rate, src))
-print("\n| config | achieved req/s | p50 us | p90 us | p99 us | p99.9 us | errors+timeouts+non2xx+unsent |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("#### Fixed rate: %s requests/s (%s), open loop" % (rate, src))
+print("\n| config | achieved req/s | p50 us | p90 us | p99 us | p99.9 us | errors+timeouts+non2xx+unsent | machine CPU busy (%s CPUs) |" % ncpu)
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for c, name in cfgs:
-    print("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %d |" % (name, med(c, "achieved_rps"), med(c, "p50_us"),
-          med(c, "p90_us"), med(c, "p99_us"), med(c, "p999_us"), bad(c)))
+    print("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %d | %.0f %% |" % (name, med(c, "achieved_rps"), med(c, "p50_us"),
+          med(c, "p90_us"), med(c, "p99_us"), med(c, "p999_us"), bad(c), med(c, "machine_busy_pct")))
 def added(a, b):
     per = [hl[(a, r)]["p99_us"] - hl[(b, r)]["p99_us"] for r in R]
     return statistics.median(per), per
@@ -246,8 +274,10 @@ ad, adr = added("l7", "direct")
 an, anr = added("l7", "nginx")
 verdict = "met" if ad <= 100 else "NOT met, by %.0f us" % (ad - 100)
 print("\n**added p99, l7 - direct: %.0f us** (target <= 100 us: %s); l7 - nginx: %.0f us. Median of the per-round"
-      " differences; per round l7 - direct: %s us; l7 - nginx: %s us."
-      % (ad, verdict, an, " / ".join("%.0f" % x for x in adr), " / ".join("%.0f" % x for x in anr)))
+      " differences; per round l7 - direct: %s us; l7 - nginx: %s us. The proxy process itself used %.0f %% of one CPU"
+      " during the l7 slots and waited %.1f us per request on a run queue (runnable, no CPU free; median)."
+      % (ad, verdict, an, " / ".join("%.0f" % x for x in adr), " / ".join("%.0f" % x for x in anr), med("l7", "proxy_cpu_pct"),
+         med("l7", "proxy_wait_us_per_req")))
 print("(bench/loadgen --rate %s --seconds %s --connections %s per config, %d interleaved rounds; load average before/after: %s / %s)"
       % (rate, secs, conns, rounds, la1, la2))
 print("\nper round (p50/p99/p99.9 us):")
@@ -259,8 +289,19 @@ for c, r in bads:
     print("- round %d %s: errors %d, timeouts %d, non2xx %d, unsent %d" % (r, c, hl[(c, r)]["errors"],
           hl[(c, r)]["timeouts"], hl[(c, r)]["non2xx"], hl[(c, r)]["unsent"]))
 PY
-)
+}
+
+if [ "$half_load" = 1 ]; then
+  # 50 % of the l7 path's saturation throughput: the median l7 wrk round of this run.
+  if [ -z "$half_rate" ]; then
+    half_rate=$(for r in $(seq "$rounds"); do echo "${res[l7,$r]}" | cut -d' ' -f1; done | sort -n | sed -n "$(( (rounds + 1) / 2 ))p")
+    half_rate=$(( half_rate / 2 ))
+  fi
+  report+=$'\n\n'$(fixed_rounds "$half_rate" "$half_src")
 fi
+for r_ in ${sweep//,/ }; do
+  report+=$'\n\n'$(fixed_rounds "$r_" "set with --rates")
+done
 echo "$report"
 mkdir -p "$build/bench"
 echo "$report" >"$build/bench/l7.md"

@@ -177,12 +177,31 @@ Status Agent::init() {
     for (const auto& r : *rows) out.push_back({r.reason, r.direction, r.packets, r.bytes});
     return out;
   });
-  metrics_->registerMapPressureSource([dpp]() -> Result<std::vector<metrics::MapPressure>> {
+  // Map pressure needs an entry count per map, i.e. a walk over every map
+  // (conntrack included: O(entries) syscalls). A scrape every few seconds
+  // from several Prometheus servers must not turn into continuous map walks,
+  // so the walk runs at most once per kMapPressureInterval and scrapes in
+  // between get the last result (fill ratios move slowly; Cilium also
+  // updates this gauge periodically, not per scrape).
+  struct PressureCache {
+    std::mutex mu;
+    std::chrono::steady_clock::time_point at{};
+    std::vector<metrics::MapPressure> rows;
+  };
+  auto pressure = std::make_shared<PressureCache>();
+  metrics_->registerMapPressureSource([dpp, pressure]() -> Result<std::vector<metrics::MapPressure>> {
+    constexpr auto kMapPressureInterval = std::chrono::seconds(5);
+    std::lock_guard lk(pressure->mu);
+    auto now = std::chrono::steady_clock::now();
+    if (pressure->at != std::chrono::steady_clock::time_point{} && now - pressure->at < kMapPressureInterval)
+      return pressure->rows;
     auto usage = dpp->mapUsage();
     if (!usage) return usage.error();
     std::vector<metrics::MapPressure> out;
     for (const auto& u : *usage)
       if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries});
+    pressure->rows = out;
+    pressure->at = now;
     return out;
   });
 

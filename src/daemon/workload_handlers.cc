@@ -104,15 +104,13 @@ void Agent::workloadLoop() {
   // Pods come and go inside tick() (endpoint manager calls, not API calls):
   // when the endpoint set changed, the L7 proxy needs the new IP -> identity
   // map, as after PUT/DELETE /v1/endpoint.
-  std::string last_endpoints;
+  uint64_t last_generation = ~uint64_t{0};  // first tick: sync once
   while (!stopping_) {
     {
       std::lock_guard lk(mu_);
       workloads_->tick();
-      std::string now;
-      for (const auto* ep : eps_->list()) now += fmt::format("{}:{}:{},", ep->id, ep->identity, ep->ipv4);
-      if (now != last_endpoints) {
-        last_endpoints = std::move(now);
+      if (eps_->generation() != last_generation) {
+        last_generation = eps_->generation();
         if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
       }
     }

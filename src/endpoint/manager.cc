@@ -230,6 +230,7 @@ Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet
     uint32_t old = ep.identity;
     ep.labels = next;
     ep.identity = ident->id;
+    ++generation_;
     logIfError(dp_.upsertIpcache(htonl(ep.ipv4), 32, ep.identity), "ipcache update");
     logIfError(writeState(ep), "save endpoint state");
     ids_.release(old);
@@ -266,6 +267,7 @@ Status Manager::restoreOne(Endpoint ep) {
   ep.state = kStateRestoring;
   uint32_t id = ep.id;
   eps_.emplace(id, std::move(ep));
+  ++generation_;
   spdlog::info("restored endpoint {} {}/{}", id, eps_[id].ns, eps_[id].name);
   return okStatus();
 }
@@ -423,6 +425,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
 
   uint32_t id = ep.id;
   eps_.emplace(id, ep);
+  ++generation_;
   metrics_.observeRegenerationTime("total", true, secondsSince(t0));
   metrics_.recordEndpointRegeneration(true);
   spdlog::info("endpoint {} {}/{} created: identity {}, ipv4 {}, interface {}", id, ns, name, ep.identity,
@@ -463,6 +466,7 @@ Status Manager::remove(uint32_t id) {
   written_ep_.erase(id);
   spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
   eps_.erase(it);
+  ++generation_;
   // Other endpoints' entries can only change when an identity disappears:
   // a pod sharing its identity with others changes no selector's result.
   if (others_change) {

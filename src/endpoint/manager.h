@@ -81,6 +81,10 @@ class Manager {
   const Endpoint* find(uint32_t id) const;
   const Endpoint* findByName(const std::string& ns, const std::string& name) const;
   std::vector<const Endpoint*> list() const;
+  // Changes whenever an endpoint appears or goes, or an endpoint's identity
+  // changes (the IP -> identity map that the L7 proxy needs). Callers compare
+  // it with the value they last acted on: O(1) instead of walking list().
+  uint64_t generation() const { return generation_; }
 
   // Labels of a Kubernetes namespace (`membrane namespace label`). They are
   // part of the identity of every pod in it (Cilium's
@@ -139,6 +143,7 @@ class Manager {
   metrics::AgentMetrics& metrics_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
+  uint64_t generation_ = 0;  // see generation()
   // (identity, flags) last written to the endpoint maps per endpoint id, so a
   // regeneration that changes neither writes nothing.
   std::map<uint32_t, std::pair<uint32_t, uint32_t>> written_ep_;

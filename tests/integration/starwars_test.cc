@@ -266,17 +266,29 @@ TEST_F(StarWars, BadInputChangesNothing) {
   EXPECT_EQ(land("xwing", 2).exit_code, 28);          // still denied
   EXPECT_EQ(land("tiefighter", 5).out, "Ship landed\n");  // still allowed
 
-  // A taken name: clear error, nothing left behind.
-  auto netns_before = run({"ip", "netns", "list"}).out;
-  auto links_before = run({"ip", "-o", "link", "show"}).out;
+  // A taken name: clear error, nothing left behind. Only this agent's netns
+  // (named <host-device>_<ns>_<pod>) and the veths whose peer lives in one
+  // count: other agents on the host may create and remove their own meanwhile.
+  const std::string mine = host_dev_ + "_";
+  auto ourNetns = [&] {
+    std::string out;
+    std::istringstream in(run({"ip", "netns", "list"}).out);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind(mine, 0) == 0) out += line + "\n";
+    return out;
+  };
+  auto ourVeths = [&] { return countLines(run({"ip", "-o", "link", "show"}).out, "link-netns " + mine); };
+  auto netns_before = ourNetns();
+  auto links_before = ourVeths();
+  ASSERT_GT(links_before, 0);
   auto dup = cli({"endpoint", "create", "xwing", "-n", ns_, "--labels", "org=alliance"});
   EXPECT_EQ(dup.exit_code, 1);
   EXPECT_NE(dup.err.find("already exists"), std::string::npos) << dup.err;
   auto badlabel = cli({"endpoint", "create", "ywing", "-n", ns_, "--labels", "org=@x"});
   EXPECT_EQ(badlabel.exit_code, 1);
   EXPECT_NE(badlabel.err.find("@x"), std::string::npos) << badlabel.err;
-  EXPECT_EQ(run({"ip", "netns", "list"}).out, netns_before);
-  EXPECT_EQ(countLines(run({"ip", "-o", "link", "show"}).out, "lxc"), countLines(links_before, "lxc"));
+  EXPECT_EQ(ourNetns(), netns_before);
+  EXPECT_EQ(ourVeths(), links_before);
 
   // Unknown ids and bad JSON on the API: 4xx, the agent keeps running.
   auto unknown = cli({"endpoint", "get", "65000"});
