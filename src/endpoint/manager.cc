@@ -9,6 +9,7 @@
 #include <chrono>
 #include <ctime>
 #include <functional>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -304,6 +305,18 @@ std::vector<identity::IdentityRef> Manager::allRefs() const {
   return refs;
 }
 
+namespace {
+// "a.b.c.d[/len]" of a policy CIDR, any length 0..32 (Cidr4::parse is the
+// pod-CIDR parser and accepts only /8../30: a /32 toCIDR peer must parse here).
+std::optional<std::pair<uint32_t, uint8_t>> policyPrefix(const std::string& prefix) {
+  auto slash = prefix.find('/');
+  auto ip = parseIpv4(prefix.substr(0, slash));
+  int len = slash == std::string::npos ? 32 : std::atoi(prefix.c_str() + slash + 1);
+  if (!ip.ok() || len < 0 || len > 32) return std::nullopt;  // IPv6 or malformed: the parser rejects these
+  return std::pair<uint32_t, uint8_t>{*ip, static_cast<uint8_t>(len)};
+}
+}  // namespace
+
 Status Manager::syncCidrIdentities() {
   std::set<std::string> want = policy::cidrPrefixes(repo_.policies());
   // Remove prefixes no policy mentions any more.
@@ -312,23 +325,39 @@ Status Manager::syncCidrIdentities() {
       ++it;
       continue;
     }
-    auto c = Cidr4::parse(it->first);
-    if (c.ok()) logIfError(dp_.deleteIpcache(htonl(c->network), c->prefix_len), "remove CIDR identity");
+    if (auto p = policyPrefix(it->first))
+      logIfError(dp_.deleteIpcache(htonl(p->first), p->second), "remove CIDR identity");
     it = cidr_ids_.erase(it);
+  }
+  // At the first sync after a start, CIDR entries that a previous run wrote
+  // (local-scope identities) and that no current policy wants are stale:
+  // remove them, or those addresses would keep an identity no policy knows
+  // and match neither their CIDR rule nor `world`.
+  if (!cidr_reconciled_) {
+    std::set<std::pair<uint32_t, uint8_t>> wanted;
+    for (const auto& prefix : want)
+      if (auto p = policyPrefix(prefix)) wanted.insert({htonl(p->first), p->second});
+    auto listed = dp_.listIpcache();
+    if (!listed) return listed.error().wrap("list ipcache for stale CIDR identities");
+    for (const auto& e : *listed)
+      if ((e.identity & identity::kLocalScopeFlag) && !wanted.count({e.ipv4_be, e.prefix_len})) {
+        spdlog::info("removing stale CIDR ipcache entry {}/{} (identity {})", ipv4ToString(ntohl(e.ipv4_be)),
+                     e.prefix_len, e.identity);
+        logIfError(dp_.deleteIpcache(e.ipv4_be, e.prefix_len), "remove stale CIDR identity");
+      }
+    cidr_reconciled_ = true;
   }
   std::set<uint32_t> used;
   for (const auto& [_, c] : cidr_ids_) used.insert(c.id);
   uint32_t next = 1;
   for (const auto& prefix : want) {
     if (cidr_ids_.count(prefix)) continue;
-    auto slash = prefix.find('/');
-    auto ip = parseIpv4(prefix.substr(0, slash));
-    int len = slash == std::string::npos ? 32 : std::atoi(prefix.c_str() + slash + 1);
-    if (!ip.ok() || len < 0 || len > 32) continue;  // IPv6 or malformed: the parser rejects these
+    auto p = policyPrefix(prefix);
+    if (!p) continue;
     while (used.count(identity::kLocalScopeFlag | next)) ++next;
     CidrIdentity c{identity::kLocalScopeFlag | next, labels::cidrIdentityLabels(prefix)};
     used.insert(c.id);
-    MB_TRY_CTX(dp_.upsertIpcache(htonl(*ip), static_cast<uint8_t>(len), c.id), "ipcache entry for CIDR " + prefix);
+    MB_TRY_CTX(dp_.upsertIpcache(htonl(p->first), p->second, c.id), "ipcache entry for CIDR " + prefix);
     cidr_ids_.emplace(prefix, std::move(c));
   }
   return okStatus();

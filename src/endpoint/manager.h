@@ -157,6 +157,7 @@ class Manager {
   };
   std::map<std::string, CidrIdentity> cidr_ids_;
   Status syncCidrIdentities();
+  bool cidr_reconciled_ = false;  // stale CIDR entries of a previous run removed
   // Every identity policy resolution selects from: allocated, reserved, CIDR.
   std::vector<identity::IdentityRef> allRefs() const;
   labels::LabelSet labelsFor(const std::string& ns, const labels::LabelSet& user) const;

@@ -385,6 +385,20 @@ Status Datapath::deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len) {
   return okStatus();
 }
 
+Result<std::vector<Datapath::IpcacheEntry>> Datapath::listIpcache() {
+  int fd = bpf_map__fd(skel_->maps.mb_ipcache_v1);
+  MB_ASSIGN(auto keys, allKeys<mb_ipcache_key>(fd, MB_MAP_IPCACHE));
+  std::vector<IpcacheEntry> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) {
+    mb_remote_info info{};
+    if (k.family != 4 || k.prefixlen < MB_IPCACHE_STATIC_PREFIX) continue;
+    if (countOp(MapId::Ipcache, MapOp::Lookup, bpf_map_lookup_elem(fd, &k, &info)) != 0) continue;  // gone meanwhile
+    out.push_back({k.ip[0], static_cast<uint8_t>(k.prefixlen - MB_IPCACHE_STATIC_PREFIX), info.identity});
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // policy
 

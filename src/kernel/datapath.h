@@ -163,6 +163,13 @@ class Datapath {
 
   Status upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity);
   Status deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len);  // missing is ok
+  struct IpcacheEntry {
+    uint32_t ipv4_be = 0;
+    uint8_t prefix_len = 0;
+    uint32_t identity = 0;
+  };
+  // Every IPv4 ipcache entry (one map walk; for reconciliation at start).
+  Result<std::vector<IpcacheEntry>> listIpcache();
 
   // Brings ep_id's policy entries to `desired` by difference against the
   // realized shadow (no scan of the global map): writes new and changed

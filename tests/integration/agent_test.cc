@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
 #include "tests/integration/agent_fixture.h"
 
 namespace membrane::testing {
@@ -32,6 +34,44 @@ TEST_F(Agent, ExhaustedPodCidrIsAClearErrorAndLeavesNothing) {
   // Deleting one frees its address for the next pod.
   ASSERT_EQ(cli({"endpoint", "delete", "pod2", "-n", ns_}).exit_code, 0);
   EXPECT_EQ(cli({"endpoint", "create", "pod5", "-n", ns_, "--labels", "app=x"}).exit_code, 0);
+}
+
+TEST_F(Agent, StaleCidrIpcacheEntriesAreRemovedAtStart) {
+  // A CIDR identity (local scope, 1<<24 | n) that a previous run left in the
+  // pinned ipcache while no policy mentions its prefix any more (an older
+  // agent did not remove /32 entries): at start the agent removes it, and
+  // keeps the entries of a CIDR that a policy still wants.
+  startAgent();
+  const std::string pol = dir_ + "/cidr.yaml";
+  {
+    std::ofstream f(pol);
+    f << fmt::format(R"(apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {{name: cidr, namespace: {}}}
+spec:
+  endpointSelector: {{matchLabels: {{app: x}}}}
+  egress:
+  - toCIDR: ["198.19.7.0/24"]
+)",
+                     ns_);
+  }
+  ASSERT_EQ(cli({"policy", "import", pol}).exit_code, 0);
+  ASSERT_EQ(stopAgent(), 0);
+  const std::string map = bpf_root_ + "/mb_ipcache_v1";
+  auto dump = [&] { return run({"bpftool", "-j", "map", "dump", "pinned", map}).out; };
+  // 198.19.9.9/32 -> identity 0x01000063: key = prefixlen 32+32, pad, cluster, family 4, ip;
+  // value = identity (little endian), then 8 zero bytes.
+  auto add = run({"bpftool", "map", "update", "pinned", map, "key", "hex", "40", "00", "00", "00", "00", "00", "00",
+                  "04", "c6", "13", "09", "09", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00",
+                  "value", "hex", "63", "00", "00", "01", "00", "00", "00", "00", "00", "00", "00", "00"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  ASSERT_NE(dump().find("\"ip\":[151589830,"), std::string::npos);  // 198.19.9.9 as a little-endian u32
+  startAgent();
+  auto after = dump();
+  EXPECT_EQ(after.find("\"ip\":[151589830,"), std::string::npos) << after;  // the stale entry is gone
+  EXPECT_NE(after.find("\"ip\":[463814,"), std::string::npos) << after;     // 198.19.7.0/24 is still wanted
+  EXPECT_NE(readFileOrEmpty(dir_ + "/membraned.log").find("removing stale CIDR ipcache entry 198.19.9.9/32"),
+            std::string::npos);
 }
 
 TEST_F(Agent, CliSaysHowToStartAnAgentThatIsNotRunning) {

@@ -413,7 +413,7 @@ TEST_F(L7, EgressRulesOnTheClient) {
 // host, outside the pod CIDR). The proxy resolves the destination to the
 // prefix's CIDR identity (config "prefixes"), so the rule applies: GET
 // /allowed reaches the real server, GET /other is denied by the proxy.
-TEST_F(L7, EgressToCidrPeerOutsideTheCluster) {
+TEST_F(L7, EgressToCidrAndWorldPeersOutsideTheCluster) {
   const int pid = getpid();
   const std::string wns = fmt::format("mbw-{}", pid), hdev = fmt::format("mbw{}h", pid % 100000),
                     wdev = fmt::format("mbw{}w", pid % 100000);
@@ -485,6 +485,38 @@ spec:
   EXPECT_EQ(get("/other").out, "Access denied\r\n|403");
   EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
   EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+
+  // The same rules under `toEntities: [world]`: the server's address has no
+  // CIDR identity now, so it is reserved:world (2) in the datapath and in the
+  // proxy (longest-prefix match falls back to world).
+  ASSERT_EQ(cli({"policy", "delete", "to-world", "-n", ns_}).exit_code, 0);
+  imp = importPolicy(fmt::format(R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "to-world-entity"
+  namespace: "{}"
+spec:
+  endpointSelector:
+    matchLabels:
+      class: xwing
+  egress:
+  - toEntities:
+    - world
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: "GET"
+          path: "/entity"
+)",
+                                 ns_));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  EXPECT_EQ(get("/entity").out, fmt::format("world {} /entity\n|200", xwing_.ip));
+  EXPECT_EQ(get("/allowed").out, "Access denied\r\n|403");  // the old rule is gone with its policy
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 2);
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 2);
 }
 
 TEST_F(L7, HostToPodThroughTheIngressProxy) {
