@@ -454,18 +454,19 @@ TEST_F(L7, EgressToCidrAndWorldPeersOutsideTheCluster) {
                                         "http://127.0.0.1/x"}).exit_code == 0; },
                       std::chrono::seconds(10)))
       << readFileOrEmpty(dir_ + "/world.log");
-  auto imp = importPolicy(fmt::format(R"(apiVersion: "cilium.io/v2"
+  // xwing may GET `path` on port 80 of the peers `peer` (a YAML list item) selects.
+  auto egressHttp = [&](const std::string& name, const std::string& peer, const std::string& path) {
+    return importPolicy(fmt::format(R"(apiVersion: "cilium.io/v2"
 kind: CiliumNetworkPolicy
 metadata:
-  name: "to-world"
+  name: "{}"
   namespace: "{}"
 spec:
   endpointSelector:
     matchLabels:
       class: xwing
   egress:
-  - toCIDR:
-    - "{}/32"
+  - {}
     toPorts:
     - ports:
       - port: "80"
@@ -473,9 +474,11 @@ spec:
       rules:
         http:
         - method: "GET"
-          path: "/allowed"
+          path: "{}"
 )",
-                                      ns_, world_ip));
+                                    name, ns_, peer, path));
+  };
+  auto imp = egressHttp("to-world", fmt::format("toCIDR: [\"{}/32\"]", world_ip), "/allowed");
   ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
   const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
   auto get = [&](const std::string& path) {
@@ -490,28 +493,7 @@ spec:
   // CIDR identity now, so it is reserved:world (2) in the datapath and in the
   // proxy (longest-prefix match falls back to world).
   ASSERT_EQ(cli({"policy", "delete", "to-world", "-n", ns_}).exit_code, 0);
-  imp = importPolicy(fmt::format(R"(apiVersion: "cilium.io/v2"
-kind: CiliumNetworkPolicy
-metadata:
-  name: "to-world-entity"
-  namespace: "{}"
-spec:
-  endpointSelector:
-    matchLabels:
-      class: xwing
-  egress:
-  - toEntities:
-    - world
-    toPorts:
-    - ports:
-      - port: "80"
-        protocol: TCP
-      rules:
-        http:
-        - method: "GET"
-          path: "/entity"
-)",
-                                 ns_));
+  imp = egressHttp("to-world-entity", "toEntities: [world]", "/entity");
   ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
   EXPECT_EQ(get("/entity").out, fmt::format("world {} /entity\n|200", xwing_.ip));
   EXPECT_EQ(get("/allowed").out, "Access denied\r\n|403");  // the old rule is gone with its policy
