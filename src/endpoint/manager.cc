@@ -336,7 +336,10 @@ Status Manager::syncCidrIdentities() {
   if (!cidr_reconciled_) {
     std::set<std::pair<uint32_t, uint8_t>> wanted;
     for (const auto& prefix : want)
-      if (auto p = policyPrefix(prefix)) wanted.insert({htonl(p->first), p->second});
+      if (auto p = policyPrefix(prefix)) {
+        uint32_t mask = p->second == 0 ? 0 : ~uint32_t{0} << (32 - p->second);
+        wanted.insert({htonl(p->first & mask), p->second});  // as stored: host bits zero
+      }
     auto listed = dp_.listIpcache();
     if (!listed) return listed.error().wrap("list ipcache for stale CIDR identities");
     for (const auto& e : *listed)
