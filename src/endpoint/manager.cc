@@ -17,6 +17,7 @@
 
 #include "bpf/shared/datapath.h"
 #include "membrane/metrics.h"
+#include "membrane/rfc3339.h"
 #include "src/endpoint/state_store.h"
 #include "src/kernel/datapath.h"
 #include "src/kernel/netlink.h"
@@ -29,15 +30,6 @@ using Clock = std::chrono::steady_clock;
 
 double secondsSince(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-std::string nowRfc3339() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 // Runs the undo steps of a multi-step setup in reverse order unless dismissed.

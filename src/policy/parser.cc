@@ -30,11 +30,8 @@ using yaml_fields::looksLikeJson;
 using yaml_fields::suggest;
 using yaml_fields::typeName;
 
-struct Field {
-  YAML::Node key;
-  YAML::Node value;
-};
-using Fields = std::map<std::string, Field, std::less<>>;
+using yaml_fields::Field;
+using yaml_fields::Fields;
 
 struct ObjectSpec {
   std::vector<std::string_view> known;
@@ -116,50 +113,11 @@ class Parser {
   // Checks that `n` is a mapping (null counts as empty) with only known
   // fields; reports unknown, unsupported and duplicate fields.
   std::optional<Fields> fields(const YAML::Node& n, const std::string& path, const ObjectSpec& spec) {
-    Fields out;
-    if (n.IsNull()) return out;
-    if (!n.IsMap()) {
-      error(n, path, fmt::format("expected a mapping, got {}", typeName(n)));
-      return std::nullopt;
-    }
-    bool ok = true;
-    for (auto it = n.begin(); it != n.end(); ++it) {
-      // A copy: yaml-cpp iterators yield temporaries.
-      const YAML::Node k = it->first;
-      if (!k.IsScalar()) {
-        error(k, path, fmt::format("field names must be strings, got {}", typeName(k)));
-        ok = false;
-        continue;
-      }
-      const std::string& name = k.Scalar();
-      const std::string fpath = join(path, name);
-      auto unsup = std::find_if(spec.unsupported.begin(), spec.unsupported.end(),
-                                [&](const auto& p) { return p.first == name; });
-      if (unsup != spec.unsupported.end()) {
-        error(k, fpath, unsup->second.empty() ? fmt::format("{} is not supported yet", name)
-                                              : std::string(unsup->second));
-        ok = false;
-        continue;
-      }
-      if (std::find(spec.known.begin(), spec.known.end(), name) == spec.known.end()) {
-        std::vector<std::string_view> all = spec.known;
-        for (const auto& p : spec.unsupported) all.push_back(p.first);
-        if (auto s = suggest(name, all))
-          error(k, fpath, fmt::format("unknown field '{}' (did you mean '{}'?)", name, *s));
-        else
-          error(k, fpath, fmt::format("unknown field '{}'", name));
-        ok = false;
-        continue;
-      }
-      if (out.count(name)) {
-        error(k, fpath, fmt::format("duplicate field '{}'", name));
-        ok = false;
-        continue;
-      }
-      out.emplace(name, Field{k, it->second});
-    }
-    if (!ok) return std::nullopt;
-    return out;
+    static const std::vector<std::string_view> kNone;
+    return yaml_fields::checkFields(n, path, {spec.known, kNone, spec.unsupported},
+                                    [this](const YAML::Node& at, const std::string& p, std::string msg) {
+                                      error(at, p, std::move(msg));
+                                    });
   }
 
   // A list (null = empty). Reports and returns false on a wrong type.

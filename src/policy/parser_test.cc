@@ -178,7 +178,8 @@ spec:
 TEST(PolicyParserDiagnostics, UnknownField) {
   EXPECT_EQ(oneError(std::string(kHeader) + "  ingress:\n  - fromEndpoint: [{}]\n"),
             "p.yaml:8:5: spec.ingress[0].fromEndpoint: unknown field 'fromEndpoint' (did you mean 'fromEndpoints'?)");
-  EXPECT_EQ(oneError(std::string(kHeader) + "  bogus: 1\n"), "p.yaml:7:3: spec.bogus: unknown field 'bogus'");
+  EXPECT_EQ(oneError(std::string(kHeader) + "  bogus: 1\n"), "p.yaml:7:3: spec.bogus: unknown field 'bogus' (known fields: endpointSelector, ingress, ingressDeny, "
+            "egress, egressDeny, labels, enableDefaultDeny, description)");
 }
 
 TEST(PolicyParserDiagnostics, WrongType) {

@@ -6,12 +6,15 @@
 
 #include <algorithm>
 #include <cctype>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 namespace membrane::policy::yaml_fields {
@@ -66,6 +69,77 @@ inline bool looksLikeJson(std::string_view text) {
     return c == '{' || c == '[';
   }
   return false;
+}
+
+// A mapping's fields by name: the key node (for diagnostics at the name) and the value.
+struct Field {
+  YAML::Node key;
+  YAML::Node value;
+};
+using Fields = std::map<std::string, Field, std::less<>>;
+
+// What a mapping may contain.
+struct FieldRules {
+  const std::vector<std::string_view>& known;    // returned
+  const std::vector<std::string_view>& ignored;  // accepted and dropped (Kubernetes fields with no meaning here)
+  // Recognised fields that are not implemented: name -> message ("" = "<name> is not supported yet").
+  const std::vector<std::pair<std::string_view, std::string_view>>& unsupported;
+};
+
+// Checks that `n` is a mapping (null counts as empty) of known fields and
+// returns them; reports each non-string name, unsupported, unknown ("did you
+// mean", else the known fields) and duplicate field through `error(at, path,
+// message)` and then returns nothing. Both YAML front ends use this.
+inline std::optional<Fields> checkFields(
+    const YAML::Node& n, const std::string& path, const FieldRules& rules,
+    const std::function<void(const YAML::Node&, const std::string&, std::string)>& error) {
+  Fields out;
+  if (n.IsNull()) return out;
+  if (!n.IsMap()) {
+    error(n, path, fmt::format("expected a mapping, got {}", typeName(n)));
+    return std::nullopt;
+  }
+  auto has = [](const std::vector<std::string_view>& v, std::string_view name) {
+    return std::find(v.begin(), v.end(), name) != v.end();
+  };
+  bool ok = true;
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    const YAML::Node k = it->first;  // a copy: yaml-cpp iterators yield temporaries
+    if (!k.IsScalar()) {
+      error(k, path, fmt::format("field names must be strings, got {}", typeName(k)));
+      ok = false;
+      continue;
+    }
+    const std::string& name = k.Scalar();
+    const std::string fpath = join(path, name);
+    if (has(rules.ignored, name)) continue;
+    auto unsup = std::find_if(rules.unsupported.begin(), rules.unsupported.end(),
+                              [&](const auto& p) { return p.first == name; });
+    if (unsup != rules.unsupported.end()) {
+      error(k, fpath, unsup->second.empty() ? fmt::format("{} is not supported yet", name) : std::string(unsup->second));
+      ok = false;
+      continue;
+    }
+    if (!has(rules.known, name)) {
+      std::vector<std::string_view> all = rules.known;
+      all.insert(all.end(), rules.ignored.begin(), rules.ignored.end());
+      for (const auto& p : rules.unsupported) all.push_back(p.first);
+      if (auto best = suggest(name, all))
+        error(k, fpath, fmt::format("unknown field '{}' (did you mean '{}'?)", name, *best));
+      else
+        error(k, fpath, fmt::format("unknown field '{}' (known fields: {})", name, fmt::join(rules.known, ", ")));
+      ok = false;
+      continue;
+    }
+    if (out.count(name)) {
+      error(k, fpath, fmt::format("duplicate field '{}'", name));
+      ok = false;
+      continue;
+    }
+    out.emplace(name, Field{k, it->second});
+  }
+  if (!ok) return std::nullopt;
+  return out;
 }
 
 }  // namespace membrane::policy::yaml_fields

@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bpf/shared/datapath.h"
+#include "membrane/rfc3339.h"
 #include "src/endpoint/manager.h"
 #include "src/endpoint/state_store.h"
 #include "src/kernel/datapath.h"
@@ -44,15 +45,6 @@ bool isDeathstar(const Container& c) { return imageName(c.image) == "cilium/star
 bool isIdleClient(const Container& c) {
   std::string n = imageName(c.image);
   return n == "tgraf/netperf" || n == "cilium/json-mock";
-}
-
-std::string nowRfc3339() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 std::string randomSuffix() {

@@ -27,7 +27,7 @@ bool isPolicyKind(std::string_view k) {
   return k == "CiliumNetworkPolicy" || k == "CiliumClusterwideNetworkPolicy" || k == "NetworkPolicy";
 }
 
-using Fields = std::map<std::string, std::pair<YAML::Node, YAML::Node>, std::less<>>;  // name -> {key, value}
+using policy::yaml_fields::Fields;
 
 struct Spec {
   std::vector<std::string_view> known;
@@ -47,43 +47,11 @@ class Parser {
   }
 
   std::optional<Fields> fields(const YAML::Node& n, const std::string& path, const Spec& spec) {
-    Fields f;
-    if (n.IsNull()) return f;
-    if (!n.IsMap()) {
-      error(n, path, fmt::format("expected a mapping, got {}", typeName(n)));
-      return std::nullopt;
-    }
-    bool ok = true;
-    for (auto it = n.begin(); it != n.end(); ++it) {
-      const YAML::Node k = it->first;
-      if (!k.IsScalar()) {
-        error(k, path, "field names must be strings");
-        ok = false;
-        continue;
-      }
-      const std::string& name = k.Scalar();
-      if (std::find(spec.ignored.begin(), spec.ignored.end(), name) != spec.ignored.end()) continue;
-      if (std::find(spec.known.begin(), spec.known.end(), name) == spec.known.end()) {
-        std::vector<std::string_view> all = spec.known;
-        all.insert(all.end(), spec.ignored.begin(), spec.ignored.end());
-        const auto best = suggest(name, all);
-        std::string known;
-        for (auto c : spec.known) known += (known.empty() ? "" : ", ") + std::string(c);
-        error(k, join(path, name),
-              best ? fmt::format("unknown field '{}' (did you mean '{}'?)", name, *best)
-                   : fmt::format("unknown field '{}' (known fields: {})", name, known));
-        ok = false;
-        continue;
-      }
-      if (f.count(name)) {
-        error(k, join(path, name), fmt::format("duplicate field '{}'", name));
-        ok = false;
-        continue;
-      }
-      f.emplace(name, std::make_pair(k, YAML::Node(it->second)));
-    }
-    if (!ok) return std::nullopt;
-    return f;
+    static const std::vector<std::pair<std::string_view, std::string_view>> kNone;
+    return policy::yaml_fields::checkFields(n, path, {spec.known, spec.ignored, kNone},
+                                            [this](const YAML::Node& at, const std::string& p, std::string msg) {
+                                              error(at, p, std::move(msg));
+                                            });
   }
 
   std::optional<std::string> str(const YAML::Node& n, const std::string& path) {
@@ -160,21 +128,21 @@ class Parser {
       error(n, path, "missing required field 'name'");
       return false;
     }
-    auto name = str(it->second.second, join(path, "name"));
-    if (!name || !dnsName(it->second.second, join(path, "name"), *name)) return false;
+    auto name = str(it->second.value, join(path, "name"));
+    if (!name || !dnsName(it->second.value, join(path, "name"), *name)) return false;
     m.name = *name;
     m.ns = namespaced ? default_ns_ : "";
     if (auto ns = f->find("namespace"); ns != f->end()) {
       if (!namespaced) {
-        error(ns->second.first, join(path, "namespace"), "this kind is cluster-scoped: remove 'namespace'");
+        error(ns->second.key, join(path, "namespace"), "this kind is cluster-scoped: remove 'namespace'");
         return false;
       }
-      auto v = str(ns->second.second, join(path, "namespace"));
-      if (!v || !dnsName(ns->second.second, join(path, "namespace"), *v)) return false;
+      auto v = str(ns->second.value, join(path, "namespace"));
+      if (!v || !dnsName(ns->second.value, join(path, "namespace"), *v)) return false;
       m.ns = *v;
     }
     if (auto l = f->find("labels"); l != f->end()) {
-      auto v = labelMap(l->second.second, join(path, "labels"));
+      auto v = labelMap(l->second.value, join(path, "labels"));
       if (!v) return false;
       m.labels = *v;
     }
@@ -193,23 +161,23 @@ class Parser {
         error(n, path, fmt::format("missing required field '{}'", req));
         return false;
       }
-    auto name = str((*f)["name"].second, join(path, "name"));
-    auto image = str((*f)["image"].second, join(path, "image"));
+    auto name = str((*f)["name"].value, join(path, "name"));
+    auto image = str((*f)["image"].value, join(path, "image"));
     if (!name || !image) return false;
     c.name = *name;
     c.image = *image;
     if (auto it = f->find("command"); it != f->end()) {
-      auto v = strings(it->second.second, join(path, "command"));
+      auto v = strings(it->second.value, join(path, "command"));
       if (!v) return false;
       c.command = *v;
     }
     if (auto it = f->find("args"); it != f->end()) {
-      auto v = strings(it->second.second, join(path, "args"));
+      auto v = strings(it->second.value, join(path, "args"));
       if (!v) return false;
       c.args = *v;
     }
     if (auto it = f->find("env"); it != f->end()) {
-      const YAML::Node& e = it->second.second;
+      const YAML::Node& e = it->second.value;
       std::string p = join(path, "env");
       if (!e.IsNull() && !e.IsSequence()) {
         error(e, p, fmt::format("expected a list, got {}", typeName(e)));
@@ -223,11 +191,11 @@ class Parser {
           return false;
         }
         EnvVar ev;
-        auto nm = str((*ef)["name"].second, join(index(p, i), "name"));
+        auto nm = str((*ef)["name"].value, join(index(p, i), "name"));
         if (!nm) return false;
         ev.name = *nm;
         if (ef->count("value")) {
-          auto v = str((*ef)["value"].second, join(index(p, i), "value"));
+          auto v = str((*ef)["value"].value, join(index(p, i), "value"));
           if (!v) return false;
           ev.value = *v;
         }
@@ -235,7 +203,7 @@ class Parser {
       }
     }
     if (auto it = f->find("ports"); it != f->end()) {
-      const YAML::Node& ps = it->second.second;
+      const YAML::Node& ps = it->second.value;
       std::string p = join(path, "ports");
       if (!ps.IsNull() && !ps.IsSequence()) {
         error(ps, p, fmt::format("expected a list, got {}", typeName(ps)));
@@ -250,19 +218,19 @@ class Parser {
           return false;
         }
         ContainerPort cp;
-        auto port = integer((*pf)["containerPort"].second, join(pp, "containerPort"), 1, 65535);
+        auto port = integer((*pf)["containerPort"].value, join(pp, "containerPort"), 1, 65535);
         if (!port) return false;
         cp.port = static_cast<uint16_t>(*port);
         if (pf->count("name")) {
-          auto v = str((*pf)["name"].second, join(pp, "name"));
+          auto v = str((*pf)["name"].value, join(pp, "name"));
           if (!v) return false;
           cp.name = *v;
         }
         if (pf->count("protocol")) {
-          auto v = str((*pf)["protocol"].second, join(pp, "protocol"));
+          auto v = str((*pf)["protocol"].value, join(pp, "protocol"));
           if (!v) return false;
           if (*v != "TCP" && *v != "UDP") {
-            error((*pf)["protocol"].second, join(pp, "protocol"), fmt::format("protocol '{}' is not supported (TCP or UDP)", *v));
+            error((*pf)["protocol"].value, join(pp, "protocol"), fmt::format("protocol '{}' is not supported (TCP or UDP)", *v));
             return false;
           }
           cp.protocol = *v;
@@ -284,7 +252,7 @@ class Parser {
       error(n, path, "missing required field 'containers'");
       return false;
     }
-    const YAML::Node& cs = it->second.second;
+    const YAML::Node& cs = it->second.value;
     std::string cp = join(path, "containers");
     if (!cs.IsSequence() || cs.size() != 1) {
       error(cs, cp, cs.IsSequence() ? fmt::format("exactly one container is supported, got {}", cs.size())
@@ -295,10 +263,10 @@ class Parser {
     if (!container(cs[0], index(cp, 0), c)) return false;
     s.containers.push_back(c);
     if (auto rp = f->find("restartPolicy"); rp != f->end()) {
-      auto v = str(rp->second.second, join(path, "restartPolicy"));
+      auto v = str(rp->second.value, join(path, "restartPolicy"));
       if (!v) return false;
       if (*v != "Always" && *v != "OnFailure" && *v != "Never") {
-        error(rp->second.second, join(path, "restartPolicy"),
+        error(rp->second.value, join(path, "restartPolicy"),
               fmt::format("restartPolicy '{}' is not one of Always, OnFailure, Never", *v));
         return false;
       }
@@ -315,19 +283,19 @@ class Parser {
       error(n, path, "missing required field 'kind'");
       return;
     }
-    auto kind = str(kind_it->second.second, join(path, "kind"));
+    auto kind = str(kind_it->second.value, join(path, "kind"));
     if (!kind) return;
     auto api_it = f->find("apiVersion");
-    std::string api = api_it != f->end() && api_it->second.second.IsScalar() ? api_it->second.second.Scalar() : "";
+    std::string api = api_it != f->end() && api_it->second.value.IsScalar() ? api_it->second.value.Scalar() : "";
     auto wantApi = [&](std::string_view want) {
       if (api == want) return true;
-      error(api_it != f->end() ? api_it->second.second : n, join(path, "apiVersion"),
+      error(api_it != f->end() ? api_it->second.value : n, join(path, "apiVersion"),
             api.empty() ? fmt::format("missing required field 'apiVersion' ('{}' for {})", want, *kind)
                         : fmt::format("apiVersion '{}' is not supported for {} (expected '{}')", api, *kind, want));
       return false;
     };
-    YAML::Node md = f->count("metadata") ? (*f)["metadata"].second : YAML::Node();
-    YAML::Node sp = f->count("spec") ? (*f)["spec"].second : YAML::Node(YAML::NodeType::Null);
+    YAML::Node md = f->count("metadata") ? (*f)["metadata"].value : YAML::Node();
+    YAML::Node sp = f->count("spec") ? (*f)["spec"].value : YAML::Node(YAML::NodeType::Null);
     std::string mp = join(path, "metadata"), spp = join(path, "spec");
     if (*kind == "Namespace") {
       NamespaceObject o;
@@ -348,28 +316,28 @@ class Parser {
                                  {"strategy", "revisionHistoryLimit", "progressDeadlineSeconds", "minReadySeconds"}});
       if (!sf) return;
       if (auto r = sf->find("replicas"); r != sf->end()) {
-        auto v = integer(r->second.second, join(spp, "replicas"), 0, 100);
+        auto v = integer(r->second.value, join(spp, "replicas"), 0, 100);
         if (!v) return;
         o.replicas = static_cast<int>(*v);
       }
       if (!sf->count("selector")) return error(sp, spp, "missing required field 'selector' (with matchLabels)");
-      YAML::Node sel = (*sf)["selector"].second;
+      YAML::Node sel = (*sf)["selector"].value;
       auto self = fields(sel, join(spp, "selector"), {{"matchLabels"}, {}});
       if (!self) return;
       if (!self->count("matchLabels")) return error(sel, join(spp, "selector"), "missing required field 'matchLabels'");
-      auto ml = labelMap((*self)["matchLabels"].second, join(spp, "selector.matchLabels"));
+      auto ml = labelMap((*self)["matchLabels"].value, join(spp, "selector.matchLabels"));
       if (!ml) return;
       o.selector = *ml;
       if (!sf->count("template")) return error(sp, spp, "missing required field 'template'");
-      YAML::Node tp = (*sf)["template"].second;
+      YAML::Node tp = (*sf)["template"].value;
       std::string tpp = join(spp, "template");
       auto tf = fields(tp, tpp, {{"metadata", "spec"}, {}});
       if (!tf) return;
       if (tf->count("metadata")) {
-        auto mf = fields((*tf)["metadata"].second, join(tpp, "metadata"), {{"labels"}, {"annotations", "name"}});
+        auto mf = fields((*tf)["metadata"].value, join(tpp, "metadata"), {{"labels"}, {"annotations", "name"}});
         if (!mf) return;
         if (mf->count("labels")) {
-          auto l = labelMap((*mf)["labels"].second, join(tpp, "metadata.labels"));
+          auto l = labelMap((*mf)["labels"].value, join(tpp, "metadata.labels"));
           if (!l) return;
           o.template_labels = *l;
         }
@@ -382,7 +350,7 @@ class Parser {
                                    "(spec.template.metadata.labels must contain every matchLabels entry)", k, v));
       }
       if (!tf->count("spec")) return error(tp, tpp, "missing required field 'spec'");
-      if (!podSpec((*tf)["spec"].second, join(tpp, "spec"), o.spec)) return;
+      if (!podSpec((*tf)["spec"].value, join(tpp, "spec"), o.spec)) return;
       out.deployments.push_back(o);
     } else if (*kind == "Service") {
       ServiceObject o;
@@ -391,25 +359,25 @@ class Parser {
                                                                              "ipFamilyPolicy", "internalTrafficPolicy"}});
       if (!sf) return;
       if (auto t = sf->find("type"); t != sf->end()) {
-        auto v = str(t->second.second, join(spp, "type"));
+        auto v = str(t->second.value, join(spp, "type"));
         if (!v) return;
         if (*v != "ClusterIP")
-          return error(t->second.second, join(spp, "type"),
+          return error(t->second.value, join(spp, "type"),
                        fmt::format("service type '{}' is not supported (only ClusterIP)", *v));
       }
       if (auto c = sf->find("clusterIP"); c != sf->end())
-        return error(c->second.first, join(spp, "clusterIP"),
+        return error(c->second.key, join(spp, "clusterIP"),
                      "clusterIP is allocated by membrane from --service-cidr: remove the field");
       if (auto s = sf->find("selector"); s != sf->end()) {
-        auto v = labelMap(s->second.second, join(spp, "selector"));
+        auto v = labelMap(s->second.value, join(spp, "selector"));
         if (!v) return;
         o.selector = *v;
       }
       auto pit = sf->find("ports");
-      if (pit == sf->end() || !pit->second.second.IsSequence() || pit->second.second.size() == 0)
-        return error(pit == sf->end() ? sp : pit->second.second, join(spp, "ports"),
+      if (pit == sf->end() || !pit->second.value.IsSequence() || pit->second.value.size() == 0)
+        return error(pit == sf->end() ? sp : pit->second.value, join(spp, "ports"),
                      "a Service needs at least one entry in 'ports'");
-      const YAML::Node& ps = pit->second.second;
+      const YAML::Node& ps = pit->second.value;
       std::set<std::string> names;
       for (size_t i = 0; i < ps.size(); ++i) {
         std::string pp = index(join(spp, "ports"), i);
@@ -417,27 +385,27 @@ class Parser {
         if (!pf) return;
         ServicePort port;
         if (!pf->count("port")) return error(ps[i], pp, "missing required field 'port'");
-        auto pv = integer((*pf)["port"].second, join(pp, "port"), 1, 65535);
+        auto pv = integer((*pf)["port"].value, join(pp, "port"), 1, 65535);
         if (!pv) return;
         port.port = static_cast<uint16_t>(*pv);
         if (pf->count("name")) {
-          auto v = str((*pf)["name"].second, join(pp, "name"));
+          auto v = str((*pf)["name"].value, join(pp, "name"));
           if (!v) return;
           port.name = *v;
         }
         if (pf->count("targetPort")) {
-          auto v = str((*pf)["targetPort"].second, join(pp, "targetPort"));
+          auto v = str((*pf)["targetPort"].value, join(pp, "targetPort"));
           if (!v) return;
           if (!v->empty() && std::all_of(v->begin(), v->end(), ::isdigit)) {
-            if (!integer((*pf)["targetPort"].second, join(pp, "targetPort"), 1, 65535)) return;
+            if (!integer((*pf)["targetPort"].value, join(pp, "targetPort"), 1, 65535)) return;
           }
           port.target_port = *v;
         }
         if (pf->count("protocol")) {
-          auto v = str((*pf)["protocol"].second, join(pp, "protocol"));
+          auto v = str((*pf)["protocol"].value, join(pp, "protocol"));
           if (!v) return;
           if (*v != "TCP" && *v != "UDP")
-            return error((*pf)["protocol"].second, join(pp, "protocol"),
+            return error((*pf)["protocol"].value, join(pp, "protocol"),
                          fmt::format("protocol '{}' is not supported (TCP or UDP)", *v));
           port.protocol = *v;
         }
@@ -449,7 +417,7 @@ class Parser {
     } else if (isPolicyKind(*kind)) {
       // Validated by the policy parser on policy_text.
     } else {
-      error(kind_it->second.second, join(path, "kind"),
+      error(kind_it->second.value, join(path, "kind"),
             fmt::format("kind '{}' is not supported (expected Namespace, Pod, Deployment, Service, "
                         "CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy or NetworkPolicy)", *kind));
     }

@@ -33,9 +33,7 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 SOURCE_DIR = os.environ.get(
     "MEMBRANE_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -57,27 +55,11 @@ def check(cond, what):
     return cond
 
 
-def freePort():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def httpGet(url, timeout=5.0):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError):
-        return None, ""
-
-
 def query(base, expr, at=None):
     args = {"query": expr}
     if at is not None:
         args["time"] = f"{at:.3f}"
-    status, body = httpGet(f"{base}/api/v1/query?" + urllib.parse.urlencode(args))
+    status, body = dc.httpGet(f"{base}/api/v1/query?" + urllib.parse.urlencode(args))
     if status != 200:
         return None, f"HTTP {status}: {body[:300]}"
     return json.loads(body)["data"]["result"], None
@@ -114,8 +96,8 @@ def isolation():
     d = f"/tmp/membrane-demo-test-{pid}"
     proxy_port = freePortPair(30000 + (pid % 900) * 2)
     return d, {
-        "MEMBRANE_DEMO_PROMETHEUS_PORT": str(freePort()),
-        "MEMBRANE_DEMO_METRICS_PORT": str(freePort()),
+        "MEMBRANE_DEMO_PROMETHEUS_PORT": str(dc.freePort()),
+        "MEMBRANE_DEMO_METRICS_PORT": str(dc.freePort()),
         "MEMBRANE_DEMO_RUN_DIR": f"{d}/run",
         "MEMBRANE_DEMO_LOG_DIR": f"{d}/log",
         "MEMBRANE_DEMO_SNAPSHOT_DIR": f"{d}/snapshots",
@@ -222,7 +204,7 @@ def checkMetrics(res):
 
 def checkAgainstAgent(res, metrics_port):
     """Prometheus' last values equal the agent's own /metrics (for counters traffic no longer moves)."""
-    status, text = httpGet(f"http://127.0.0.1:{metrics_port}/metrics")
+    status, text = dc.httpGet(f"http://127.0.0.1:{metrics_port}/metrics")
     if not check(status == 200, f"agent /metrics: HTTP {status}"):
         return
     last = res["metrics"]["l7"]
@@ -261,10 +243,10 @@ def checkPanelQueries(base, at):
 
 
 def checkConsole(base):
-    status, page = httpGet(f"{base}/consoles/membrane.html", 10)
+    status, page = dc.httpGet(f"{base}/consoles/membrane.html", 10)
     check(status == 200 and "Cilium Drop Count (INGRESS)" in page and "error executing template" not in page,
           f"console page: HTTP {status} {page[:300]}")
-    status, page = httpGet(f"{base}/consoles/membrane.html?chart=drops_ingress", 10)
+    status, page = dc.httpGet(f"{base}/consoles/membrane.html?chart=drops_ingress", 10)
     check(status == 200 and "#chart_drops_ingress { display: block" in page,
           f"console page ?chart=drops_ingress: HTTP {status} {page[:300]}")
 

@@ -22,9 +22,7 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deploy_common as dc  # noqa: E402
@@ -33,18 +31,8 @@ from fixture_exporter import FixtureExporter  # noqa: E402
 POD = "membrane-agent"
 
 
-def httpGet(url, timeout=5.0):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError):
-        return None, ""
-
-
 def query(base, expr):
-    status, body = httpGet(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    status, body = dc.httpGet(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
     if status != 200:
         return None, f"HTTP {status}: {body[:300]}"
     return json.loads(body)["data"]["result"], None
@@ -89,7 +77,7 @@ def startPrometheus(tmp, config):
         ], log)
         base = f"http://127.0.0.1:{port}"
         try:
-            dc.waitFor(lambda: proc.poll() is not None or httpGet(f"{base}/-/ready", 1.0)[0] == 200,
+            dc.waitFor(lambda: proc.poll() is not None or dc.httpGet(f"{base}/-/ready", 1.0)[0] == 200,
                        30, "prometheus to be ready")
         except AssertionError:
             dc.stopProcess(proc)
@@ -102,7 +90,7 @@ def startPrometheus(tmp, config):
 
 
 def checkConsole(base, problems):
-    status, page = httpGet(f"{base}/consoles/membrane.html", 10.0)
+    status, page = dc.httpGet(f"{base}/consoles/membrane.html", 10.0)
     if status != 200:
         problems.append(f"GET /consoles/membrane.html: HTTP {status}: {page[:500]}")
         return
@@ -132,7 +120,7 @@ def checkConsole(base, problems):
     if graphs != len(titles):
         problems.append(f"{graphs} PromConsole.Graph calls for {len(titles)} chart titles")
     for asset in sorted(set(re.findall(r'(?:src|href)="(/classic/static/[^"]+)"', page))):
-        st, _ = httpGet(base + asset)
+        st, _ = dc.httpGet(base + asset)
         if st != 200:
             problems.append(f"console asset {asset}: HTTP {st}")
 
@@ -154,7 +142,7 @@ def checkQueriesReturnData(base, problems):
 
 
 def checkRules(base, problems):
-    status, body = httpGet(f"{base}/api/v1/rules")
+    status, body = dc.httpGet(f"{base}/api/v1/rules")
     if status != 200:
         problems.append(f"/api/v1/rules: HTTP {status}")
         return 0
@@ -180,7 +168,7 @@ def main():
                        30, "three scrapes of the fixture")
             # ...and one rule evaluation after them.
             dc.waitFor(lambda: all(r.get("health") == "ok" for g in json.loads(
-                httpGet(f"{base}/api/v1/rules")[1] or '{"data":{"groups":[]}}')["data"]["groups"]
+                dc.httpGet(f"{base}/api/v1/rules")[1] or '{"data":{"groups":[]}}')["data"]["groups"]
                 for r in g["rules"]) and fixture.scrapes() >= 4, 30, "rule evaluation")
             checkConsole(base, problems)
             n = checkQueriesReturnData(base, problems)
