@@ -71,8 +71,7 @@ bench-convergence: build
 # L7 path vs direct vs nginx reverse proxy (docs/benchmarks.md). Bench-only Debian packages:
 BENCH_L7_DEPS := wrk nginx-light
 bench-l7: build
-	@missing=$$(for p in $(BENCH_L7_DEPS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	@$(MAKE) --no-print-directory deps DEPS="$(BENCH_L7_DEPS)"
 	bench/l7/run.sh $(BUILD) --half-load
 
 install: build
