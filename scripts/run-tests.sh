@@ -17,6 +17,15 @@ fi
 if ! mountpoint -q /sys/fs/bpf; then
   mount -t bpf bpf /sys/fs/bpf || { echo "cannot mount bpffs on /sys/fs/bpf" >&2; exit 1; }
 fi
+# Say which build and sanitizer the tiers run under (the summary names the labels).
+san=$(sed -n 's/^MEMBRANE_SANITIZE:[A-Z]*=//p' "$build/CMakeCache.txt" 2>/dev/null)
+case "$san" in
+  address|ON) what="ASan+UBSan (every process a test starts; reports fail the test)" ;;
+  thread) what="TSan (every process a test starts; reports fail the test)" ;;
+  *) what="no sanitizer" ;;
+esac
+echo "== membrane tests: build $build, $what; ctest ${*:-(all tiers)}"
+echo "== the Label Time Summary at the end lists the tiers (labels) that ran"
 # Unit tests in parallel, then the tiers that touch the kernel one at a time
 # (ctest RUN_SERIAL), in one ctest run so that its summary covers every test.
 exec ctest --test-dir "$build" --output-on-failure -j "$(nproc)" "$@"

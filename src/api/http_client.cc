@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include <fmt/format.h>
 
@@ -67,7 +68,10 @@ int writeAll(int fd, std::string_view data, Clock::time_point deadline, bool for
 // may be retried). Returns 0 or an errno.
 int readMessage(int fd, MessageParser& parser, Clock::time_point deadline, bool forever, bool* got_bytes,
                 const bool* cancelled = nullptr) {
-  char buf[65536];
+  // On the heap: callers include civetweb's scrape threads (100 KiB stacks,
+  // set by the library), where a 64 KiB frame leaves almost nothing.
+  constexpr size_t kReadChunk = 65536;
+  std::unique_ptr<char[]> buf(new char[kReadChunk]);
   while (parser.state() == MessageParser::State::Incomplete) {
     pollfd p{fd, POLLIN, 0};
     int ms = msLeft(deadline, forever);
@@ -78,7 +82,7 @@ int readMessage(int fd, MessageParser& parser, Clock::time_point deadline, bool 
       return errno;
     }
     if (r == 0) continue;
-    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    ssize_t n = ::recv(fd, buf.get(), kReadChunk, 0);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       if (errno == ECONNRESET && !*got_bytes) return ECONNRESET;
@@ -91,7 +95,7 @@ int readMessage(int fd, MessageParser& parser, Clock::time_point deadline, bool 
       break;
     }
     *got_bytes = true;
-    parser.feed(std::string_view(buf, static_cast<size_t>(n)));
+    parser.feed(std::string_view(buf.get(), static_cast<size_t>(n)));
     if (cancelled && *cancelled) return 0;
   }
   return 0;

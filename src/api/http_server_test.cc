@@ -1,4 +1,5 @@
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -177,6 +179,42 @@ TEST_F(HttpTest, RoundTripGetPutDeleteWithParamsAndQuery) {
   EXPECT_EQ(r->body, R"({"code":400,"error":"body must be a JSON object"})");
   // All of the above went over one kept-alive connection.
   EXPECT_EQ(server_->acceptedConnections(), 1u);
+}
+
+// HttpClient runs on threads whose stack a library sizes: the agent reads the
+// proxy's stats from civetweb's scrape workers (100 KiB stacks in Debian's
+// build). A request must leave that stack nearly untouched: it once put a
+// 64 KiB receive buffer on it, which overflowed under ASan. Measured as the
+// high-water mark of a pattern-filled stack the request runs on.
+TEST_F(HttpTest, ClientRequestUsesLittleStack) {
+  constexpr size_t kStack = 256 * 1024;
+  std::vector<unsigned char> stack(kStack, 0xa5);
+  pthread_attr_t attr;
+  ASSERT_EQ(pthread_attr_init(&attr), 0);
+  ASSERT_EQ(pthread_attr_setstack(&attr, stack.data(), kStack), 0);
+  struct Job {
+    std::string sock;
+    int status = 0;
+  } job{sock_};
+  pthread_t t;
+  ASSERT_EQ(pthread_create(
+                &t, &attr,
+                [](void* arg) -> void* {
+                  auto* j = static_cast<Job*>(arg);
+                  HttpClient c(j->sock);
+                  auto r = c.request("GET", "/v1/endpoint/7");
+                  j->status = r ? r->status : -1;
+                  return nullptr;
+                },
+                &job),
+            0);
+  ASSERT_EQ(pthread_join(t, nullptr), 0);
+  pthread_attr_destroy(&attr);
+  EXPECT_EQ(job.status, 200);
+  size_t untouched = 0;
+  while (untouched < kStack && stack[untouched] == 0xa5) ++untouched;
+  const size_t used = kStack - untouched;
+  EXPECT_LT(used, 40u * 1024) << "HttpClient::request used " << used << " bytes of stack";
 }
 
 TEST_F(HttpTest, KeepAliveTwoPipelinedRequestsOnOneConnection) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdint>
 #include <map>
 
@@ -249,7 +250,8 @@ std::string formatClusterHealthLine(const Json& ch) {
 
 std::string formatRtt(double seconds) {
   // Go's time.Duration String(), as cilium-health prints RTTs: 315.254µs, 1.5ms, 2s.
-  if (seconds < 1e-6) return fmt::format("{}ns", static_cast<long long>(seconds * 1e9 + 0.5));
+  // llround, not (long long)(x + 0.5): that truncates toward zero, wrong for negatives.
+  if (seconds < 1e-6) return fmt::format("{}ns", std::llround(seconds * 1e9));
   auto trim = [](std::string v) {
     if (v.find('.') != std::string::npos) {
       while (!v.empty() && v.back() == '0') v.pop_back();

@@ -247,6 +247,10 @@ TEST(FormatTest, ClusterHealthLineAndHealthStatus) {
   EXPECT_EQ(formatRtt(0.0015), "1.5ms");
   EXPECT_EQ(formatRtt(2.0), "2s");
   EXPECT_EQ(formatRtt(4e-7), "400ns");
+  // Rounded to the nearest nanosecond, halves away from zero, as Go rounds a
+  // float to a Duration (clang-tidy bugprone-incorrect-roundings: +0.5 then truncate was wrong below 0).
+  EXPECT_EQ(formatRtt(2.5e-9), "3ns");
+  EXPECT_EQ(formatRtt(-1.5e-9), "-2ns");
 
   Json h = Json::parse(R"({"probe_time": "2026-11-24T21:00:00Z", "reachable": 0, "total": 1, "nodes": [
     {"name": "node1", "local": true,

@@ -283,8 +283,10 @@ int cmdGet(Context& ctx, const GetArgs& args) {
     std::vector<std::vector<std::string>> rows{{"NAME", "STATUS", "PODS", "LABELS"}};
     for (const auto& n : a.body) {
       std::string labels;
-      for (const auto& [k, v] : n.value("labels", Json::object()).items())
-        labels += (labels.empty() ? "" : ",") + k + "=" + v.get<std::string>();
+      // A local, not n.value(...).items(): the range-for would outlive the temporary.
+      const Json ls = n.value("labels", Json::object());
+      for (const auto& [k, v] : ls.items())
+        labels += (labels.empty() ? "" : ",") + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
       rows.push_back({n.value("name", ""), "Active", std::to_string(n.value("endpoints", 0)), labels.empty() ? "<none>" : labels});
     }
     ctx.out << table(rows);

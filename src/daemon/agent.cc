@@ -239,6 +239,7 @@ Status Agent::init() {
   }
   MB_TRY_CTX(startWorkloads(), "workloads (--service-cidr " + cfg_.service_cidr + ")");
   if (cfg_.enable_l7_proxy) MB_TRY_CTX(startProxy(), "L7 proxy (--enable-l7-proxy=false disables it)");
+  startWorkloadLoop();
 
   if (cfg_.enable_health_checking) MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
 
@@ -447,7 +448,10 @@ Status Agent::startProxy() {
   // before anything node-global is touched.
   auto pm = ProxyManager::start(proxyManagerConfig(cfg_));
   if (!pm) return pm.error();
-  proxy_ = std::move(*pm);
+  {
+    std::lock_guard lk(mu_);  // proxy_ is read under mu_ by every handler
+    proxy_ = std::move(*pm);
+  }
   MB_TRY(kernel::installTproxy(tproxyConfig(cfg_, l7_ports_)));
   // The proxy keeps counting across agent restarts; /metrics reads it at scrape time.
   const ProxyManager* px = proxy_.get();

@@ -91,7 +91,8 @@ class Agent {
   api::Response waitPolicy(const api::Request& req);
   void refreshCookieNames();
   // Workloads (src/daemon/workload_handlers.cc): membrane apply/delete/get/logs.
-  Status startWorkloads();
+  Status startWorkloads();     // the controller and its restore (init), no thread yet
+  void startWorkloadLoop();    // the tick thread, once the proxy is up
   void workloadLoop();
   api::Response applyManifests(const api::Request& req);
   api::Response deleteManifests(const api::Request& req);

@@ -95,9 +95,13 @@ Status Agent::startWorkloads() {
   workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar()};
   std::lock_guard lk(mu_);
   workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_);
-  MB_TRY(workloads_->init());
+  return workloads_->init();
+}
+
+void Agent::startWorkloadLoop() {
+  // Started only after everything tick() and syncProxy() read (proxy_ among
+  // them) is built: the thread creation publishes it.
   workload_thread_ = std::thread([this] { workloadLoop(); });
-  return okStatus();
 }
 
 void Agent::workloadLoop() {

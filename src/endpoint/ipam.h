@@ -16,7 +16,8 @@ struct Cidr4 {
 
   // Parses "10.200.0.0/16". Host bits must be zero; prefix 8..30.
   static Result<Cidr4> parse(const std::string& text);
-  uint32_t size() const { return prefix_len >= 32 ? 1u : (1u << (32 - prefix_len)); }
+  // Number of addresses; 64-bit because a /0 (a default-constructed Cidr4) has 2^32.
+  uint64_t size() const { return prefix_len >= 32 ? 1u : (uint64_t{1} << (32 - prefix_len)); }
   bool contains(uint32_t ip) const;
   std::string toString() const;
 };

@@ -20,6 +20,16 @@ TEST(Cidr4, ParsesAndRejects) {
   EXPECT_FALSE(Cidr4::parse("10.200.0.0/16x").ok());
 }
 
+// clang-tidy (clang-analyzer-core.UndefinedBinaryOperatorResult) and UBSan:
+// a default Cidr4 (/0) computed its size as 1u << 32.
+TEST(Cidr4, DefaultIsTheWholeSpaceWithoutOverflow) {
+  Cidr4 all;
+  EXPECT_EQ(all.size(), uint64_t{1} << 32);
+  EXPECT_TRUE(all.contains(0xffffffffu));
+  Cidr4 host{*parseIpv4("10.0.0.7"), 32};
+  EXPECT_EQ(host.size(), 1u);
+}
+
 TEST(Ipam, SkipsNetworkGatewayBroadcastAndExhausts) {
   Ipam ipam(*Cidr4::parse("10.9.0.0/29"));  // 8 addresses: .0 net, .1 gw, .7 bcast => 5 usable
   EXPECT_EQ(ipam.capacity(), 5u);

@@ -59,17 +59,21 @@ Status writeFileAtomic(const std::string& path, const std::string& content, int 
 Result<std::string> readFile(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return Error::fromErrno(errno, "read " + path);
+  // Reads straight into the string: no large buffer on the caller's stack
+  // (callers include threads whose stack a library sizes).
   std::string out;
-  char buf[65536];
+  size_t used = 0;
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (out.size() - used < 16384) out.resize(used + 65536);
+    ssize_t n = ::read(fd.get(), out.data() + used, out.size() - used);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Error::fromErrno(errno, "read " + path);
     }
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    used += static_cast<size_t>(n);
   }
+  out.resize(used);
   return out;
 }
 

@@ -151,7 +151,10 @@ Status Controller::load() {
         svc.synced[{sy.value("port", uint16_t{0}), sy.value("proto", uint8_t{0})}] = {};
       services_[key(svc.obj.meta.ns, svc.obj.meta.name)] = svc;
     }
-    for (const auto& [ns, l] : j.value("namespaces", json::object()).items()) namespaces_[ns] = l.get<Labels>();
+    // Bound to a local: a range-for over items() of the temporary that value()
+    // returns would iterate a destroyed json (the proxy outlives its object).
+    const json namespaces = j.value("namespaces", json::object());
+    for (const auto& [ns, l] : namespaces.items()) namespaces_[ns] = l.get<Labels>();
     for (const auto& ij : j.value("instances", json::array())) {
       Instance i;
       i.ns = ij.at("namespace");

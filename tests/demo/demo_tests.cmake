@@ -6,7 +6,7 @@ if(NOT MEMBRANE_PYTHON3)
   set(MEMBRANE_PYTHON3 python3)
 endif()
 get_filename_component(_demo_root ${CMAKE_CURRENT_LIST_DIR}/../.. ABSOLUTE)
-add_test(NAME demo_story_test COMMAND ${MEMBRANE_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/demo_story_test.py)
+add_test(NAME demo_story_test COMMAND ${MEMBRANE_TEST_LAUNCHER} ${MEMBRANE_PYTHON3} ${CMAKE_CURRENT_LIST_DIR}/demo_story_test.py)
 set_tests_properties(demo_story_test PROPERTIES LABELS integration TIMEOUT 300 RUN_SERIAL ON
   SKIP_RETURN_CODE 77
   ENVIRONMENT "MEMBRANE_BUILD_DIR=${CMAKE_BINARY_DIR};MEMBRANE_SOURCE_DIR=${_demo_root};PYTHONDONTWRITEBYTECODE=1")

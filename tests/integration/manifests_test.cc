@@ -323,5 +323,30 @@ TEST_F(ManifestsTest, CrashingCommandIsRestartedPerPolicyAndCounted) {
   EXPECT_EQ(pods(), json::array());
 }
 
+// A Namespace with labels in the saved state: the agent restores it on start
+// and `membraned cleanup` (the fixture's TearDown) reads it. Both iterated the
+// labels of a destroyed temporary (ASan: stack-use-after-scope on every start).
+TEST_F(ManifestsTest, NamespaceLabelsSurviveRestartAndCleanup) {
+  startAgent();
+  std::string path = writeFile(
+      "ns.yaml", fmt::format("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {0}\n  labels: {{team: red}}\n---\n"
+                             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\n  namespace: {0}\nspec:\n"
+                             "  containers:\n  - name: c\n    image: tgraf/netperf\n",
+                             ns_));
+  auto r = cli({"apply", "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(waitPodsReady(1));
+  const std::string row = fmt::format("{} +Active +1 +kubernetes.io/metadata.name={},team=red\n", ns_, ns_);
+  auto before = cli({"get", "namespaces"});
+  EXPECT_EQ(before.exit_code, 0) << before.err;
+  EXPECT_TRUE(std::regex_search(before.out, std::regex(row))) << before.out;
+  EXPECT_EQ(stopAgent(), 0);
+  startAgent();
+  ASSERT_TRUE(waitPodsReady(1));
+  auto after = cli({"get", "namespaces"});
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_TRUE(std::regex_search(after.out, std::regex(row))) << after.out;
+}
+
 }  // namespace
 }  // namespace membrane::testing
