@@ -1120,7 +1120,9 @@ Response Agent::listNamespaces(const Request&) {
   std::lock_guard lk(mu_);
   json arr = json::array();
   for (const auto& [ns, ls] : eps_->namespaces()) {
-    json labels = json::object();
+    // What policies see: Kubernetes' own name label is derived for every
+    // namespace (labels::endpointLabels), so it is listed too.
+    json labels = {{std::string(labels::kNamespaceNameLabel), ns}};
     for (const auto& l : ls) labels[l.key] = l.value;
     size_t pods = 0;
     for (const auto* ep : eps_->list())

@@ -164,12 +164,16 @@ TEST_F(PolicyCli, NamespaceLabelAndList) {
   const std::string header = fmt::format("{:<24} {:<10} {}\n", "NAME", "ENDPOINTS", "LABELS");
   auto list = cli({"namespace", "list"});
   EXPECT_EQ(list.exit_code, 0) << list.err;
-  EXPECT_EQ(list.out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, "<none>"));
+  // Kubernetes' name label is derived for every namespace and policies select
+  // on it, so the listing shows it (it used to print <none>).
+  const std::string name_label = "kubernetes.io/metadata.name=" + ns_;
+  EXPECT_EQ(list.out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, name_label));
 
   auto l = cli({"namespace", "label", ns_, "team=red", "env=dev"});
   EXPECT_EQ(l.exit_code, 0) << l.err;
   EXPECT_EQ(l.out, "namespace/" + ns_ + " labeled\n");
-  EXPECT_EQ(cli({"namespace", "list"}).out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, "env=dev,team=red"));
+  EXPECT_EQ(cli({"namespace", "list"}).out,
+            header + fmt::format("{:<24} {:<10} env=dev,{},team=red\n", ns_, 1, name_label));
   // The pod moved to an identity that carries the namespace labels.
   auto ep = nlohmann::json::parse(cli({"endpoint", "get", "web", "-n", ns_}).out);
   EXPECT_NE(ep["identity"].get<uint32_t>(), web.identity);
@@ -182,7 +186,7 @@ TEST_F(PolicyCli, NamespaceLabelAndList) {
   EXPECT_EQ(same.out, "namespace/" + ns_ + " not labeled\n");
   ASSERT_EQ(cli({"namespace", "label", ns_, "team=blue", "--overwrite"}).exit_code, 0);
   ASSERT_EQ(cli({"namespace", "label", ns_, "env-"}).exit_code, 0);
-  EXPECT_EQ(cli({"namespace", "list"}).out, header + fmt::format("{:<24} {:<10} {}\n", ns_, 1, "team=blue"));
+  EXPECT_EQ(cli({"namespace", "list"}).out, header + fmt::format("{:<24} {:<10} {},team=blue\n", ns_, 1, name_label));
   auto bad = cli({"namespace", "label", ns_, "=x"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_EQ(bad.err, "namespace label: '=x' is neither k=v nor k- (remove)\n");
