@@ -674,6 +674,27 @@ struct Proxy::Impl {
     if (c->rs == ReqState::ForwardHeaders || c->rs == ReqState::Body) c->cur_forward = false;
   }
 
+  // The upstream's close ended the response just forwarded (no length, not
+  // chunked): only closing the client connection ends it for the client too,
+  // so nothing may follow it. Requests pipelined behind it go unanswered on
+  // this connection (logged: forwarded ones with the upstream_reset error).
+  void endAfterCloseDelimited(Conn* c) {
+    while (c->p_count > 0) {
+      Pending& e = c->front();
+      if (e.forward) {
+        e.forward = false;
+        e.status = 0;
+        e.error = UpstreamError::Reset;
+      }
+      finishEntry(c, e, 0);
+      c->pop();
+    }
+    c->closing = true;
+    c->rs = ReqState::Done;
+    c->cin.clear();
+    c->parsed = 0;
+  }
+
   // --- requests -------------------------------------------------------------
   void pushLocal(Conn* c, int status, bool close_after) {
     Pending& e = c->push();
@@ -913,6 +934,7 @@ struct Proxy::Impl {
               finishEntry(c, f, c->resp.status());
               c->pop();
               closeUpstream(c);
+              endAfterCloseDelimited(c);
               progress = true;
               continue;
             }
