@@ -138,6 +138,14 @@ json scalar(std::string_view t) {
   return v;
 }
 
+bool isIdentity(const json& v) { return v.is_number_unsigned() && v.get<uint64_t>() <= UINT32_MAX; }
+
+bool isPort(const json& v, bool zero_ok) {
+  if (!v.is_number_integer()) return false;  // unsigned included
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= 65535 && (zero_ok || v.get<uint64_t>() > 0);
+  return v.get<int64_t>() >= (zero_ok ? 0 : 1) && v.get<int64_t>() <= 65535;
+}
+
 // The rule language, one command per line ("\r" at the end ignored, unknown
 // lines skipped); <rest> is the rest of the line verbatim:
 //   V <json>                 revision
@@ -153,7 +161,9 @@ json scalar(std::string_view t) {
 //   X <cidr> <json>          prefixes entry
 // A rule or port command without an endpoint/port opens a default one
 // (10.200.0.2, ingress 80). <json> is a JSON value, or a string if it is not one.
-std::string buildConfigJson(std::string_view text) {
+// Sets *must_reject when a port or identity is out of the documented range
+// (ports 1..65535, listeners 0..65535, identities 32-bit unsigned).
+std::string buildConfigJson(std::string_view text, bool* must_reject) {
   json doc = json::object();
   json eps = json::array();
   std::optional<size_t> ep, port, rule;
@@ -205,6 +215,7 @@ std::string buildConfigJson(std::string_view text) {
       case 'V': doc["revision"] = scalar(rest); break;
       case 'L': {
         json l = {{"port", scalar(w[0])}};
+        if (!isPort(l["port"], true)) *must_reject = true;
         if (w.size() > 1) l["direction"] = std::string(w[1]);
         doc["listeners"].push_back(std::move(l));
         break;
@@ -218,6 +229,7 @@ std::string buildConfigJson(std::string_view text) {
       case 'I':
       case 'O':
         addPort(cmd == 'I' ? "ingress" : "egress", scalar(w[0]));
+        if (!isPort(scalar(w[0]), false)) *must_reject = true;
         if (w.size() > 1) portEntry()["proto"] = std::string(w[1]);
         break;
       case 'R':
@@ -235,12 +247,23 @@ std::string buildConfigJson(std::string_view text) {
         ruleEntry()["header_matches"].push_back(std::move(m));
         break;
       }
-      case 'A': ruleEntry()["allowed_identities"].push_back(scalar(rest)); break;
+      case 'A':
+        ruleEntry()["allowed_identities"].push_back(scalar(rest));
+        if (!isIdentity(scalar(rest))) *must_reject = true;
+        break;
       case 'N':
-        if (w.size() > 1) doc["identities"][std::string(w[0])] = scalar(rest.substr(w[0].size() + 1));
+        if (w.size() > 1 && !doc["identities"].contains(std::string(w[0]))) {  // the first one counts
+          json id = scalar(rest.substr(w[0].size() + 1));
+          if (!isIdentity(id)) *must_reject = true;
+          doc["identities"][std::string(w[0])] = std::move(id);
+        }
         break;
       case 'X':
-        if (w.size() > 1) doc["prefixes"].push_back({{"cidr", scalar(w[0])}, {"identity", scalar(rest.substr(w[0].size() + 1))}});
+        if (w.size() > 1) {
+          json id = scalar(rest.substr(w[0].size() + 1));
+          if (!isIdentity(id)) *must_reject = true;
+          doc["prefixes"].push_back({{"cidr", scalar(w[0])}, {"identity", std::move(id)}});
+        }
         break;
       default: break;
     }
@@ -909,12 +932,15 @@ size_t driveRequestStream(const uint8_t* data, size_t size) {
       text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
     }
     std::string json_text;
+    bool must_reject = false;
     try {
-      json_text = !text.empty() && text[0] == '{' ? std::string(text) : buildConfigJson(text);
+      json_text = !text.empty() && text[0] == '{' ? std::string(text) : buildConfigJson(text, &must_reject);
     } catch (const json::exception&) {  // the driver's own JSON building: not under test
       json_text.clear();
+      must_reject = false;
     }
     auto r = ProxyConfig::parse(json_text);
+    if (must_reject) MB_CHECK(!r.ok());
     if (r.ok()) {
       cfg = std::move(r).value();
       checkConfig(*cfg, json_text);
