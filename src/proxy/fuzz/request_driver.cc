@@ -457,6 +457,7 @@ class ConnectionModel {
       bool p = false;
       for (size_t i = 0; i < burst && !dead_; ++i) p |= processRequests();
       if (!dead_) p |= processResponses();
+      if (!dead_ && c_eof_) onClientEof();  // drive() applies it after every round
       if (dead_) break;
       if (p) continue;
       if (!c_eof_ && cpos_ == client_.size()) {  // the client closes once it has sent everything
@@ -470,6 +471,9 @@ class ConnectionModel {
       }
       break;
     }
+    // No hang: once both sides have closed, every request has its answer and
+    // the connection is on its way out.
+    if (!dead_ && c_eof_ && (!upstream_open_ || u_eof_)) MB_CHECK(pending_.empty() && closing_);
     checkTotals();
   }
 
