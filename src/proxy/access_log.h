@@ -6,6 +6,8 @@
 // thread; subscribers read on their own threads.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -14,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace membrane::proxy {
@@ -48,5 +51,42 @@ class AccessLog {
   std::mutex mu_;
   std::vector<std::shared_ptr<Subscription>> subs_;
 };
+
+// One access-log record: a request when the proxy decides it (l7_type
+// "request"), or its answer when that ends (l7_type "response"). Views must
+// outlive formatAccessRecord().
+struct AccessRecord {
+  bool response = false;
+  std::string_view time;       // RFC 3339, UTC, microseconds
+  std::string_view direction;  // "ingress" / "egress"
+  std::string_view verdict;    // accessVerdict()
+  std::string_view method, url, policy;
+  int status = 0;              // response records only
+  int64_t latency_us = 0;      // response records only
+  std::string_view error;      // response records: upstream error label, "" = none
+  sockaddr_in src{}, dst{};    // client, original destination
+  uint32_t src_identity = 0, dst_identity = 0;
+  bool header_mismatch = false;
+};
+
+// The NDJSON line (no trailing newline) for 'r': one JSON object with
+//   type "l7", l7_type, time, direction, verdict, method, url,
+//   protocol "HTTP/1.1", src and dst {ip, port, identity}, policy;
+//   response records add status, latency_us and, when not "", error;
+//   header_mismatch: true only when set.
+// Strings are escaped (control bytes as \u00XX) and invalid UTF-8 is
+// replaced by U+FFFD, so the line holds no byte below 0x20 and is valid UTF-8.
+std::string formatAccessRecord(const AccessRecord& r);
+
+// The record's verdict: "Forwarded" (sent upstream, or a forwarded response
+// cut short: local_status 0), "Denied" (local 403), else "Error".
+std::string_view accessVerdict(bool forward, bool response, int local_status, bool upstream_error);
+
+// The access log's URL, as Cilium prints it: "http://" + the request's Host
+// header + the request target; without a Host (HTTP/1.0) the original
+// destination "IP:port" stands in. An absolute-form target ("http://…", as
+// sent to proxies) is already a URL. Assigns into 'out' so a reused string
+// keeps its capacity (no allocation per request in steady state).
+void buildAccessUrl(std::string& out, std::string_view host, const sockaddr_in& odst, std::string_view target);
 
 }  // namespace membrane::proxy

@@ -139,7 +139,9 @@ Result<CompiledRule> parseRule(const json& j, const std::string& where) {
   if (auto it = j.find("allowed_identities"); it != j.end() && !it->is_null()) {
     if (!it->is_array()) return Error::invalid(where + ".allowed_identities: expected an array");
     for (const auto& id : *it) {
-      if (!id.is_number_unsigned()) return Error::invalid(where + ".allowed_identities: expected numbers");
+      // get<uint32_t>() would wrap 2^32 + n to n: reject instead.
+      if (!id.is_number_unsigned() || id.get<uint64_t>() > UINT32_MAX)
+        return Error::invalid(where + ".allowed_identities: expected 32-bit identity numbers");
       r.allowed_identities.push_back(id.get<uint32_t>());
     }
     std::sort(r.allowed_identities.begin(), r.allowed_identities.end());
@@ -244,7 +246,8 @@ Result<std::shared_ptr<const ProxyConfig>> ProxyConfig::parse(std::string_view t
       if (!it->is_object()) return Error::invalid("identities: expected an object {\"ip\": identity}");
       for (const auto& [k, v] : it->items()) {
         MB_ASSIGN(in_addr_t ip, parseIp(json(k), "identities"));
-        if (!v.is_number_unsigned()) return Error::invalid(fmt::format("identities.{}: expected a number", k));
+        if (!v.is_number_unsigned() || v.get<uint64_t>() > UINT32_MAX)
+          return Error::invalid(fmt::format("identities.{}: expected a 32-bit identity number", k));
         cfg->identities_[ip] = v.get<uint32_t>();
       }
     }

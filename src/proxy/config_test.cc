@@ -143,6 +143,10 @@ TEST(ProxyConfig, ErrorsNameTheField) {
       {R"({"prefixes":[{"cidr":"10.0.0.0/8","identity":-1}]})", "prefixes[0].identity"},
       {R"({"prefixes":[{"cidr":"10.0.0.0/8","identity":1},{"cidr":"10.0.0.0/8","identity":2}]})",
        "prefixes[1].cidr: '10.0.0.0/8' listed twice"},
+      // 2^32 + 256 must not wrap to 256.
+      {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"allowed_identities":[4294967552]}]}]}]})",
+       "endpoints[0].ingress[0].rules[0].allowed_identities: expected"},
+      {R"({"identities":{"10.0.0.1":4294967552}})", "identities.10.0.0.1: expected"},
   };
   for (const auto& c : cases) {
     auto r = ProxyConfig::parse(c.json);

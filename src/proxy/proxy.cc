@@ -15,7 +15,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "membrane/unique_fd.h"
 #include "src/proxy/buffer.h"
@@ -27,6 +26,34 @@ using Clock = std::chrono::steady_clock;
 uint32_t upstreamMark(Direction d, uint32_t identity) {
   uint32_t magic = d == Direction::Ingress ? kMarkProxyIngress : kMarkProxyEgress;
   return magic | ((identity & 0xFFFFu) << 16) | ((identity >> 16) & 0xFFu);
+}
+
+RequestDecision decideRequest(const ProxyConfig& cfg, Direction dir, const sockaddr_in& client,
+                              const sockaddr_in& odst, const RequestView& view) {
+  RequestDecision d;
+  d.src_id = cfg.identityOf(client.sin_addr.s_addr);
+  d.dst_id = cfg.identityOf(odst.sin_addr.s_addr);
+  const bool ingress = dir == Direction::Ingress;
+  const in_addr_t pod = ingress ? odst.sin_addr.s_addr : client.sin_addr.s_addr;
+  const PortPolicy* pp = cfg.find(pod, dir, ntohs(odst.sin_port));
+  Verdict& v = d.verdict;
+  v = ProxyConfig::evaluate(pp, ingress ? d.src_id : d.dst_id, view);
+  // Egress L7 towards a destination that has ingress L7 rules on this port
+  // (a local pod): this proxy applies those too, and marks its upstream
+  // PROXY_INGRESS so the datapath does not send it to a second proxy (a
+  // hairpin from the destination's veth cannot reach the stack). Both must allow.
+  if (!ingress) {
+    const PortPolicy* in = cfg.find(odst.sin_addr.s_addr, Direction::Ingress, ntohs(odst.sin_port));
+    if (in) {
+      d.ingress_checked = true;
+      if (v.allowed) {
+        Verdict vi = ProxyConfig::evaluate(in, d.src_id, view);
+        if (!vi.allowed) v = vi;
+        v.header_mismatch_logged = v.header_mismatch_logged || vi.header_mismatch_logged;
+      }
+    }
+  }
+  return d;
 }
 
 namespace {
@@ -152,35 +179,6 @@ void TimerList::disarm(Conn* c) {
   else tail_ = l.prev;
   l.prev = l.next = nullptr;
   l.linked = false;
-}
-
-std::string ipString(const sockaddr_in& a) {
-  char buf[INET_ADDRSTRLEN] = {};
-  inet_ntop(AF_INET, &a.sin_addr, buf, sizeof(buf));
-  return buf;
-}
-
-// The access log's URL, as Cilium prints it: "http://" + the request's Host
-// header + the request target; without a Host (HTTP/1.0) the original
-// destination "IP:port" stands in. An absolute-form target ("http://…", as
-// sent to proxies) is already a URL. Assigns into 'out' so a reused string
-// keeps its capacity (no allocation per request in steady state).
-void buildUrl(std::string& out, std::string_view host, const sockaddr_in& odst, std::string_view target) {
-  if (target.find("://") != std::string_view::npos) {
-    out.assign(target);
-    return;
-  }
-  out.assign("http://");
-  if (!host.empty()) {
-    out.append(host);
-  } else {
-    char buf[INET_ADDRSTRLEN + 8] = {};
-    inet_ntop(AF_INET, &odst.sin_addr, buf, INET_ADDRSTRLEN);
-    size_t n = strlen(buf);
-    snprintf(buf + n, sizeof(buf) - n, ":%u", static_cast<unsigned>(ntohs(odst.sin_port)));
-    out.append(buf);
-  }
-  out.append(target);
 }
 
 std::string nowRfc3339() {
@@ -676,6 +674,27 @@ struct Proxy::Impl {
     if (c->rs == ReqState::ForwardHeaders || c->rs == ReqState::Body) c->cur_forward = false;
   }
 
+  // The upstream's close ended the response just forwarded (no length, not
+  // chunked): only closing the client connection ends it for the client too,
+  // so nothing may follow it. Requests pipelined behind it go unanswered on
+  // this connection (logged: forwarded ones with the upstream_reset error).
+  void endAfterCloseDelimited(Conn* c) {
+    while (c->p_count > 0) {
+      Pending& e = c->front();
+      if (e.forward) {
+        e.forward = false;
+        e.status = 0;
+        e.error = UpstreamError::Reset;
+      }
+      finishEntry(c, e, 0);
+      c->pop();
+    }
+    c->closing = true;
+    c->rs = ReqState::Done;
+    c->cin.clear();
+    c->parsed = 0;
+  }
+
   // --- requests -------------------------------------------------------------
   void pushLocal(Conn* c, int status, bool close_after) {
     Pending& e = c->push();
@@ -686,35 +705,18 @@ struct Proxy::Impl {
     e.close_after = close_after;
     e.start = now;
     e.method = {};
-    buildUrl(e.url, c->req.host(), c->odst, c->req.url());
+    buildAccessUrl(e.url, c->req.host(), c->odst, c->req.url());
     if (close_after) c->closing = true;
   }
 
   void onRequestHeaders(Conn* c) {
     const ProxyConfig& cfg = currentConfig();
     const MessageParser& rq = c->req;
-    uint32_t src_id = cfg.identityOf(c->client.sin_addr.s_addr);
-    uint32_t dst_id = cfg.identityOf(c->odst.sin_addr.s_addr);
-    bool ingress = c->dir == Direction::Ingress;
-    in_addr_t pod = ingress ? c->odst.sin_addr.s_addr : c->client.sin_addr.s_addr;
-    const PortPolicy* pp = cfg.find(pod, c->dir, ntohs(c->odst.sin_port));
     RequestView view{rq.method(), rq.url(), rq.host(), rq.headers(), rq.headerCount()};
-    Verdict v = ProxyConfig::evaluate(pp, ingress ? src_id : dst_id, view);
-    // Egress L7 towards a destination that has ingress L7 rules on this port
-    // (a local pod): this proxy applies those too, and marks its upstream
-    // PROXY_INGRESS so the datapath does not send it to a second proxy (a
-    // hairpin from the destination's veth cannot reach the stack). Both must allow.
-    if (!ingress) {
-      const PortPolicy* in = cfg.find(c->odst.sin_addr.s_addr, Direction::Ingress, ntohs(c->odst.sin_port));
-      if (in) {
-        c->ingress_checked = true;
-        if (v.allowed) {
-          Verdict vi = ProxyConfig::evaluate(in, src_id, view);
-          if (!vi.allowed) v = vi;
-          v.header_mismatch_logged = v.header_mismatch_logged || vi.header_mismatch_logged;
-        }
-      }
-    }
+    RequestDecision d = decideRequest(cfg, c->dir, c->client, c->odst, view);
+    if (d.ingress_checked) c->ingress_checked = true;
+    const Verdict& v = d.verdict;
+    const uint32_t src_id = d.src_id, dst_id = d.dst_id;
 
     Pending& e = c->push();
     e.forward = v.allowed;
@@ -726,7 +728,7 @@ struct Proxy::Impl {
     e.response_started = false;
     e.header_mismatch = v.header_mismatch_logged;
     e.method = rq.method();
-    buildUrl(e.url, rq.host(), c->odst, rq.url());
+    buildAccessUrl(e.url, rq.host(), c->odst, rq.url());
     e.cfg = loop_cfg;
     e.policy = v.policy;
     e.src_id = src_id;
@@ -932,6 +934,7 @@ struct Proxy::Impl {
               finishEntry(c, f, c->resp.status());
               c->pop();
               closeUpstream(c);
+              endAfterCloseDelimited(c);
               progress = true;
               continue;
             }
@@ -1064,28 +1067,26 @@ struct Proxy::Impl {
   // --- access log -----------------------------------------------------------
   void logLine(Conn* c, const Pending& e, bool response, int status) {
     if (!log.active()) return;
-    nlohmann::json j;
-    j["type"] = "l7";
-    j["l7_type"] = response ? "response" : "request";
-    j["time"] = nowRfc3339();
-    j["direction"] = directionName(c->dir);
-    j["verdict"] = e.forward || (response && e.status == 0) ? "Forwarded"
-                   : e.error != UpstreamError::None          ? "Error"
-                   : e.status == 403                         ? "Denied"
-                                                             : "Error";
-    j["method"] = std::string(e.method);
-    j["url"] = e.url;
-    j["protocol"] = "HTTP/1.1";
+    const std::string time = nowRfc3339();
+    AccessRecord r;
+    r.response = response;
+    r.time = time;
+    r.direction = directionName(c->dir);
+    r.verdict = accessVerdict(e.forward, response, e.status, e.error != UpstreamError::None);
+    r.method = e.method;
+    r.url = e.url;
+    r.policy = e.policy;
     if (response) {
-      j["status"] = status;
-      j["latency_us"] = std::chrono::duration_cast<std::chrono::microseconds>(now - e.start).count();
-      if (e.error != UpstreamError::None) j["error"] = upstreamErrorName(e.error);
+      r.status = status;
+      r.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(now - e.start).count();
+      r.error = upstreamErrorName(e.error);
     }
-    j["src"] = {{"ip", ipString(c->client)}, {"port", ntohs(c->client.sin_port)}, {"identity", e.src_id}};
-    j["dst"] = {{"ip", ipString(c->odst)}, {"port", ntohs(c->odst.sin_port)}, {"identity", e.dst_id}};
-    j["policy"] = std::string(e.policy);
-    if (e.header_mismatch) j["header_mismatch"] = true;
-    log.publish(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    r.src = c->client;
+    r.dst = c->odst;
+    r.src_identity = e.src_id;
+    r.dst_identity = e.dst_id;
+    r.header_mismatch = e.header_mismatch;
+    log.publish(formatAccessRecord(r));
   }
 };
 

@@ -40,6 +40,21 @@ inline constexpr uint32_t kMarkProxyIngress = 0x0A00;
 inline constexpr uint32_t kMarkProxyEgress = 0x0B00;
 uint32_t upstreamMark(Direction d, uint32_t identity);
 
+// The policy decision for one request on a connection from 'client' to the
+// original destination 'odst' accepted on a 'dir' listener: the pod's rules
+// (ingress: odst's, egress: client's) on odst's port, evaluated for the peer's
+// identity (ingress: the client's, egress: the destination's). An egress
+// request to a destination with ingress rules on that port must pass those
+// too (ingress_checked; the upstream then carries the PROXY_INGRESS mark).
+// No allocation; 'view' as for ProxyConfig::evaluate().
+struct RequestDecision {
+  Verdict verdict;
+  uint32_t src_id = 0, dst_id = 0;
+  bool ingress_checked = false;
+};
+RequestDecision decideRequest(const ProxyConfig& cfg, Direction dir, const sockaddr_in& client,
+                              const sockaddr_in& odst, const RequestView& view);
+
 struct ProxyOptions {
   std::string listen_address = "0.0.0.0";
   // IP_TRANSPARENT on listeners (TPROXY): needs CAP_NET_ADMIN.

@@ -437,6 +437,101 @@ TEST(ProxyUpstreamDown, Gets503AndErrorLabel) {
   EXPECT_EQ((*p)->stats().upstream_connect_errors.load(), 1u);
 }
 
+// An upstream that answers the first request of one connection with a
+// response whose body ends when the server closes (no Content-Length, not
+// chunked: RFC 9112 6.3 rule 8), then closes.
+class CloseDelimitedUpstream {
+ public:
+  static constexpr std::string_view kResponse = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close";
+  CloseDelimitedUpstream() {
+    listen_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    addr_.sin_family = AF_INET;
+    addr_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr_), sizeof(addr_));
+    ::listen(listen_.get(), 16);
+    socklen_t len = sizeof(addr_);
+    getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr_), &len);
+    thread_ = std::thread([this] {
+      UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (!fd) return;
+      test::setTimeouts(fd.get(), 5000);
+      Reader r(fd.get());
+      std::string head;
+      while (r.buffered().find("\r\n\r\n") == std::string::npos && r.fill()) {
+      }
+      sendAll(fd.get(), kResponse);
+    });
+  }
+  ~CloseDelimitedUpstream() {
+    ::shutdown(listen_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  sockaddr_in addr() const { return addr_; }
+
+ private:
+  UniqueFd listen_;
+  sockaddr_in addr_{};
+  std::thread thread_;
+};
+
+// Reads until EOF (true) or until nothing arrived for 'ms' (false).
+bool readUntilEof(int fd, std::string* out, int ms) {
+  test::setTimeouts(fd, ms);
+  char b[4096];
+  for (;;) {
+    ssize_t n = ::recv(fd, b, sizeof(b), 0);
+    if (n == 0) return true;
+    if (n < 0) return false;
+    out->append(b, static_cast<size_t>(n));
+  }
+}
+
+TEST_F(ProxyTest, CloseDelimitedResponseClosesTheClientConnection) {
+  // Only the end of the connection tells the client where such a body ends:
+  // the proxy must close the client connection after it.
+  CloseDelimitedUpstream up;
+  proxy_.reset();
+  startProxy(up.addr());
+  UniqueFd fd = connectTo(port_);
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHost: a\r\n\r\n"));
+  std::string got;
+  EXPECT_TRUE(readUntilEof(fd.get(), &got, 3000)) << "no EOF after the close-delimited response";
+  EXPECT_EQ(got, CloseDelimitedUpstream::kResponse);
+}
+
+TEST_F(ProxyTest, CloseDelimitedResponseEndsAPipeline) {
+  // A request pipelined behind a close-delimited response cannot be answered
+  // on this connection: nothing may follow that body, not even a 503 or a 403.
+  CloseDelimitedUpstream up;
+  proxy_.reset();
+  startProxy(up.addr());
+  auto sub = proxy_->accessLog().subscribe();
+  UniqueFd fd = connectTo(port_);
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/2 HTTP/1.1\r\nHost: a\r\n\r\n"
+                                "GET /denied HTTP/1.1\r\nHost: a\r\n\r\n"));
+  std::string got;
+  EXPECT_TRUE(readUntilEof(fd.get(), &got, 3000)) << "no EOF after the close-delimited response";
+  EXPECT_EQ(got, CloseDelimitedUpstream::kResponse);
+  EXPECT_EQ(proxy_->stats().received.load(), 3u);
+  // Every request still gets its response line in the access log.
+  std::vector<nlohmann::json> responses;
+  ASSERT_TRUE(waitFor([&] {
+    std::vector<std::string> lines;
+    sub->next(lines, 10ms);
+    for (auto& l : lines) {
+      auto j = nlohmann::json::parse(l);
+      if (j["l7_type"] == "response") responses.push_back(j);
+    }
+    return responses.size() >= 3;
+  }));
+  proxy_->accessLog().unsubscribe(sub);
+  ASSERT_EQ(responses.size(), 3u);
+  EXPECT_EQ(responses[0]["status"], 200);
+  EXPECT_FALSE(responses[0].contains("error"));
+  EXPECT_EQ(responses[1]["error"], "upstream_reset");
+  EXPECT_EQ(responses[2]["verdict"], "Denied");
+}
+
 TEST_F(ProxyTest, ControlSocketConfigStatsAndAccessLog) {
   auto dir = std::filesystem::temp_directory_path() / fmt::format("membrane-proxy-test-{}", getpid());
   std::filesystem::create_directories(dir);

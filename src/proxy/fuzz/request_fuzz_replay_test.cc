@@ -32,9 +32,15 @@ size_t drive(const std::string& s) {
 TEST(RequestFuzzReplay, CorpusReachesVerdicts) {
   auto corpus = loadCorpus();
   ASSERT_GE(corpus.size(), 8u);
-  size_t verdicts = 0;
-  for (const auto& c : corpus) verdicts += drive(c);
-  EXPECT_EQ(verdicts, 7u);  // every corpus request but the smuggling, response and garbage files
+  size_t legacy = 0, sectioned = 0;
+  for (const auto& c : corpus) (c.find("\n%%\n") == std::string::npos ? legacy : sectioned) += drive(c);
+  // First format (one stream, Star Wars rules): every request but the
+  // smuggling, response and garbage files.
+  EXPECT_EQ(legacy, 7u);
+  // Config + client + upstream files: every request the client sends before
+  // the connection ends (v2_denied_expect closes after its 403, v2_bad_response
+  // after the broken answer to its first request).
+  EXPECT_EQ(sectioned, 44u);
   EXPECT_EQ(drive(""), 0u);
 }
 
@@ -43,7 +49,11 @@ TEST(RequestFuzzReplay, TwoThousandDeterministicMutations) {
   std::mt19937 rng(20240604);  // fixed seed: the same inputs on every run
   const std::string tokens[] = {"\r\n", "\r\n\r\n", ":", " ", "Content-Length: ", "Transfer-Encoding: chunked\r\n",
                                 "0\r\n\r\n", "ffffffffffffffff\r\n", "Upgrade: x\r\nConnection: upgrade\r\n",
-                                "Expect: 100-continue\r\n", std::string(3000, 'A'), std::string(1, '\0')};
+                                "Expect: 100-continue\r\n", std::string(3000, 'A'), std::string(1, '\0'),
+                                // the sections and the rule language (request_driver.h)
+                                "\n%%\n", "\nR x\nm GET|POST\n", "\np /v1/(\n", "\nA 256\n", "\nM X-T t LOG\n",
+                                "\nO 80\n", "@ out 10.200.0.2 10.200.0.3 80 9\n", "HTTP/1.1 200 OK\r\n\r\n",
+                                "HTTP/1.1 100 Continue\r\n\r\n"};
   for (int i = 0; i < 2000; ++i) {
     std::string s = corpus[rng() % corpus.size()];
     int edits = 1 + static_cast<int>(rng() % 8);
