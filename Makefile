@@ -39,7 +39,7 @@ build: deps $(BUILD)/build.ninja
 # (scripts/sanitizer-guard.sh). `make demo` and the benchmarks use the plain
 # optimised build. One tier under one sanitizer: docs/testing.md.
 SAN_CMAKE := -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-             -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g -O1"
+             -DCMAKE_C_FLAGS_DEBUG="-gline-tables-only -O1" -DCMAKE_CXX_FLAGS_DEBUG="-gline-tables-only -O1"
 ASAN_BUILD ?= $(BUILD)-asan
 TSAN_BUILD ?= $(BUILD)-tsan
 
