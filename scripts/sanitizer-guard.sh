@@ -7,7 +7,7 @@
 #
 # ctest runs every test of a sanitized build (-DMEMBRANE_SANITIZE=address or
 # thread) through this script. It points ASan/LSan, UBSan and TSan at one log
-# directory per test run (log_path=<dir>/<tool>, the runtime appends .<pid>),
+# directory per test run (log_path=<dir>/report, the runtime appends .<pid>),
 # so a report from a daemon whose stderr goes to a log file nobody reads is
 # still caught, then fails the test when any report was written. The
 # environment is inherited by every child, so processes started through
@@ -26,12 +26,12 @@ supp="$here/tests/sanitizers"
 # process exits non-zero, the report is in the log, and the test harness sees
 # both. halt_on_error for UBSan: the build uses -fno-sanitize-recover, this
 # keeps a runtime-only check (e.g. from a library) from going unnoticed.
-export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$logs/asan"
+export ASAN_OPTIONS="detect_leaks=1:strict_string_checks=1:check_initialization_order=1:${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$logs/report"
 export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0:${LSAN_OPTIONS:+$LSAN_OPTIONS:}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$logs/ubsan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}log_path=$logs/report"
 # TSan: second_deadlock_stack for readable lock-order reports; die_after_fork=0
 # because the agent forks children (pods, the proxy) that exec at once.
-export TSAN_OPTIONS="second_deadlock_stack=1:die_after_fork=0:suppressions=$supp/tsan.supp:${TSAN_OPTIONS:+$TSAN_OPTIONS:}log_path=$logs/tsan"
+export TSAN_OPTIONS="second_deadlock_stack=1:die_after_fork=0:suppressions=$supp/tsan.supp:${TSAN_OPTIONS:+$TSAN_OPTIONS:}log_path=$logs/report"
 
 "$@"
 rc=$?
@@ -45,9 +45,9 @@ for f in "${files[@]}"; do
   [ -s "$f" ] || continue
   if grep -qE 'ERROR: (Address|Leak|Thread|Memory)Sanitizer|WARNING: ThreadSanitizer|runtime error:|ERROR: libFuzzer|SUMMARY: [A-Za-z]+Sanitizer' "$f"; then
     reports=$((reports + 1))
-    echo "==== sanitizer report: $(basename "$f") (pid ${f##*.}) ====" >&2
+    echo "==== sanitizer report from pid ${f##*.} ====" >&2
   else
-    echo "==== sanitizer runtime output (not a report): $(basename "$f") ====" >&2
+    echo "==== sanitizer runtime output (not a report) from pid ${f##*.} ====" >&2
   fi
   cat "$f" >&2
 done

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "membrane/result.h"
+
 #include <cstdio>
 #include <cstring>
 #include <deque>
@@ -158,7 +160,7 @@ class LoadGen {
 
  private:
   int perr(const char* what) {
-    std::fprintf(stderr, "loadgen: %s: %s\n", what, std::strerror(errno));
+    std::fprintf(stderr, "loadgen: %s: %s\n", what, membrane::errnoText(errno).c_str());
     return 1;
   }
   bool allConnected() const {
@@ -311,7 +313,7 @@ class LoadGen {
         if (err) {
           if (start_ns_ == 0) {  // still connecting the initial set: the target is unreachable
             std::fprintf(stderr, "loadgen: connect to %s:%u: %s\n", inet_ntoa(addr_.sin_addr),
-                         ntohs(addr_.sin_port), std::strerror(err));
+                         ntohs(addr_.sin_port), membrane::errnoText(err).c_str());
             fatal_ = true;
             return true;
           }

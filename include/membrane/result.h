@@ -16,6 +16,14 @@
 
 namespace membrane {
 
+// strerror() for any thread: strerror may return a static buffer that another
+// thread overwrites (clang-tidy concurrency-mt-unsafe); glibc's GNU
+// strerror_r returns either a static string or one written into buf.
+inline std::string errnoText(int code) {
+  char buf[128];
+  return ::strerror_r(code, buf, sizeof buf);
+}
+
 struct Error {
   int code = EINVAL;     // errno-like (positive); EINVAL for bad input
   std::string message;   // human text, outermost context first
@@ -30,7 +38,7 @@ struct Error {
   // From errno: "<what>: <strerror(code)>".
   static Error fromErrno(int code, const std::string& what) {
     if (code < 0) code = -code;
-    return Error(code, what + ": " + std::strerror(code));
+    return Error(code, what + ": " + errnoText(code));
   }
   static Error invalid(std::string m) { return Error(EINVAL, std::move(m)); }
   static Error notFound(std::string m) { return Error(ENOENT, std::move(m)); }
@@ -110,4 +118,4 @@ inline Status okStatus() { return Status(); }
   auto MB_CONCAT(mb_a_, __LINE__) = (expr);                    \
   if (!MB_CONCAT(mb_a_, __LINE__).ok())                        \
     return MB_CONCAT(mb_a_, __LINE__).error();                 \
-  lhs = std::move(MB_CONCAT(mb_a_, __LINE__)).value()
+  lhs = std::move(MB_CONCAT(mb_a_, __LINE__)).value() /* NOLINT(bugprone-macro-parentheses): lhs may be a declaration */

@@ -113,10 +113,10 @@ std::string unreachableMessage(const std::string& path, int err) {
   if (err == EACCES || err == EPERM)
     return fmt::format("cannot reach membraned at {}: {} — the API socket is mode 0660: run as root (sudo) or as a "
                        "member of the socket's group",
-                       path, std::strerror(err));
+                       path, membrane::errnoText(err));
   return fmt::format("cannot reach membraned at {}: {} — is the agent running? Start it with 'membraned' (as root) "
                      "or 'systemctl start membraned', or point --socket / MEMBRANE_SOCKET at it",
-                     path, std::strerror(err));
+                     path, membrane::errnoText(err));
 }
 
 HttpClient::HttpClient(std::string socket_path, std::chrono::milliseconds timeout)

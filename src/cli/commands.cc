@@ -253,7 +253,7 @@ int cmdExec(Context& ctx, const std::string& name, const std::string& ns, const 
     fail(ctx, fmt::format("membrane exec: {}: command not found", argv[0]));
     return 127;
   }
-  fail(ctx, fmt::format("membrane exec: {}: {}", argv[0], std::strerror(err)));
+  fail(ctx, fmt::format("membrane exec: {}: {}", argv[0], membrane::errnoText(err)));
   return 126;
 }
 

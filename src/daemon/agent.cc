@@ -527,7 +527,7 @@ Status Agent::syncProxy() {
       std::fputs("1", f);
       std::fclose(f);
     } else {
-      spdlog::warn("L7: cannot set {} (host -> pod L7 traffic will be dropped): {}", path, std::strerror(errno));
+      spdlog::warn("L7: cannot set {} (host -> pod L7 traffic will be dropped): {}", path, membrane::errnoText(errno));
     }
   }
   return okStatus();

@@ -61,7 +61,7 @@ std::atomic<uint16_t> g_icmp_seq{1};
 
 ProbeResult probeIcmp(uint32_t ip_be, std::chrono::milliseconds timeout) {
   UniqueFd fd(::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP));
-  if (!fd) return failed(fmt::format("ICMP socket: {}", std::strerror(errno)));
+  if (!fd) return failed(fmt::format("ICMP socket: {}", membrane::errnoText(errno)));
   // Identify our echo by id (pid-derived) and a per-probe sequence number.
   const uint16_t id = static_cast<uint16_t>(::getpid() & 0xffff);
   const uint16_t seq = g_icmp_seq.fetch_add(1);
@@ -78,7 +78,7 @@ ProbeResult probeIcmp(uint32_t ip_be, std::chrono::milliseconds timeout) {
   auto t0 = Clock::now();
   auto deadline = t0 + timeout;
   if (::sendto(fd.get(), pkt, sizeof pkt, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) < 0)
-    return failed(fmt::format("send echo to {}: {}", ipString(ip_be), std::strerror(errno)));
+    return failed(fmt::format("send echo to {}: {}", ipString(ip_be), membrane::errnoText(errno)));
   uint8_t buf[1500];
   while (waitFd(fd.get(), POLLIN, deadline)) {
     sockaddr_in from{};
@@ -102,7 +102,7 @@ ProbeResult probeIcmp(uint32_t ip_be, std::chrono::milliseconds timeout) {
 
 ProbeResult probeHttp(uint32_t ip_be, uint16_t port, std::chrono::milliseconds timeout) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) return failed(fmt::format("socket: {}", std::strerror(errno)));
+  if (!fd) return failed(fmt::format("socket: {}", membrane::errnoText(errno)));
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_port = htons(port);
@@ -111,15 +111,15 @@ ProbeResult probeHttp(uint32_t ip_be, uint16_t port, std::chrono::milliseconds t
   auto deadline = t0 + timeout;
   const std::string where = fmt::format("{}:{}", ipString(ip_be), port);
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) != 0 && errno != EINPROGRESS)
-    return failed(fmt::format("connect {}: {}", where, std::strerror(errno)));
+    return failed(fmt::format("connect {}: {}", where, membrane::errnoText(errno)));
   if (!waitFd(fd.get(), POLLOUT, deadline)) return failed(fmt::format("connect {}: timed out", where));
   int err = 0;
   socklen_t len = sizeof err;
   ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err != 0) return failed(fmt::format("connect {}: {}", where, std::strerror(err)));
+  if (err != 0) return failed(fmt::format("connect {}: {}", where, membrane::errnoText(err)));
   const std::string req = "GET /hello HTTP/1.1\r\nHost: membrane-health\r\nConnection: close\r\n\r\n";
   if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size()))
-    return failed(fmt::format("send to {}: {}", where, std::strerror(errno)));
+    return failed(fmt::format("send to {}: {}", where, membrane::errnoText(errno)));
   std::string resp;
   char buf[512];
   while (resp.find("\r\n") == std::string::npos && waitFd(fd.get(), POLLIN, deadline)) {

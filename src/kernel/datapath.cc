@@ -215,7 +215,7 @@ Result<std::unique_ptr<Datapath>> Datapath::open(const DatapathOptions& options)
   int r = membrane_datapath__load(skel.get());
   if (r) {
     if (r == -EPERM || r == -EACCES) {
-      return Error(-r, ctx + ": " + std::strerror(-r) +
+      return Error(-r, ctx + ": " + membrane::errnoText(-r) +
                            " (run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)");
     }
     return bpfError(r, "load and verify programs (libbpf printed the verifier log)").wrap(ctx);

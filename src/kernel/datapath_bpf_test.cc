@@ -17,6 +17,8 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "membrane/result.h"
+
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -82,12 +84,12 @@ class DatapathBpfTest : public ::testing::Test {
     std::string base = "/sys/fs/bpf";
     if (!isBpffs(base.c_str())) {
       guard_->mount_dir = "/tmp/" + name + "-bpffs";
-      ASSERT_EQ(mkdir(guard_->mount_dir.c_str(), 0700), 0) << std::strerror(errno);
+      ASSERT_EQ(mkdir(guard_->mount_dir.c_str(), 0700), 0) << membrane::errnoText(errno);
       if (mount("bpf", guard_->mount_dir.c_str(), "bpf", 0, nullptr) != 0) {
         int e = errno;
         rmdir(guard_->mount_dir.c_str());
         guard_->mount_dir.clear();
-        FAIL() << "mount private bpffs: " << std::strerror(e);
+        FAIL() << "mount private bpffs: " << membrane::errnoText(e);
       }
       base = guard_->mount_dir;
     }
@@ -156,7 +158,7 @@ class DatapathBpfTest : public ::testing::Test {
     opts.ctx_out = &ctx_out;
     opts.ctx_size_out = sizeof(ctx_out);
     int r = bpf_prog_test_run_opts(dp_->programFd(prog), &opts);
-    EXPECT_EQ(r, 0) << "bpf_prog_test_run_opts: " << std::strerror(-r);
+    EXPECT_EQ(r, 0) << "bpf_prog_test_run_opts: " << membrane::errnoText(-r);
     res.retval = static_cast<int>(opts.retval);
     res.data.resize(opts.data_size_out);
     res.mark = ctx_out.mark;
@@ -670,7 +672,7 @@ TEST_F(DatapathBpfTest, AttachReplaceDetachOnLoopbackInPrivateNetns) {
   std::string failure;
   std::thread t([&] {
     if (unshare(CLONE_NEWNET) != 0) {
-      failure = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
+      failure = std::string("unshare(CLONE_NEWNET): ") + membrane::errnoText(errno);
       return;
     }
     auto query = [](bpf_tc_attach_point point, uint32_t* prog_id) {

@@ -145,7 +145,7 @@ Status transact(nl_sock* sk, nl_msg* msg, const std::string& what) {
     if (r < 0 && !st.done) return nlError(r, what + ": receive");
   }
   if (st.err != 0) {
-    std::string m = what + ": " + std::strerror(st.err);
+    std::string m = what + ": " + membrane::errnoText(st.err);
     if (!st.extack.empty()) m += " (" + st.extack + ")";
     return Error(st.err, m);
   }

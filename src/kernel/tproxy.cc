@@ -68,7 +68,7 @@ CommandResult runCommand(const std::vector<std::string>& argv) {
   ::close(pipefd[1]);
   if (rc != 0) {
     ::close(pipefd[0]);
-    res.output = fmt::format("cannot run {}: {}", argv[0], std::strerror(rc));
+    res.output = fmt::format("cannot run {}: {}", argv[0], membrane::errnoText(rc));
     return res;
   }
   char buf[4096];
