@@ -64,7 +64,9 @@ test-tsan: build-tsan
 
 # clang-tidy with .clang-tidy over every membrane source (uses the plain build's
 # compile_commands.json); any finding fails. ~10 min on 2 cores, so not in `make test`.
+LINT_DEPS := clang-tidy
 lint: build
+	@$(MAKE) --no-print-directory deps DEPS="$(LINT_DEPS)"
 	run-clang-tidy -quiet -p $(BUILD) -j $(JOBS) '$(CURDIR)/(src|tests|bench)/.*\.(cc|c)$$'
 
 # The unit tier of the plain build under ASan+UBSan only (quick, no root).
