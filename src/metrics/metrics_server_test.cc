@@ -6,13 +6,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <string>
 
 #include "membrane/metrics.h"
 #include "membrane/unique_fd.h"
-#include "src/api/http_client.h"
-#include "src/api/http_server.h"
 
 namespace membrane::metrics {
 namespace {
@@ -92,46 +89,6 @@ TEST(MetricsServer, MalformedAddressesAreRejected) {
     EXPECT_EQ(srv.error().code, EINVAL) << addr;
     EXPECT_THAT(srv.error().message, testing::HasSubstr(std::string("metrics address '") + addr + "'"));
   }
-}
-
-// A scrape runs the collectors on civetweb's worker threads, whose stack the
-// library sizes (100 KiB in Debian's build). The agent's L7 source reads the
-// proxy's stats through api::HttpClient on that thread; under ASan a 64 KiB
-// receive buffer on the stack overflowed it and killed the agent.
-TEST(MetricsServer, ScrapeReadsL7StatsOverTheApiClientOnCivetwebsStack) {
-  char tmpl[] = "/tmp/membrane-metrics-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
-  const std::string sock = dir + "/proxy.sock";
-  api::HttpServer proxy(sock);
-  proxy.route("GET", "/v1/stats", [](const api::Request&) {
-    return api::Response::json(200, {{"received", 7}, {"forwarded", 4}, {"denied", 3}, {"parse_errors", 0}});
-  });
-  ASSERT_TRUE(proxy.start().ok());
-
-  AgentMetrics m;
-  m.registerL7Source([sock]() -> Result<std::vector<L7Stats>> {
-    api::HttpClient c(sock, std::chrono::seconds(2));
-    auto r = c.request("GET", "/v1/stats");
-    if (!r) return r.error();
-    auto j = nlohmann::json::parse(r->body);
-    L7Stats s;
-    s.received = j.value("received", uint64_t{0});
-    s.forwarded = j.value("forwarded", uint64_t{0});
-    s.denied = j.value("denied", uint64_t{0});
-    return std::vector<L7Stats>{s};
-  });
-  auto srv = MetricsServer::start("127.0.0.1:0", m);
-  ASSERT_TRUE(srv.ok()) << srv.error().message;
-  for (int i = 0; i < 3; ++i) {
-    std::string resp = httpGet((*srv)->port(), "/metrics");
-    EXPECT_THAT(resp, testing::StartsWith("HTTP/1.1 200 OK\r\n"));
-    EXPECT_THAT(resp, testing::HasSubstr("\ncilium_policy_l7_received_total 7\n"));
-    EXPECT_THAT(resp, testing::HasSubstr("\ncilium_policy_l7_denied_total 3\n"));
-  }
-  srv->reset();
-  proxy.stop();
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -19,6 +19,8 @@
 #include <string_view>
 #include <vector>
 
+#include "src/proxy/stats.h"
+
 namespace membrane::proxy {
 
 class AccessLog {
@@ -88,5 +90,35 @@ std::string_view accessVerdict(bool forward, bool response, int local_status, bo
 // sent to proxies) is already a URL. Assigns into 'out' so a reused string
 // keeps its capacity (no allocation per request in steady state).
 void buildAccessUrl(std::string& out, std::string_view host, const sockaddr_in& odst, std::string_view target);
+
+// The record of one pending request ('response' false) or of its answer.
+// Entry is the proxy's per-request state, or the fuzz driver's model of it:
+// any type with forward, status (local), error (UpstreamError), method, url,
+// policy, src_id, dst_id and header_mismatch. status and latency_us count for
+// response records only. The record points into 'e' and the strings given.
+template <class Entry>
+AccessRecord accessRecordOf(const Entry& e, std::string_view direction, std::string_view time,
+                            const sockaddr_in& src, const sockaddr_in& dst, bool response, int status = 0,
+                            int64_t latency_us = 0) {
+  AccessRecord r;
+  r.response = response;
+  r.time = time;
+  r.direction = direction;
+  r.verdict = accessVerdict(e.forward, response, e.status, e.error != UpstreamError::None);
+  r.method = e.method;
+  r.url = e.url;
+  r.policy = e.policy;
+  if (response) {
+    r.status = status;
+    r.latency_us = latency_us;
+    r.error = upstreamErrorName(e.error);
+  }
+  r.src = src;
+  r.dst = dst;
+  r.src_identity = e.src_id;
+  r.dst_identity = e.dst_id;
+  r.header_mismatch = e.header_mismatch;
+  return r;
+}
 
 }  // namespace membrane::proxy

@@ -1068,25 +1068,10 @@ struct Proxy::Impl {
   void logLine(Conn* c, const Pending& e, bool response, int status) {
     if (!log.active()) return;
     const std::string time = nowRfc3339();
-    AccessRecord r;
-    r.response = response;
-    r.time = time;
-    r.direction = directionName(c->dir);
-    r.verdict = accessVerdict(e.forward, response, e.status, e.error != UpstreamError::None);
-    r.method = e.method;
-    r.url = e.url;
-    r.policy = e.policy;
-    if (response) {
-      r.status = status;
-      r.latency_us = std::chrono::duration_cast<std::chrono::microseconds>(now - e.start).count();
-      r.error = upstreamErrorName(e.error);
-    }
-    r.src = c->client;
-    r.dst = c->odst;
-    r.src_identity = e.src_id;
-    r.dst_identity = e.dst_id;
-    r.header_mismatch = e.header_mismatch;
-    log.publish(formatAccessRecord(r));
+    const int64_t latency_us =
+        response ? std::chrono::duration_cast<std::chrono::microseconds>(now - e.start).count() : 0;
+    log.publish(formatAccessRecord(
+        accessRecordOf(e, directionName(c->dir), time, c->client, c->odst, response, status, latency_us)));
   }
 };
 

@@ -1,5 +1,6 @@
 #include "tests/integration/agent_fixture.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -77,6 +78,7 @@ void AgentFixture::TearDown() {
   args.insert(args.begin() + 1, "cleanup");
   auto r = run(args, std::chrono::seconds(60));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  if (r.exit_code != 0) forceCleanup();
   auto netns = run({"ip", "netns", "list"});
   EXPECT_EQ(netns.out.find(host_dev_ + "_" + ns_ + "_"), std::string::npos) << netns.out;
   struct stat st {};
@@ -93,6 +95,30 @@ void AgentFixture::TearDown() {
   EXPECT_NE(stat(proxy_socket_.c_str(), &st), 0) << proxy_socket_ << " still exists";
   if (!HasFailure()) run({"rm", "-rf", dir_});
   else std::fprintf(stderr, "agent log kept in %s/membraned.log\n", dir_.c_str());
+}
+
+void AgentFixture::forceCleanup() {
+  // Pods and what they started live in this agent's netns (<host-device>_<ns>_<pod>).
+  std::istringstream netns(run({"ip", "netns", "list"}).out);
+  for (std::string line; std::getline(netns, line);) {
+    const std::string name = line.substr(0, line.find(' '));
+    if (name.rfind(host_dev_ + "_", 0) != 0) continue;
+    std::istringstream pids(run({"ip", "netns", "pids", name}).out);
+    for (int pid; pids >> pid;) ::kill(pid, SIGKILL);
+    run({"ip", "netns", "delete", name});
+  }
+  // The proxy, by its pidfile, only while its command line names this test's control socket.
+  const int proxy = std::atoi(readFileOrEmpty(state_dir_ + "/proxy.pid").c_str());
+  if (proxy > 0 && readFileOrEmpty(fmt::format("/proc/{}/cmdline", proxy)).find(proxy_socket_) != std::string::npos)
+    ::kill(proxy, SIGKILL);
+  run({"ip", "link", "delete", host_dev_});
+  for (const auto& cidr : {pod_cidr_, service_cidr_}) run({"ip", "-4", "route", "del", "unreachable", cidr});
+  run({"ip", "-4", "rule", "del", "priority", std::to_string(proxy_rule_priority_)});
+  run({"ip", "-4", "route", "flush", "table", std::to_string(proxy_table_)});
+  run({"iptables", "-w", "5", "-t", "mangle", "-D", "PREROUTING", "-j", proxy_chain_});
+  run({"iptables", "-w", "5", "-t", "mangle", "-F", proxy_chain_});
+  run({"iptables", "-w", "5", "-t", "mangle", "-X", proxy_chain_});
+  run({"rm", "-rf", bpf_root_, proxy_socket_});
 }
 
 RunResult AgentFixture::cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {

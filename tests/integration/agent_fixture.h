@@ -49,6 +49,12 @@ class AgentFixture : public ::testing::Test {
   // its metadata: the tests import the files users import.
   std::string exampleInNamespace(const std::string& rel) const;
 
+  // When `membraned cleanup` fails (say, a crash under a sanitizer), TearDown
+  // still removes what this test's agent made, by the names the fixture derived:
+  // pod netns and their processes, the proxy (pidfile + its control socket on
+  // the command line), host device, routes, ip rule/table, iptables chain, pins.
+  void forceCleanup();
+
   std::string bin(const std::string& name) const;
   std::vector<std::string> agentArgs() const;
   // Appended to agentArgs() (a test's own agent flags, set before startAgent()).

@@ -826,24 +826,8 @@ class ConnectionModel {
   }
 
   void log(const Entry& e, bool response, int status) {
-    AccessRecord r;
-    r.response = response;
-    r.time = kTime;
-    r.direction = directionName(conn_.dir);
-    r.verdict = accessVerdict(e.forward, response, e.status, e.error != UpstreamError::None);
-    r.method = e.method;
-    r.url = e.url;
-    r.policy = e.policy;
-    if (response) {
-      r.status = status;
-      r.latency_us = now_us_ - e.start_us;
-      r.error = upstreamErrorName(e.error);
-    }
-    r.src = conn_.client;
-    r.dst = conn_.odst;
-    r.src_identity = e.src_id;
-    r.dst_identity = e.dst_id;
-    r.header_mismatch = e.header_mismatch;
+    const AccessRecord r = accessRecordOf(e, directionName(conn_.dir), kTime, conn_.client, conn_.odst, response,
+                                          status, response ? now_us_ - e.start_us : 0);
     const std::string line = formatAccessRecord(r);
     if (tracing()) std::fprintf(stderr, "%s\n", line.c_str());
     checkAccessLine(r, line);
