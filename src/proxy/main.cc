@@ -62,8 +62,11 @@ int main(int argc, char** argv) {
   ProxyOptions opts;
   bool no_transparent_upstream = false, no_transparent_listeners = false;
   int64_t header_timeout_ms = opts.header_timeout.count(), idle_timeout_ms = opts.idle_timeout.count(),
-          connect_timeout_ms = opts.connect_timeout.count();
+          connect_timeout_ms = opts.connect_timeout.count(), linger_timeout_ms = opts.linger_timeout.count();
   std::string log_level = "info";
+  // A zero or negative timeout would expire every connection at once; a day
+  // is far past any sane value and keeps the deadline arithmetic in range.
+  const CLI::Range kTimeoutRange(int64_t{1}, int64_t{86400000});
   app.add_option("--config", config_path, "proxy config JSON file (re-read on SIGHUP)");
   app.add_option("--control-socket", control_socket, "unix socket of the control API")->capture_default_str();
   app.add_option("--listen-address", opts.listen_address, "address the listeners bind")->capture_default_str();
@@ -72,9 +75,20 @@ int main(int argc, char** argv) {
   app.add_flag("--no-transparent-listeners", no_transparent_listeners, "listeners without IP_TRANSPARENT (no TPROXY)");
   app.add_option("--original-dst", original_dst,
                  "forward everything to IP:PORT instead of the socket's original destination (manual runs)");
-  app.add_option("--header-timeout-ms", header_timeout_ms, "first byte to end of request headers")->capture_default_str();
-  app.add_option("--idle-timeout-ms", idle_timeout_ms, "close connections idle this long")->capture_default_str();
-  app.add_option("--connect-timeout-ms", connect_timeout_ms, "upstream connect timeout")->capture_default_str();
+  app.add_option("--header-timeout-ms", header_timeout_ms, "first byte to end of request headers")
+      ->check(kTimeoutRange)
+      ->capture_default_str();
+  app.add_option("--idle-timeout-ms", idle_timeout_ms, "close connections idle this long")
+      ->check(kTimeoutRange)
+      ->capture_default_str();
+  app.add_option("--connect-timeout-ms", connect_timeout_ms, "upstream connect timeout")
+      ->check(kTimeoutRange)
+      ->capture_default_str();
+  app.add_option("--linger-timeout-ms", linger_timeout_ms,
+                 "after the proxy closes a connection (400/408/close-delimited), read and discard what the client "
+                 "still sends this long at most, so its response is not lost to a reset")
+      ->check(kTimeoutRange)
+      ->capture_default_str();
   app.add_option("--max-header-bytes", opts.limits.max_header_bytes, "request line + headers limit (431)")
       ->capture_default_str();
   app.add_option("--max-headers", opts.limits.max_headers, "header count limit (431)")->capture_default_str();
@@ -88,6 +102,7 @@ int main(int argc, char** argv) {
   opts.header_timeout = std::chrono::milliseconds(header_timeout_ms);
   opts.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
   opts.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+  opts.linger_timeout = std::chrono::milliseconds(linger_timeout_ms);
   opts.buffer_size = std::max(opts.buffer_size, opts.limits.max_header_bytes + 4096);
   if (!original_dst.empty()) {
     sockaddr_in a{};

@@ -133,6 +133,7 @@ struct Conn {
   bool c_eof = false, u_eof = false;
   bool u_polled = false;  // ufd is registered with epoll
   bool closing = false;       // close once every pending response is written
+  bool lingering = false;     // FIN sent; discarding client bytes until its EOF (linger())
   bool dead = false;
   uint32_t cmask = 0, umask = 0;
   Clock::time_point msg_start;
@@ -404,6 +405,43 @@ struct Proxy::Impl {
     return static_cast<int>(std::clamp<long long>(ms, 0, 1000));
   }
 
+  // The proxy ends the connection while the client may still be sending (a
+  // closing error response, a close-delimited response, a tunnel's end):
+  // send the FIN now, so the client sees the end of the response at once,
+  // and read and discard until the client's EOF or linger_timeout. Closing
+  // with unread bytes instead would send a reset, which fails the client's
+  // pending send and can drop the response from its receive queue.
+  void linger(Conn* c) {
+    closeUpstream(c);
+    hdr.disarm(c);
+    c->cin.clear();
+    c->parsed = 0;
+    c->rs = ReqState::Done;
+    if (::shutdown(c->cfd.get(), SHUT_WR) != 0) {
+      destroy(c);
+      return;
+    }
+    c->lingering = true;
+    idle.arm(c, now + opts.linger_timeout);  // not extended by what arrives
+    epollSet(c->cfd.get(), &c->cmask, EPOLLIN, tagOf(c, kTagClient));
+  }
+
+  void drainLingering(Conn* c, uint32_t events) {
+    if (events & EPOLLERR) {
+      destroy(c);
+      return;
+    }
+    // MSG_TRUNC on TCP discards without copying. Bounded per event so one
+    // fast sender cannot hold the loop; the rest comes with the next event.
+    for (int i = 0; i < 16; ++i) {
+      ssize_t n = ::recv(c->cfd.get(), nullptr, 1 << 20, MSG_TRUNC | MSG_DONTWAIT);
+      if (n > 0) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+      destroy(c);  // EOF (or error): the client has finished
+      return;
+    }
+  }
+
   void expireTimers() {
     while (Conn* c = hdr.front()) {
       if (hdr.link(c).deadline > now) break;
@@ -427,7 +465,7 @@ struct Proxy::Impl {
     }
     while (Conn* c = idle.front()) {
       if (idle.link(c).deadline > now) break;
-      stats.timeouts_idle.fetch_add(1);
+      if (!c->lingering) stats.timeouts_idle.fetch_add(1);
       destroy(c);
     }
   }
@@ -510,6 +548,10 @@ struct Proxy::Impl {
   }
 
   void onClientEvent(Conn* c, uint32_t events) {
+    if (c->lingering) {
+      drainLingering(c, events);
+      return;
+    }
     if (events & (EPOLLERR | EPOLLHUP)) {
       // Reset, or closed both ways: nothing can reach the client any more.
       if (c->rs == ReqState::Tunnel) flushUpstream(c);
@@ -1037,7 +1079,8 @@ struct Proxy::Impl {
       }
     }
     if (c->closing && c->p_count == 0 && c->cout.empty()) {
-      destroy(c);
+      if (c->c_eof) destroy(c);  // everything the client sent was read
+      else linger(c);
       return;
     }
     // Interest: read only while there is room (backpressure), write while

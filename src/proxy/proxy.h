@@ -71,6 +71,12 @@ struct ProxyOptions {
   std::chrono::milliseconds header_timeout{10000};  // first byte -> end of headers (slowloris)
   std::chrono::milliseconds idle_timeout{300000};   // no byte in either direction
   std::chrono::milliseconds connect_timeout{5000};  // upstream connect
+  // After the proxy ends a connection itself (a closing 400/403/408, a
+  // close-delimited response): it sends its FIN, then reads and discards what
+  // the client still sends, this long at most, before closing. Closing with
+  // unread bytes would reset the connection and can destroy the response
+  // (nginx's lingering close).
+  std::chrono::milliseconds linger_timeout{5000};
   size_t max_connections = 200000;
   size_t max_pipelined = 32;  // requests awaiting their response per connection
 };

@@ -261,6 +261,46 @@ TEST_F(ProxyTest, MalformedRequestGets400AndCloses) {
   EXPECT_EQ(server_.requests(), server_requests);
 }
 
+// The proxy's own closes are graceful: bytes the client sent after the request
+// the proxy answered with a closing error (400 here, 408 and 403 alike) are
+// drained, not left unread. Closing a socket with unread bytes resets the
+// connection, and the reset makes the client's send fail and can destroy the
+// response before the client reads it (seen as a flaky slowloris test: the
+// 408 arrived, then ECONNRESET instead of the end of the stream).
+TEST_F(ProxyTest, ClosingErrorResponseIsNotLostToAReset) {
+  UniqueFd fd = connectTo(port_);
+  std::string request = "GET /echo HTTP/1.1\r\nHost a-missing-colon\r\n\r\n" + std::string(1 << 20, 'x');
+  ASSERT_TRUE(sendAll(fd.get(), request)) << errnoText(errno);
+  ASSERT_EQ(::shutdown(fd.get(), SHUT_WR), 0);
+  std::string got;
+  char buf[4096];
+  ssize_t n = 0;
+  while ((n = ::recv(fd.get(), buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
+  EXPECT_EQ(n, 0) << "the stream ended with " << errnoText(errno) << ", not a clean close";
+  EXPECT_EQ(got.substr(0, got.find("\r\n")), "HTTP/1.1 400 Bad Request");
+  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }));
+}
+
+// Draining is bounded: a client that never ends its side is closed after
+// linger_timeout, and that is not counted as an idle timeout.
+TEST_F(ProxyTest, LingeringCloseIsBoundedByTheLingerTimeout) {
+  proxy_.reset();
+  ProxyOptions o;
+  o.linger_timeout = 300ms;
+  startProxy(server_.addr(), o);
+  uint64_t idle_before = proxy_->stats().timeouts_idle.load();
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHost a-missing-colon\r\n\r\nmore"));
+  Message m = readMessage(r, true);
+  EXPECT_EQ(m.status, 400);
+  EXPECT_TRUE(r.eof());  // the proxy's FIN comes with the response, not after the linger
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }, 3s));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
+  EXPECT_EQ(proxy_->stats().timeouts_idle.load(), idle_before);
+}
+
 TEST_F(ProxyTest, HeaderLimitsGive431) {
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
@@ -364,7 +404,8 @@ TEST_F(ProxyTest, SlowlorisGets408AfterHeaderTimeout) {
   EXPECT_GE(took, 250ms);
   EXPECT_LT(took, 3s);
   EXPECT_EQ(proxy_->stats().timeouts_header.load() - before, 1u);
-  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }));
+  fd.reset();  // the client closes on EOF; the proxy, lingering, sees it at once
+  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }, 1s));
 }
 
 TEST_F(ProxyTest, IdleTimeoutClosesQuietConnections) {
