@@ -105,6 +105,7 @@ ProxyManagerConfig proxyManagerConfig(const Config& cfg) {
   pc.log_file = cfg.state_dir + "/proxy.log";
   pc.header_timeout_ms = cfg.proxy_header_timeout_ms;
   pc.idle_timeout_ms = cfg.proxy_idle_timeout_ms;
+  pc.escaped_slashes = cfg.proxy_escaped_slashes;
   return pc;
 }
 

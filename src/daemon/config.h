@@ -34,6 +34,8 @@ struct Config {
   // proxy adopted after an agent restart keeps the values it was started with).
   uint32_t proxy_header_timeout_ms = 10000;
   uint32_t proxy_idle_timeout_ms = 300000;
+  // Passed as --escaped-slashes: "%2F"/"%5C" in request paths (http_path.h).
+  std::string proxy_escaped_slashes = "reject";
   std::string log_level = "info";
   std::string log_format = "text";            // text | json
 };

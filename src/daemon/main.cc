@@ -114,6 +114,11 @@ int main(int argc, char** argv) {
                  "membrane-proxy: close a connection without a byte in either direction for this long")
       ->check(CLI::Range(1u, 86400000u))
       ->capture_default_str();
+  app.add_option("--proxy-escaped-slashes", cfg.proxy_escaped_slashes,
+                 "membrane-proxy: '%2F'/'%5C' in a request path: reject (400), keep (rules and server see them "
+                 "escaped) or unescape-and-forward (decoded to '/' before matching and forwarding); docs/l7.md")
+      ->check(CLI::IsMember({"reject", "keep", "unescape-and-forward"}))
+      ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();

@@ -95,7 +95,9 @@ Status ProxyManager::spawn() {
                                 "--header-timeout-ms",
                                 std::to_string(cfg_.header_timeout_ms),
                                 "--idle-timeout-ms",
-                                std::to_string(cfg_.idle_timeout_ms)};
+                                std::to_string(cfg_.idle_timeout_ms),
+                                "--escaped-slashes",
+                                cfg_.escaped_slashes};
   int logfd = ::open(cfg_.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (logfd < 0) return Error::fromErrno(errno, "open " + cfg_.log_file);
   // Everything the child needs is prepared here: after fork() in a threaded

@@ -34,6 +34,7 @@ struct ProxyManagerConfig {
   std::string log_file;        // <state-dir>/proxy.log (the proxy's stderr)
   uint32_t header_timeout_ms = 10000;  // --header-timeout-ms (slowloris cut)
   uint32_t idle_timeout_ms = 300000;   // --idle-timeout-ms
+  std::string escaped_slashes = "reject";  // --escaped-slashes
 };
 
 class ProxyManager {

@@ -180,13 +180,28 @@ Result<std::vector<PortPolicy>> parsePorts(const json& j, const std::string& whe
   return out;
 }
 
+// Several fields with one name are one field whose value is their values
+// joined with "," (RFC 9110 5.3), as Envoy hands headers to Cilium's matchers:
+// "X-Empire: no" + "X-Empire: yes" is "no,yes", which a rule "X-Empire: yes"
+// does not match (a server reading the first field would see "no").
+// Compared piecewise, without building the joined string.
 bool headerPresent(const RequestView& req, std::string_view name, const std::string* value) {
+  bool found = false;
+  size_t pos = 0;  // how much of *value the fields so far matched
   for (size_t i = 0; i < req.header_count; ++i) {
     const HeaderField& f = req.headers[i];
     if (!headerNameEquals(f.name, name)) continue;
-    if (!value || trim(f.value) == *value) return true;
+    if (!value) return true;
+    if (found) {
+      if (pos >= value->size() || (*value)[pos] != ',') return false;
+      ++pos;
+    }
+    found = true;
+    std::string_view v = trim(f.value);
+    if (value->compare(pos, v.size(), v.data(), v.size()) != 0 || value->size() - pos < v.size()) return false;
+    pos += v.size();
   }
-  return false;
+  return found && pos == value->size();
 }
 
 bool identityAllowed(const CompiledRule& r, uint32_t id) {

@@ -3,10 +3,11 @@
 //
 // Matching contract (Cilium's HTTP rules):
 // - method, path, host: RE2 regexes matched against the WHOLE value (FullMatch);
-//   empty = any. path is matched against the request target as sent
-//   ("/v1/x?y=1"), host against the Host header ("" when absent).
-// - headers: "Name" (present) or "Name: value" (some field with that name has
-//   exactly that value); names are case-insensitive.
+//   empty = any. path is matched against the normalised request target
+//   ("/v1/x?y=1", http_path.h), host against the Host header ("" when absent).
+// - headers: "Name" (present) or "Name: value" (the fields with that name,
+//   their values joined with ",", equal value exactly: "X: a" + "X: b" is
+//   "a,b"); names are case-insensitive. The same for header_matches.
 // - header_matches: {name, value, mismatch}; value "" = presence. On a
 //   mismatch, "DENY" (the default) makes the rule not match, "LOG" lets the
 //   rule match and flags the request in the access log.

@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   bool no_transparent_upstream = false, no_transparent_listeners = false;
   int64_t header_timeout_ms = opts.header_timeout.count(), idle_timeout_ms = opts.idle_timeout.count(),
           connect_timeout_ms = opts.connect_timeout.count(), linger_timeout_ms = opts.linger_timeout.count();
-  std::string log_level = "info";
+  std::string log_level = "info", escaped_slashes = "reject";
   // A zero or negative timeout would expire every connection at once; a day
   // is far past any sane value and keeps the deadline arithmetic in range.
   const CLI::Range kTimeoutRange(int64_t{1}, int64_t{86400000});
@@ -89,6 +89,11 @@ int main(int argc, char** argv) {
                  "still sends this long at most, so its response is not lost to a reset")
       ->check(kTimeoutRange)
       ->capture_default_str();
+  app.add_option("--escaped-slashes", escaped_slashes,
+                 "'%2F'/'%5C' in a request path: reject (400), keep (rules and server see them escaped) or "
+                 "unescape-and-forward (decoded to '/' before matching and forwarding); docs/l7.md")
+      ->check(CLI::IsMember({"reject", "keep", "unescape-and-forward"}))
+      ->capture_default_str();
   app.add_option("--max-header-bytes", opts.limits.max_header_bytes, "request line + headers limit (431)")
       ->capture_default_str();
   app.add_option("--max-headers", opts.limits.max_headers, "header count limit (431)")->capture_default_str();
@@ -103,6 +108,7 @@ int main(int argc, char** argv) {
   opts.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
   opts.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
   opts.linger_timeout = std::chrono::milliseconds(linger_timeout_ms);
+  parseEscapedSlashes(escaped_slashes, &opts.limits.escaped_slashes);  // checked by IsMember above
   opts.buffer_size = std::max(opts.buffer_size, opts.limits.max_header_bytes + 4096);
   if (!original_dst.empty()) {
     sockaddr_in a{};

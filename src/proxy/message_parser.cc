@@ -1,11 +1,50 @@
 #include "src/proxy/message_parser.h"
 
+#include <strings.h>
+
 #include <cstring>
 
 namespace membrane::proxy {
 
 namespace {
 MessageParser* self(llhttp_t* p) { return static_cast<MessageParser*>(p->data); }
+
+// RFC 9110 tchar: the bytes of methods and field names.
+bool tchar(unsigned char c) {
+  if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-': case '.':
+    case '^': case '_': case '`': case '|': case '~':
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A Host value: uri-host [":" port] (reg-name, IPv4 or IP-literal bytes).
+bool hostChar(unsigned char c) {
+  if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) return true;
+  switch (c) {
+    case '-': case '.': case '_': case '~': case '!': case '$': case '&': case '\'': case '(': case ')':
+    case '*': case '+': case ',': case ';': case '=': case ':': case '[': case ']': case '%':
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool equalsNoCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+void trimOws(std::string& v) {
+  size_t b = 0, e = v.size();
+  while (b < e && (v[b] == ' ' || v[b] == '\t')) ++b;
+  while (e > b && (v[e - 1] == ' ' || v[e - 1] == '\t')) --e;
+  if (b == 0 && e == v.size()) return;
+  v.erase(e);
+  v.erase(0, b);
+}
 }  // namespace
 
 MessageParser::MessageParser(Kind kind, ParserLimits limits) : kind_(kind), limits_(limits) {
@@ -26,6 +65,7 @@ void MessageParser::reset() {
   llhttp_init(&parser_, kind_ == Kind::Request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
   parser_.data = this;
   in_message_ = headers_done_ = in_value_ = false;
+  head_.clear();
   pending_ = Event::NeedMore;
   error_status_ = 0;
   error_reason_ = {};
@@ -93,6 +133,7 @@ int MessageParser::onHeaderValueComplete(llhttp_t* p) {
   if (int r = s->addHeaderBytes(4)) return r;
   if (s->kind_ == Kind::Response) return 0;
   s->in_value_ = false;
+  trimOws(s->currentField().value);
   if (s->nfields_ + 1 > s->limits_.max_headers) {
     s->error_status_ = 431;
     s->error_reason_ = "too many request headers";
@@ -147,12 +188,36 @@ MessageParser::Step MessageParser::execute(const char* data, size_t len) {
   static const char kNothing[1] = {0};
   if (!data) data = kNothing;
   pending_ = Event::NeedMore;
+  // Requests keep the raw bytes of their head for checkHead(): everything
+  // consumed from "between messages" until the end of the headers.
+  const bool head_phase = kind_ == Kind::Request && (!in_message_ || !headers_done_);
   llhttp_errno_t err = llhttp_execute(&parser_, data, len);
-  if (err == HPE_OK) return {Event::NeedMore, len};
-  const char* pos = llhttp_get_error_pos(&parser_);
+  const char* pos = err == HPE_OK ? data + len : llhttp_get_error_pos(&parser_);
   size_t consumed = pos && pos >= data && pos <= data + len ? static_cast<size_t>(pos - data) : len;
+  if (head_phase && !in_message_ && err == HPE_OK) {
+    head_.clear();  // only empty lines between messages so far: nothing to keep
+  } else if (head_phase) {
+    // Whitespace (OWS, CRLFs) is not counted by addHeaderBytes(): bound the
+    // raw copy separately so a flood of it cannot grow head_.
+    if (head_.size() + consumed > 2 * limits_.max_header_bytes + 1024) {
+      error_status_ = 431;
+      error_reason_ = "request headers too large";
+      return {Event::Error, consumed};
+    }
+    head_.append(data, consumed);
+  }
+  if (err == HPE_OK) return {Event::NeedMore, len};
   if (err == HPE_PAUSED) {
     llhttp_resume(&parser_);
+    if (pending_ == Event::HeadersComplete) {
+      std::string_view why = checkHead();
+      if (!why.empty()) {
+        error_status_ = 400;
+        error_reason_ = why;
+        return {Event::Error, consumed};
+      }
+    }
+    if (!in_message_) head_.clear();
     return {pending_, consumed};
   }
   if (err == HPE_PAUSED_UPGRADE) return {Event::Upgrade, consumed};
@@ -163,6 +228,97 @@ MessageParser::Step MessageParser::execute(const char* data, size_t len) {
   return {Event::Error, consumed};
 }
 
+std::string_view MessageParser::checkHead() {
+  std::string_view h = head_;
+  // Bare CR or LF anywhere: servers that accept them frame differently.
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (h[i] == '\r' && (i + 1 == h.size() || h[i + 1] != '\n')) return "bare CR in the request head";
+    if (h[i] == '\n' && (i == 0 || h[i - 1] != '\r')) return "bare LF in the request head";
+  }
+  while (h.size() >= 2 && h[0] == '\r' && h[1] == '\n') h.remove_prefix(2);  // empty lines before a request
+  size_t eol = h.find("\r\n");
+  if (eol == std::string_view::npos) return "request head without CRLF";
+  std::string_view line = h.substr(0, eol);
+  size_t sp1 = line.find(' '), sp2 = line.rfind(' ');
+  if (sp1 == std::string_view::npos || sp1 == sp2) return "request line is not 'METHOD target HTTP/1.x'";
+  std::string_view method = line.substr(0, sp1), target = line.substr(sp1 + 1, sp2 - sp1 - 1),
+                   version = line.substr(sp2 + 1);
+  if (method.empty()) return "empty method";
+  for (unsigned char c : method)
+    if (!tchar(c)) return "invalid character in the method";
+  if (target.empty() || target.find(' ') != std::string_view::npos)
+    return "request line is not 'METHOD target HTTP/1.x' (one space each)";
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") return "HTTP version other than 1.0 or 1.1";
+  h.remove_prefix(eol + 2);
+  // Field lines up to the empty line.
+  while (!h.empty() && !(h.size() >= 2 && h[0] == '\r' && h[1] == '\n')) {
+    eol = h.find("\r\n");
+    if (eol == std::string_view::npos) return "field line without CRLF";
+    line = h.substr(0, eol);
+    if (line[0] == ' ' || line[0] == '\t') return "obsolete line folding (a field line starting with whitespace)";
+    size_t colon = line.find(':');
+    if (colon == std::string_view::npos) return "field line without ':'";
+    if (colon == 0) return "empty field name";
+    for (size_t i = 0; i < colon; ++i) {
+      unsigned char c = static_cast<unsigned char>(line[i]);
+      if (c == ' ' || c == '\t') return "whitespace between a field name and ':'";
+      if (!tchar(c)) return "invalid character in a field name";
+    }
+    for (size_t i = colon + 1; i < line.size(); ++i) {
+      unsigned char c = static_cast<unsigned char>(line[i]);
+      if (c != '\t' && (c < 0x20 || c == 0x7F)) return "control character in a field value";
+    }
+    h.remove_prefix(eol + 2);
+  }
+  // Semantics (RFC 9112 3.2, 6.1, 6.3), on the fields llhttp split.
+  size_t hosts = 0, lengths = 0, encodings = 0;
+  std::string_view te;
+  for (size_t i = 0; i < nfields_; ++i) {
+    const HeaderField& f = fields_[i];
+    if (headerNameEquals(f.name, "host")) {
+      ++hosts;
+      for (unsigned char c : f.value)
+        if (!hostChar(c)) return "invalid character in Host";
+    } else if (headerNameEquals(f.name, "content-length")) {
+      ++lengths;
+    } else if (headerNameEquals(f.name, "transfer-encoding")) {
+      ++encodings;
+      te = f.value;
+    }
+  }
+  if (hosts > 1) return "more than one Host field";
+  if (hosts == 0 && version == "HTTP/1.1") return "HTTP/1.1 request without Host";
+  if (lengths > 1) return "more than one Content-Length field";
+  if (encodings > 0) {
+    if (version == "HTTP/1.0") return "Transfer-Encoding in an HTTP/1.0 request";
+    if (encodings > 1 || !equalsNoCase(te, "chunked")) return "Transfer-Encoding other than exactly 'chunked'";
+    if (lengths > 0) return "both Content-Length and Transfer-Encoding";
+  }
+  if (method_ == HTTP_CONNECT) return "CONNECT is not supported (authority-form request target)";
+  if (std::string_view why = normalizeTarget(url_, limits_.escaped_slashes, &norm_); !why.empty()) return why;
+  if (norm_.absolute && !equalsNoCase(norm_.authority, host())) return "absolute-form target's host differs from Host";
+  return {};
+}
+
+void MessageParser::serializeHead(std::string* out) const {
+  out->clear();
+  out->append(method());
+  out->push_back(' ');
+  if (norm_.absolute) {
+    out->append("http://");
+    out->append(norm_.authority);
+  }
+  out->append(norm_.target);
+  out->append(minor_ == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+  for (size_t i = 0; i < nfields_; ++i) {
+    out->append(fields_[i].name);
+    out->append(": ");
+    out->append(fields_[i].value);
+    out->append("\r\n");
+  }
+  out->append("\r\n");
+}
+
 MessageParser::Step MessageParser::finish() {
   if (error_status_) return {Event::Error, 0};
   bool was_in_message = in_message_;
@@ -170,6 +326,7 @@ MessageParser::Step MessageParser::finish() {
   llhttp_errno_t err = llhttp_finish(&parser_);
   if (pending_ == Event::MessageComplete || pending_ == Event::Upgrade) {
     if (err == HPE_PAUSED) llhttp_resume(&parser_);
+    head_.clear();
     return {pending_, 0};
   }
   if (err == HPE_OK && !was_in_message) return {Event::NeedMore, 0};

@@ -13,6 +13,20 @@
 // - Error: malformed input (errorStatus() 400) or a limit exceeded (431).
 //   The parser stays in error until reset().
 //
+// Requests are held to RFC 9112 strictly, because the proxy's verdict is only
+// worth something if the server frames the bytes exactly as the policy saw
+// them. llhttp runs in its strict mode (CRLF after chunk data and chunk sizes,
+// LF after every CR, no whitespace before ':', URL bytes), and at the end of
+// the head checkHead() refuses what llhttp still lets through: obs-fold, bare
+// CR/LF, a request line that is not exactly "METHOD SP target SP HTTP/1.x",
+// HTTP versions other than 1.0/1.1, no Host (HTTP/1.1) or two Host fields, a
+// Host with bytes no authority has, two Content-Length fields,
+// Transfer-Encoding other than exactly "chunked" or on HTTP/1.0, CONNECT, and
+// request targets normalizeTarget() refuses (http_path.h). A refused request
+// is an Error 400 at HeadersComplete: nothing of it has been handed out yet.
+// target() is the normalised target the rules match, and serializeHead()
+// writes the head the upstream gets from what was parsed, never the raw bytes.
+//
 // Limits: request line/status line + headers at most max_header_bytes (names,
 // values, URL, plus 4 bytes per field for ": " and CRLF), at most max_headers
 // fields. No allocation in steady state: strings and the field table are
@@ -30,12 +44,14 @@
 #include <vector>
 
 #include "src/proxy/config.h"
+#include "src/proxy/http_path.h"
 
 namespace membrane::proxy {
 
 struct ParserLimits {
   size_t max_header_bytes = 16 * 1024;
   size_t max_headers = 100;
+  EscapedSlashes escaped_slashes = EscapedSlashes::Reject;  // "%2F"/"%5C" in request paths
 };
 
 class MessageParser {
@@ -73,8 +89,15 @@ class MessageParser {
   std::string_view method() const;
   bool isHead() const;
   bool isConnect() const;
-  std::string_view url() const { return url_; }
-  std::string_view host() const;  // Host header, "" when absent
+  std::string_view url() const { return url_; }  // the request target as sent
+  // The normalised request target ("/path[?query]", origin-form even for an
+  // absolute-form request): what L7 rules match and the access log shows.
+  std::string_view target() const { return norm_.target; }
+  std::string_view host() const;  // Host header (the one; trimmed), "" when absent
+  // The request head for the upstream: request line with the normalised
+  // target (absolute-form kept as "http://authority/..."), every field as
+  // "Name: value" (OWS trimmed), final CRLF. Valid at HeadersComplete.
+  void serializeHead(std::string* out) const;
   const HeaderField* headers() const { return fields_.data(); }
   size_t headerCount() const { return nfields_; }
   int status() const { return status_; }
@@ -99,6 +122,8 @@ class MessageParser {
   static int onMessageComplete(llhttp_t* p);
   int addHeaderBytes(size_t n);
   HeaderField& currentField();
+  // RFC 9112 checks on the complete request head (head_); "" when it passes.
+  std::string_view checkHead();
 
   Kind kind_;
   ParserLimits limits_;
@@ -109,6 +134,8 @@ class MessageParser {
   bool hint_head_ = false, hint_connect_ = false;
   size_t header_bytes_ = 0;
   std::string url_;
+  std::string head_;  // raw bytes of the request head being parsed (requests only)
+  TargetNormal norm_;
   std::vector<HeaderField> fields_;
   size_t nfields_ = 0;
   uint8_t method_ = 0;

@@ -129,6 +129,8 @@ struct Conn {
   ReqState rs = ReqState::Headers;
   UpState us = UpState::None;
   size_t parsed = 0;          // bytes at the front of cin the request parser has seen
+  std::string fwd_head;       // the allowed request's head as sent upstream (serializeHead)
+  size_t fwd_off = 0;         // how much of fwd_head is in uout already
   bool cur_forward = false;   // the current request's bytes go upstream (else dropped)
   bool c_eof = false, u_eof = false;
   bool u_polled = false;  // ufd is registered with epoll
@@ -754,7 +756,8 @@ struct Proxy::Impl {
   void onRequestHeaders(Conn* c) {
     const ProxyConfig& cfg = currentConfig();
     const MessageParser& rq = c->req;
-    RequestView view{rq.method(), rq.url(), rq.host(), rq.headers(), rq.headerCount()};
+    // Rules see the normalised target (message_parser.h), the upstream gets it.
+    RequestView view{rq.method(), rq.target(), rq.host(), rq.headers(), rq.headerCount()};
     RequestDecision d = decideRequest(cfg, c->dir, c->client, c->odst, view);
     if (d.ingress_checked) c->ingress_checked = true;
     const Verdict& v = d.verdict;
@@ -770,7 +773,7 @@ struct Proxy::Impl {
     e.response_started = false;
     e.header_mismatch = v.header_mismatch_logged;
     e.method = rq.method();
-    buildAccessUrl(e.url, rq.host(), c->odst, rq.url());
+    buildAccessUrl(e.url, rq.host(), c->odst, rq.target());
     e.cfg = loop_cfg;
     e.policy = v.policy;
     e.src_id = src_id;
@@ -786,6 +789,13 @@ struct Proxy::Impl {
     else stats.denied.fetch_add(1, std::memory_order_relaxed);
     c->cur_forward = v.allowed;
     logLine(c, e, /*response=*/false, 0);
+    // The raw head is done with: the upstream gets the head re-serialised
+    // from what the parser framed and the policy judged, never these bytes.
+    c->cin.consume(c->parsed);
+    c->parsed = 0;
+    c->fwd_off = 0;
+    if (v.allowed) rq.serializeHead(&c->fwd_head);
+    else c->fwd_head.clear();
     if (e.close_after) {
       c->closing = true;
       c->rs = ReqState::Done;
@@ -833,18 +843,14 @@ struct Proxy::Impl {
       }
       case ReqState::ForwardHeaders: {
         size_t k = 0;
-        if (c->cur_forward) {
-          k = c->uout.append(c->cin.data(), c->parsed);
-          c->cin.consume(k);
-          c->parsed -= k;
+        if (c->fwd_off < c->fwd_head.size()) {
+          k = c->uout.append(c->fwd_head.data() + c->fwd_off, c->fwd_head.size() - c->fwd_off);
+          c->fwd_off += k;
           if (k) flushUpstream(c);
-        } else {
-          k = c->parsed;
-          c->cin.consume(c->parsed);
-          c->parsed = 0;
         }
-        if (c->parsed == 0 && c->rs == ReqState::ForwardHeaders) c->rs = ReqState::Body;
-        return k > 0 || c->rs == ReqState::Body;
+        if (c->fwd_off < c->fwd_head.size()) return k > 0;  // upstream buffer full: wait for it
+        c->rs = ReqState::Body;
+        return true;
       }
       case ReqState::Body: {
         size_t n = c->cin.size();
@@ -925,7 +931,10 @@ struct Proxy::Impl {
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %.*s\r\ncontent-length: %zu\r\ncontent-type: text/plain\r\n%s\r\n%.*s", e.status,
                      static_cast<int>(reason(e.status).size()), reason(e.status).data(), body.size(),
-                     e.close_after ? "connection: close\r\n" : "", static_cast<int>(body.size()), body.data());
+                     e.close_after ? "connection: close\r\n" : "",
+                     // HEAD: the length a GET would get, no body (RFC 9110 9.3.2);
+                     // a body here would be read as the start of the next response.
+                     static_cast<int>(e.is_head ? 0 : body.size()), body.data());
     if (n <= 0 || static_cast<size_t>(n) > c->cout.freeSpace()) return false;
     c->cout.append(buf, static_cast<size_t>(n));
     return true;
@@ -1067,8 +1076,8 @@ struct Proxy::Impl {
       }
     } else if (c->c_eof) {
       // Client EOF: answer what is pending, then close.
-      bool unprocessed = (c->rs == ReqState::Headers && c->parsed < c->cin.size()) ||
-                         ((c->rs == ReqState::ForwardHeaders || c->rs == ReqState::Body) && !c->cin.empty());
+      bool unprocessed = (c->rs == ReqState::Headers && c->parsed < c->cin.size()) || c->rs == ReqState::ForwardHeaders ||
+                         (c->rs == ReqState::Body && !c->cin.empty());
       if (!unprocessed && c->rs != ReqState::AwaitUpgrade) {
         if (c->rs == ReqState::Body && c->cur_forward) {
           destroy(c);  // a forwarded request cut short

@@ -301,10 +301,130 @@ TEST_F(ProxyTest, LingeringCloseIsBoundedByTheLingerTimeout) {
   EXPECT_EQ(proxy_->stats().timeouts_idle.load(), idle_before);
 }
 
+// --- L7 bypass: what the policy judged is what the server gets -------------
+
+constexpr std::string_view kBadRequest =
+    "HTTP/1.1 400 Bad Request\r\ncontent-length: 13\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n"
+    "Bad Request\r\n";
+
+bool anyLineContains(const std::vector<std::string>& lines, std::string_view needle) {
+  for (const auto& l : lines)
+    if (l.find(needle) != std::string::npos) return true;
+  return false;
+}
+
+// A denied request hidden behind chunk data that ends in a bare LF: a lenient
+// parser skips the two bytes after the data, nginx reads the LF as the end of
+// the chunk and then frames "GET /v1" as the next request.
+TEST_F(ProxyTest, RequestSmuggledAfterChunkDataNeverReachesTheServer) {
+  auto before = counters();
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(),
+                      "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\nX0\r\n\r\nGET /v1 HTTP/1.1\r\nHost: a\r\n\r\n"));
+  std::string rest = r.rest();  // the forwarded POST is cut: the connection ends without an answer
+  EXPECT_EQ(rest, "");
+  ASSERT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }, 3s));
+  auto after = counters();
+  EXPECT_EQ(after.received - before.received, 1u);
+  EXPECT_EQ(after.forwarded - before.forwarded, 1u);
+  EXPECT_EQ(after.parse_errors - before.parse_errors, 1u);
+  EXPECT_FALSE(anyLineContains(server_.startLines(), "/v1"));
+}
+
+// Heads RFC 9112 says to reject: 400 + close, one parse error, nothing else
+// counted, nothing forwarded.
+TEST_F(ProxyTest, RejectedHeadsCountOnlyAParseErrorAndForwardNothing) {
+  const std::string vectors[] = {
+      "GET /echo/1 HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+      "GET /echo/1 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+      "GET /echo/1 HTTP/1.1\r\nHost : a\r\n\r\n",
+      "POST /upload HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+      "GET /echo/1 HTTP/1.1\r\nHost: a\r\n\rGET /v1 HTTP/1.1\r\nHost: a\r\n\r\n",
+      "GET /echo/..;/v1 HTTP/1.1\r\nHost: a\r\n\r\n",
+      "GET /echo/%2F..%2F..%2Fv1 HTTP/1.1\r\nHost: a\r\n\r\n",
+      "GET /echo/1#x HTTP/1.1\r\nHost: a\r\n\r\n",
+  };
+  for (const auto& v : vectors) {
+    auto before = counters();
+    int served = server_.requests();
+    UniqueFd fd = connectTo(port_);
+    Reader r(fd.get());
+    ASSERT_TRUE(sendAll(fd.get(), v));
+    EXPECT_EQ(r.rest(), kBadRequest) << v;
+    auto after = counters();
+    EXPECT_EQ(after.parse_errors - before.parse_errors, 1u) << v;
+    EXPECT_EQ(after.received - before.received, 0u) << v;
+    EXPECT_EQ(after.forwarded - before.forwarded, 0u) << v;
+    EXPECT_EQ(after.denied - before.denied, 0u) << v;
+    EXPECT_EQ(server_.requests(), served) << v;
+  }
+}
+
+TEST_F(ProxyTest, RulesMatchTheNormalisedPathAndTheServerGetsIt) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  // "/(echo|...).*" allows "/echo/..": only the normalised path tells that
+  // these name /v1, which the rules deny.
+  for (const char* t : {"/echo/../v1", "/echo/%2e%2e/v1", "/echo/.%2E/v1", "/echo\\..\\v1", "/echo/./../v1"}) {
+    ASSERT_TRUE(sendAll(fd.get(), fmt::format("GET {} HTTP/1.1\r\nHost: a\r\n\r\n", t)));
+    Message m = readMessage(r, true);
+    ASSERT_TRUE(m.ok) << t;
+    EXPECT_EQ(m.status, 403) << t;
+  }
+  ASSERT_TRUE(sendAll(fd.get(), "GET //echo//a/./b/../c%7e?q=/../x HTTP/1.1\r\nHost:   a  \r\nX-T:\t1\r\n\r\n"));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, "ok /echo/a/c~?q=/../x");
+  auto lines = server_.startLines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], "GET /echo/a/c~?q=/../x HTTP/1.1");
+}
+
+TEST_F(ProxyTest, DeniedHeadGets403WithoutABodyAndThePipelineStaysFramed) {
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  ASSERT_TRUE(sendAll(fd.get(), "HEAD /v1 HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/2 HTTP/1.1\r\nHost: a\r\n\r\n"));
+  const std::string head403 = "HTTP/1.1 403 Forbidden\r\ncontent-length: 15\r\ncontent-type: text/plain\r\n\r\n";
+  std::string raw;
+  ASSERT_TRUE(r.exact(head403.size(), &raw));
+  EXPECT_EQ(raw, head403);
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.body, "ok /echo/2");
+}
+
+// Envoy, as Cilium uses it, matches several fields of one name as their
+// comma-joined value; a server reading the first field sees "no".
+TEST_F(ProxyTest, RepeatedHeaderFieldsAreMatchedAsTheirJoinedValue) {
+  apply(fmt::format(R"({{"revision":2,"listeners":[{{"port":0,"direction":"ingress"}}],
+    "endpoints":[{{"ip":"127.0.0.1","ingress":[{{"port":{},"rules":[
+      {{"method":"GET","path":"/echo/.*","headers":["X-Empire: yes"],"policy":"p"}}]}}]}}]}})",
+                    server_.port()));
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  struct Case {
+    const char* fields;
+    int status;
+  };
+  for (const Case& c : {Case{"X-Empire: yes\r\n", 200}, Case{"X-Empire: no\r\nX-Empire: yes\r\n", 403},
+                        Case{"x-empire: yes\r\nX-EMPIRE: yes\r\n", 403}, Case{"X-Empire: yes,no\r\n", 403},
+                        Case{"", 403}}) {
+    ASSERT_TRUE(sendAll(fd.get(), fmt::format("GET /echo/h HTTP/1.1\r\nHost: a\r\n{}\r\n", c.fields)));
+    Message m = readMessage(r, true);
+    ASSERT_TRUE(m.ok) << c.fields;
+    EXPECT_EQ(m.status, c.status) << c.fields;
+  }
+}
+
 TEST_F(ProxyTest, HeaderLimitsGive431) {
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
-  std::string many = "GET /echo HTTP/1.1\r\n";
+  std::string many = "GET /echo HTTP/1.1\r\nHost: a\r\n";
   for (int i = 0; i < 101; ++i) many += fmt::format("X-H{}: v\r\n", i);
   ASSERT_TRUE(sendAll(fd.get(), many + "\r\n"));
   Message m = readMessage(r, true);
@@ -313,7 +433,7 @@ TEST_F(ProxyTest, HeaderLimitsGive431) {
 
   UniqueFd fd2 = connectTo(port_);
   Reader r2(fd2.get());
-  ASSERT_TRUE(sendAll(fd2.get(), "GET /echo HTTP/1.1\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd2.get(), "GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n"));
   m = readMessage(r2, true);
   EXPECT_EQ(m.status, 431);
 }
@@ -341,7 +461,7 @@ TEST_F(ProxyTest, UnknownIdentityIsDenied) {
       {"method":"POST","path":"/v1/request-landing","allowed_identities":[256]}]}]}]})");
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 403);  // 127.0.0.1 is now "world" (2)
 }
 
@@ -349,11 +469,11 @@ TEST_F(ProxyTest, AccessLogHasOneLinePerRequestAndResponse) {
   auto sub = proxy_->accessLog().subscribe();
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
-  // The URL is built from the Host header like Cilium's; without one the
-  // original destination IP:port stands in.
+  // The URL is built from the Host header like Cilium's; without one (an
+  // HTTP/1.0 request) the original destination IP:port stands in.
   ASSERT_TRUE(sendAll(fd.get(),
                       "POST /v1/request-landing HTTP/1.1\r\nHost: deathstar.default.svc.cluster.local\r\n"
-                      "Content-Length: 0\r\n\r\nGET /v1 HTTP/1.1\r\n\r\n"));
+                      "Content-Length: 0\r\n\r\nGET /v1 HTTP/1.0\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 200);
   EXPECT_EQ(readMessage(r, true).status, 403);
   std::vector<nlohmann::json> lines;
@@ -432,7 +552,7 @@ TEST_F(ProxyTest, ThousandIdleConnectionsHeldThenClosed) {
   // The proxy still serves.
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 200);
   fds.clear();
   fd.reset();
@@ -463,12 +583,12 @@ TEST(ProxyUpstreamDown, Gets503AndErrorLabel) {
   ASSERT_TRUE((*p)->start().ok());
   UniqueFd fd = connectTo((*p)->boundPort(0, Direction::Ingress));
   Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nContent-Length: 0\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd.get(), "POST /v1/request-landing HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"));
   Message m = readMessage(r, true);
   EXPECT_EQ(m.status, 503);
   EXPECT_FALSE(m.body.empty());
   // The connection stays usable: a denied request still gets its 403.
-  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\nHost: a\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 403);
   auto j = (*p)->stats().toJson();
   uint64_t errors = 0;
@@ -602,7 +722,7 @@ TEST_F(ProxyTest, ControlSocketConfigStatsAndAccessLog) {
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
   ASSERT_TRUE(waitFor([&] { return proxy_->accessLog().active(); }));
-  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\nHost: a\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 403);
   streamer.join();
   ASSERT_EQ(lines.size(), 2u);
@@ -629,7 +749,7 @@ TEST_F(ProxyTest, EgressDirectionUsesClientAsPodAndDestinationIdentity) {
   EXPECT_EQ(proxy_->boundPort(0, Direction::Ingress), 0);  // the ingress listener is gone
   UniqueFd fd = connectTo(eport);
   Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/out HTTP/1.1\r\n\r\nGET /echo/other HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/out HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/other HTTP/1.1\r\nHost: a\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 200);
   EXPECT_EQ(readMessage(r, true).status, 403);
 }
@@ -648,7 +768,7 @@ TEST_F(ProxyTest, EgressAlsoAppliesTheDestinationsIngressRules) {
   uint64_t denied = proxy_->stats().denied.load(), forwarded = proxy_->stats().forwarded.load();
   UniqueFd fd = connectTo(eport);
   Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/in HTTP/1.1\r\n\r\nGET /echo/out HTTP/1.1\r\n\r\nPUT /echo/in HTTP/1.1\r\n"
+  ASSERT_TRUE(sendAll(fd.get(), "GET /echo/in HTTP/1.1\r\nHost: a\r\n\r\nGET /echo/out HTTP/1.1\r\nHost: a\r\n\r\nPUT /echo/in HTTP/1.1\r\nHost: a\r\n"
                                 "content-length: 0\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 200);  // both allow
   EXPECT_EQ(readMessage(r, true).status, 403);  // egress allows, ingress denies

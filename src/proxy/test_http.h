@@ -17,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "membrane/unique_fd.h"
 
@@ -206,6 +207,11 @@ class TestServer {
   uint16_t port() const { return ntohs(addr_.sin_port); }
   sockaddr_in addr() const { return addr_; }
   int requests() const { return requests_.load(); }
+  // Request lines as the server read them, in arrival order.
+  std::vector<std::string> startLines() const {
+    std::lock_guard lk(lines_mu_);
+    return start_lines_;
+  }
   int connections() const { return connections_.load(); }
 
  private:
@@ -240,6 +246,10 @@ class TestServer {
       setTimeouts(fd.get(), 5000);
       Message rq = readHead(r);
       if (!rq.ok) return;
+      {
+        std::lock_guard lk(lines_mu_);  // not mu_: the destructor holds it while joining
+        start_lines_.push_back(rq.start);
+      }
       requests_++;
       std::string target = rq.start.substr(rq.start.find(' ') + 1);
       target = target.substr(0, target.find(' '));
@@ -331,6 +341,8 @@ class TestServer {
   std::thread thread_;
   std::mutex mu_;
   std::list<std::thread> conns_;
+  mutable std::mutex lines_mu_;
+  std::vector<std::string> start_lines_;
 };
 
 }  // namespace membrane::proxy::test

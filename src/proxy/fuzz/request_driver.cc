@@ -568,7 +568,7 @@ class ConnectionModel {
   }
 
   void onRequestHeaders() {
-    RequestView view{req_.method(), req_.url(), req_.host(), req_.headers(), req_.headerCount()};
+    RequestView view{req_.method(), req_.target(), req_.host(), req_.headers(), req_.headerCount()};
     MB_CHECK(view.header_count <= limits().max_headers);
     RequestDecision d = decideRequest(cfg_, conn_.dir, conn_.client, conn_.odst, view);
     checkDecision(d, view);
@@ -583,7 +583,7 @@ class ConnectionModel {
     e.upgrade = req_.upgrade() || req_.isConnect();
     e.header_mismatch = v.header_mismatch_logged;
     e.method = req_.method();
-    buildAccessUrl(e.url, req_.host(), conn_.odst, req_.url());
+    buildAccessUrl(e.url, req_.host(), conn_.odst, req_.target());
     e.policy = v.policy;
     e.src_id = d.src_id;
     e.dst_id = d.dst_id;
