@@ -690,6 +690,16 @@ struct Proxy::Impl {
     c->resp.reset();
   }
 
+  // closeUpstream() with a reset instead of a FIN: the server must not take
+  // the request it has so far as complete.
+  void abortUpstream(Conn* c) {
+    if (c->ufd) {
+      struct ::linger lg{1, 0};  // "::": Impl has a linger() of its own
+      setsockopt(c->ufd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    closeUpstream(c);
+  }
+
   // The upstream failed or went away: requests still waiting for an answer
   // get a local 503; a response already half sent cannot be repaired, so the
   // client connection then closes after what it already has.
@@ -883,17 +893,31 @@ struct Proxy::Impl {
               c->rs = ReqState::Headers;
             }
             return true;
-          default:
-            // Broken body framing: what was forwarded cannot be taken back.
+          default: {
+            // Broken body framing. What was forwarded cannot be taken back,
+            // but nothing after the error goes upstream: the upstream is
+            // reset, and the client gets a 400 and a close in that request's
+            // place (a reset when earlier answers were still due from the
+            // same upstream connection).
             stats.parse_errors.fetch_add(1);
-            if (c->p_count > 0 && c->back().forward && !c->back().response_started) {
-              destroy(c);
-            } else {
-              c->closing = true;
-              c->rs = ReqState::Done;
-              c->cin.clear();
+            Pending* cur = c->p_count > 0 ? &c->back() : nullptr;
+            if (cur && cur->forward && !cur->response_started) {
+              for (size_t i = 0; i + 1 < c->p_count; ++i) {
+                if (c->at(i).forward) {
+                  destroy(c);
+                  return true;
+                }
+              }
+              abortUpstream(c);
+              cur->forward = false;
+              cur->status = 400;
+              cur->close_after = true;
             }
+            c->closing = true;
+            c->rs = ReqState::Done;
+            c->cin.clear();
             return true;
+          }
         }
       }
       case ReqState::Tunnel: {

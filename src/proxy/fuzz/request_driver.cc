@@ -547,11 +547,20 @@ class ConnectionModel {
           case MessageParser::Event::Error:
             stats_.parse_errors.fetch_add(1);
             if (!pending_.empty() && pending_.back().forward && !pending_.back().response_started) {
-              dead_ = true;  // destroy(): a forwarded request with broken framing
-            } else {
-              closing_ = true;
-              rs_ = ReqState::Done;
+              for (size_t i = 0; i + 1 < pending_.size(); ++i) {
+                if (pending_[i].forward) {
+                  dead_ = true;  // destroy(): earlier answers were due from this upstream
+                  return true;
+                }
+              }
+              closeUpstream();  // abortUpstream(): the request becomes a local 400
+              Entry& e = pending_.back();
+              e.forward = false;
+              e.status = 400;
+              e.close_after = true;
             }
+            closing_ = true;
+            rs_ = ReqState::Done;
             return true;
           case MessageParser::Event::HeadersComplete: MB_CHECK(false);
         }
