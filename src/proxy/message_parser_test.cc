@@ -99,7 +99,7 @@ TEST(MessageParser, StrictRequestHeadsRefuseWhatServersFrameDifferently) {
       {"TE with vertical tab", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\x0b" "chunked\r\n\r\n0\r\n\r\n"},
       {"chunk size overflow", "POST / HTTP/1.1\r\nHost: a\r\n" + te + "10000000000000003\r\nabc\r\n0\r\n\r\n"},
       {"bad chunk extension", "POST / HTTP/1.1\r\nHost: a\r\n" + te + "3;\r\nabc\r\n0\r\n\r\n"},
-      {"NUL in a value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 38)},
+      {"NUL in a value", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: a") + '\0' + "b\r\n\r\n"},
       {"DEL in a value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f" "b\r\n\r\n"},
       {"lowercase method", "get / HTTP/1.1\r\nHost: a\r\n\r\n"},
       {"unknown method", "FOO / HTTP/1.1\r\nHost: a\r\n\r\n"},
