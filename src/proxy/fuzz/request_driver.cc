@@ -138,7 +138,13 @@ json scalar(std::string_view t) {
   return v;
 }
 
-bool isIdentity(const json& v) { return v.is_number_unsigned() && v.get<uint64_t>() <= UINT32_MAX; }
+// On the value as the config will read it: the JSON text is dumped and
+// parsed again, and a non-negative signed integer ("-0" parses as one) comes
+// back unsigned.
+bool isIdentity(const json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= UINT32_MAX;
+  return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= int64_t{UINT32_MAX};
+}
 
 bool isPort(const json& v, bool zero_ok) {
   if (!v.is_number_integer()) return false;  // unsigned included
