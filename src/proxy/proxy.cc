@@ -688,6 +688,10 @@ struct Proxy::Impl {
     c->uin.clear();
     c->uout.clear();
     c->resp.reset();
+    // The rest of a request being forwarded now has nowhere to go: drop it.
+    // Queued for the next upstream connection it would come first there, and
+    // that server would read body bytes as requests nobody judged.
+    if (c->rs == ReqState::ForwardHeaders || c->rs == ReqState::Body) c->cur_forward = false;
   }
 
   // closeUpstream() with a reset instead of a FIN: the server must not take
@@ -725,7 +729,6 @@ struct Proxy::Impl {
       e.status = 503;
       e.error = err;
     }
-    if (c->rs == ReqState::ForwardHeaders || c->rs == ReqState::Body) c->cur_forward = false;
   }
 
   // The upstream's close ended the response just forwarded (no length, not
@@ -853,12 +856,12 @@ struct Proxy::Impl {
       }
       case ReqState::ForwardHeaders: {
         size_t k = 0;
-        if (c->fwd_off < c->fwd_head.size()) {
+        if (c->cur_forward && c->fwd_off < c->fwd_head.size()) {
           k = c->uout.append(c->fwd_head.data() + c->fwd_off, c->fwd_head.size() - c->fwd_off);
           c->fwd_off += k;
           if (k) flushUpstream(c);
         }
-        if (c->fwd_off < c->fwd_head.size()) return k > 0;  // upstream buffer full: wait for it
+        if (c->cur_forward && c->fwd_off < c->fwd_head.size()) return k > 0;  // upstream buffer full: wait
         c->rs = ReqState::Body;
         return true;
       }

@@ -649,6 +649,81 @@ bool readUntilEof(int fd, std::string* out, int ms) {
   }
 }
 
+// An upstream that answers the first request at once and closes (FIN in the
+// same segment as the answer), then records what a second connection gets.
+class EarlyAnswerUpstream {
+ public:
+  EarlyAnswerUpstream() {
+    listen_.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    addr_.sin_family = AF_INET;
+    addr_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr_), sizeof(addr_));
+    ::listen(listen_.get(), 16);
+    socklen_t len = sizeof(addr_);
+    getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr_), &len);
+    thread_ = std::thread([this] {
+      for (int i = 0; i < 2; ++i) {
+        pollfd p{listen_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 5000) <= 0) return;
+        UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        if (!fd) return;
+        test::setTimeouts(fd.get(), 2000);
+        Reader r(fd.get());
+        while (r.buffered().find("\r\n\r\n") == std::string::npos && r.fill()) {
+        }
+        if (i == 1) {
+          std::lock_guard lk(mu_);
+          second_ = r.buffered();
+        }
+        int one = 1;
+        setsockopt(fd.get(), IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
+        sendAll(fd.get(), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        ::shutdown(fd.get(), SHUT_WR);  // flushes the corked answer with the FIN
+        r.rest();
+      }
+    });
+  }
+  ~EarlyAnswerUpstream() {
+    ::shutdown(listen_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  sockaddr_in addr() const { return addr_; }
+  std::string second() {
+    std::lock_guard lk(mu_);
+    return second_;
+  }
+
+ private:
+  UniqueFd listen_;
+  sockaddr_in addr_{};
+  std::thread thread_;
+  std::mutex mu_;
+  std::string second_;
+};
+
+// The server answers a request before its body and closes: the rest of that
+// body has nowhere to go. It must be dropped, not queued for the next
+// upstream connection, where the server would read it as requests of its own
+// (here a denied "GET /v1" hidden in the body).
+TEST_F(ProxyTest, BodyAfterAnEarlyAnswerNeverReachesTheNextUpstreamConnection) {
+  EarlyAnswerUpstream up;
+  proxy_.reset();
+  startProxy(up.addr());
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  const std::string hidden = "GET /v1 HTTP/1.1\r\nHost: a\r\n\r\n";
+  ASSERT_TRUE(sendAll(fd.get(), fmt::format("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+                                            hidden.size())));
+  Message m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.body, "ok");
+  ASSERT_TRUE(sendAll(fd.get(), hidden + "GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n"));
+  m = readMessage(r, true);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(up.second(), "GET /echo/x HTTP/1.1\r\nHost: a\r\n\r\n");
+}
+
 TEST_F(ProxyTest, CloseDelimitedResponseClosesTheClientConnection) {
   // Only the end of the connection tells the client where such a body ends:
   // the proxy must close the client connection after it.

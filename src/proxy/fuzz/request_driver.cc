@@ -19,6 +19,7 @@
 
 #include "src/proxy/access_log.h"
 #include "src/proxy/config.h"
+#include "src/proxy/fuzz/reference_framer.h"
 #include "src/proxy/message_parser.h"
 #include "src/proxy/proxy.h"
 #include "src/proxy/stats.h"
@@ -336,10 +337,18 @@ bool sameName(std::string_view a, std::string_view b) {
   return true;
 }
 
+// The plain reading: build the comma-joined value of every field with that
+// name (config.h), then compare.
 bool hasHeader(const RequestView& req, std::string_view name, const std::string* value) {
-  for (size_t i = 0; i < req.header_count; ++i)
-    if (sameName(req.headers[i].name, name) && (!value || trimOws(req.headers[i].value) == *value)) return true;
-  return false;
+  bool found = false;
+  std::string joined;
+  for (size_t i = 0; i < req.header_count; ++i) {
+    if (!sameName(req.headers[i].name, name)) continue;
+    if (found) joined += ',';
+    joined += trimOws(req.headers[i].value);
+    found = true;
+  }
+  return found && (!value || joined == *value);
 }
 
 // config.h's matching contract, written out plainly (linear identity search,
@@ -481,6 +490,7 @@ class ConnectionModel {
     // the connection is on its way out.
     if (!dead_ && c_eof_ && (!upstream_open_ || u_eof_)) MB_CHECK(pending_.empty() && closing_);
     checkTotals();
+    checkForwarded();
   }
 
   size_t verdicts() const { return verdicts_; }
@@ -530,12 +540,17 @@ class ConnectionModel {
         size_t n = cpos_ < client_.size() ? piece(client_, cpos_) : 0;
         auto st = req_.execute(client_.data() + cpos_, n);
         MB_CHECK(st.consumed <= n);
+        if (cur_forward_ && !fwd_raw_ && st.consumed) {  // what Proxy::Impl appends to uout
+          fwd_.append(client_.data() + cpos_, st.consumed);
+          fwds_.back().body_raw += st.consumed;
+        }
         cpos_ += st.consumed;
         tick(st.consumed);
         switch (st.event) {
           case MessageParser::Event::NeedMore: return st.consumed > 0;
           case MessageParser::Event::MessageComplete:
             MB_CHECK(!req_.inMessage());
+            if (cur_forward_ && !fwd_raw_) fwds_.back().complete = true;
             rs_ = ReqState::Headers;
             if (!req_.keepAlive()) {
               closing_ = true;
@@ -544,6 +559,9 @@ class ConnectionModel {
             return true;
           case MessageParser::Event::Upgrade:
             if (cur_forward_) {
+              // Raw bytes may follow upstream: the differential check ends here.
+              if (!fwd_raw_) fwds_.back().complete = true;
+              fwd_raw_ = true;
               rs_ = ReqState::AwaitUpgrade;
             } else {
               req_.reset();
@@ -608,6 +626,11 @@ class ConnectionModel {
     (v.allowed ? stats_.forwarded : stats_.denied).fetch_add(1);
     ++verdicts_;
     cur_forward_ = v.allowed;
+    if (v.allowed && !fwd_raw_) {  // the head Proxy::Impl sends upstream
+      Fwd& f = fwds_.emplace_back();
+      req_.serializeHead(&f.head);
+      fwd_ += f.head;
+    }
     log(e, /*response=*/false, 0);
     if (e.close_after) {
       closing_ = true;
@@ -690,6 +713,12 @@ class ConnectionModel {
     upstream_open_ = false;
     u_eof_ = false;
     resp_.reset();
+    if (rs_ == ReqState::Body) cur_forward_ = false;  // the rest of the request is dropped
+    // One upstream connection's bytes end here: check them, start afresh.
+    checkForwarded();
+    fwd_.clear();
+    fwds_.clear();
+    fwd_raw_ = false;
   }
 
   void failUpstream(UpstreamError err) {
@@ -699,7 +728,7 @@ class ConnectionModel {
       rs_ = ReqState::Done;
       return;
     }
-    closeUpstream();
+    closeUpstream();  // also ends forwarding of the current request
     for (Entry& e : pending_) {
       if (!e.forward) continue;
       if (e.response_started) {
@@ -713,7 +742,6 @@ class ConnectionModel {
       e.status = 503;
       e.error = err;
     }
-    if (rs_ == ReqState::Body) cur_forward_ = false;
   }
 
   void endAfterCloseDelimited() {
@@ -855,6 +883,35 @@ class ConnectionModel {
     ++(response ? response_lines_ : request_lines_);
   }
 
+  // The differential check: the bytes sent upstream, framed by a second,
+  // independent strict framer (reference_framer.h), are exactly the requests
+  // the policy allowed, with the same heads and body boundaries, and nothing
+  // more. Only the last forwarded request may be unfinished (its body broke,
+  // or the client stopped); then its bytes must not frame as anything else.
+  void checkForwarded() {
+    std::vector<FramedRequest> got;
+    std::string why;
+    FrameResult r = frameRequests(fwd_, &got, &why);
+    if (r == FrameResult::Invalid) {
+      std::fprintf(stderr, "differential: the forwarded bytes break the grammar: %s\n", why.c_str());
+      MB_CHECK(false);
+    }
+    size_t complete = 0;
+    while (complete < fwds_.size() && fwds_[complete].complete) ++complete;
+    MB_CHECK(complete + 1 >= fwds_.size());
+    // An unfinished last request that needed no more bytes frames as complete.
+    const bool last_done = complete < fwds_.size() && got.size() == complete + 1;
+    MB_CHECK(got.size() == complete || last_done);
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i].head != fwds_[i].head || got[i].body_raw != fwds_[i].body_raw) {
+        std::fprintf(stderr, "differential: request %zu framed as head %zu bytes + body %zu, membrane %zu + %zu\n", i,
+                     got[i].head.size(), got[i].body_raw, fwds_[i].head.size(), fwds_[i].body_raw);
+        MB_CHECK(false);
+      }
+    }
+    MB_CHECK((r == FrameResult::Complete) == (complete == fwds_.size() || last_done));
+  }
+
   // Counters agree with each other and with what was logged; the subscriber
   // that never read holds the first kLogQueue lines in order, the rest dropped.
   void checkTotals() {
@@ -905,6 +962,16 @@ class ConnectionModel {
   const ProxyConfig& cfg_;
   Connection conn_;
   std::string_view client_, upstream_;
+  // What went upstream (checkForwarded): the bytes, and per forwarded request
+  // its serialised head, how many body bytes followed, whether it ended.
+  struct Fwd {
+    std::string head;
+    size_t body_raw = 0;
+    bool complete = false;
+  };
+  std::string fwd_;
+  std::vector<Fwd> fwds_;
+  bool fwd_raw_ = false;  // an upgrade went upstream: raw bytes may follow
   size_t seed_;
   MessageParser req_, resp_;
   ProxyStats stats_;
