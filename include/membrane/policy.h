@@ -83,9 +83,22 @@ struct PortProtocol {
 // "--". OK, or EINVAL saying which rule the name breaks.
 Status validatePortName(std::string_view name);
 
+// `headerMatches[]`: name[: value] the request must carry; `mismatch` says
+// what happens when it does not: "" (the rule does not match), LOG (it
+// matches, the access log flags it), ADD (append "name: value"), DELETE (drop
+// the fields of that name), REPLACE (drop them, append "name: value"). The
+// parser refuses edits of framing fields (Host, Content-Length, ...) and
+// Cilium's `secret` (membrane has no Kubernetes secrets; give `value`).
+struct HeaderMatchRule {
+  std::string name, value;
+  std::string mismatch;  // "", LOG, ADD, DELETE, REPLACE
+  bool operator==(const HeaderMatchRule&) const = default;
+};
+
 struct HttpRule {
   std::string method, path, host;    // extended regexes; empty = any
   std::vector<std::string> headers;  // "Name: value" or "Name" (must be present)
+  std::vector<HeaderMatchRule> header_matches;
   bool operator==(const HttpRule&) const = default;
 };
 

@@ -38,8 +38,15 @@ json identitiesJson(const std::set<uint32_t>& ids) {
 }
 
 json httpRuleJson(const policy::HttpRule& h, const std::string& policy_name, const std::set<uint32_t>& ids) {
-  return {{"method", h.method},   {"path", h.path},     {"host", h.host},
-          {"headers", h.headers}, {"policy", policy_name}, {"allowed_identities", identitiesJson(ids)}};
+  json r = {{"method", h.method},   {"path", h.path},         {"host", h.host},
+            {"headers", h.headers}, {"policy", policy_name}, {"allowed_identities", identitiesJson(ids)}};
+  if (!h.header_matches.empty()) {
+    json matches = json::array();
+    for (const auto& m : h.header_matches)  // Cilium's "" (deny on mismatch) is the proxy's DENY
+      matches.push_back({{"name", m.name}, {"value", m.value}, {"mismatch", m.mismatch.empty() ? "DENY" : m.mismatch}});
+    r["header_matches"] = std::move(matches);
+  }
+  return r;
 }
 
 }  // namespace

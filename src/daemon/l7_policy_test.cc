@@ -78,6 +78,45 @@ TEST(L7PolicyTest, StarWarsIngressRulesPerPeerIdentity) {
   EXPECT_EQ((*parsed)->redirectCount(), 1u);
 }
 
+// headerMatches reach the proxy with Cilium's empty mismatch as DENY, and the
+// proxy accepts what the policy parser accepted.
+TEST(L7PolicyTest, HeaderMatchesAreShippedWithTheirActions) {
+  World w;
+  auto policies = parse(R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "hm"
+spec:
+  endpointSelector:
+    matchLabels: {class: deathstar}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {org: empire}
+    toPorts:
+    - ports: [{port: "80", protocol: TCP}]
+      rules:
+        http:
+        - path: "/v1/.*"
+          headerMatches:
+          - name: X-Token
+            value: "t0k"
+          - name: X-Via
+            value: membrane
+            mismatch: ADD
+          - {name: X-Trace, mismatch: LOG}
+)");
+  json cfg = buildProxyConfig(1, {15001, 15002}, policies, w.eps(), w.refs(), {});
+  json want = json::parse(R"([{"name": "X-Token", "value": "t0k", "mismatch": "DENY"},
+                              {"name": "X-Via", "value": "membrane", "mismatch": "ADD"},
+                              {"name": "X-Trace", "value": "", "mismatch": "LOG"}])");
+  EXPECT_EQ(cfg["endpoints"][0]["ingress"][0]["rules"][0]["header_matches"], want) << cfg.dump(2);
+  auto parsed = proxy::ProxyConfig::parse(cfg.dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  const proxy::PortPolicy* pp = (*parsed)->find(htonl(0x0a000002), proxy::Direction::Ingress, 80);
+  ASSERT_NE(pp, nullptr);
+  EXPECT_TRUE(pp->has_edits);
+}
+
 TEST(L7PolicyTest, NoHttpRulesNoRedirects) {
   World w;
   auto pols = parse(R"(apiVersion: "cilium.io/v2"

@@ -153,7 +153,7 @@ class RandomRules {
     bool l7_ok = !r.ports.empty() && std::all_of(r.ports.begin(), r.ports.end(), [](const auto& p) {
       return p.port != 0 && (p.protocol == Protocol::TCP || p.protocol == Protocol::Any);
     });
-    if (allow_l7 && l7_ok && pick(3) == 0) r.http.push_back(HttpRule{"GET", "/", "", {}});
+    if (allow_l7 && l7_ok && pick(3) == 0) r.http.push_back(HttpRule{"GET", "/", "", {}, {}});
     return r;
   }
 

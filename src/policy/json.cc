@@ -40,6 +40,16 @@ json portRuleJson(const PortRule& pr) {
       if (!h.path.empty()) j["path"] = h.path;
       if (!h.host.empty()) j["host"] = h.host;
       if (!h.headers.empty()) j["headers"] = h.headers;
+      if (!h.header_matches.empty()) {
+        json hm = json::array();
+        for (const auto& m : h.header_matches) {
+          json e = {{"name", m.name}};
+          if (!m.value.empty()) e["value"] = m.value;
+          if (!m.mismatch.empty()) e["mismatch"] = m.mismatch;
+          hm.push_back(std::move(e));
+        }
+        j["headerMatches"] = std::move(hm);
+      }
       http.push_back(std::move(j));
     }
     out["rules"] = {{"http", std::move(http)}};

@@ -12,6 +12,7 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "membrane/http_field.h"
 #include "membrane/policy.h"
 #include "membrane/policy_repository.h"
 #include "src/policy/http_regex.h"
@@ -976,7 +977,7 @@ class Parser {
     bool ok = true;
     for (size_t i = 0; i < l.size(); ++i) {
       const std::string ipath = index(lpath, i);
-      auto hf = fields(l[i], ipath, {{"method", "path", "host", "headers"}, {{"headerMatches", ""}}});
+      auto hf = fields(l[i], ipath, {{"method", "path", "host", "headers", "headerMatches"}, {}});
       if (!hf) {
         ok = false;
         continue;
@@ -1012,7 +1013,71 @@ class Parser {
           else ok = false;
         }
       }
+      if (auto fi = hf->find("headerMatches"); fi != hf->end()) {
+        if (!headerMatches(fi->second.value, join(ipath, "headerMatches"), h)) ok = false;
+      }
       rule.http.push_back(std::move(h));
+    }
+    return ok;
+  }
+
+  // Cilium's HeaderMatch: {mismatch, name, secret, value}.
+  bool headerMatches(const YAML::Node& l, const std::string& lpath, HttpRule& h) {
+    if (!isList(l, lpath)) return false;
+    bool ok = true;
+    for (size_t i = 0; i < l.size(); ++i) {
+      const std::string ipath = index(lpath, i);
+      auto f = fields(l[i], ipath,
+                      {{"name", "value", "mismatch"},
+                       {{"secret", "secret is not supported: membrane reads no Kubernetes secrets; put the value in 'value'"}}});
+      if (!f) {
+        ok = false;
+        continue;
+      }
+      HeaderMatchRule m;
+      bool item_ok = true;
+      for (auto [name, out] : {std::pair<const char*, std::string*>{"name", &m.name},
+                               {"value", &m.value},
+                               {"mismatch", &m.mismatch}}) {
+        auto fi = f->find(name);
+        if (fi == f->end()) continue;
+        auto s = string(fi->second.value, join(ipath, name));
+        if (s) *out = *s;
+        else item_ok = false;
+      }
+      if (!item_ok) {
+        ok = false;
+        continue;
+      }
+      const YAML::Node& at = l[i];
+      if (m.name.empty()) {
+        error(at, join(ipath, "name"), "required: the name of the header field to match");
+        ok = false;
+        continue;
+      }
+      if (!http::isFieldName(m.name)) {
+        error(f->at("name").value, join(ipath, "name"), fmt::format("'{}' is not an HTTP field name", m.name));
+        ok = false;
+      }
+      if (!http::isFieldValue(m.value)) {
+        error(f->at("value").value, join(ipath, "value"),
+              "control characters or leading/trailing whitespace are not allowed in a header value");
+        ok = false;
+      }
+      if (!m.mismatch.empty() && m.mismatch != "LOG" && m.mismatch != "ADD" && m.mismatch != "DELETE" &&
+          m.mismatch != "REPLACE") {
+        error(f->at("mismatch").value, join(ipath, "mismatch"),
+              fmt::format("unknown mismatch action '{}' (LOG, ADD, DELETE or REPLACE; leave it out to deny)",
+                          m.mismatch));
+        ok = false;
+      } else if ((m.mismatch == "ADD" || m.mismatch == "DELETE" || m.mismatch == "REPLACE") &&
+                 http::isFramingField(m.name)) {
+        error(f->at("mismatch").value, join(ipath, "mismatch"),
+              fmt::format("'{}' frames or routes the request: it can be matched, not changed by {}", m.name,
+                          m.mismatch));
+        ok = false;
+      }
+      h.header_matches.push_back(std::move(m));
     }
     return ok;
   }

@@ -59,7 +59,7 @@ TEST(PolicyParser, StarWarsL7AndDeny) {
   auto l7 = parsePolicies(readSourceFile("examples/starwars/sw_l3_l4_l7_policy.yaml"), "l7.yaml");
   ASSERT_TRUE(l7.ok()) << allDiagnostics(l7);
   EXPECT_EQ(l7.policies[0].rules[0].ingress[0].to_ports[0].http,
-            (std::vector<HttpRule>{{"POST", "/v1/request-landing", "", {}}}));
+            (std::vector<HttpRule>{{"POST", "/v1/request-landing", "", {}, {}}}));
   auto deny = parsePolicies(readSourceFile("examples/starwars/sw_deny_policy.yaml"), "deny.yaml");
   ASSERT_TRUE(deny.ok()) << allDiagnostics(deny);
   const Rule& r = deny.policies[0].rules[0];
@@ -67,6 +67,42 @@ TEST(PolicyParser, StarWarsL7AndDeny) {
   EXPECT_TRUE(r.has_ingress);
   ASSERT_EQ(r.ingress.size(), 1u);
   EXPECT_EQ(r.ingress[0], PeerRule{});
+}
+
+TEST(PolicyParser, HeaderMatches) {
+  std::string http = std::string(kHeader) +
+                     "  ingress:\n  - toPorts:\n    - ports: [{port: 80}]\n      rules:\n        http:\n        - headerMatches:\n";
+  auto r = parsePolicies(http + "          - {name: X-Token, value: t0k}\n"
+                                "          - {name: X-Via, value: membrane, mismatch: ADD}\n"
+                                "          - {name: X-Debug, value: \"off\", mismatch: DELETE}\n"
+                                "          - {name: X-Env, value: prod, mismatch: REPLACE}\n"
+                                "          - {name: X-Trace, mismatch: LOG}\n",
+                         "p.yaml");
+  ASSERT_TRUE(r.ok()) << allDiagnostics(r);
+  EXPECT_EQ(r.policies[0].rules[0].ingress[0].to_ports[0].http[0].header_matches,
+            (std::vector<HeaderMatchRule>{{"X-Token", "t0k", ""},
+                                          {"X-Via", "membrane", "ADD"},
+                                          {"X-Debug", "off", "DELETE"},
+                                          {"X-Env", "prod", "REPLACE"},
+                                          {"X-Trace", "", "LOG"}}));
+  const std::string at = "p.yaml:13:13: spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0]";
+  EXPECT_EQ(oneError(http + "          - {name: Host, value: evil, mismatch: REPLACE}\n"),
+            "p.yaml:13:49: spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch: 'Host' frames or "
+            "routes the request: it can be matched, not changed by REPLACE");
+  EXPECT_EQ(oneError(http + "          - {name: X-A, value: a, mismatch: FAIL}\n"),
+            "p.yaml:13:45: spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].mismatch: unknown mismatch "
+            "action 'FAIL' (LOG, ADD, DELETE or REPLACE; leave it out to deny)");
+  EXPECT_EQ(oneError(http + "          - {value: a}\n"),
+            at + ".name: required: the name of the header field to match");
+  EXPECT_EQ(oneError(http + "          - {name: \"X A\"}\n"),
+            "p.yaml:13:20: spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].name: 'X A' is not an HTTP "
+            "field name");
+  EXPECT_EQ(oneError(http + "          - {name: X-A, value: \"a\\r\\nX-B: 1\", mismatch: ADD}\n"),
+            "p.yaml:13:32: spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].value: control characters or "
+            "leading/trailing whitespace are not allowed in a header value");
+  EXPECT_EQ(oneError(http + "          - {name: X-A, secret: {namespace: default, name: tok}}\n"),
+            "p.yaml:13:25: spec.ingress[0].toPorts[0].rules.http[0].headerMatches[0].secret: secret is not "
+            "supported: membrane reads no Kubernetes secrets; put the value in 'value'");
 }
 
 TEST(PolicyParser, MultiDocumentJsonAndList) {

@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "membrane/http_field.h"
+
 namespace membrane::proxy {
 
 using nlohmann::json;
@@ -129,9 +131,22 @@ Result<CompiledRule> parseRule(const json& j, const std::string& where) {
       MB_ASSIGN(m.value, optString(h, "value", hw));
       MB_ASSIGN(std::string mismatch, optString(h, "mismatch", hw));
       if (m.name.empty()) return Error::invalid(hw + ".name: required");
-      if (mismatch == "LOG") m.log_only = true;
-      else if (!mismatch.empty() && mismatch != "DENY")
-        return Error::invalid(fmt::format("{}.mismatch: '{}' is not supported (LOG or DENY)", hw, mismatch));
+      if (!http::isFieldName(m.name))
+        return Error::invalid(fmt::format("{}.name: '{}' is not an HTTP field name", hw, m.name));
+      if (!http::isFieldValue(m.value))
+        return Error::invalid(fmt::format(
+            "{}.value: control characters or surrounding whitespace are not allowed in a field value", hw));
+      if (mismatch.empty() || mismatch == "DENY") m.mismatch = Mismatch::Deny;
+      else if (mismatch == "LOG") m.mismatch = Mismatch::Log;
+      else if (mismatch == "ADD") m.mismatch = Mismatch::Add;
+      else if (mismatch == "DELETE") m.mismatch = Mismatch::Delete;
+      else if (mismatch == "REPLACE") m.mismatch = Mismatch::Replace;
+      else
+        return Error::invalid(
+            fmt::format("{}.mismatch: '{}' is not one of DENY, LOG, ADD, DELETE, REPLACE", hw, mismatch));
+      if (m.mismatch >= Mismatch::Add && http::isFramingField(m.name))
+        return Error::invalid(fmt::format("{}: '{}' frames or routes the request; it can be matched, not edited ({})",
+                                          hw, m.name, mismatch));
       r.header_matches.push_back(std::move(m));
     }
   }
@@ -166,6 +181,7 @@ Result<std::vector<PortPolicy>> parsePorts(const json& j, const std::string& whe
       if (!it->is_array()) return Error::invalid(pw + ".rules: expected an array");
       for (size_t k = 0; k < it->size(); ++k) {
         MB_ASSIGN(CompiledRule r, parseRule((*it)[k], fmt::format("{}.rules[{}]", pw, k)));
+        for (const auto& m : r.header_matches) pp.has_edits = pp.has_edits || m.mismatch >= Mismatch::Add;
         pp.rules.push_back(std::move(r));
       }
     }
@@ -173,6 +189,7 @@ Result<std::vector<PortPolicy>> parsePorts(const json& j, const std::string& whe
     auto same = std::find_if(out.begin(), out.end(), [&](const PortPolicy& o) { return o.port == pp.port; });
     if (same != out.end()) {
       for (auto& r : pp.rules) same->rules.push_back(std::move(r));
+      same->has_edits = same->has_edits || pp.has_edits;
     } else {
       out.push_back(std::move(pp));
     }
@@ -325,21 +342,31 @@ Verdict ProxyConfig::evaluate(const PortPolicy* pp, uint32_t peer_identity, cons
     for (size_t i = 0; ok && i < r.headers.size(); ++i)
       ok = headerPresent(req, r.headers[i].name, r.header_has_value[i] ? &r.headers[i].value : nullptr);
     if (!ok) continue;
-    bool logged = false;
+    bool flagged = false;
+    size_t edits_before = v.edits.size();
     for (const auto& m : r.header_matches) {
       if (headerPresent(req, m.name, m.value.empty() ? nullptr : &m.value)) continue;
-      if (m.log_only) {
-        logged = true;
-      } else {
+      if (m.mismatch == Mismatch::Deny) {
         ok = false;
         break;
       }
+      // DELETE when the field is missing (always so for a presence match):
+      // nothing to delete, nothing to flag (as Envoy does).
+      if (m.mismatch == Mismatch::Delete && (m.value.empty() || !headerPresent(req, m.name, nullptr))) continue;
+      flagged = true;
+      if (m.mismatch != Mismatch::Log) v.edits.push_back(&m);
     }
-    if (!ok) continue;
-    v.allowed = true;
-    v.header_mismatch_logged = logged;
-    v.policy = r.policy;
-    return v;
+    if (!ok) {
+      v.edits.resize(edits_before);  // a rule that did not accept edits nothing
+      continue;
+    }
+    v.header_mismatch_logged = v.header_mismatch_logged || flagged;
+    if (!v.allowed) {
+      v.allowed = true;
+      v.policy = r.policy;
+    }
+    // The first accepting rule decides; later ones can only add edits.
+    if (!pp->has_edits) return v;
   }
   return v;
 }

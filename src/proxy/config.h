@@ -9,8 +9,19 @@
 //   their values joined with ",", equal value exactly: "X: a" + "X: b" is
 //   "a,b"); names are case-insensitive. The same for header_matches.
 // - header_matches: {name, value, mismatch}; value "" = presence. On a
-//   mismatch, "DENY" (the default) makes the rule not match, "LOG" lets the
-//   rule match and flags the request in the access log.
+//   mismatch (Cilium's headerMatches[].mismatch): "DENY" (the default) makes
+//   the rule not match; "LOG" lets the rule match and flags the request in the
+//   access log; "ADD" appends the field "name: value"; "DELETE" removes every
+//   field of that name (nothing when value is "": a missing field has nothing
+//   to delete); "REPLACE" removes them and appends "name: value". The three
+//   editing actions also flag the access log. Edits come from every rule that
+//   accepts the request, in rule order, each decided on the request as it
+//   arrived (Envoy applies them while it walks the rules, so a later rule
+//   there sees an earlier rule's edit; a rule that did not accept edits
+//   nothing here). The first accepting rule names the policy.
+//   Editing actions refuse framing and hop-by-hop fields (Host,
+//   Content-Length, Transfer-Encoding, Connection, ...): an edit there would
+//   let the server frame the stream differently from the policy.
 // - a rule applies only when the peer identity (ingress: the client's,
 //   egress: the destination's) is in allowed_identities (empty = any).
 // - the rules of a port are a union; a port with no entry, or with an empty
@@ -58,9 +69,12 @@ struct Listener {
   Direction direction = Direction::Ingress;
 };
 
+// What a header_match does when the request does not carry name[: value].
+enum class Mismatch : uint8_t { Deny, Log, Add, Delete, Replace };
+
 struct HeaderMatch {
   std::string name, value;
-  bool log_only = false;  // mismatch: LOG
+  Mismatch mismatch = Mismatch::Deny;
 };
 
 struct CompiledRule {
@@ -80,6 +94,7 @@ struct CompiledRule {
 struct PortPolicy {
   uint16_t port = 0;
   std::vector<CompiledRule> rules;
+  bool has_edits = false;  // some rule has an ADD/DELETE/REPLACE header_match
 };
 
 struct EndpointPolicy {
@@ -88,8 +103,12 @@ struct EndpointPolicy {
 
 struct Verdict {
   bool allowed = false;
-  bool header_mismatch_logged = false;  // a LOG header_match did not match
+  bool header_mismatch_logged = false;  // a LOG/ADD/DELETE/REPLACE header_match did not match
   std::string_view policy;              // the matching rule's policy ("" when denied)
+  // The ADD/DELETE/REPLACE header_matches that did not match, in the order to
+  // apply them (MessageParser::serializeHead). They point into the config the
+  // verdict came from. Empty (no allocation) unless a rule has such actions.
+  std::vector<const HeaderMatch*> edits;
 };
 
 class ProxyConfig {

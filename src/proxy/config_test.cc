@@ -83,6 +83,77 @@ TEST(ProxyConfig, HostHeadersAndHeaderMatches) {
   EXPECT_FALSE(ProxyConfig::evaluate(pp, 999, bad.view()).allowed);
 }
 
+// headerMatches mismatch actions as Cilium defines them (config.h).
+TEST(ProxyConfig, HeaderMatchMismatchActionsEditTheRequest) {
+  auto cfg = parseOk(R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[
+      {"path":"/a","policy":"p1","header_matches":[
+        {"name":"X-Add","value":"1","mismatch":"ADD"},
+        {"name":"X-Del","value":"ok","mismatch":"DELETE"},
+        {"name":"X-Gone","mismatch":"DELETE"},
+        {"name":"X-Rep","value":"r","mismatch":"REPLACE"}]},
+      {"path":"/a","policy":"p2","header_matches":[{"name":"X-Second","value":"2","mismatch":"REPLACE"}]},
+      {"path":"/a","policy":"p3","header_matches":[{"name":"X-Need","value":"y"},
+                                                  {"name":"X-Third","value":"3","mismatch":"ADD"}]}]}]}]})");
+  const PortPolicy* pp = cfg->find(inet_addr("10.0.0.1"), Direction::Ingress, 80);
+  ASSERT_NE(pp, nullptr);
+  EXPECT_TRUE(pp->has_edits);
+  auto names = [](const Verdict& v) {
+    std::string out;
+    for (const HeaderMatch* e : v.edits) out += e->name + " ";
+    return out;
+  };
+  // Everything matches: no edits, not flagged, the first rule names the policy.
+  Req all{"GET", "/a", "", {{"X-Add", "1"}, {"X-Del", "ok"}, {"X-Rep", "r"}, {"X-Second", "2"}, {"X-Need", "y"},
+                            {"X-Third", "3"}}};
+  Verdict v = ProxyConfig::evaluate(pp, 2, all.view());
+  EXPECT_TRUE(v.allowed);
+  EXPECT_FALSE(v.header_mismatch_logged);
+  EXPECT_EQ(v.policy, "p1");
+  EXPECT_EQ(names(v), "");
+  // Nothing present: ADD and REPLACE of rules 1 and 2; DELETE of a missing
+  // field does nothing; rule 3 fails on X-Need (DENY), so its ADD is dropped.
+  Req none{"GET", "/a", "", {}};
+  v = ProxyConfig::evaluate(pp, 2, none.view());
+  EXPECT_TRUE(v.allowed);
+  EXPECT_TRUE(v.header_mismatch_logged);
+  EXPECT_EQ(v.policy, "p1");
+  EXPECT_EQ(names(v), "X-Add X-Rep X-Second ");
+  // Wrong values: DELETE of the present X-Del, rule 3 now accepts and adds.
+  Req wrong{"GET", "/a", "", {{"X-Add", "0"}, {"x-del", "bad"}, {"X-Rep", "0"}, {"X-Second", "2"}, {"X-Need", "y"}}};
+  v = ProxyConfig::evaluate(pp, 2, wrong.view());
+  EXPECT_TRUE(v.allowed);
+  EXPECT_EQ(names(v), "X-Add X-Del X-Rep X-Third ");
+  // A port without editing actions stops at the first accepting rule.
+  auto plain = parseOk(R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[
+      {"policy":"first","header_matches":[{"name":"X","value":"1","mismatch":"LOG"}]},{"policy":"second"}]}]}]})");
+  const PortPolicy* pl = plain->find(inet_addr("10.0.0.1"), Direction::Ingress, 80);
+  EXPECT_FALSE(pl->has_edits);
+  v = ProxyConfig::evaluate(pl, 2, none.view());
+  EXPECT_EQ(v.policy, "first");
+  EXPECT_TRUE(v.header_mismatch_logged);
+  EXPECT_TRUE(v.edits.empty());
+}
+
+TEST(ProxyConfig, HeaderMatchEditsOfFramingFieldsAndBadBytesAreRefused) {
+  for (const char* m : {R"({"name":"Host","value":"evil","mismatch":"REPLACE"})",
+                        R"({"name":"content-length","value":"0","mismatch":"ADD"})",
+                        R"({"name":"Transfer-Encoding","value":"chunked","mismatch":"DELETE"})",
+                        R"({"name":"Connection","value":"close","mismatch":"ADD"})",
+                        R"({"name":"X-A","value":"a\r\nX-Injected: 1","mismatch":"ADD"})",
+                        R"({"name":"X A","value":"1"})", R"({"name":"X-A","value":" 1"})",
+                        R"({"name":"X-A","value":"1","mismatch":"add"})"}) {
+    std::string text = std::string(R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"header_matches":[)") +
+                       m + "]}]}]}]}";
+    auto r = ProxyConfig::parse(text);
+    ASSERT_FALSE(r.ok()) << m;
+    EXPECT_NE(r.error().message.find("endpoints[0].ingress[0].rules[0].header_matches[0]"), std::string::npos)
+        << r.error().message;
+  }
+  // Matching a framing field (DENY, LOG) is fine.
+  parseOk(R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"header_matches":[
+      {"name":"Host","value":"d"},{"name":"Content-Length","value":"0","mismatch":"LOG"}]}]}]}]})");
+}
+
 TEST(ProxyConfig, EmptyRuleAllowsAllAndEmptyListDeniesAll) {
   auto cfg = parseOk(R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{}]},{"port":81,"rules":[]}]}]})");
   Req r{"DELETE", "/anything", "", {}};
@@ -129,8 +200,8 @@ TEST(ProxyConfig, ErrorsNameTheField) {
       {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"path":"(("}]}]}]})",
        "endpoints[0].ingress[0].rules[0].path: invalid regex"},
       {R"({"endpoints":[{"ip":"10.0.0.1","egress":[{"port":80,"proto":"UDP"}]}]})", "endpoints[0].egress[0].proto"},
-      {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"header_matches":[{"name":"a","mismatch":"ADD"}]}]}]}]})",
-       "mismatch"},
+      {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"header_matches":[{"name":"a","mismatch":"FAIL"}]}]}]}]})",
+       "mismatch: 'FAIL' is not one of DENY, LOG, ADD, DELETE, REPLACE"},
       {R"({"endpoints":[{"ip":"10.0.0.1","ingress":[{"port":80,"rules":[{"method":7}]}]}]})", "rules[0].method"},
       {R"({"identities":{"x":1}})", "identities"},
       {R"({"prefixes":{}})", "prefixes: expected an array"},

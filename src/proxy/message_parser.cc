@@ -4,22 +4,14 @@
 
 #include <cstring>
 
+#include "membrane/http_field.h"
+
 namespace membrane::proxy {
 
 namespace {
 MessageParser* self(llhttp_t* p) { return static_cast<MessageParser*>(p->data); }
 
-// RFC 9110 tchar: the bytes of methods and field names.
-bool tchar(unsigned char c) {
-  if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) return true;
-  switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-': case '.':
-    case '^': case '_': case '`': case '|': case '~':
-      return true;
-    default:
-      return false;
-  }
-}
+using http::isTchar;
 
 // A Host value: uri-host [":" port] (reg-name, IPv4 or IP-literal bytes).
 bool hostChar(unsigned char c) {
@@ -245,7 +237,7 @@ std::string_view MessageParser::checkHead() {
                    version = line.substr(sp2 + 1);
   if (method.empty()) return "empty method";
   for (unsigned char c : method)
-    if (!tchar(c)) return "invalid character in the method";
+    if (!isTchar(c)) return "invalid character in the method";
   if (target.empty() || target.find(' ') != std::string_view::npos)
     return "request line is not 'METHOD target HTTP/1.x' (one space each)";
   if (version != "HTTP/1.1" && version != "HTTP/1.0") return "HTTP version other than 1.0 or 1.1";
@@ -262,7 +254,7 @@ std::string_view MessageParser::checkHead() {
     for (size_t i = 0; i < colon; ++i) {
       unsigned char c = static_cast<unsigned char>(line[i]);
       if (c == ' ' || c == '\t') return "whitespace between a field name and ':'";
-      if (!tchar(c)) return "invalid character in a field name";
+      if (!isTchar(c)) return "invalid character in a field name";
     }
     for (size_t i = colon + 1; i < line.size(); ++i) {
       unsigned char c = static_cast<unsigned char>(line[i]);
@@ -300,7 +292,7 @@ std::string_view MessageParser::checkHead() {
   return {};
 }
 
-void MessageParser::serializeHead(std::string* out) const {
+void MessageParser::serializeHead(std::string* out, std::span<const HeaderMatch* const> edits) const {
   out->clear();
   out->append(method());
   out->push_back(' ');
@@ -310,11 +302,28 @@ void MessageParser::serializeHead(std::string* out) const {
   }
   out->append(norm_.target);
   out->append(minor_ == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
-  for (size_t i = 0; i < nfields_; ++i) {
-    out->append(fields_[i].name);
+  auto line = [&](std::string_view name, std::string_view value) {
+    out->append(name);
     out->append(": ");
-    out->append(fields_[i].value);
+    out->append(value);
     out->append("\r\n");
+  };
+  for (size_t i = 0; i < nfields_; ++i) {
+    // Any DELETE/REPLACE of its name drops a field the client sent.
+    bool dropped = false;
+    for (const HeaderMatch* e : edits)
+      dropped = dropped || (e->mismatch != Mismatch::Add && headerNameEquals(e->name, fields_[i].name));
+    if (!dropped) line(fields_[i].name, fields_[i].value);
+  }
+  // Fields the edits add, in order; a later DELETE/REPLACE of the same name
+  // drops what an earlier ADD/REPLACE added.
+  for (size_t k = 0; k < edits.size(); ++k) {
+    const HeaderMatch* e = edits[k];
+    if (e->mismatch != Mismatch::Add && e->mismatch != Mismatch::Replace) continue;
+    bool dropped = false;
+    for (size_t later = k + 1; later < edits.size(); ++later)
+      dropped = dropped || (edits[later]->mismatch != Mismatch::Add && headerNameEquals(edits[later]->name, e->name));
+    if (!dropped) line(e->name, e->value);
   }
   out->append("\r\n");
 }

@@ -39,6 +39,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -97,7 +98,11 @@ class MessageParser {
   // The request head for the upstream: request line with the normalised
   // target (absolute-form kept as "http://authority/..."), every field as
   // "Name: value" (OWS trimmed), final CRLF. Valid at HeadersComplete.
-  void serializeHead(std::string* out) const;
+  // 'edits' (Verdict::edits) are applied in order: DELETE drops every field
+  // of its name, REPLACE drops them and appends "name: value", ADD appends
+  // "name: value". The config refuses edits of framing fields, so the edited
+  // head frames exactly as the parsed one.
+  void serializeHead(std::string* out, std::span<const HeaderMatch* const> edits = {}) const;
   const HeaderField* headers() const { return fields_.data(); }
   size_t headerCount() const { return nfields_; }
   int status() const { return status_; }

@@ -230,5 +230,23 @@ TEST(MessageParser, ResponsesInterimHeadUpgradeAndReadUntilClose) {
   EXPECT_EQ(t.finish().event, Ev::Error);
 }
 
+TEST(MessageParser, SerializeHeadAppliesEditsInOrder) {
+  MessageParser p(MessageParser::Kind::Request, {});
+  std::string in = "GET /a HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: 2\r\nx-a: 3\r\n\r\n";
+  ASSERT_EQ(p.execute(in.data(), in.size()).event, Ev::HeadersComplete);
+  HeaderMatch add_a{"X-A", "new", Mismatch::Add}, del_a{"x-a", "z", Mismatch::Delete},
+      rep_b{"X-B", "two", Mismatch::Replace}, add_c{"X-C", "c", Mismatch::Add};
+  std::string head;
+  std::vector<const HeaderMatch*> edits{&add_a};
+  p.serializeHead(&head, edits);
+  EXPECT_EQ(head, "GET /a HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: 2\r\nx-a: 3\r\nX-A: new\r\n\r\n");
+  edits = {&add_a, &del_a, &rep_b, &add_c};  // the DELETE also drops the earlier ADD
+  p.serializeHead(&head, edits);
+  EXPECT_EQ(head, "GET /a HTTP/1.1\r\nHost: a\r\nX-B: two\r\nX-C: c\r\n\r\n");
+  edits = {&del_a, &add_a};  // an ADD after the DELETE stays
+  p.serializeHead(&head, edits);
+  EXPECT_EQ(head, "GET /a HTTP/1.1\r\nHost: a\r\nX-B: 2\r\nX-A: new\r\n\r\n");
+}
+
 }  // namespace
 }  // namespace membrane::proxy

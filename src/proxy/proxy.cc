@@ -48,8 +48,16 @@ RequestDecision decideRequest(const ProxyConfig& cfg, Direction dir, const socka
       d.ingress_checked = true;
       if (v.allowed) {
         Verdict vi = ProxyConfig::evaluate(in, d.src_id, view);
-        if (!vi.allowed) v = vi;
-        v.header_mismatch_logged = v.header_mismatch_logged || vi.header_mismatch_logged;
+        if (!vi.allowed) {
+          v = std::move(vi);
+        } else {
+          // Both sets of edits apply, egress first. The ingress rules decide on
+          // the request as the client sent it (in Cilium the destination's
+          // proxy would see the egress edits; here an ingress rule that needs
+          // an egress edit denies: fail closed).
+          v.header_mismatch_logged = v.header_mismatch_logged || vi.header_mismatch_logged;
+          v.edits.insert(v.edits.end(), vi.edits.begin(), vi.edits.end());
+        }
       }
     }
   }
@@ -807,7 +815,7 @@ struct Proxy::Impl {
     c->cin.consume(c->parsed);
     c->parsed = 0;
     c->fwd_off = 0;
-    if (v.allowed) rq.serializeHead(&c->fwd_head);
+    if (v.allowed) rq.serializeHead(&c->fwd_head, v.edits);
     else c->fwd_head.clear();
     if (e.close_after) {
       c->closing = true;

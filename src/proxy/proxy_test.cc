@@ -423,6 +423,36 @@ TEST_F(ProxyTest, RepeatedHeaderFieldsAreMatchedAsTheirJoinedValue) {
   }
 }
 
+// headerMatches mismatch actions (config.h): the server gets the edited head.
+TEST_F(ProxyTest, HeaderMatchActionsEditWhatTheServerGets) {
+  apply(fmt::format(R"({{"revision":2,"listeners":[{{"port":0,"direction":"ingress"}}],
+    "endpoints":[{{"ip":"127.0.0.1","ingress":[{{"port":{},"rules":[
+      {{"path":"/fields","policy":"p","header_matches":[
+        {{"name":"X-Token","value":"t0k","mismatch":"REPLACE"}},
+        {{"name":"X-Debug","value":"off","mismatch":"DELETE"}},
+        {{"name":"X-Via","value":"membrane","mismatch":"ADD"}},
+        {{"name":"X-Trace","mismatch":"LOG"}}]}}]}}]}}]}})",
+                    server_.port()));
+  UniqueFd fd = connectTo(port_);
+  Reader r(fd.get());
+  struct Case {
+    const char* fields;
+    const char* server_sees;
+  };
+  for (const Case& c :
+       {Case{"X-Token: t0k\r\nX-Via: membrane\r\nX-Trace: 1\r\n", "Host: a\nX-Token: t0k\nX-Via: membrane\nX-Trace: 1\n"},
+        Case{"X-Token: forged\r\nx-token: t0k\r\nX-Debug: on\r\nX-Keep: 1\r\n",
+             "Host: a\nX-Keep: 1\nX-Token: t0k\nX-Via: membrane\n"},
+        Case{"X-Debug: off\r\nX-Via: other\r\n", "Host: a\nX-Debug: off\nX-Via: other\nX-Token: t0k\nX-Via: membrane\n"}}) {
+    ASSERT_TRUE(sendAll(fd.get(), fmt::format("GET /fields HTTP/1.1\r\nHost: a\r\n{}\r\n", c.fields)));
+    Message m = readMessage(r, true);
+    ASSERT_TRUE(m.ok) << c.fields;
+    EXPECT_EQ(m.status, 200) << c.fields;
+    EXPECT_EQ(m.body, c.server_sees) << c.fields;
+  }
+  EXPECT_EQ(server_.requests(), 3);
+}
+
 TEST_F(ProxyTest, HeaderLimitsGive431) {
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());

@@ -115,6 +115,7 @@ struct Message {
   std::string start;  // request line or status line
   int status = 0;
   std::map<std::string, std::string> headers;  // lower-case names
+  std::vector<std::string> field_lines;        // the head's field lines as received (TestServer)
   std::string body;
   size_t body_bytes = 0;
   std::string header(const std::string& n) const {
@@ -262,6 +263,8 @@ class TestServer {
         body = "Ship landed";
       } else if (target == "/upload") {
         body = std::to_string(got);
+      } else if (target == "/fields") {
+        for (const auto& f : rq.field_lines) body += f + "\n";
       } else if (target == "/ip") {
         char b[INET_ADDRSTRLEN];
         inet_ntop(AF_INET, &peer.sin_addr, b, sizeof(b));
@@ -301,6 +304,7 @@ class TestServer {
     for (;;) {
       if (!r.line(&l)) return m;
       if (l.empty()) break;
+      m.field_lines.push_back(l);
       auto c = l.find(':');
       if (c == std::string::npos) continue;
       std::string v = l.substr(c + 1);

@@ -48,6 +48,12 @@ spec:
           path: "/headers"
           headers:
           - "X-Empire: yes"
+        - method: "GET"
+          path: "/edited"
+          headerMatches:
+          - name: X-Token
+            value: t0k
+            mismatch: REPLACE
 )";
 
 // Sends argv[2] (hex) on one connection, half-closes, reads to EOF/reset and
@@ -191,6 +197,11 @@ std::vector<Vector> vectors() {
   denied("header rule, repeated field", get("/headers", "X-Empire: no\r\nX-Empire: yes\r\n"));
   denied("header rule, repeated equal fields", get("/headers", "X-Empire: yes\r\nx-empire: yes\r\n"));
   denied("header rule, list value", get("/headers", "X-Empire: yes,no\r\n"));
+  // headerMatches REPLACE: whatever X-Token fields the client sends, the
+  // server gets exactly "X-Token: t0k" (no "forged" line anywhere: see below).
+  v.push_back({"REPLACE header match", get("/edited", "X-Token: forged\r\nx-token: t0k\r\n"), "[200]", 1, 1, 0, 0,
+               "HDR X-Token: t0k"});
+  bad("REPLACE cannot be dodged with obs-fold", get("/edited", "X-Token: t0k\r\n forged\r\n"));
   bad("two Host", get("/public/x", "Host: e\r\n"));
   bad("no Host", "GET /public/x HTTP/1.1\r\n\r\n");
   bad("Host with a path", "GET /public/x HTTP/1.1\r\nHost: d/admin\r\n\r\n");
@@ -291,6 +302,7 @@ TEST_F(L7Adversarial, NoDeniedRequestReachesTheServerByAnyVector) {
     EXPECT_EQ(line.find("admin"), std::string::npos) << line;
     EXPECT_EQ(line.find("secret"), std::string::npos) << line;
   }
+  EXPECT_EQ(readFileOrEmpty(dir_ + "/backend.log").find("forged"), std::string::npos);
   // Each forwarded request, and nothing else, is one request line there; a
   // cut request's head reaches the server only if its upstream connection
   // was up before the broken chunk arrived.

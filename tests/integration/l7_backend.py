@@ -5,8 +5,9 @@ It frames requests the way permissive real servers do (nginx among them): a
 bare LF ends a line, "chunked" anywhere in Transfer-Encoding means chunked,
 chunk data may end in LF or CRLF, Content-Length takes its first value. Every
 request line it reads is logged as "REQ <line>" on stderr before anything
-else, so a request the proxy should have denied shows up in the log if any
-reading of the forwarded bytes contains it. Answers "200 ok <target>\\n".
+else (each field line then as "HDR <line>"), so a request the proxy should
+have denied shows up in the log if any reading of the forwarded bytes
+contains it. Answers "200 ok <target>\\n".
 
 Usage: l7_backend.py PORT
 """
@@ -47,6 +48,7 @@ class Handler(socketserver.StreamRequestHandler):
             h = self.line()
             if h == b"":
                 break
+            log("HDR " + h.decode("latin1"))
             name, _, value = h.partition(b":")
             headers.append((name.strip().lower(), value.strip()))
         get = lambda n: [v for k, v in headers if k == n]

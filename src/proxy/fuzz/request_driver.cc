@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "membrane/http_field.h"
 #include "src/proxy/access_log.h"
 #include "src/proxy/config.h"
 #include "src/proxy/fuzz/reference_framer.h"
@@ -352,13 +353,20 @@ bool hasHeader(const RequestView& req, std::string_view name, const std::string*
 }
 
 // config.h's matching contract, written out plainly (linear identity search,
-// every rule in order): the first rule that applies decides.
+// every rule in order): the first accepting rule decides and names the
+// policy; when the port has editing header_matches, every accepting rule
+// adds its edits, in rule order.
 Verdict referenceEvaluate(const PortPolicy* pp, uint32_t peer, const RequestView& req) {
   Verdict v;
   if (!pp) return v;
   auto full = [](const std::unique_ptr<re2::RE2>& re, std::string_view s) {
     return !re || re2::RE2::FullMatch(re2::StringPiece(s.data(), s.size()), *re);
   };
+  bool port_edits = false;
+  for (const CompiledRule& r : pp->rules)
+    for (const HeaderMatch& m : r.header_matches)
+      port_edits = port_edits || m.mismatch == Mismatch::Add || m.mismatch == Mismatch::Delete ||
+                   m.mismatch == Mismatch::Replace;
   for (const CompiledRule& r : pp->rules) {
     const auto& ids = r.allowed_identities;
     if (!ids.empty() && std::find(ids.begin(), ids.end(), peer) == ids.end()) continue;
@@ -366,25 +374,69 @@ Verdict referenceEvaluate(const PortPolicy* pp, uint32_t peer, const RequestView
     bool ok = true;
     for (size_t i = 0; ok && i < r.headers.size(); ++i)
       ok = hasHeader(req, r.headers[i].name, r.header_has_value[i] ? &r.headers[i].value : nullptr);
-    bool logged = false;
+    bool flagged = false;
+    std::vector<const HeaderMatch*> edits;
     for (size_t i = 0; ok && i < r.header_matches.size(); ++i) {
       const HeaderMatch& m = r.header_matches[i];
       if (hasHeader(req, m.name, m.value.empty() ? nullptr : &m.value)) continue;
-      if (m.log_only) logged = true;
-      else ok = false;
+      switch (m.mismatch) {
+        case Mismatch::Deny: ok = false; break;
+        case Mismatch::Log: flagged = true; break;
+        case Mismatch::Delete:
+          if (!m.value.empty() && hasHeader(req, m.name, nullptr)) {
+            flagged = true;
+            edits.push_back(&m);
+          }
+          break;
+        case Mismatch::Add:
+        case Mismatch::Replace:
+          flagged = true;
+          edits.push_back(&m);
+          break;
+      }
     }
     if (!ok) continue;
+    if (!v.allowed) v.policy = r.policy;
     v.allowed = true;
-    v.header_mismatch_logged = logged;
-    v.policy = r.policy;
-    return v;
+    v.header_mismatch_logged = v.header_mismatch_logged || flagged;
+    v.edits.insert(v.edits.end(), edits.begin(), edits.end());
+    if (!port_edits) return v;
   }
   return v;
 }
 
 bool sameVerdict(const Verdict& a, const Verdict& b) {
   return a.allowed == b.allowed && a.header_mismatch_logged == b.header_mismatch_logged &&
-         a.policy.data() == b.policy.data() && a.policy.size() == b.policy.size();
+         a.policy.data() == b.policy.data() && a.policy.size() == b.policy.size() && a.edits == b.edits;
+}
+
+// The forwarded head carries, for every name an edit touches, exactly the
+// fields the edits leave: the client's count, then DELETE -> 0, REPLACE -> 1
+// (the edit's value), ADD -> +1, in order. Counted from the serialised head
+// by a plain line split, independently of serializeHead's own loops.
+void checkEdits(const RequestView& req, const std::vector<const HeaderMatch*>& edits, const std::string& head) {
+  for (const HeaderMatch* e : edits) {
+    size_t want = 0;
+    for (size_t i = 0; i < req.header_count; ++i) want += sameName(req.headers[i].name, e->name);
+    for (const HeaderMatch* x : edits) {
+      if (!sameName(x->name, e->name)) continue;
+      if (x->mismatch == Mismatch::Delete) want = 0;
+      else if (x->mismatch == Mismatch::Replace) want = 1;
+      else ++want;
+    }
+    size_t got = 0;
+    size_t pos = head.find("\r\n") + 2;  // past the request line
+    while (pos < head.size()) {
+      size_t eol = head.find("\r\n", pos);
+      MB_CHECK(eol != std::string::npos);
+      std::string_view line(head.data() + pos, eol - pos);
+      size_t colon = line.find(':');
+      if (colon != std::string_view::npos && sameName(line.substr(0, colon), e->name)) ++got;
+      pos = eol + 2;
+    }
+    MB_CHECK(got == want);
+    MB_CHECK(!http::isFramingField(e->name));
+  }
 }
 
 std::string ipText(const sockaddr_in& a) {
@@ -628,7 +680,8 @@ class ConnectionModel {
     cur_forward_ = v.allowed;
     if (v.allowed && !fwd_raw_) {  // the head Proxy::Impl sends upstream
       Fwd& f = fwds_.emplace_back();
-      req_.serializeHead(&f.head);
+      req_.serializeHead(&f.head, v.edits);
+      checkEdits(view, v.edits, f.head);
       fwd_ += f.head;
     }
     log(e, /*response=*/false, 0);
@@ -664,8 +717,12 @@ class ConnectionModel {
     Verdict ref = referenceEvaluate(pp, peer, view);
     if (ref.allowed && in) {
       Verdict ri = referenceEvaluate(in, d.src_id, view);
-      if (!ri.allowed) ref = ri;
-      ref.header_mismatch_logged = ref.header_mismatch_logged || ri.header_mismatch_logged;
+      if (!ri.allowed) {
+        ref = ri;
+      } else {
+        ref.header_mismatch_logged = ref.header_mismatch_logged || ri.header_mismatch_logged;
+        ref.edits.insert(ref.edits.end(), ri.edits.begin(), ri.edits.end());
+      }
     }
     MB_CHECK(sameVerdict(d.verdict, ref));
     if (!pp || pp->rules.empty()) MB_CHECK(!d.verdict.allowed);  // fail closed
