@@ -13,7 +13,7 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
         iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev
 
-.PHONY: all deps lint build build-asan build-tsan test test-asan test-tsan test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence bench-l7
+.PHONY: all deps lint build build-asan build-tsan test test-asan test-tsan test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence bench-l7 l7-vs-nginx
 
 all: build
 
@@ -102,6 +102,15 @@ BENCH_L7_DEPS := wrk nginx-light
 bench-l7: build
 	@$(MAKE) --no-print-directory deps DEPS="$(BENCH_L7_DEPS)"
 	bench/l7/run.sh $(BUILD) --half-load
+
+# The L7 adversarial vectors through nginx as a reverse proxy with equivalent
+# location rules, side by side with membrane's verdicts (docs/l7.md, "Against
+# nginx"); writes $(BUILD)/l7-vs-nginx.md. Loopback only, about a minute.
+l7-vs-nginx: build
+	@$(MAKE) --no-print-directory deps DEPS="nginx-light"
+	MEMBRANE_L7_NGINX=$(CURDIR)/$(BUILD)/l7-vs-nginx.md MEMBRANE_BUILD_DIR=$(CURDIR)/$(BUILD) MEMBRANE_SOURCE_DIR=$(CURDIR) \
+	  $(BUILD)/tests/integration_l7_adversarial_test --gtest_filter='L7AdversarialVersusNginx.*'
+	@echo "written: $(BUILD)/l7-vs-nginx.md"
 
 install: build
 	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned

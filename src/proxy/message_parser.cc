@@ -49,6 +49,7 @@ MessageParser::MessageParser(Kind kind, ParserLimits limits) : kind_(kind), limi
   settings_.on_header_value_complete = &MessageParser::onHeaderValueComplete;
   settings_.on_headers_complete = &MessageParser::onHeadersComplete;
   settings_.on_message_complete = &MessageParser::onMessageComplete;
+  settings_.on_chunk_header = &MessageParser::onChunkHeader;
   fields_.resize(16);
   reset();
 }
@@ -57,6 +58,7 @@ void MessageParser::reset() {
   llhttp_init(&parser_, kind_ == Kind::Request ? HTTP_REQUEST : HTTP_RESPONSE, &settings_);
   parser_.data = this;
   in_message_ = headers_done_ = in_value_ = false;
+  in_trailers_ = trailer_pause_ = false;
   head_.clear();
   pending_ = Event::NeedMore;
   error_status_ = 0;
@@ -165,6 +167,18 @@ int MessageParser::onHeadersComplete(llhttp_t* p) {
   return 0;
 }
 
+// The last chunk ("0[;ext]" CRLF) of a request: pause so that execute()
+// learns where the trailer section begins.
+int MessageParser::onChunkHeader(llhttp_t* p) {
+  MessageParser* s = self(p);
+  if (s->kind_ != Kind::Request || p->content_length != 0) return 0;
+  s->in_trailers_ = true;
+  s->trailer_pause_ = true;
+  s->trailer_.clear();
+  s->trailer_checked_ = 0;
+  return HPE_PAUSED;
+}
+
 int MessageParser::onMessageComplete(llhttp_t* p) {
   MessageParser* s = self(p);
   s->in_message_ = false;
@@ -198,7 +212,41 @@ MessageParser::Step MessageParser::execute(const char* data, size_t len) {
     }
     head_.append(data, consumed);
   }
+  if (in_trailers_ && !trailer_pause_) {
+    // Trailer bytes of this call: 'consumed' ends at MessageComplete or at
+    // the end of the input. Each complete line is checked now, before the
+    // caller forwards it; a bad line is not handed out.
+    const size_t before = trailer_.size();
+    if (before + consumed > limits_.max_header_bytes + 1024) {
+      error_status_ = 431;
+      error_reason_ = "request trailers too large";
+      return {Event::Error, 0};
+    }
+    trailer_.append(data, consumed);
+    size_t bad = 0;
+    std::string_view why = checkTrailerLines(&bad);
+    if (!why.empty()) {
+      error_status_ = 400;
+      error_reason_ = why;
+      return {Event::Error, bad > before ? bad - before : 0};
+    }
+    if (err == HPE_PAUSED && pending_ != Event::NeedMore) {
+      if (trailer_.size() < 2 || trailer_.compare(trailer_.size() - 2, 2, "\r\n") != 0) {
+        error_status_ = 400;
+        error_reason_ = "trailer section not ended by CRLF";
+        return {Event::Error, 0};
+      }
+      in_trailers_ = false;
+    }
+  }
   if (err == HPE_OK) return {Event::NeedMore, len};
+  if (err == HPE_PAUSED && trailer_pause_) {
+    // The last-chunk line ended at 'consumed': go on with the trailers.
+    trailer_pause_ = false;
+    llhttp_resume(&parser_);
+    Step rest = execute(data + consumed, len - consumed);
+    return {rest.event, consumed + rest.consumed};
+  }
   if (err == HPE_PAUSED) {
     llhttp_resume(&parser_);
     if (pending_ == Event::HeadersComplete) {
@@ -218,6 +266,30 @@ MessageParser::Step MessageParser::execute(const char* data, size_t len) {
     error_reason_ = llhttp_get_error_reason(&parser_) ? llhttp_get_error_reason(&parser_) : "malformed";
   }
   return {Event::Error, consumed};
+}
+
+std::string_view MessageParser::checkTrailerLines(size_t* bad_line) {
+  for (;;) {
+    const size_t start = trailer_checked_;
+    const size_t lf = trailer_.find('\n', start);
+    if (lf == std::string::npos) return {};
+    *bad_line = start;
+    std::string_view line(trailer_.data() + start, lf - start);  // without the LF
+    if (line.empty() || line.back() != '\r') return "bare LF in the trailer section";
+    line.remove_suffix(1);
+    if (line.find('\r') != std::string_view::npos) return "bare CR in the trailer section";
+    trailer_checked_ = lf + 1;
+    if (line.empty()) continue;  // the end of the section (llhttp completes the message there)
+    if (line[0] == ' ' || line[0] == '\t') return "obsolete line folding in the trailer section";
+    const size_t colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return "trailer field line without a name and ':'";
+    for (size_t i = 0; i < colon; ++i)
+      if (!isTchar(static_cast<unsigned char>(line[i]))) return "invalid character in a trailer field name";
+    for (size_t i = colon + 1; i < line.size(); ++i) {
+      unsigned char c = static_cast<unsigned char>(line[i]);
+      if (c != '\t' && (c < 0x20 || c == 0x7F)) return "control character in a trailer field value";
+    }
+  }
 }
 
 std::string_view MessageParser::checkHead() {

@@ -17,7 +17,8 @@
 // worth something if the server frames the bytes exactly as the policy saw
 // them. llhttp runs in its strict mode (CRLF after chunk data and chunk sizes,
 // LF after every CR, no whitespace before ':', URL bytes), and at the end of
-// the head checkHead() refuses what llhttp still lets through: obs-fold, bare
+// the head checkHead() refuses what llhttp still lets through (and the same
+// line rules hold for the trailer section of a chunked request): obs-fold, bare
 // CR/LF, a request line that is not exactly "METHOD SP target SP HTTP/1.x",
 // HTTP versions other than 1.0/1.1, no Host (HTTP/1.1) or two Host fields, a
 // Host with bytes no authority has, two Content-Length fields,
@@ -125,10 +126,14 @@ class MessageParser {
   static int onHeaderValueComplete(llhttp_t* p);
   static int onHeadersComplete(llhttp_t* p);
   static int onMessageComplete(llhttp_t* p);
+  static int onChunkHeader(llhttp_t* p);
   int addHeaderBytes(size_t n);
   HeaderField& currentField();
   // RFC 9112 checks on the complete request head (head_); "" when it passes.
   std::string_view checkHead();
+  // Checks the complete lines of trailer_ not checked yet; "" when they pass.
+  // *bad_line is set to the offset in trailer_ of the line that failed.
+  std::string_view checkTrailerLines(size_t* bad_line);
 
   Kind kind_;
   ParserLimits limits_;
@@ -140,6 +145,11 @@ class MessageParser {
   size_t header_bytes_ = 0;
   std::string url_;
   std::string head_;  // raw bytes of the request head being parsed (requests only)
+  // The trailer section of a chunked request: the bytes after the last-chunk
+  // line, checked line by line as they arrive (llhttp lets a bare LF end it).
+  bool in_trailers_ = false, trailer_pause_ = false;
+  std::string trailer_;
+  size_t trailer_checked_ = 0;
   TargetNormal norm_;
   std::vector<HeaderField> fields_;
   size_t nfields_ = 0;

@@ -248,5 +248,52 @@ TEST(MessageParser, SerializeHeadAppliesEditsInOrder) {
   EXPECT_EQ(head, "GET /a HTTP/1.1\r\nHost: a\r\nX-B: 2\r\nX-A: new\r\n\r\n");
 }
 
+// llhttp (strict) lets a bare LF end the trailer section right after the last
+// chunk; a server that wants CRLF frames the stream differently. Found by the
+// differential fuzzer (corpus v2_regress_trailer_bare_lf).
+TEST(MessageParser, TrailerSectionLinesNeedCrlf) {
+  const std::string head = "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  struct Case {
+    std::string body;
+    const char* error;  // nullptr: complete
+  };
+  for (const Case& c : {Case{"4\r\nbody\r\n0\r\n\r\n", nullptr}, Case{"0\r\nX-T: 1\r\nY: 2\r\n\r\n", nullptr},
+                        Case{"0;ext=1\r\n\r\n", nullptr}, Case{"4\r\nbody\r\n0\r\n\n", "bare LF in the trailer section"},
+                        Case{"0\r\nX-T: 1\r\n\n", "bare LF in the trailer section"},
+                        Case{"0\r\nX-T: 1\r\n fold\r\n\r\n", "obsolete line folding in the trailer section"}}) {
+    // Whole, and one byte at a time: the verdict does not depend on how the bytes arrive.
+    for (bool bytewise : {false, true}) {
+      SCOPED_TRACE(c.body + (bytewise ? " (bytewise)" : ""));
+      MessageParser p(MessageParser::Kind::Request, {});
+      auto s = p.execute(head.data(), head.size());
+      ASSERT_EQ(s.event, Ev::HeadersComplete);
+      ASSERT_EQ(p.execute(head.data() + s.consumed, head.size() - s.consumed).event, Ev::NeedMore);
+      Ev last = Ev::NeedMore;
+      size_t off = 0, handed_out = 0;
+      while (off < c.body.size() && last == Ev::NeedMore) {
+        size_t n = bytewise ? 1 : c.body.size() - off;
+        auto st = p.execute(c.body.data() + off, n);
+        handed_out += st.consumed;
+        if (st.event == Ev::NeedMore) {
+          ASSERT_EQ(st.consumed, n);
+        }
+        off += st.consumed;
+        last = st.event;
+      }
+      if (!c.error) {
+        EXPECT_EQ(last, Ev::MessageComplete) << p.errorReason();
+        EXPECT_EQ(handed_out, c.body.size());
+      } else {
+        EXPECT_EQ(last, Ev::Error);
+        EXPECT_EQ(p.errorReason(), c.error);
+        EXPECT_EQ(p.errorStatus(), 400);
+        // The bad line is not handed out: what was is a prefix no server frames as complete.
+        EXPECT_LT(handed_out, c.body.size());
+        EXPECT_NE(c.body.find('\n', handed_out), std::string::npos);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace membrane::proxy

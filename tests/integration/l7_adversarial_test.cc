@@ -8,6 +8,9 @@
 // substring, chunk data ending in LF). docs/l7.md, "Parsing and normalisation".
 #include <fmt/format.h>
 
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -56,10 +59,10 @@ spec:
             mismatch: REPLACE
 )";
 
-// Sends argv[2] (hex) on one connection, half-closes, reads to EOF/reset and
+// Sends argv[2] (hex) to argv[1]:argv[3] (port, default 8080) on one connection, half-closes, reads to EOF/reset and
 // prints the status codes of the responses in order: "[200 403]".
 const char* kClient = R"(import re, socket, sys
-s = socket.create_connection((sys.argv[1], 8080), timeout=5)
+s = socket.create_connection((sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 8080), timeout=5)
 s.sendall(bytes.fromhex(sys.argv[2]))
 try:
     s.shutdown(socket.SHUT_WR)
@@ -140,6 +143,8 @@ std::vector<Vector> vectors() {
   cut("chunk size overflow", landing(kTe, "10000000000000003\r\nabc\r\n0\r\n\r\n" + kSmuggled));
   cut("chunk extension control byte", landing(kTe, "3;a=\"\x01\"\r\nabc\r\n0\r\n\r\n" + kSmuggled));
   cut("trailer bare LF", landing(kTe, "0\r\nX: y\n\r\n" + kSmuggled));
+  cut("last chunk then bare LF", landing(kTe, "3\r\nabc\r\n0\r\n\n" + kSmuggled));
+  cut("trailer obs-fold", landing(kTe, "0\r\nX: y\r\n z\r\n\r\n" + kSmuggled));
   v.push_back({"denied request, broken chunk", "POST /admin HTTP/1.1\r\n" + H + kTe + "\r\n3\r\nabc\nX0\r\n\r\n",
                "[403]", 1, 0, 1, 1, ""});
   v.push_back({"request inside a chunk", landing(kTe, fmt::format("{:x}\r\n{}\r\n0\r\n\r\n", kSmuggled.size(), kSmuggled)),
@@ -310,6 +315,112 @@ TEST_F(L7Adversarial, NoDeniedRequestReachesTheServerByAnyVector) {
   for (const Vector& vec : all) forwarded += vec.forwarded;
   EXPECT_GE(requests, forwarded - cuts);
   EXPECT_LE(requests, forwarded);
+}
+
+// The same vectors against nginx as a reverse proxy with the equivalent
+// location rules, for docs/l7.md ("Against nginx"). A measurement, not a
+// gate: it runs only when MEMBRANE_L7_NGINX names the Markdown file to write
+// (`make l7-vs-nginx` installs nginx-light and sets it), on loopback, and
+// asserts only that nginx answered every vector.
+std::string sourceDir() {
+  const char* s = std::getenv("MEMBRANE_SOURCE_DIR");
+  return s && *s ? s : ".";
+}
+
+TEST(L7AdversarialVersusNginx, SameVectorsThroughNginx) {
+  const char* out_path = std::getenv("MEMBRANE_L7_NGINX");
+  if (!out_path || !*out_path) GTEST_SKIP() << "set MEMBRANE_L7_NGINX=FILE to compare with nginx (make l7-vs-nginx)";
+  std::string nginx = "/usr/sbin/nginx";
+  ASSERT_EQ(access(nginx.c_str(), X_OK), 0) << "nginx not installed (make l7-vs-nginx installs nginx-light)";
+  char tmpl[] = "/tmp/membrane-l7-nginx-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { run({"rm", "-rf", dir}); }
+  } cleanup{dir};
+  const int backend_port = freePort(), nginx_port = freePort();
+  // Cilium's rules (kBackendPolicy) as nginx locations: regex/exact
+  // locations, limit_except for the method (GET allows HEAD there too), an
+  // `if` for the header rule, proxy_set_header for the REPLACE header match,
+  // and 403 for everything else.
+  const std::string up = fmt::format("proxy_pass http://127.0.0.1:{};", backend_port);
+  const std::string conf = fmt::format(R"(daemon off;
+master_process off;
+worker_processes 1;
+pid {0}/nginx.pid;
+error_log {0}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log {0}/access.log;
+  # The client half-closes after its bytes (as against membrane); without
+  # this nginx takes that FIN for an abort and drops the upstream request.
+  proxy_ignore_client_abort on;
+  client_body_temp_path {0}/cb; proxy_temp_path {0}/px; fastcgi_temp_path {0}/fc;
+  uwsgi_temp_path {0}/uw; scgi_temp_path {0}/sc;
+  server {{
+    listen 127.0.0.1:{1};
+    location ~ ^/public/.*$ {{ limit_except GET {{ deny all; }} {2} }}
+    location = /v1/request-landing {{ limit_except POST {{ deny all; }} {2} }}
+    location = /headers {{ limit_except GET {{ deny all; }} if ($http_x_empire != "yes") {{ return 403; }} {2} }}
+    location = /edited {{ limit_except GET {{ deny all; }} proxy_set_header X-Token t0k; {2} }}
+    location / {{ return 403; }}
+  }}
+}}
+)",
+                                       dir, nginx_port, up);
+  {
+    std::ofstream f(dir + "/nginx.conf");
+    f << conf;
+  }
+  Child backend = Child::spawn({"python3", "-u", sourceDir() + "/tests/integration/l7_backend.py",
+                                std::to_string(backend_port)},
+                               dir + "/backend.log");
+  ASSERT_TRUE(waitFor([&] { return readFileOrEmpty(dir + "/backend.log").find("listening") != std::string::npos; },
+                      std::chrono::seconds(15)));
+  Child ng = Child::spawn({nginx, "-p", dir, "-c", dir + "/nginx.conf"}, dir + "/nginx.log");
+  ASSERT_TRUE(waitFor([&] { return httpGet(nginx_port, "/public/probe") != ""; }, std::chrono::seconds(15)))
+      << readFileOrEmpty(dir + "/error.log");
+  std::string version = run({nginx, "-v"}).err;
+  while (!version.empty() && version.back() == '\n') version.pop_back();
+
+  std::string table =
+      "| vector | membrane | nginx | request lines the server read through nginx |\n|---|---|---|---|\n";
+  int differ = 0, reached = 0;
+  std::vector<std::string> reached_names;
+  for (const Vector& vec : vectors()) {
+    const size_t log_before = readFileOrEmpty(dir + "/backend.log").size();
+    auto r = run({"python3", "-c", kClient, "127.0.0.1", hex(vec.bytes), std::to_string(nginx_port)});
+    ASSERT_EQ(r.exit_code, 0) << vec.name << ": " << r.err;
+    std::string statuses = r.out.substr(0, r.out.find('\n'));
+    // The client read to EOF: nginx is done with this connection, and the
+    // backend logs each request line before it answers it.
+    std::string log = readFileOrEmpty(dir + "/backend.log").substr(log_before);
+    std::istringstream lines(log);
+    std::string line, got;
+    bool denied_line = false;
+    while (std::getline(lines, line)) {
+      if (line.rfind("REQ ", 0) != 0) continue;
+      if (!got.empty()) got += "; ";
+      got += "`" + line.substr(4) + "`";
+      denied_line = denied_line || line.find("admin") != std::string::npos || line.find("secret") != std::string::npos;
+    }
+    if (statuses != vec.statuses) ++differ;
+    if (denied_line) {
+      ++reached;
+      reached_names.push_back(vec.name);
+    }
+    table += fmt::format("| {} | {} | {} | {}{} |\n", vec.name, vec.statuses, statuses, got.empty() ? "-" : got,
+                         denied_line ? " **(denied path reached the server)**" : "");
+  }
+  std::string summary = fmt::format(
+      "{} ({}), loopback, {} vectors: the statuses differ from membrane's in {}; a request line naming /admin or "
+      "/secret reached the server through nginx in {}",
+      version, "reverse proxy with the location rules in tests/integration/l7_adversarial_test.cc", vectors().size(),
+      differ, reached);
+  for (size_t i = 0; i < reached_names.size(); ++i) summary += (i ? ", " : ": ") + reached_names[i];
+  std::ofstream(out_path) << summary << ".\n\n" << table;
+  std::cout << summary << "\n";
 }
 
 }  // namespace
