@@ -39,8 +39,9 @@
  *     connection to the proxy's IP_TRANSPARENT socket; the original
  *     destination is the socket's local address.
  *  3. The proxy applies the L7 rules and connects to B:80 with SO_MARK =
- *     MB_MARK_MAGIC_PROXY_INGRESS | identity(A) << 16 (or _PROXY_EGRESS for
- *     egress L7). B's to_endpoint takes the source identity from that mark;
+ *     mb_mark_encode(MB_MARK_MAGIC_PROXY_INGRESS, identity(A)) (or
+ *     _PROXY_EGRESS for egress L7; all 25 identity bits, CIDR identities
+ *     included). B's to_endpoint takes the source identity from that mark;
  *     for PROXY_INGRESS an entry with a proxy port is not redirected again.
  *     The CT entry of this upstream flow gets MB_CT_F_PROXY_REDIRECT too.
  *  4. B's replies on a PROXY_REDIRECT flow (CT REPLY) are marked
@@ -272,7 +273,7 @@ int to_endpoint(struct __sk_buff *skb)
 	magic = mark & MB_MARK_MAGIC_MASK;
 	if (magic == MB_MARK_MAGIC_IDENTITY || magic == MB_MARK_MAGIC_PROXY_INGRESS ||
 	    magic == MB_MARK_MAGIC_PROXY_EGRESS)
-		f.src_identity = mark >> 16;
+		f.src_identity = mb_mark_identity(mark);
 	else if (ct && f.ct_state == MB_CT_REPLY)
 		f.src_identity = ct->dst_identity; /* reply from the flow's peer: no LPM walk */
 	else

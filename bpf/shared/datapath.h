@@ -116,6 +116,24 @@ enum mb_drop_reason {
 #define MB_MARK_MAGIC_HOST 0x0C00
 #define MB_MARK_MAGIC_IDENTITY 0x0F00        /* | identity         */
 
+/* An identity in a mark (MB_MARK_MAGIC_IDENTITY, _PROXY_INGRESS,
+ * _PROXY_EGRESS): identity bits 0-15 in mark bits 16-31 and bits 16-23 in
+ * mark bits 0-7 (Cilium's layout), bit 24 in mark bit 12 (membrane: local
+ * scope, the CIDR identities 1 << 24 | n). 25 bits in all: every identity the
+ * agent hands out fits (cluster scope < 1 << 24, local scope < 1 << 25); a
+ * larger one must be refused before it is encoded, never truncated (a
+ * truncated CIDR identity 0x01000001 would read as 1, the host). The only
+ * encoder and decoder: BPF, the agent and membrane-proxy all use these. */
+#define MB_MARK_IDENTITY_MAX 0x1FFFFFFU
+static inline __u32 mb_mark_encode(__u32 magic, __u32 identity)
+{
+	return magic | ((identity & 0xFFFFU) << 16) | ((identity >> 16) & 0xFFU) | (((identity >> 24) & 1U) << 12);
+}
+static inline __u32 mb_mark_identity(__u32 mark)
+{
+	return (mark >> 16) | ((mark & 0xFFU) << 16) | (((mark >> 12) & 1U) << 24);
+}
+
 /* ---------------------------------------------------------------------------
  * Endpoints. One value type, two maps: by host-side veth ifindex (the program
  * attached to that veth finds "its" endpoint) and by IPv4 (is a destination

@@ -11,12 +11,13 @@
 #include <optional>
 #include <vector>
 
+#include "bpf/shared/datapath.h"
 #include "membrane/labels.h"
 #include "membrane/result.h"
 
 namespace membrane::identity {
 
-inline constexpr uint32_t kMinAllocated = 256;    // MB_ID_MIN_ALLOCATED
+inline constexpr uint32_t kMinAllocated = MB_ID_MIN_ALLOCATED;
 inline constexpr uint32_t kMaxAllocated = 65535;  // cluster-scope identities (cluster id 0)
 // Cilium's local scope (CIDR/FQDN identities, never leave the node) starts here.
 inline constexpr uint32_t kLocalScopeFlag = 1u << 24;

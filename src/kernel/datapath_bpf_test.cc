@@ -552,6 +552,31 @@ TEST_F(DatapathBpfTest, ToEndpointTakesIdentityFromMark) {
   EXPECT_EQ(metric(0, MB_DIR_INGRESS).first, 1u);
 }
 
+// The proxy's upstream mark carries identities wider than 16 bits: CIDR
+// identities (1 << 24 | n) and identities >= 65536. Before mb_mark_identity
+// the datapath read only mark >> 16, so 0x01000005 became 5 and 70000 became
+// 4464: other identities, and the L7-allowed connection was dropped.
+TEST_F(DatapathBpfTest, ToEndpointReadsWideIdentitiesFromTheProxyMark) {
+  setSrcFlags(MB_EP_F_INGRESS_ENFORCED);
+  constexpr uint32_t kCidrId = 0x01000005, kWideId = 70000;
+  setPolicy(kSrcEp, {{ingress(kCidrId, 8080, IPPROTO_TCP), allow()}, {ingress(kWideId, 8080, IPPROTO_TCP), allow()}});
+  uint16_t sport = 51000;
+  for (uint32_t id : {kCidrId, kWideId}) {
+    for (uint32_t magic : {MB_MARK_MAGIC_PROXY_INGRESS, MB_MARK_MAGIC_IDENTITY}) {
+      SCOPED_TRACE("identity " + std::to_string(id) + " magic " + std::to_string(magic));
+      auto pkt = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(sport++, 8080, kTcpSyn).build();
+      EXPECT_EQ(toEp(pkt, mb_mark_encode(magic, id)), TC_ACT_OK);
+      auto ev = drainEvents();
+      ASSERT_EQ(ev.size(), 1u);
+      EXPECT_EQ(ev[0].src_identity, id);
+    }
+  }
+  // The 16-bit readings of those marks are not allowed.
+  auto pkt = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(sport++, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(pkt, mb_mark_encode(MB_MARK_MAGIC_PROXY_INGRESS, kCidrId & 0xFFFF)), TC_ACT_SHOT);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS).first, 1u);
+}
+
 TEST_F(DatapathBpfTest, ParserDrops) {
   auto v6 = PacketBuilder().ethertype(0x86DD).payload(40).build();
   EXPECT_EQ(fromEp(v6), TC_ACT_SHOT);

@@ -36,6 +36,23 @@ void expectMap(const bpf_map* map, const char* name, bpf_map_type type, uint32_t
   EXPECT_EQ(bpf_map__pin_path(map) == nullptr, false) << "must be LIBBPF_PIN_BY_NAME";
 }
 
+// The one encoder/decoder of identities in marks (bpf/shared/datapath.h):
+// every identity the agent can hand out survives the round trip, and the
+// magic nibble stays intact.
+TEST(MarkLayout, IdentityRoundTrip) {
+  for (uint32_t id : {0u, 1u, 2u, 255u, 256u, 4242u, 65535u, 65536u, 70000u, 0xFFFFFFu, 0x1000000u, 0x1000001u,
+                      0x1ABCDEFu, MB_MARK_IDENTITY_MAX}) {
+    for (uint32_t magic : {MB_MARK_MAGIC_IDENTITY, MB_MARK_MAGIC_PROXY_INGRESS, MB_MARK_MAGIC_PROXY_EGRESS}) {
+      const uint32_t mark = mb_mark_encode(magic, id);
+      EXPECT_EQ(mark & MB_MARK_MAGIC_MASK, magic) << id;
+      EXPECT_EQ(mb_mark_identity(mark), id) << id;
+    }
+  }
+  // Cilium's layout for 24-bit identities: low 16 bits on top, bits 16-23 at the bottom.
+  EXPECT_EQ(mb_mark_encode(MB_MARK_MAGIC_PROXY_INGRESS, 0x123456), 0x34560A12u);
+  EXPECT_EQ(mb_mark_encode(MB_MARK_MAGIC_PROXY_INGRESS, 0x1000001), 0x00011A00u);
+}
+
 TEST_F(DatapathLayoutTest, MapsMatchSharedHeader) {
   auto& m = skel_->maps;
   expectMap(m.mb_lxc_v1, MB_MAP_ENDPOINTS, BPF_MAP_TYPE_HASH, sizeof(uint32_t),

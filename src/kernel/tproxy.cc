@@ -13,6 +13,9 @@
 extern char** environ;
 
 namespace membrane::kernel {
+
+std::string toProxyMarkMask() { return fmt::format("{:#x}/{:#x}", MB_MARK_MAGIC_TO_PROXY, MB_MARK_MAGIC_MASK); }
+
 namespace {
 
 std::string joined(const std::vector<std::string>& argv) {
@@ -31,7 +34,7 @@ Status must(const std::vector<std::string>& argv) {
 }
 
 std::vector<std::string> ipRule(const TproxyConfig& c, const char* verb) {
-  return {"ip", "-4", "rule", verb, "priority", std::to_string(c.rule_priority), "fwmark", "0x200/0xf00",
+  return {"ip", "-4", "rule", verb, "priority", std::to_string(c.rule_priority), "fwmark", toProxyMarkMask(),
           "lookup", std::to_string(c.table)};
 }
 
@@ -125,7 +128,7 @@ Status installTproxy(const TproxyConfig& c) {
   MB_TRY_CTX(must(ipt({"-F", c.chain})), "iptables chain");
   for (uint16_t p : c.ports)
     MB_TRY_CTX(must(ipt({"-A", c.chain, "-p", "tcp", "-m", "mark", "--mark", fmt::format("{:#x}", toProxyMark(p)), "-j",
-                         "TPROXY", "--on-ip", "0.0.0.0", "--on-port", std::to_string(p), "--tproxy-mark", "0x200"})),
+                         "TPROXY", "--on-ip", "0.0.0.0", "--on-port", std::to_string(p), "--tproxy-mark", fmt::format("{:#x}", MB_MARK_MAGIC_TO_PROXY)})),
                fmt::format("TPROXY rule for proxy port {} (needs the xt_TPROXY kernel module)", p));
   // Replies to a transparent upstream connection from a peer outside the
   // pods (toCIDR/world: no datapath program on its way in to mark them) are
@@ -134,7 +137,7 @@ Status installTproxy(const TproxyConfig& c) {
   // TO_PROXY replies (0x200/0xf00) so the ip rule delivers them locally. After
   // the TPROXY rules (TPROXY is terminal); a wildcard listener never matches.
   MB_TRY_CTX(must(ipt({"-A", c.chain, "-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-xmark",
-                       "0x200/0xf00"})),
+                       toProxyMarkMask()})),
              "transparent-socket rule for L7 replies (needs the xt_socket kernel module)");
   if (runCommand(ipt({"-C", "PREROUTING", "-j", c.chain})).exit_code != 0)
     MB_TRY_CTX(must(ipt({"-I", "PREROUTING", "1", "-j", c.chain})), "iptables PREROUTING jump");

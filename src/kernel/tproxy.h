@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bpf/shared/datapath.h"
 #include "membrane/result.h"
 
 namespace membrane::kernel {
@@ -48,7 +49,9 @@ Status installTproxy(const TproxyConfig& cfg);
 Status removeTproxy(const TproxyConfig& cfg);
 
 // The mark the datapath puts on packets for proxy port `port`.
-constexpr uint32_t toProxyMark(uint16_t port) { return 0x200u | (uint32_t{port} << 16); }
+constexpr uint32_t toProxyMark(uint16_t port) { return MB_MARK_MAGIC_TO_PROXY | (uint32_t{port} << 16); }
+// "0x200/0xf00": the fwmark/mask of the ip rule and the iptables MARK rule.
+std::string toProxyMarkMask();
 
 struct CommandResult {
   int exit_code = -1;

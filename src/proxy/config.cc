@@ -278,8 +278,9 @@ Result<std::shared_ptr<const ProxyConfig>> ProxyConfig::parse(std::string_view t
       if (!it->is_object()) return Error::invalid("identities: expected an object {\"ip\": identity}");
       for (const auto& [k, v] : it->items()) {
         MB_ASSIGN(in_addr_t ip, parseIp(json(k), "identities"));
-        if (!v.is_number_unsigned() || v.get<uint64_t>() > UINT32_MAX)
-          return Error::invalid(fmt::format("identities.{}: expected a 32-bit identity number", k));
+        if (!v.is_number_unsigned() || v.get<uint64_t>() > MB_MARK_IDENTITY_MAX)
+          return Error::invalid(fmt::format("identities.{}: expected an identity number 0..{:#x} (what a packet mark carries)",
+                                            k, MB_MARK_IDENTITY_MAX));
         cfg->identities_[ip] = v.get<uint32_t>();
       }
     }
@@ -291,8 +292,9 @@ Result<std::shared_ptr<const ProxyConfig>> ProxyConfig::parse(std::string_view t
         if (!p.is_object() || !p.contains("cidr") || !p.contains("identity"))
           return Error::invalid(pw + ": expected an object {\"cidr\": \"a.b.c.d/n\", \"identity\": N}");
         MB_ASSIGN(auto net, parsePrefix(p["cidr"], pw + ".cidr"));
-        if (!p["identity"].is_number_unsigned() || p["identity"].get<uint64_t>() > UINT32_MAX)
-          return Error::invalid(pw + ".identity: expected a 32-bit identity number");
+        if (!p["identity"].is_number_unsigned() || p["identity"].get<uint64_t>() > MB_MARK_IDENTITY_MAX)
+          return Error::invalid(fmt::format("{}.identity: expected an identity number 0..{:#x} (what a packet mark carries)",
+                                            pw, MB_MARK_IDENTITY_MAX));
         for (const auto& o : cfg->prefixes_)
           if (o.network == net.first && o.len == net.second)
             return Error::invalid(fmt::format("{}.cidr: '{}' listed twice", pw, p["cidr"].get<std::string>()));

@@ -39,6 +39,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bpf/shared/datapath.h"
 #include "membrane/result.h"
 
 namespace re2 {
@@ -51,7 +52,7 @@ enum class Direction : uint8_t { Ingress, Egress };
 std::string_view directionName(Direction d);  // "ingress" / "egress"
 
 // Identity of an address not in the identities map (Cilium's reserved "world").
-inline constexpr uint32_t kWorldIdentity = 2;
+inline constexpr uint32_t kWorldIdentity = MB_ID_WORLD;
 
 struct HeaderField {
   std::string name, value;

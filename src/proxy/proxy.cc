@@ -24,8 +24,7 @@ namespace membrane::proxy {
 using Clock = std::chrono::steady_clock;
 
 uint32_t upstreamMark(Direction d, uint32_t identity) {
-  uint32_t magic = d == Direction::Ingress ? kMarkProxyIngress : kMarkProxyEgress;
-  return magic | ((identity & 0xFFFFu) << 16) | ((identity >> 16) & 0xFFu);
+  return mb_mark_encode(d == Direction::Ingress ? kMarkProxyIngress : kMarkProxyEgress, identity);
 }
 
 RequestDecision decideRequest(const ProxyConfig& cfg, Direction dir, const sockaddr_in& client,

@@ -27,6 +27,7 @@
 
 #include "membrane/result.h"
 #include "src/proxy/access_log.h"
+#include "bpf/shared/datapath.h"
 #include "src/proxy/config.h"
 #include "src/proxy/message_parser.h"
 #include "src/proxy/stats.h"
@@ -35,9 +36,10 @@ namespace membrane::proxy {
 
 // Marks of proxy-originated packets (Cilium's MARK_MAGIC_PROXY_*): the
 // datapath skips the redirect for them and takes the source identity from
-// the mark: magic | (identity & 0xFFFF) << 16 | (identity >> 16) & 0xFF.
-inline constexpr uint32_t kMarkProxyIngress = 0x0A00;
-inline constexpr uint32_t kMarkProxyEgress = 0x0B00;
+// the mark (mb_mark_encode/mb_mark_identity in bpf/shared/datapath.h).
+inline constexpr uint32_t kMarkProxyIngress = MB_MARK_MAGIC_PROXY_INGRESS;
+inline constexpr uint32_t kMarkProxyEgress = MB_MARK_MAGIC_PROXY_EGRESS;
+// 'identity' must be <= MB_MARK_IDENTITY_MAX (ProxyConfig refuses larger ones).
 uint32_t upstreamMark(Direction d, uint32_t identity);
 
 // The policy decision for one request on a connection from 'client' to the

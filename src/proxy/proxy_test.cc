@@ -883,6 +883,9 @@ TEST_F(ProxyTest, EgressAlsoAppliesTheDestinationsIngressRules) {
   EXPECT_EQ(proxy_->stats().denied.load(), denied + 2);
   EXPECT_EQ(proxy_->stats().forwarded.load(), forwarded + 1);
   EXPECT_EQ(upstreamMark(Direction::Ingress, 300), 0x012C0A00u);
+  // CIDR identities keep their scope bit (mark bit 12): the datapath reads them back whole.
+  EXPECT_EQ(mb_mark_identity(upstreamMark(Direction::Ingress, 0x01000001)), 0x01000001u);
+  EXPECT_EQ(upstreamMark(Direction::Egress, 70000) & MB_MARK_MAGIC_MASK, uint32_t{MB_MARK_MAGIC_PROXY_EGRESS});
 }
 
 }  // namespace

@@ -408,38 +408,59 @@ TEST_F(L7, EgressRulesOnTheClient) {
   EXPECT_NE(log.find(fmt::format("deathstar: {} \"GET /v1 HTTP/1.1\" 200", tiefighter_.ip)), std::string::npos) << log;
 }
 
-// An egress HTTP rule whose peer is a CIDR outside the cluster: the server
-// lives in a netns this test creates (a "world" peer behind a veth from the
-// host, outside the pod CIDR). The proxy resolves the destination to the
-// prefix's CIDR identity (config "prefixes"), so the rule applies: GET
-// /allowed reaches the real server, GET /other is denied by the proxy.
-TEST_F(L7, EgressToCidrAndWorldPeersOutsideTheCluster) {
-  const int pid = getpid();
-  const std::string wns = fmt::format("mbw-{}", pid), hdev = fmt::format("mbw{}h", pid % 100000),
-                    wdev = fmt::format("mbw{}w", pid % 100000);
-  // 198.18.0.0/15 (benchmarking range): never routed anywhere real; /30 per pid.
-  const int a = (pid / 64) % 256, b = (pid % 64) * 4;
-  const std::string host_ip = fmt::format("198.18.{}.{}", a, b + 1), world_ip = fmt::format("198.18.{}.{}", a, b + 2);
-  struct Cleanup {
-    std::string ns, dev;
-    ~Cleanup() {
-      run({"ip", "link", "del", dev});
-      run({"ip", "netns", "del", ns});
-    }
-  } cleanup{wns, hdev};
-  for (const auto& argv : std::vector<std::vector<std::string>>{
-           {"ip", "netns", "add", wns},
-           {"ip", "link", "add", hdev, "type", "veth", "peer", "name", wdev},
-           {"ip", "link", "set", wdev, "netns", wns},
-           {"ip", "addr", "add", host_ip + "/30", "dev", hdev},
-           {"ip", "link", "set", hdev, "up"},
-           {"ip", "-n", wns, "addr", "add", world_ip + "/30", "dev", wdev},
-           {"ip", "-n", wns, "link", "set", wdev, "up"},
-           {"ip", "-n", wns, "link", "set", "lo", "up"},
-           {"ip", "-n", wns, "route", "add", "default", "via", host_ip}}) {
-    auto r = run(argv);
-    ASSERT_EQ(r.exit_code, 0) << fmt::format("{}", fmt::join(argv, " ")) << ": " << r.out << r.err;
+// A peer outside the cluster: a netns this test creates, behind a veth from
+// the host, at a /30 of 198.18.0.0/15 (benchmarking range, never routed
+// anywhere real) derived from the pid, with a default route via the host
+// and forwarding on the host side of its link.
+// Removed (netns and link) when it goes out of scope, also on failure.
+struct WorldPeer {
+  std::string ns, hdev, wdev, host_ip, ip;
+  WorldPeer() {
+    const int pid = getpid();
+    ns = fmt::format("mbw-{}", pid);
+    hdev = fmt::format("mbw{}h", pid % 100000);
+    wdev = fmt::format("mbw{}w", pid % 100000);
+    const int a = (pid / 64) % 256, b = (pid % 64) * 4;
+    host_ip = fmt::format("198.18.{}.{}", a, b + 1);
+    ip = fmt::format("198.18.{}.{}", a, b + 2);
   }
+  ~WorldPeer() {
+    run({"ip", "link", "del", hdev});
+    run({"ip", "netns", "del", ns});
+  }
+  void create() {
+    for (const auto& argv : std::vector<std::vector<std::string>>{
+             {"ip", "netns", "add", ns},
+             {"ip", "link", "add", hdev, "type", "veth", "peer", "name", wdev},
+             {"ip", "link", "set", wdev, "netns", ns},
+             {"ip", "addr", "add", host_ip + "/30", "dev", hdev},
+             {"ip", "link", "set", hdev, "up"},
+             {"ip", "-n", ns, "addr", "add", ip + "/30", "dev", wdev},
+             {"ip", "-n", ns, "link", "set", wdev, "up"},
+             {"ip", "-n", ns, "link", "set", "lo", "up"},
+             {"ip", "-n", ns, "route", "add", "default", "via", host_ip},
+             // Packets from this peer to pods are forwarded by the host: on
+             // for this link only (IPv4 checks the ingress device), gone with it.
+             {"sysctl", "-qw", "net.ipv4.conf." + hdev + ".forwarding=1"}}) {
+      auto r = run(argv);
+      ASSERT_EQ(r.exit_code, 0) << fmt::format("{}", fmt::join(argv, " ")) << ": " << r.out << r.err;
+    }
+  }
+  std::vector<std::string> exec(std::vector<std::string> argv) const {
+    argv.insert(argv.begin(), {"ip", "netns", "exec", ns});
+    return argv;
+  }
+};
+
+// An egress HTTP rule whose peer is a CIDR outside the cluster: the server
+// lives in a WorldPeer. The proxy resolves the destination to the prefix's
+// CIDR identity (config "prefixes"), so the rule applies: GET /allowed
+// reaches the real server, GET /other is denied by the proxy.
+TEST_F(L7, EgressToCidrAndWorldPeersOutsideTheCluster) {
+  WorldPeer world;
+  world.create();
+  if (HasFatalFailure()) return;
+  const std::string world_ip = world.ip, wns = world.ns;
   const std::string server =
       "import http.server\n"
       "class H(http.server.BaseHTTPRequestHandler):\n"
@@ -448,10 +469,8 @@ TEST_F(L7, EgressToCidrAndWorldPeersOutsideTheCluster) {
       "        self.send_response(200); self.send_header('Content-Length', str(len(b))); self.end_headers()\n"
       "        self.wfile.write(b)\n"
       "http.server.HTTPServer(('0.0.0.0', 80), H).serve_forever()\n";
-  children_.push_back(
-      Child::spawn({"ip", "netns", "exec", wns, "python3", "-u", "-c", server}, dir_ + "/world.log"));
-  ASSERT_TRUE(waitFor([&] { return run({"ip", "netns", "exec", wns, "curl", "-s", "--max-time", "1",
-                                        "http://127.0.0.1/x"}).exit_code == 0; },
+  children_.push_back(Child::spawn(world.exec({"python3", "-u", "-c", server}), dir_ + "/world.log"));
+  ASSERT_TRUE(waitFor([&] { return run(world.exec({"curl", "-s", "--max-time", "1", "http://127.0.0.1/x"})).exit_code == 0; },
                       std::chrono::seconds(10)))
       << readFileOrEmpty(dir_ + "/world.log");
   // xwing may GET `path` on port 80 of the peers `peer` (a YAML list item) selects.
@@ -499,6 +518,53 @@ spec:
   EXPECT_EQ(get("/allowed").out, "Access denied\r\n|403");  // the old rule is gone with its policy
   EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 2);
   EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 2);
+}
+
+// Ingress HTTP rules for a client outside the cluster (fromCIDR): the proxy
+// judges the request for the client's CIDR identity (1 << 24 | n) and marks
+// its upstream with it; the datapath must read that identity whole. It read
+// 16 bits, so 0x01000001 became 1 (the host), which this policy does not
+// allow: the allowed request was dropped on its way to the pod.
+TEST_F(L7, IngressFromCidrPeerOutsideTheCluster) {
+  WorldPeer world;
+  world.create();
+  if (HasFatalFailure()) return;
+  auto imp = importPolicy(fmt::format(R"(apiVersion: "cilium.io/v2"
+kind: CiliumNetworkPolicy
+metadata:
+  name: "from-world"
+  namespace: "{}"
+spec:
+  endpointSelector:
+    matchLabels:
+      class: deathstar
+  ingress:
+  - fromCIDR: ["{}/32"]
+    toPorts:
+    - ports:
+      - port: "80"
+        protocol: TCP
+      rules:
+        http:
+        - method: "POST"
+          path: "/v1/request-landing"
+)",
+                                      ns_, world.ip));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  const double denied = metric("cilium_policy_l7_denied_total"), forwarded = metric("cilium_policy_l7_forwarded_total");
+  auto curlFromWorld = [&](const std::string& method, const std::string& path) {
+    return run(world.exec({"curl", "-s", "--max-time", "5", "-X", method, "-w", "|%{http_code}",
+                           fmt::format("http://{}:80{}", deathstar_.ip, path)}));
+  };
+  EXPECT_EQ(curlFromWorld("POST", "/v1/request-landing").out, "Ship landed\n|200");
+  EXPECT_EQ(curlFromWorld("PUT", "/v1/exhaust-port").out, "Access denied\r\n|403");
+  EXPECT_EQ(metric("cilium_policy_l7_forwarded_total"), forwarded + 1);
+  EXPECT_EQ(metric("cilium_policy_l7_denied_total"), denied + 1);
+  // The server saw the world client's own address (transparent upstream).
+  std::string log = readFileOrEmpty(dir_ + "/deathstar.log");
+  EXPECT_NE(log.find(fmt::format("deathstar: {} \"POST /v1/request-landing HTTP/1.1\" 200", world.ip)),
+            std::string::npos)
+      << log;
 }
 
 TEST_F(L7, HostToPodThroughTheIngressProxy) {

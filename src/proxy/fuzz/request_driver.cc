@@ -143,9 +143,9 @@ json scalar(std::string_view t) {
 // On the value as the config will read it: the JSON text is dumped and
 // parsed again, and a non-negative signed integer ("-0" parses as one) comes
 // back unsigned.
-bool isIdentity(const json& v) {
-  if (v.is_number_unsigned()) return v.get<uint64_t>() <= UINT32_MAX;
-  return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= int64_t{UINT32_MAX};
+bool isIdentity(const json& v, uint64_t max = UINT32_MAX) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= max;
+  return v.is_number_integer() && v.get<int64_t>() >= 0 && static_cast<uint64_t>(v.get<int64_t>()) <= max;
 }
 
 bool isPort(const json& v, bool zero_ok) {
@@ -170,7 +170,8 @@ bool isPort(const json& v, bool zero_ok) {
 // A rule or port command without an endpoint/port opens a default one
 // (10.200.0.2, ingress 80). <json> is a JSON value, or a string if it is not one.
 // Sets *must_reject when a port or identity is out of the documented range
-// (ports 1..65535, listeners 0..65535, identities 32-bit unsigned).
+// (ports 1..65535, listeners 0..65535, allowed identities 32-bit unsigned,
+// identities/prefixes entries 0..MB_MARK_IDENTITY_MAX).
 std::string buildConfigJson(std::string_view text, bool* must_reject) {
   json doc = json::object();
   json eps = json::array();
@@ -262,14 +263,14 @@ std::string buildConfigJson(std::string_view text, bool* must_reject) {
       case 'N':
         if (w.size() > 1 && !doc["identities"].contains(std::string(w[0]))) {  // the first one counts
           json id = scalar(rest.substr(w[0].size() + 1));
-          if (!isIdentity(id)) *must_reject = true;
+          if (!isIdentity(id, MB_MARK_IDENTITY_MAX)) *must_reject = true;  // peers' identities go into marks
           doc["identities"][std::string(w[0])] = std::move(id);
         }
         break;
       case 'X':
         if (w.size() > 1) {
           json id = scalar(rest.substr(w[0].size() + 1));
-          if (!isIdentity(id)) *must_reject = true;
+          if (!isIdentity(id, MB_MARK_IDENTITY_MAX)) *must_reject = true;
           doc["prefixes"].push_back({{"cidr", scalar(w[0])}, {"identity", std::move(id)}});
         }
         break;
