@@ -26,6 +26,16 @@ using policy::yaml_fields::typeName;
 bool isPolicyKind(std::string_view k) {
   return k == "CiliumNetworkPolicy" || k == "CiliumClusterwideNetworkPolicy" || k == "NetworkPolicy";
 }
+bool isPolicyNode(const YAML::Node& n) {
+  return n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar());
+}
+// `apply -n NS` (NS not "default") and a namespaced policy whose metadata
+// names no namespace: the policy goes to NS, as with kubectl.
+bool needsNamespace(const YAML::Node& policy, const std::string& default_ns) {
+  const YAML::Node md = policy["metadata"];
+  return default_ns != "default" && policy["kind"].Scalar() != "CiliumClusterwideNetworkPolicy" && md && md.IsMap() &&
+         !md["namespace"] && md.size() > 0;
+}
 
 using policy::yaml_fields::Fields;
 
@@ -423,20 +433,28 @@ class Parser {
     }
   }
 
-  // An object of a JSON array / List: policy objects are re-emitted into
-  // policy_text (positions then refer to the emitted text, which is a
-  // limitation of mixed JSON inputs only).
-  void listItems(const YAML::Node& items, const std::string& path) {
+  // A policy object that is not a document of its own (an item of a JSON
+  // array or List, or one of several objects in one document): re-emitted
+  // into policy_text, with `-n` added where the metadata names no namespace
+  // (positions then refer to the emitted text, a limitation of these forms
+  // only).
+  void policyItem(const YAML::Node& n, const std::string& default_ns) {
+    YAML::Node copy = YAML::Clone(n);
+    if (needsNamespace(copy, default_ns)) copy["metadata"]["namespace"] = default_ns;
+    YAML::Emitter e;
+    e << copy;
+    extra_policy_ += "---\n" + std::string(e.c_str()) + "\n";
+  }
+
+  // The objects of a JSON array / List.
+  void listItems(const YAML::Node& items, const std::string& path, const std::string& default_ns) {
     if (!items.IsSequence()) return error(items, path, fmt::format("expected a list, got {}", typeName(items)));
     for (size_t i = 0; i < items.size(); ++i) {
       const YAML::Node& it = items[i];
-      if (it.IsMap() && it["kind"] && it["kind"].IsScalar() && isPolicyKind(it["kind"].Scalar())) {
-        YAML::Emitter e;
-        e << it;
-        extra_policy_ += "---\n" + std::string(e.c_str()) + "\n";
-      } else {
+      if (isPolicyNode(it))
+        policyItem(it, default_ns);
+      else
         object(it, index(path, i));
-      }
     }
   }
 
@@ -462,81 +480,102 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
   std::map<size_t, std::string> insert_ns;  // line index -> namespace line to insert before it
   bool any_policy = false;
   try {
-    if (looksLikeJson(text)) {
-      std::string input(text);
-      std::replace(input.begin(), input.end(), '\t', ' ');
-      YAML::Node root = YAML::Load(input);
-      if (root.IsSequence()) {
-        p.listItems(root, "");
-      } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && root["kind"].Scalar() == "List") {
-        p.listItems(root["items"], "items");
-      } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && isPolicyKind(root["kind"].Scalar())) {
-        policy_text = std::string(text);
-        import_text = policy_text;
-        any_policy = true;
-      } else {
-        p.object(root, "");
-      }
-    } else {
-      // Split into documents at separator lines, keeping line numbers.
-      std::vector<std::string> lines;
-      {
-        std::string cur;
-        for (char c : text) {
-          if (c == '\n') {
-            lines.push_back(cur);
-            cur.clear();
-          } else {
-            cur += c;
-          }
+    // Split into documents at separator lines, keeping line numbers. JSON
+    // takes the same way: kubectl reads a YAML stream whose documents are JSON
+    // objects, and every one of them counts (a JSON string cannot hold a raw
+    // newline, so a separator line is never inside one).
+    std::vector<std::string> lines;
+    {
+      std::string cur;
+      for (char c : text) {
+        if (c == '\n') {
+          lines.push_back(cur);
+          cur.clear();
+        } else {
+          cur += c;
         }
-        if (!cur.empty()) lines.push_back(cur);
       }
-      size_t start = 0;
-      for (size_t i = 0; i <= lines.size(); ++i) {
-        if (i < lines.size() && !isSeparator(lines[i])) continue;
-        // Document = lines [start, i).
-        std::string doc(start, '\n');
-        for (size_t j = start; j < i; ++j) doc += lines[j] + "\n";
-        bool policy_doc = false;
-        try {
-          YAML::Node n = YAML::Load(doc);
-          if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar())) {
-            policy_doc = true;
-            // `apply -n NS`: a namespaced policy without metadata.namespace
-            // goes to NS, as with kubectl. The namespace line is inserted
-            // into the text that is imported (validation runs on the text as
-            // written, so diagnostics keep the file's positions).
-            const YAML::Node md = n["metadata"];
-            if (default_ns != "default" && n["kind"].Scalar() != "CiliumClusterwideNetworkPolicy" && md &&
-                md.IsMap() && !md["namespace"] && md.size() > 0) {
-              if (md.Style() == YAML::EmitterStyle::Block && md.Mark().line >= 0)
-                insert_ns[static_cast<size_t>(md.Mark().line)] = std::string(md.Mark().column, ' ') + "namespace: " + default_ns;
-              else
-                p.error(md, "metadata",
-                        fmt::format("add 'namespace: {}' to this policy's metadata (-n cannot be added to a flow-style "
-                                    "mapping)", default_ns));
+      if (!cur.empty()) lines.push_back(cur);
+    }
+    // line index -> (column, text) to insert there: `-n` for a flow-style metadata mapping.
+    std::map<size_t, std::pair<size_t, std::string>> insert_inline;
+    size_t start = 0;
+    for (size_t i = 0; i <= lines.size(); ++i) {
+      if (i < lines.size() && !isSeparator(lines[i])) continue;
+      // Document = lines [start, i).
+      std::string doc(start, '\n');
+      for (size_t j = start; j < i; ++j) doc += lines[j] + "\n";
+      // JSON allows tabs between tokens, YAML's scanner can reject them; JSON
+      // strings cannot contain raw tabs, so replacing them keeps every column.
+      const bool json_doc = looksLikeJson(doc);
+      if (json_doc) std::replace(doc.begin(), doc.end(), '\t', ' ');
+      bool policy_doc = false;
+      try {
+        // One document may still hold several nodes (`{...}{...}`, JSON
+        // objects without a separator): LoadAll sees them all, Load would
+        // silently keep the first. LoadAll needs the stuck-token check first.
+        std::vector<YAML::Node> nodes;
+        if (auto stuck = policy::yaml_fields::stuckDocument(doc)) {
+          const char c = stuck->pos >= 0 && static_cast<size_t>(stuck->pos) < doc.size() ? doc[stuck->pos] : '?';
+          p.diags.push_back(Diagnostic{filename, stuck->line + 1, stuck->column + 1, "",
+                                       fmt::format("unexpected '{}' after the end of the document's top-level value", c)});
+        } else {
+          nodes = YAML::LoadAll(doc);
+        }
+        nodes.erase(std::remove_if(nodes.begin(), nodes.end(), [](const YAML::Node& n) { return n.IsNull(); }),
+                    nodes.end());
+        if (nodes.size() == 1 && isPolicyNode(nodes[0])) {
+          const YAML::Node& n = nodes[0];
+          policy_doc = true;
+          // `apply -n NS`: a namespaced policy without metadata.namespace
+          // goes to NS, as with kubectl. The namespace is inserted into the
+          // text that is imported (validation runs on the text as written,
+          // so diagnostics keep the file's positions).
+          const YAML::Node md = n["metadata"];
+          if (needsNamespace(n, default_ns)) {
+            const int line = md.Mark().line, column = md.Mark().column;
+            const bool at_brace = line >= 0 && static_cast<size_t>(line) < lines.size() && column >= 0 &&
+                                  static_cast<size_t>(column) < lines[line].size() && lines[line][column] == '{';
+            if (md.Style() == YAML::EmitterStyle::Block && line >= 0)
+              insert_ns[static_cast<size_t>(line)] = std::string(column, ' ') + "namespace: " + default_ns;
+            else if (md.Style() == YAML::EmitterStyle::Flow && at_brace)
+              insert_inline[static_cast<size_t>(line)] = {static_cast<size_t>(column) + 1,
+                                                          fmt::format("\"namespace\": {}, ", nlohmann::json(default_ns).dump())};
+            else
+              p.error(md, "metadata",
+                      fmt::format("add 'namespace: {}' to this policy's metadata (-n cannot be added here)", default_ns));
+          }
+        } else {
+          for (const auto& n : nodes) {
+            if (isPolicyNode(n)) {
+              p.policyItem(n, default_ns);
+            } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
+              p.listItems(n["items"], "items", default_ns);
+            } else if (n.IsSequence() && json_doc) {
+              p.listItems(n, "", default_ns);
+            } else {
+              p.object(n, "");
             }
-          } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
-            p.listItems(n["items"], "items");
-          } else if (!n.IsNull()) {
-            p.object(n, "");
           }
-        } catch (const YAML::Exception& e) {
-          p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
         }
-        for (size_t j = start; j < i; ++j) {
-          policy_text += policy_doc ? lines[j] + "\n" : "\n";
-          if (policy_doc && insert_ns.count(j)) import_text += insert_ns[j] + "\n";
-          import_text += policy_doc ? lines[j] + "\n" : "\n";
-        }
-        if (i < lines.size()) {
-          policy_text += lines[i] + "\n";
-          import_text += lines[i] + "\n";
-        }
-        any_policy = any_policy || policy_doc;
-        start = i + 1;
+      } catch (const YAML::Exception& e) {
+        p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
       }
+      for (size_t j = start; j < i; ++j) {
+        std::string line = lines[j];
+        if (json_doc) std::replace(line.begin(), line.end(), '\t', ' ');
+        policy_text += policy_doc ? line + "\n" : "\n";
+        if (policy_doc && insert_ns.count(j)) import_text += insert_ns[j] + "\n";
+        if (auto it = insert_inline.find(j); policy_doc && it != insert_inline.end())
+          line.insert(it->second.first, it->second.second);
+        import_text += policy_doc ? line + "\n" : "\n";
+      }
+      if (i < lines.size()) {
+        policy_text += lines[i] + "\n";
+        import_text += lines[i] + "\n";
+      }
+      any_policy = any_policy || policy_doc;
+      start = i + 1;
     }
   } catch (const YAML::Exception& e) {
     p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
