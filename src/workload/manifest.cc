@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "src/endpoint/state_json.h"
 #include "src/policy/yaml_fields.h"
 
 namespace membrane::workload {
@@ -628,48 +629,17 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
 void to_json(nlohmann::json& j, const ContainerPort& v) {
   j = {{"name", v.name}, {"containerPort", v.port}, {"protocol", v.protocol}};
 }
-void from_json(const nlohmann::json& j, ContainerPort& v) {
-  v.name = j.value("name", "");
-  v.port = j.value("containerPort", uint16_t{0});
-  v.protocol = j.value("protocol", "TCP");
-}
 void to_json(nlohmann::json& j, const EnvVar& v) { j = {{"name", v.name}, {"value", v.value}}; }
-void from_json(const nlohmann::json& j, EnvVar& v) {
-  v.name = j.value("name", "");
-  v.value = j.value("value", "");
-}
 void to_json(nlohmann::json& j, const Container& v) {
   j = {{"name", v.name}, {"image", v.image}, {"command", v.command}, {"args", v.args}, {"env", v.env}, {"ports", v.ports}};
-}
-void from_json(const nlohmann::json& j, Container& v) {
-  v.name = j.value("name", "");
-  v.image = j.value("image", "");
-  v.command = j.value("command", std::vector<std::string>{});
-  v.args = j.value("args", std::vector<std::string>{});
-  v.env = j.value("env", std::vector<EnvVar>{});
-  v.ports = j.value("ports", std::vector<ContainerPort>{});
 }
 void to_json(nlohmann::json& j, const PodSpec& v) {
   j = {{"containers", v.containers}, {"restartPolicy", v.restart_policy}};
 }
-void from_json(const nlohmann::json& j, PodSpec& v) {
-  v.containers = j.value("containers", std::vector<Container>{});
-  v.restart_policy = j.value("restartPolicy", "Always");
-}
 void to_json(nlohmann::json& j, const Meta& v) {
   j = {{"name", v.name}, {"namespace", v.ns}, {"labels", v.labels}, {"source", v.source}};
 }
-void from_json(const nlohmann::json& j, Meta& v) {
-  v.name = j.value("name", "");
-  v.ns = j.value("namespace", "");
-  v.labels = j.value("labels", Labels{});
-  v.source = j.value("source", "");
-}
 void to_json(nlohmann::json& j, const PodObject& v) { j = {{"metadata", v.meta}, {"spec", v.spec}}; }
-void from_json(const nlohmann::json& j, PodObject& v) {
-  v.meta = j.at("metadata").get<Meta>();
-  v.spec = j.at("spec").get<PodSpec>();
-}
 void to_json(nlohmann::json& j, const DeploymentObject& v) {
   j = {{"metadata", v.meta},
        {"spec",
@@ -677,30 +647,125 @@ void to_json(nlohmann::json& j, const DeploymentObject& v) {
          {"selector", {{"matchLabels", v.selector}}},
          {"template", {{"metadata", {{"labels", v.template_labels}}}, {"spec", v.spec}}}}}};
 }
-void from_json(const nlohmann::json& j, DeploymentObject& v) {
-  v.meta = j.at("metadata").get<Meta>();
-  const auto& s = j.at("spec");
-  v.replicas = s.value("replicas", 1);
-  v.selector = s.at("selector").value("matchLabels", Labels{});
-  v.template_labels = s.at("template").at("metadata").value("labels", Labels{});
-  v.spec = s.at("template").at("spec").get<PodSpec>();
-}
 void to_json(nlohmann::json& j, const ServicePort& v) {
   j = {{"name", v.name}, {"port", v.port}, {"targetPort", v.target_port}, {"protocol", v.protocol}};
-}
-void from_json(const nlohmann::json& j, ServicePort& v) {
-  v.name = j.value("name", "");
-  v.port = j.value("port", uint16_t{0});
-  v.target_port = j.value("targetPort", "");
-  v.protocol = j.value("protocol", "TCP");
 }
 void to_json(nlohmann::json& j, const ServiceObject& v) {
   j = {{"metadata", v.meta}, {"spec", {{"type", "ClusterIP"}, {"selector", v.selector}, {"ports", v.ports}}}};
 }
-void from_json(const nlohmann::json& j, ServiceObject& v) {
-  v.meta = j.at("metadata").get<Meta>();
-  v.selector = j.at("spec").value("selector", Labels{});
-  v.ports = j.at("spec").value("ports", std::vector<ServicePort>{});
+
+namespace {
+
+namespace st = endpoint::state;
+using nlohmann::json;
+
+// The list field `key` of `obj` (absent: empty), each item read by `item(j, path)`.
+template <typename T, typename F>
+Result<std::vector<T>> listField(const json& obj, const std::string& path, std::string_view key, F item) {
+  MB_ASSIGN(const json arr, st::field<json>(obj, path, key, json::array()));
+  const std::string p = st::join(path, key);
+  if (!arr.is_array()) return st::typeError(p, "a list", arr);
+  std::vector<T> out;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    MB_ASSIGN(T v, item(arr[i], st::index(p, i)));
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<ContainerPort> containerPortFromJson(const json& j, const std::string& path) {
+  ContainerPort v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.port, st::field<uint16_t>(j, path, "containerPort", 0));
+  MB_ASSIGN(v.protocol, st::field<std::string>(j, path, "protocol", "TCP"));
+  return v;
+}
+
+Result<EnvVar> envVarFromJson(const json& j, const std::string& path) {
+  EnvVar v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.value, st::field<std::string>(j, path, "value", ""));
+  return v;
+}
+
+Result<Container> containerFromJson(const json& j, const std::string& path) {
+  Container v;
+  using Strings = std::vector<std::string>;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.image, st::field<std::string>(j, path, "image", ""));
+  MB_ASSIGN(v.command, st::field<Strings>(j, path, "command", {}));
+  MB_ASSIGN(v.args, st::field<Strings>(j, path, "args", {}));
+  MB_ASSIGN(v.env, listField<EnvVar>(j, path, "env", envVarFromJson));
+  MB_ASSIGN(v.ports, listField<ContainerPort>(j, path, "ports", containerPortFromJson));
+  return v;
+}
+
+Result<Meta> metaFromJson(const json& j, const std::string& path) {
+  Meta v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.ns, st::field<std::string>(j, path, "namespace", ""));
+  MB_ASSIGN(v.labels, st::field<Labels>(j, path, "labels", {}));
+  MB_ASSIGN(v.source, st::field<std::string>(j, path, "source", ""));
+  return v;
+}
+
+Result<ServicePort> servicePortFromJson(const json& j, const std::string& path) {
+  ServicePort v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.port, st::field<uint16_t>(j, path, "port", 0));
+  MB_ASSIGN(v.target_port, st::field<std::string>(j, path, "targetPort", ""));
+  MB_ASSIGN(v.protocol, st::field<std::string>(j, path, "protocol", "TCP"));
+  return v;
+}
+
+// The required object field `key` of `obj`, read by `read(j, path)`.
+template <typename F>
+auto objectField(const json& obj, const std::string& path, std::string_view key, F read)
+    -> decltype(read(obj, path)) {
+  MB_ASSIGN(const json v, st::field<json>(obj, path, key));
+  return read(v, st::join(path, key));
+}
+
+}  // namespace
+
+Result<PodSpec> podSpecFromJson(const json& j, const std::string& path) {
+  PodSpec v;
+  MB_ASSIGN(v.containers, listField<Container>(j, path, "containers", containerFromJson));
+  MB_ASSIGN(v.restart_policy, st::field<std::string>(j, path, "restartPolicy", "Always"));
+  return v;
+}
+
+Result<PodObject> podFromJson(const json& j, const std::string& path) {
+  PodObject v;
+  MB_ASSIGN(v.meta, objectField(j, path, "metadata", metaFromJson));
+  MB_ASSIGN(v.spec, objectField(j, path, "spec", podSpecFromJson));
+  return v;
+}
+
+Result<DeploymentObject> deploymentFromJson(const json& j, const std::string& path) {
+  DeploymentObject v;
+  MB_ASSIGN(v.meta, objectField(j, path, "metadata", metaFromJson));
+  MB_ASSIGN(const json s, st::field<json>(j, path, "spec"));
+  const std::string sp = st::join(path, "spec");
+  MB_ASSIGN(v.replicas, st::field<int>(s, sp, "replicas", 1));
+  MB_ASSIGN(const json sel, st::field<json>(s, sp, "selector"));
+  MB_ASSIGN(v.selector, st::field<Labels>(sel, st::join(sp, "selector"), "matchLabels", {}));
+  MB_ASSIGN(const json t, st::field<json>(s, sp, "template"));
+  const std::string tp = st::join(sp, "template");
+  MB_ASSIGN(const json tm, st::field<json>(t, tp, "metadata"));
+  MB_ASSIGN(v.template_labels, st::field<Labels>(tm, st::join(tp, "metadata"), "labels", {}));
+  MB_ASSIGN(v.spec, objectField(t, tp, "spec", podSpecFromJson));
+  return v;
+}
+
+Result<ServiceObject> serviceFromJson(const json& j, const std::string& path) {
+  ServiceObject v;
+  MB_ASSIGN(v.meta, objectField(j, path, "metadata", metaFromJson));
+  MB_ASSIGN(const json s, st::field<json>(j, path, "spec"));
+  const std::string sp = st::join(path, "spec");
+  MB_ASSIGN(v.selector, st::field<Labels>(s, sp, "selector", {}));
+  MB_ASSIGN(v.ports, listField<ServicePort>(s, sp, "ports", servicePortFromJson));
+  return v;
 }
 
 }  // namespace membrane::workload
