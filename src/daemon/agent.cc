@@ -24,6 +24,7 @@
 
 #include "bpf/shared/datapath.h"
 #include "membrane/drop_reason.h"
+#include "src/daemon/policy_state.h"
 #include "src/endpoint/ipam.h"
 #include "src/endpoint/state_store.h"
 #include "src/kernel/events.h"
@@ -234,6 +235,12 @@ Status Agent::init() {
   {
     std::lock_guard lk(mu_);
     MB_TRY_CTX(loadPolicyState(), "restore policies from " + cfg_.state_dir + "/policy.json");
+    // Namespace labels are part of every pod's identity there: a damaged
+    // file refuses the start (eps_->init() would go on without the labels).
+    if (auto ns = endpoint::readNamespaceState(cfg_.state_dir + "/namespaces.json"); !ns)
+      return Error::invalid(fmt::format("restore namespace labels: {}; fix the field, or move the file away to start "
+                                        "without namespace labels",
+                                        ns.error().message));
     MB_TRY_CTX(eps_->init(), "restore endpoints");
     updatePolicyMetrics();
     refreshCookieNames();
@@ -688,19 +695,20 @@ Status Agent::loadPolicyState() {
   std::string path = cfg_.state_dir + "/policy.json";
   auto text = endpoint::readFile(path);
   if (!text) return okStatus();  // first start
-  json j = json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return Error::invalid("not valid JSON; move it away to start without policies");
-  std::set<std::string> live;
-  for (const auto& k : j.value("live", json::array())) live.insert(k.get<std::string>());
-  for (const auto& imp : j.value("imports", json::array())) {
-    auto parsed = policy::parsePolicies(imp.value("content", ""), imp.value("source", "policy"));
+  // A damaged file refuses the start (the caller names the file): starting
+  // without the policies would leave their endpoints unprotected.
+  auto state = parsePolicyState(*text);
+  if (!state)
+    return Error::invalid(state.error().message + "; fix the field, or move the file away to start without policies");
+  const std::set<std::string>& live = state->live;
+  for (const auto& imp : state->imports) {
+    auto parsed = policy::parsePolicies(imp["content"].get<std::string>(), imp["source"].get<std::string>());
     if (!parsed.ok()) {
-      spdlog::warn("restoring policy import '{}': no longer parses; skipped", imp.value("source", ""));
+      spdlog::warn("restoring policy import '{}': no longer parses; skipped", imp["source"].get<std::string>());
       continue;
     }
     auto r = repo_.import(parsed.policies);
-    if (!r) spdlog::warn("restoring policy import '{}': {}", imp.value("source", ""), r.error().message);
+    if (!r) spdlog::warn("restoring policy import '{}': {}", imp["source"].get<std::string>(), r.error().message);
     policy_imports_.push_back(imp);
   }
   std::vector<std::pair<std::string, std::string>> dead;

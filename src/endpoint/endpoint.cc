@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include "src/endpoint/ipam.h"
+#include "src/endpoint/state_json.h"
+#include "src/endpoint/state_store.h"
 
 namespace membrane::endpoint {
 
@@ -108,33 +110,64 @@ nlohmann::json toStateJson(const Endpoint& ep) {
 }
 
 Result<Endpoint> fromStateJson(const nlohmann::json& j) {
-  try {
-    Endpoint ep;
-    ep.id = j.at("id").get<uint32_t>();
-    ep.name = j.at("name").get<std::string>();
-    ep.ns = j.at("namespace").get<std::string>();
-    for (const auto& [k, v] : j.at("user_labels").items()) ep.user_labels.add("k8s", k, v.get<std::string>());
-    ep.labels = labels::endpointLabels(ep.ns, ep.user_labels);
-    ep.identity = j.at("identity").get<uint32_t>();
-    auto ip = parseIpv4(j.at("ipv4").get<std::string>());
-    if (!ip) return ip.error();
-    ep.ipv4 = *ip;
-    ep.netns_name = j.at("netns_name").get<std::string>();
-    ep.host_ifname = j.at("host_ifname").get<std::string>();
-    ep.created = j.value("created", "");
-    ep.health = j.value("health", false);
-    if (ep.health) ep.labels = labels::reservedLabels(labels::Reserved::Health);
-    if (j.contains("audit_mode") && j["audit_mode"].is_boolean()) ep.audit_mode = j["audit_mode"].get<bool>();
-    if (j.contains("named_ports")) {
-      auto np = parseNamedPorts(j["named_ports"]);
-      if (!np) return np.error().wrap("endpoint state");
-      ep.named_ports = std::move(*np);
-    }
-    ep.state = kStateRestoring;
-    return ep;
-  } catch (const std::exception& e) {
-    return Error::invalid(std::string("endpoint state: ") + e.what());
+  // Every field checked (a state file can be damaged or edited by hand): the
+  // error names the field, nothing throws.
+  Endpoint ep;
+  if (!j.is_object()) return state::typeError("", "an object", j);
+  MB_ASSIGN(ep.id, state::field<uint32_t>(j, "", "id"));
+  MB_ASSIGN(ep.name, state::field<std::string>(j, "", "name"));
+  MB_ASSIGN(ep.ns, state::field<std::string>(j, "", "namespace"));
+  MB_ASSIGN(auto user, (state::field<std::map<std::string, std::string>>(j, "", "user_labels")));
+  for (const auto& [k, v] : user) ep.user_labels.add("k8s", k, v);
+  ep.labels = labels::endpointLabels(ep.ns, ep.user_labels);
+  MB_ASSIGN(ep.identity, state::field<uint32_t>(j, "", "identity"));
+  MB_ASSIGN(auto ipv4, state::field<std::string>(j, "", "ipv4"));
+  auto ip = parseIpv4(ipv4);
+  if (!ip) return ip.error().wrap("ipv4");
+  ep.ipv4 = *ip;
+  MB_ASSIGN(ep.netns_name, state::field<std::string>(j, "", "netns_name"));
+  MB_ASSIGN(ep.host_ifname, state::field<std::string>(j, "", "host_ifname"));
+  MB_ASSIGN(ep.created, state::field<std::string>(j, "", "created", ""));
+  MB_ASSIGN(ep.health, state::field<bool>(j, "", "health", false));
+  if (ep.health) ep.labels = labels::reservedLabels(labels::Reserved::Health);
+  MB_ASSIGN(auto audit, state::field<nlohmann::json>(j, "", "audit_mode", nullptr));
+  if (audit.is_boolean()) ep.audit_mode = audit.get<bool>();
+  else if (!audit.is_null()) return state::typeError("audit_mode", "true, false or null", audit);
+  if (j.contains("named_ports")) {
+    auto np = parseNamedPorts(j["named_ports"]);
+    if (!np) return np.error();
+    ep.named_ports = std::move(*np);
   }
+  ep.state = kStateRestoring;
+  return ep;
+}
+
+Result<Endpoint> readEndpointState(const std::string& path) {
+  MB_ASSIGN(auto text, readFile(path));
+  auto j = state::parseObject(text);
+  if (!j) return j.error().wrap(path);
+  auto ep = fromStateJson(*j);
+  if (!ep) return ep.error().wrap(path);
+  return ep;
+}
+
+Result<std::map<std::string, labels::LabelSet>> readNamespaceState(const std::string& path) {
+  std::map<std::string, labels::LabelSet> out;
+  auto text = readFile(path);
+  if (!text) {
+    if (text.error().code == ENOENT) return out;  // no namespace was ever labeled
+    return text.error();
+  }
+  auto j = state::parseObject(*text);
+  if (!j) return j.error().wrap(path);
+  auto m = state::as<std::map<std::string, std::map<std::string, std::string>>>(*j, "");
+  if (!m) return m.error().wrap(path);
+  for (const auto& [ns, ls] : *m) {
+    labels::LabelSet set;
+    for (const auto& [k, v] : ls) set.add("k8s", k, v);
+    out[ns] = std::move(set);
+  }
+  return out;
 }
 
 Status validateName(const std::string& what, const std::string& name) {

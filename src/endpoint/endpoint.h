@@ -4,6 +4,7 @@
 #include <array>
 #include <optional>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,8 +61,15 @@ std::string macToString(const std::array<uint8_t, 6>& mac);
 // The API view (docs/api.md "Endpoint").
 nlohmann::json toApiJson(const Endpoint& ep);
 // State file (everything needed to restore after a restart) and back.
+// fromStateJson checks every field: EINVAL naming the field ("user_labels.org:
+// expected a string, got a number"), never an exception.
 nlohmann::json toStateJson(const Endpoint& ep);
 Result<Endpoint> fromStateJson(const nlohmann::json& j);
+// Reads and checks one state file (endpoints/<id>.json); errors start with the path.
+Result<Endpoint> readEndpointState(const std::string& path);
+// Reads and checks namespaces.json ({"<namespace>": {"<key>": "<value>"}}):
+// each namespace's labels; an absent file is no labels. Errors start with the path.
+Result<std::map<std::string, labels::LabelSet>> readNamespaceState(const std::string& path);
 
 // Parses the endpoint create API's "named_ports":
 // [{"name": "http", "port": 80, "protocol": "TCP"}] (protocol TCP, UDP or

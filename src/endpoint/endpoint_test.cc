@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "src/endpoint/state_store.h"
+
 namespace membrane::endpoint {
 
 TEST(Endpoint, StateRoundTrip) {
@@ -33,6 +37,82 @@ TEST(Endpoint, StateRoundTrip) {
 TEST(Endpoint, BadStateIsAnError) {
   EXPECT_FALSE(fromStateJson(nlohmann::json::object()).ok());
   EXPECT_FALSE(fromStateJson(nlohmann::json{{"id", "x"}}).ok());
+}
+
+// A damaged or hand-edited state file (issue 10): the error names the field,
+// nothing throws, whatever the shape.
+TEST(Endpoint, DamagedStateNamesTheField) {
+  Endpoint ep;
+  ep.id = 7;
+  ep.name = "xwing";
+  ep.ns = "default";
+  ep.user_labels.add("k8s", "org", "alliance");
+  ep.identity = 257;
+  ep.ipv4 = (10u << 24) | (200u << 16) | 7;
+  ep.netns_name = "membrane_default_xwing";
+  ep.host_ifname = "lxc0123456789a";
+  const nlohmann::json good = toStateJson(ep);
+  auto with = [&](const char* key, nlohmann::json v) {
+    nlohmann::json j = good;
+    j[key] = std::move(v);
+    return fromStateJson(j);
+  };
+  auto message = [](const Result<Endpoint>& r) { return r.ok() ? std::string("ok") : r.error().message; };
+  EXPECT_EQ(message(with("name", 42)), "name: expected a string, got a number");
+  EXPECT_EQ(message(with("id", "7")), "id: expected a number (0-4294967295), got a string");
+  EXPECT_EQ(message(with("id", -1)), "id: -1 is out of range (0-4294967295)");
+  EXPECT_EQ(message(with("user_labels", {{"org", 1}})), "user_labels.org: expected a string, got a number");
+  EXPECT_EQ(message(with("user_labels", nlohmann::json::array())), "user_labels: expected an object, got a list");
+  EXPECT_EQ(message(with("health", "yes")), "health: expected true or false, got a string");
+  EXPECT_EQ(message(with("audit_mode", 1)), "audit_mode: expected true, false or null, got a number");
+  EXPECT_EQ(message(with("ipv4", nullptr)), "ipv4: expected a string, got null");
+  nlohmann::json missing = good;
+  missing.erase("netns_name");
+  EXPECT_EQ(message(fromStateJson(missing)), "top level: missing field 'netns_name'");
+  EXPECT_EQ(message(fromStateJson(nlohmann::json::array({1}))), "top level: expected an object, got a list");
+  EXPECT_EQ(message(fromStateJson(nlohmann::json("x"))), "top level: expected an object, got a string");
+  EXPECT_EQ(message(fromStateJson(good)), "ok");
+}
+
+// The file readers name the file first; truncated JSON is an error, not an exception.
+TEST(Endpoint, DamagedStateFilesNameTheFile) {
+  char tmpl[] = "/tmp/membrane-state-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto write = [&](const std::string& name, const std::string& text) {
+    const std::string path = dir + "/" + name;
+    EXPECT_TRUE(writeFileAtomic(path, text).ok());
+    return path;
+  };
+  auto message = [](const auto& r) { return r.ok() ? std::string("ok") : r.error().message; };
+  const std::string p1 = write("1.json", R"({"id": 1, "name": "a", "namespace": "default", "user_labels": {}, )"
+                                         R"("identity": 300, "ipv4": "10.0.0.1", "netns_name": 5, "host_ifname": "lxc1"})");
+  EXPECT_EQ(message(readEndpointState(p1)), p1 + ": netns_name: expected a string, got a number");
+  const std::string p2 = write("2.json", R"({"id": 1, "name": )");
+  EXPECT_EQ(message(readEndpointState(p2)),
+            p2 + ": not valid JSON (truncated or damaged?): parse error at byte 19");
+  const std::string p3 = write("3.json", "");
+  EXPECT_EQ(message(readEndpointState(p3)), p3 + ": not valid JSON (truncated or damaged?): parse error at byte 1");
+  const std::string p4 = write("4.json", "[]");
+  EXPECT_EQ(message(readEndpointState(p4)), p4 + ": top level: expected an object, got a list");
+
+  // namespaces.json
+  auto none = readNamespaceState(dir + "/absent.json");
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->empty());
+  const std::string n1 = write("ns1.json", R"({"team-a": {"team": "red"}, "team-b": {"team": 3}})");
+  EXPECT_EQ(message(readNamespaceState(n1)), n1 + ": team-b.team: expected a string, got a number");
+  const std::string n2 = write("ns2.json", R"({"team-a": ["team"]})");
+  EXPECT_EQ(message(readNamespaceState(n2)), n2 + ": team-a: expected an object, got a list");
+  const std::string n3 = write("ns3.json", R"({"team-a": {"team": "re)");
+  EXPECT_EQ(message(readNamespaceState(n3)), n3 + ": not valid JSON (truncated or damaged?): parse error at byte 24");
+  const std::string n4 = write("ns4.json", R"(["team-a"])");
+  EXPECT_EQ(message(readNamespaceState(n4)), n4 + ": top level: expected an object, got a list");
+  const std::string ok = write("ns5.json", R"({"team-a": {"team": "red"}})");
+  auto good = readNamespaceState(ok);
+  ASSERT_TRUE(good.ok()) << good.error().message;
+  EXPECT_EQ(good->at("team-a").toString(), "k8s:team=red");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Endpoint, ValidateName) {

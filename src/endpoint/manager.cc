@@ -107,32 +107,26 @@ Status Manager::init() {
   MB_TRY_CTX(dp_.setConfig(dc), "write datapath config");
   MB_TRY(syncHostIpcache());
 
-  // Namespace labels first: they are part of the endpoints' identities.
-  if (auto text = readFile(cfg_.state_dir + "/namespaces.json"); text.ok()) {
-    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-    if (j.is_object())
-      for (const auto& [ns, labels] : j.items()) {
-        labels::LabelSet ls;
-        if (labels.is_object())
-          for (const auto& [k, v] : labels.items())
-            if (v.is_string()) ls.add("k8s", k, v.get<std::string>());
-        ns_labels_[ns] = ls;
-      }
-  }
+  // Namespace labels first: they are part of the endpoints' identities. The
+  // agent refuses to start on a damaged file before calling init()
+  // (Agent::init); here (also `membraned cleanup`) the endpoints are restored
+  // without the labels.
+  if (auto ns = readNamespaceState(cfg_.state_dir + "/namespaces.json"); ns.ok())
+    ns_labels_ = std::move(*ns);
+  else
+    spdlog::error("restore: {}; namespaces restored without labels", ns.error().message);
 
-  // Restore endpoints recorded in the state directory.
+  // Restore endpoints recorded in the state directory. A damaged file is
+  // skipped (its datapath entries are removed below as stale), the others are
+  // restored: one bad file must not take every pod's network down.
   MB_TRY(makeDirs(cfg_.state_dir + "/endpoints"));
   MB_ASSIGN(auto files, listFiles(cfg_.state_dir + "/endpoints", ".json"));
   for (const auto& f : files) {
-    auto text = readFile(f);
-    if (!text) {
-      spdlog::warn("restore: {}", text.error().message);
-      continue;
-    }
-    nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-    auto ep = j.is_discarded() ? Result<Endpoint>(Error::invalid("not JSON")) : fromStateJson(j);
+    auto ep = readEndpointState(f);
     if (!ep) {
-      spdlog::warn("restore {}: {} (skipped)", f, ep.error().message);
+      spdlog::error("restore: {}; endpoint skipped (its pod has no network until the file is fixed and the agent "
+                    "restarted, or the pod is re-created)",
+                    ep.error().message);
       continue;
     }
     auto st = restoreOne(std::move(*ep));

@@ -135,6 +135,26 @@ TEST(PolicyParser, MultiDocumentJsonAndList) {
   EXPECT_EQ(list.policies.size(), 1u);
 }
 
+// `membrane policy import` of a YAML stream of JSON objects (issue 10): every
+// document is a policy, with or without `---` between them.
+TEST(PolicyParser, JsonDocumentStream) {
+  auto cnp = [](const std::string& name) {
+    return "{\n\t\"apiVersion\": \"cilium.io/v2\", \"kind\": \"CiliumNetworkPolicy\",\n\t\"metadata\": {\"name\": \"" +
+           name + "\"},\n\t\"spec\": {\"endpointSelector\": {}}\n}\n";
+  };
+  auto r = parsePolicies(cnp("a") + "---\n" + cnp("b") + "---\n" + cnp("c"), "s.json");
+  ASSERT_TRUE(r.ok()) << allDiagnostics(r);
+  ASSERT_EQ(r.policies.size(), 3u);
+  EXPECT_EQ(r.policies[2].name, "c");
+  auto cat = parsePolicies(cnp("a") + cnp("b"), "cat.json");
+  ASSERT_TRUE(cat.ok()) << allDiagnostics(cat);
+  EXPECT_EQ(cat.policies.size(), 2u);
+  // YAML first, then a JSON document with tabs.
+  auto mixed = parsePolicies(std::string(kHeader) + "---\n" + cnp("b"), "m.yaml");
+  ASSERT_TRUE(mixed.ok()) << allDiagnostics(mixed);
+  EXPECT_EQ(mixed.policies.size(), 2u);
+}
+
 TEST(PolicyParser, SelectorsEntitiesCidrsPorts) {
   std::string text = std::string(kHeader) + R"(  ingress:
   - fromEndpoints:

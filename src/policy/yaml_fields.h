@@ -9,12 +9,14 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace membrane::policy::yaml_fields {
@@ -69,6 +71,39 @@ inline bool looksLikeJson(std::string_view text) {
     return c == '{' || c == '[';
   }
   return false;
+}
+
+// yaml-cpp 0.7 loops forever, allocating an empty document per turn, when a
+// token it cannot start a node with (a ',' after a top-level flow collection
+// or quoted scalar: `{a: b},`) follows a document's root node: the token is
+// never consumed. This pass walks the documents with a no-op handler and
+// stops when a document starts where the previous one did. Returns the mark
+// of the stuck token, or nothing when the input is safe for YAML::LoadAll
+// (which may still throw ordinary syntax errors).
+class DocumentWalker : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark& mark) override { start = mark; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+  YAML::Mark start;
+};
+
+inline std::optional<YAML::Mark> stuckDocument(const std::string& input) {
+  std::istringstream in(input);
+  YAML::Parser parser(in);
+  DocumentWalker walker;
+  int previous = -1;
+  while (parser.HandleNextDocument(walker)) {
+    if (walker.start.pos == previous) return walker.start;
+    previous = walker.start.pos;
+  }
+  return std::nullopt;
 }
 
 // A mapping's fields by name: the key node (for diagnostics at the name) and the value.

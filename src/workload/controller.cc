@@ -19,6 +19,7 @@
 #include "bpf/shared/datapath.h"
 #include "membrane/rfc3339.h"
 #include "src/endpoint/manager.h"
+#include "src/endpoint/state_json.h"
 #include "src/endpoint/state_store.h"
 #include "src/kernel/datapath.h"
 #include "src/kernel/netlink.h"
@@ -128,58 +129,87 @@ std::string Controller::podDir(const Instance& i) const {
   return fmt::format("{}/pods/{}_{}", cfg_.state_dir, i.ns, i.name);
 }
 
-Status Controller::load() {
-  auto text = endpoint::readFile(cfg_.state_dir + "/workloads.json");
-  if (!text) return okStatus();  // nothing applied yet
-  json j = json::parse(*text, nullptr, false);
-  if (!j.is_object()) return Error::invalid(cfg_.state_dir + "/workloads.json is not a JSON object");
-  try {
-    for (const auto& p : j.value("pods", json::array())) {
-      auto o = p.get<PodObject>();
-      if (o.spec.containers.size() == 1) pods_[key(o.meta.ns, o.meta.name)] = o;
-    }
-    for (const auto& d : j.value("deployments", json::array())) {
-      auto o = d.get<DeploymentObject>();
-      if (o.spec.containers.size() == 1) deployments_[key(o.meta.ns, o.meta.name)] = o;
-    }
-    for (const auto& s : j.value("services", json::array())) {
-      Service svc;
-      svc.obj = s.at("object").get<ServiceObject>();
-      svc.cluster_ip = s.value("cluster_ip", 0u);
-      svc.created = s.value("created", "");
-      for (const auto& sy : s.value("synced", json::array()))
-        svc.synced[{sy.value("port", uint16_t{0}), sy.value("proto", uint8_t{0})}] = {};
-      services_[key(svc.obj.meta.ns, svc.obj.meta.name)] = svc;
-    }
-    // Bound to a local: a range-for over items() of the temporary that value()
-    // returns would iterate a destroyed json (the proxy outlives its object).
-    const json namespaces = j.value("namespaces", json::object());
-    for (const auto& [ns, l] : namespaces.items()) namespaces_[ns] = l.get<Labels>();
-    for (const auto& ij : j.value("instances", json::array())) {
-      Instance i;
-      i.ns = ij.at("namespace");
-      i.name = ij.at("name");
-      i.owner = ij.value("owner", "");
-      i.labels = ij.value("labels", Labels{});
-      i.spec = ij.at("spec").get<PodSpec>();
-      i.argv = ij.value("argv", std::vector<std::string>{});
-      i.pid = ij.value("pid", 0);
-      i.start_time = ij.value("start_time", uint64_t{0});
-      i.restarts = ij.value("restarts", 0);
-      i.last_exit = ij.value("last_exit", -1);
-      i.phase = ij.value("phase", "Pending");
-      i.created = ij.value("created", "");
-      i.seq = ij.value("seq", uint64_t{0});
-      if (i.spec.containers.size() != 1) {
-        spdlog::warn("{}/workloads.json: pod {}/{} has no container; dropped", cfg_.state_dir, i.ns, i.name);
-        continue;
-      }
-      next_seq_ = std::max(next_seq_, i.seq + 1);
-      instances_[key(i.ns, i.name)] = i;
-    }
-  } catch (const std::exception& e) {
-    return Error::invalid(fmt::format("{}/workloads.json: {}", cfg_.state_dir, e.what()));
+Result<Controller::State> Controller::parseState(std::string_view text) {
+  namespace st = endpoint::state;
+  State out;
+  MB_ASSIGN(const json j, st::parseObject(text));
+  MB_ASSIGN(const json pods, st::field<json>(j, "", "pods", json::array()));
+  if (!pods.is_array()) return st::typeError("pods", "a list", pods);
+  for (size_t n = 0; n < pods.size(); ++n) {
+    MB_ASSIGN(auto o, podFromJson(pods[n], st::index("pods", n)));
+    if (o.spec.containers.size() == 1) out.pods[key(o.meta.ns, o.meta.name)] = o;
   }
+  MB_ASSIGN(const json deps, st::field<json>(j, "", "deployments", json::array()));
+  if (!deps.is_array()) return st::typeError("deployments", "a list", deps);
+  for (size_t n = 0; n < deps.size(); ++n) {
+    MB_ASSIGN(auto o, deploymentFromJson(deps[n], st::index("deployments", n)));
+    if (o.spec.containers.size() == 1) out.deployments[key(o.meta.ns, o.meta.name)] = o;
+  }
+  MB_ASSIGN(const json svcs, st::field<json>(j, "", "services", json::array()));
+  if (!svcs.is_array()) return st::typeError("services", "a list", svcs);
+  for (size_t n = 0; n < svcs.size(); ++n) {
+    const std::string p = st::index("services", n);
+    Service svc;
+    MB_ASSIGN(const json obj, st::field<json>(svcs[n], p, "object"));
+    MB_ASSIGN(svc.obj, serviceFromJson(obj, st::join(p, "object")));
+    MB_ASSIGN(svc.cluster_ip, st::field<uint32_t>(svcs[n], p, "cluster_ip", 0));
+    MB_ASSIGN(svc.created, st::field<std::string>(svcs[n], p, "created", ""));
+    MB_ASSIGN(const json synced, st::field<json>(svcs[n], p, "synced", json::array()));
+    if (!synced.is_array()) return st::typeError(st::join(p, "synced"), "a list", synced);
+    for (size_t k = 0; k < synced.size(); ++k) {
+      const std::string sp = st::index(st::join(p, "synced"), k);
+      MB_ASSIGN(uint16_t port, st::field<uint16_t>(synced[k], sp, "port", 0));
+      MB_ASSIGN(uint8_t proto, st::field<uint8_t>(synced[k], sp, "proto", 0));
+      svc.synced[{port, proto}] = {};
+    }
+    out.services[key(svc.obj.meta.ns, svc.obj.meta.name)] = svc;
+  }
+  MB_ASSIGN(out.namespaces, (st::field<std::map<std::string, Labels>>(j, "", "namespaces", {})));
+  MB_ASSIGN(const json insts, st::field<json>(j, "", "instances", json::array()));
+  if (!insts.is_array()) return st::typeError("instances", "a list", insts);
+  for (size_t n = 0; n < insts.size(); ++n) {
+    const json& ij = insts[n];
+    const std::string p = st::index("instances", n);
+    Instance i;
+    MB_ASSIGN(i.ns, st::field<std::string>(ij, p, "namespace"));
+    MB_ASSIGN(i.name, st::field<std::string>(ij, p, "name"));
+    MB_ASSIGN(i.owner, st::field<std::string>(ij, p, "owner", ""));
+    MB_ASSIGN(i.labels, st::field<Labels>(ij, p, "labels", {}));
+    MB_ASSIGN(const json spec, st::field<json>(ij, p, "spec"));
+    MB_ASSIGN(i.spec, podSpecFromJson(spec, st::join(p, "spec")));
+    MB_ASSIGN(i.argv, st::field<std::vector<std::string>>(ij, p, "argv", {}));
+    MB_ASSIGN(i.pid, st::field<pid_t>(ij, p, "pid", 0));
+    MB_ASSIGN(i.start_time, st::field<uint64_t>(ij, p, "start_time", 0));
+    MB_ASSIGN(i.restarts, st::field<int>(ij, p, "restarts", 0));
+    MB_ASSIGN(i.last_exit, st::field<int>(ij, p, "last_exit", -1));
+    MB_ASSIGN(i.phase, st::field<std::string>(ij, p, "phase", "Pending"));
+    MB_ASSIGN(i.created, st::field<std::string>(ij, p, "created", ""));
+    MB_ASSIGN(i.seq, st::field<uint64_t>(ij, p, "seq", 0));
+    if (i.spec.containers.size() != 1) {
+      spdlog::warn("workloads.json: pod {}/{} has no container; dropped", i.ns, i.name);
+      continue;
+    }
+    out.next_seq = std::max(out.next_seq, i.seq + 1);
+    out.instances[key(i.ns, i.name)] = i;
+  }
+  return out;
+}
+
+Status Controller::load() {
+  const std::string path = cfg_.state_dir + "/workloads.json";
+  auto text = endpoint::readFile(path);
+  if (!text) return okStatus();  // nothing applied yet
+  auto state = parseState(*text);
+  if (!state)
+    return Error::invalid(fmt::format("{}: {}; fix the field, or move the file away to start without the applied "
+                                      "workloads (their pods keep running: 'membraned cleanup' does not know them then)",
+                                      path, state.error().message));
+  pods_ = std::move(state->pods);
+  deployments_ = std::move(state->deployments);
+  services_ = std::move(state->services);
+  namespaces_ = std::move(state->namespaces);
+  instances_ = std::move(state->instances);
+  next_seq_ = std::max(next_seq_, state->next_seq);
   return okStatus();
 }
 

@@ -62,7 +62,9 @@ class Controller {
 
   // Service CIDR route and datapath config, state restore, process adoption, one reconcile.
   Status init();
-  // Only reads the state (for removeAll in `membraned cleanup`).
+  // Only reads the state (for removeAll in `membraned cleanup`). EINVAL
+  // naming the file and the field when workloads.json is damaged (then
+  // nothing is loaded: a partly read state would drop pods and services).
   Status load();
 
   Status validate(const Manifests& m) const;
@@ -112,6 +114,20 @@ class Controller {
     std::map<std::pair<uint16_t, uint8_t>, std::vector<std::pair<uint32_t, uint16_t>>> synced;  // what the datapath has
   };
 
+ public:
+  // What workloads.json holds. parseState checks every field: EINVAL naming
+  // it ("instances[0].pid: expected a number ..."), never an exception. Pure.
+  struct State {
+    std::map<std::string, PodObject> pods;
+    std::map<std::string, DeploymentObject> deployments;
+    std::map<std::string, Service> services;
+    std::map<std::string, Labels> namespaces;
+    std::map<std::string, Instance> instances;
+    uint64_t next_seq = 1;
+  };
+  static Result<State> parseState(std::string_view text);
+
+ private:
   std::string podDir(const Instance& i) const;
   Status save() const;
   Status createInstance(Instance inst);

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "src/endpoint/state_json.h"
 #include "src/policy/yaml_fields.h"
 
 namespace membrane::workload {
@@ -25,6 +26,16 @@ using policy::yaml_fields::typeName;
 
 bool isPolicyKind(std::string_view k) {
   return k == "CiliumNetworkPolicy" || k == "CiliumClusterwideNetworkPolicy" || k == "NetworkPolicy";
+}
+bool isPolicyNode(const YAML::Node& n) {
+  return n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar());
+}
+// `apply -n NS` (NS not "default") and a namespaced policy whose metadata
+// names no namespace: the policy goes to NS, as with kubectl.
+bool needsNamespace(const YAML::Node& policy, const std::string& default_ns) {
+  const YAML::Node md = policy["metadata"];
+  return default_ns != "default" && policy["kind"].Scalar() != "CiliumClusterwideNetworkPolicy" && md && md.IsMap() &&
+         !md["namespace"] && md.size() > 0;
 }
 
 using policy::yaml_fields::Fields;
@@ -423,20 +434,28 @@ class Parser {
     }
   }
 
-  // An object of a JSON array / List: policy objects are re-emitted into
-  // policy_text (positions then refer to the emitted text, which is a
-  // limitation of mixed JSON inputs only).
-  void listItems(const YAML::Node& items, const std::string& path) {
+  // A policy object that is not a document of its own (an item of a JSON
+  // array or List, or one of several objects in one document): re-emitted
+  // into policy_text, with `-n` added where the metadata names no namespace
+  // (positions then refer to the emitted text, a limitation of these forms
+  // only).
+  void policyItem(const YAML::Node& n, const std::string& default_ns) {
+    YAML::Node copy = YAML::Clone(n);
+    if (needsNamespace(copy, default_ns)) copy["metadata"]["namespace"] = default_ns;
+    YAML::Emitter e;
+    e << copy;
+    extra_policy_ += "---\n" + std::string(e.c_str()) + "\n";
+  }
+
+  // The objects of a JSON array / List.
+  void listItems(const YAML::Node& items, const std::string& path, const std::string& default_ns) {
     if (!items.IsSequence()) return error(items, path, fmt::format("expected a list, got {}", typeName(items)));
     for (size_t i = 0; i < items.size(); ++i) {
       const YAML::Node& it = items[i];
-      if (it.IsMap() && it["kind"] && it["kind"].IsScalar() && isPolicyKind(it["kind"].Scalar())) {
-        YAML::Emitter e;
-        e << it;
-        extra_policy_ += "---\n" + std::string(e.c_str()) + "\n";
-      } else {
+      if (isPolicyNode(it))
+        policyItem(it, default_ns);
+      else
         object(it, index(path, i));
-      }
     }
   }
 
@@ -462,81 +481,102 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
   std::map<size_t, std::string> insert_ns;  // line index -> namespace line to insert before it
   bool any_policy = false;
   try {
-    if (looksLikeJson(text)) {
-      std::string input(text);
-      std::replace(input.begin(), input.end(), '\t', ' ');
-      YAML::Node root = YAML::Load(input);
-      if (root.IsSequence()) {
-        p.listItems(root, "");
-      } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && root["kind"].Scalar() == "List") {
-        p.listItems(root["items"], "items");
-      } else if (root.IsMap() && root["kind"] && root["kind"].IsScalar() && isPolicyKind(root["kind"].Scalar())) {
-        policy_text = std::string(text);
-        import_text = policy_text;
-        any_policy = true;
-      } else {
-        p.object(root, "");
-      }
-    } else {
-      // Split into documents at separator lines, keeping line numbers.
-      std::vector<std::string> lines;
-      {
-        std::string cur;
-        for (char c : text) {
-          if (c == '\n') {
-            lines.push_back(cur);
-            cur.clear();
-          } else {
-            cur += c;
-          }
+    // Split into documents at separator lines, keeping line numbers. JSON
+    // takes the same way: kubectl reads a YAML stream whose documents are JSON
+    // objects, and every one of them counts (a JSON string cannot hold a raw
+    // newline, so a separator line is never inside one).
+    std::vector<std::string> lines;
+    {
+      std::string cur;
+      for (char c : text) {
+        if (c == '\n') {
+          lines.push_back(cur);
+          cur.clear();
+        } else {
+          cur += c;
         }
-        if (!cur.empty()) lines.push_back(cur);
       }
-      size_t start = 0;
-      for (size_t i = 0; i <= lines.size(); ++i) {
-        if (i < lines.size() && !isSeparator(lines[i])) continue;
-        // Document = lines [start, i).
-        std::string doc(start, '\n');
-        for (size_t j = start; j < i; ++j) doc += lines[j] + "\n";
-        bool policy_doc = false;
-        try {
-          YAML::Node n = YAML::Load(doc);
-          if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && isPolicyKind(n["kind"].Scalar())) {
-            policy_doc = true;
-            // `apply -n NS`: a namespaced policy without metadata.namespace
-            // goes to NS, as with kubectl. The namespace line is inserted
-            // into the text that is imported (validation runs on the text as
-            // written, so diagnostics keep the file's positions).
-            const YAML::Node md = n["metadata"];
-            if (default_ns != "default" && n["kind"].Scalar() != "CiliumClusterwideNetworkPolicy" && md &&
-                md.IsMap() && !md["namespace"] && md.size() > 0) {
-              if (md.Style() == YAML::EmitterStyle::Block && md.Mark().line >= 0)
-                insert_ns[static_cast<size_t>(md.Mark().line)] = std::string(md.Mark().column, ' ') + "namespace: " + default_ns;
-              else
-                p.error(md, "metadata",
-                        fmt::format("add 'namespace: {}' to this policy's metadata (-n cannot be added to a flow-style "
-                                    "mapping)", default_ns));
+      if (!cur.empty()) lines.push_back(cur);
+    }
+    // line index -> (column, text) to insert there: `-n` for a flow-style metadata mapping.
+    std::map<size_t, std::pair<size_t, std::string>> insert_inline;
+    size_t start = 0;
+    for (size_t i = 0; i <= lines.size(); ++i) {
+      if (i < lines.size() && !isSeparator(lines[i])) continue;
+      // Document = lines [start, i).
+      std::string doc(start, '\n');
+      for (size_t j = start; j < i; ++j) doc += lines[j] + "\n";
+      // JSON allows tabs between tokens, YAML's scanner can reject them; JSON
+      // strings cannot contain raw tabs, so replacing them keeps every column.
+      const bool json_doc = looksLikeJson(doc);
+      if (json_doc) std::replace(doc.begin(), doc.end(), '\t', ' ');
+      bool policy_doc = false;
+      try {
+        // One document may still hold several nodes (`{...}{...}`, JSON
+        // objects without a separator): LoadAll sees them all, Load would
+        // silently keep the first. LoadAll needs the stuck-token check first.
+        std::vector<YAML::Node> nodes;
+        if (auto stuck = policy::yaml_fields::stuckDocument(doc)) {
+          const char c = stuck->pos >= 0 && static_cast<size_t>(stuck->pos) < doc.size() ? doc[stuck->pos] : '?';
+          p.diags.push_back(Diagnostic{filename, stuck->line + 1, stuck->column + 1, "",
+                                       fmt::format("unexpected '{}' after the end of the document's top-level value", c)});
+        } else {
+          nodes = YAML::LoadAll(doc);
+        }
+        nodes.erase(std::remove_if(nodes.begin(), nodes.end(), [](const YAML::Node& n) { return n.IsNull(); }),
+                    nodes.end());
+        if (nodes.size() == 1 && isPolicyNode(nodes[0])) {
+          const YAML::Node& n = nodes[0];
+          policy_doc = true;
+          // `apply -n NS`: a namespaced policy without metadata.namespace
+          // goes to NS, as with kubectl. The namespace is inserted into the
+          // text that is imported (validation runs on the text as written,
+          // so diagnostics keep the file's positions).
+          const YAML::Node md = n["metadata"];
+          if (needsNamespace(n, default_ns)) {
+            const int line = md.Mark().line, column = md.Mark().column;
+            const bool at_brace = line >= 0 && static_cast<size_t>(line) < lines.size() && column >= 0 &&
+                                  static_cast<size_t>(column) < lines[line].size() && lines[line][column] == '{';
+            if (md.Style() == YAML::EmitterStyle::Block && line >= 0)
+              insert_ns[static_cast<size_t>(line)] = std::string(column, ' ') + "namespace: " + default_ns;
+            else if (md.Style() == YAML::EmitterStyle::Flow && at_brace)
+              insert_inline[static_cast<size_t>(line)] = {static_cast<size_t>(column) + 1,
+                                                          fmt::format("\"namespace\": {}, ", nlohmann::json(default_ns).dump())};
+            else
+              p.error(md, "metadata",
+                      fmt::format("add 'namespace: {}' to this policy's metadata (-n cannot be added here)", default_ns));
+          }
+        } else {
+          for (const auto& n : nodes) {
+            if (isPolicyNode(n)) {
+              p.policyItem(n, default_ns);
+            } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
+              p.listItems(n["items"], "items", default_ns);
+            } else if (n.IsSequence() && json_doc) {
+              p.listItems(n, "", default_ns);
+            } else {
+              p.object(n, "");
             }
-          } else if (n.IsMap() && n["kind"] && n["kind"].IsScalar() && n["kind"].Scalar() == "List") {
-            p.listItems(n["items"], "items");
-          } else if (!n.IsNull()) {
-            p.object(n, "");
           }
-        } catch (const YAML::Exception& e) {
-          p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
         }
-        for (size_t j = start; j < i; ++j) {
-          policy_text += policy_doc ? lines[j] + "\n" : "\n";
-          if (policy_doc && insert_ns.count(j)) import_text += insert_ns[j] + "\n";
-          import_text += policy_doc ? lines[j] + "\n" : "\n";
-        }
-        if (i < lines.size()) {
-          policy_text += lines[i] + "\n";
-          import_text += lines[i] + "\n";
-        }
-        any_policy = any_policy || policy_doc;
-        start = i + 1;
+      } catch (const YAML::Exception& e) {
+        p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
       }
+      for (size_t j = start; j < i; ++j) {
+        std::string line = lines[j];
+        if (json_doc) std::replace(line.begin(), line.end(), '\t', ' ');
+        policy_text += policy_doc ? line + "\n" : "\n";
+        if (policy_doc && insert_ns.count(j)) import_text += insert_ns[j] + "\n";
+        if (auto it = insert_inline.find(j); policy_doc && it != insert_inline.end())
+          line.insert(it->second.first, it->second.second);
+        import_text += policy_doc ? line + "\n" : "\n";
+      }
+      if (i < lines.size()) {
+        policy_text += lines[i] + "\n";
+        import_text += lines[i] + "\n";
+      }
+      any_policy = any_policy || policy_doc;
+      start = i + 1;
     }
   } catch (const YAML::Exception& e) {
     p.diags.push_back(Diagnostic{filename, e.mark.line + 1, e.mark.column + 1, "", e.msg});
@@ -589,48 +629,17 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
 void to_json(nlohmann::json& j, const ContainerPort& v) {
   j = {{"name", v.name}, {"containerPort", v.port}, {"protocol", v.protocol}};
 }
-void from_json(const nlohmann::json& j, ContainerPort& v) {
-  v.name = j.value("name", "");
-  v.port = j.value("containerPort", uint16_t{0});
-  v.protocol = j.value("protocol", "TCP");
-}
 void to_json(nlohmann::json& j, const EnvVar& v) { j = {{"name", v.name}, {"value", v.value}}; }
-void from_json(const nlohmann::json& j, EnvVar& v) {
-  v.name = j.value("name", "");
-  v.value = j.value("value", "");
-}
 void to_json(nlohmann::json& j, const Container& v) {
   j = {{"name", v.name}, {"image", v.image}, {"command", v.command}, {"args", v.args}, {"env", v.env}, {"ports", v.ports}};
-}
-void from_json(const nlohmann::json& j, Container& v) {
-  v.name = j.value("name", "");
-  v.image = j.value("image", "");
-  v.command = j.value("command", std::vector<std::string>{});
-  v.args = j.value("args", std::vector<std::string>{});
-  v.env = j.value("env", std::vector<EnvVar>{});
-  v.ports = j.value("ports", std::vector<ContainerPort>{});
 }
 void to_json(nlohmann::json& j, const PodSpec& v) {
   j = {{"containers", v.containers}, {"restartPolicy", v.restart_policy}};
 }
-void from_json(const nlohmann::json& j, PodSpec& v) {
-  v.containers = j.value("containers", std::vector<Container>{});
-  v.restart_policy = j.value("restartPolicy", "Always");
-}
 void to_json(nlohmann::json& j, const Meta& v) {
   j = {{"name", v.name}, {"namespace", v.ns}, {"labels", v.labels}, {"source", v.source}};
 }
-void from_json(const nlohmann::json& j, Meta& v) {
-  v.name = j.value("name", "");
-  v.ns = j.value("namespace", "");
-  v.labels = j.value("labels", Labels{});
-  v.source = j.value("source", "");
-}
 void to_json(nlohmann::json& j, const PodObject& v) { j = {{"metadata", v.meta}, {"spec", v.spec}}; }
-void from_json(const nlohmann::json& j, PodObject& v) {
-  v.meta = j.at("metadata").get<Meta>();
-  v.spec = j.at("spec").get<PodSpec>();
-}
 void to_json(nlohmann::json& j, const DeploymentObject& v) {
   j = {{"metadata", v.meta},
        {"spec",
@@ -638,30 +647,125 @@ void to_json(nlohmann::json& j, const DeploymentObject& v) {
          {"selector", {{"matchLabels", v.selector}}},
          {"template", {{"metadata", {{"labels", v.template_labels}}}, {"spec", v.spec}}}}}};
 }
-void from_json(const nlohmann::json& j, DeploymentObject& v) {
-  v.meta = j.at("metadata").get<Meta>();
-  const auto& s = j.at("spec");
-  v.replicas = s.value("replicas", 1);
-  v.selector = s.at("selector").value("matchLabels", Labels{});
-  v.template_labels = s.at("template").at("metadata").value("labels", Labels{});
-  v.spec = s.at("template").at("spec").get<PodSpec>();
-}
 void to_json(nlohmann::json& j, const ServicePort& v) {
   j = {{"name", v.name}, {"port", v.port}, {"targetPort", v.target_port}, {"protocol", v.protocol}};
-}
-void from_json(const nlohmann::json& j, ServicePort& v) {
-  v.name = j.value("name", "");
-  v.port = j.value("port", uint16_t{0});
-  v.target_port = j.value("targetPort", "");
-  v.protocol = j.value("protocol", "TCP");
 }
 void to_json(nlohmann::json& j, const ServiceObject& v) {
   j = {{"metadata", v.meta}, {"spec", {{"type", "ClusterIP"}, {"selector", v.selector}, {"ports", v.ports}}}};
 }
-void from_json(const nlohmann::json& j, ServiceObject& v) {
-  v.meta = j.at("metadata").get<Meta>();
-  v.selector = j.at("spec").value("selector", Labels{});
-  v.ports = j.at("spec").value("ports", std::vector<ServicePort>{});
+
+namespace {
+
+namespace st = endpoint::state;
+using nlohmann::json;
+
+// The list field `key` of `obj` (absent: empty), each item read by `item(j, path)`.
+template <typename T, typename F>
+Result<std::vector<T>> listField(const json& obj, const std::string& path, std::string_view key, F item) {
+  MB_ASSIGN(const json arr, st::field<json>(obj, path, key, json::array()));
+  const std::string p = st::join(path, key);
+  if (!arr.is_array()) return st::typeError(p, "a list", arr);
+  std::vector<T> out;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    MB_ASSIGN(T v, item(arr[i], st::index(p, i)));
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<ContainerPort> containerPortFromJson(const json& j, const std::string& path) {
+  ContainerPort v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.port, st::field<uint16_t>(j, path, "containerPort", 0));
+  MB_ASSIGN(v.protocol, st::field<std::string>(j, path, "protocol", "TCP"));
+  return v;
+}
+
+Result<EnvVar> envVarFromJson(const json& j, const std::string& path) {
+  EnvVar v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.value, st::field<std::string>(j, path, "value", ""));
+  return v;
+}
+
+Result<Container> containerFromJson(const json& j, const std::string& path) {
+  Container v;
+  using Strings = std::vector<std::string>;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.image, st::field<std::string>(j, path, "image", ""));
+  MB_ASSIGN(v.command, st::field<Strings>(j, path, "command", {}));
+  MB_ASSIGN(v.args, st::field<Strings>(j, path, "args", {}));
+  MB_ASSIGN(v.env, listField<EnvVar>(j, path, "env", envVarFromJson));
+  MB_ASSIGN(v.ports, listField<ContainerPort>(j, path, "ports", containerPortFromJson));
+  return v;
+}
+
+Result<Meta> metaFromJson(const json& j, const std::string& path) {
+  Meta v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.ns, st::field<std::string>(j, path, "namespace", ""));
+  MB_ASSIGN(v.labels, st::field<Labels>(j, path, "labels", {}));
+  MB_ASSIGN(v.source, st::field<std::string>(j, path, "source", ""));
+  return v;
+}
+
+Result<ServicePort> servicePortFromJson(const json& j, const std::string& path) {
+  ServicePort v;
+  MB_ASSIGN(v.name, st::field<std::string>(j, path, "name", ""));
+  MB_ASSIGN(v.port, st::field<uint16_t>(j, path, "port", 0));
+  MB_ASSIGN(v.target_port, st::field<std::string>(j, path, "targetPort", ""));
+  MB_ASSIGN(v.protocol, st::field<std::string>(j, path, "protocol", "TCP"));
+  return v;
+}
+
+// The required object field `key` of `obj`, read by `read(j, path)`.
+template <typename F>
+auto objectField(const json& obj, const std::string& path, std::string_view key, F read)
+    -> decltype(read(obj, path)) {
+  MB_ASSIGN(const json v, st::field<json>(obj, path, key));
+  return read(v, st::join(path, key));
+}
+
+}  // namespace
+
+Result<PodSpec> podSpecFromJson(const json& j, const std::string& path) {
+  PodSpec v;
+  MB_ASSIGN(v.containers, listField<Container>(j, path, "containers", containerFromJson));
+  MB_ASSIGN(v.restart_policy, st::field<std::string>(j, path, "restartPolicy", "Always"));
+  return v;
+}
+
+Result<PodObject> podFromJson(const json& j, const std::string& path) {
+  PodObject v;
+  MB_ASSIGN(v.meta, objectField(j, path, "metadata", metaFromJson));
+  MB_ASSIGN(v.spec, objectField(j, path, "spec", podSpecFromJson));
+  return v;
+}
+
+Result<DeploymentObject> deploymentFromJson(const json& j, const std::string& path) {
+  DeploymentObject v;
+  MB_ASSIGN(v.meta, objectField(j, path, "metadata", metaFromJson));
+  MB_ASSIGN(const json s, st::field<json>(j, path, "spec"));
+  const std::string sp = st::join(path, "spec");
+  MB_ASSIGN(v.replicas, st::field<int>(s, sp, "replicas", 1));
+  MB_ASSIGN(const json sel, st::field<json>(s, sp, "selector"));
+  MB_ASSIGN(v.selector, st::field<Labels>(sel, st::join(sp, "selector"), "matchLabels", {}));
+  MB_ASSIGN(const json t, st::field<json>(s, sp, "template"));
+  const std::string tp = st::join(sp, "template");
+  MB_ASSIGN(const json tm, st::field<json>(t, tp, "metadata"));
+  MB_ASSIGN(v.template_labels, st::field<Labels>(tm, st::join(tp, "metadata"), "labels", {}));
+  MB_ASSIGN(v.spec, objectField(t, tp, "spec", podSpecFromJson));
+  return v;
+}
+
+Result<ServiceObject> serviceFromJson(const json& j, const std::string& path) {
+  ServiceObject v;
+  MB_ASSIGN(v.meta, objectField(j, path, "metadata", metaFromJson));
+  MB_ASSIGN(const json s, st::field<json>(j, path, "spec"));
+  const std::string sp = st::join(path, "spec");
+  MB_ASSIGN(v.selector, st::field<Labels>(s, sp, "selector", {}));
+  MB_ASSIGN(v.ports, listField<ServicePort>(s, sp, "ports", servicePortFromJson));
+  return v;
 }
 
 }  // namespace membrane::workload

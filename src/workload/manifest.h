@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "membrane/policy.h"
+#include "membrane/result.h"
 
 namespace membrane::workload {
 
@@ -118,24 +119,22 @@ struct ManifestResult {
 ManifestResult parseManifests(std::string_view text, const std::string& filename,
                               const std::string& default_ns = "default");
 
-// State-file / API forms.
+// State-file / API forms, and back from the state file (workloads.json):
+// every field is checked and an error (EINVAL) names it by its path under
+// `path` ("pods[0].spec.containers[0].ports[1].containerPort: expected a
+// number (0-65535), got a string"); nothing throws.
 void to_json(nlohmann::json& j, const ContainerPort& v);
-void from_json(const nlohmann::json& j, ContainerPort& v);
 void to_json(nlohmann::json& j, const EnvVar& v);
-void from_json(const nlohmann::json& j, EnvVar& v);
 void to_json(nlohmann::json& j, const Container& v);
-void from_json(const nlohmann::json& j, Container& v);
 void to_json(nlohmann::json& j, const PodSpec& v);
-void from_json(const nlohmann::json& j, PodSpec& v);
 void to_json(nlohmann::json& j, const Meta& v);
-void from_json(const nlohmann::json& j, Meta& v);
 void to_json(nlohmann::json& j, const PodObject& v);
-void from_json(const nlohmann::json& j, PodObject& v);
 void to_json(nlohmann::json& j, const DeploymentObject& v);
-void from_json(const nlohmann::json& j, DeploymentObject& v);
 void to_json(nlohmann::json& j, const ServicePort& v);
-void from_json(const nlohmann::json& j, ServicePort& v);
 void to_json(nlohmann::json& j, const ServiceObject& v);
-void from_json(const nlohmann::json& j, ServiceObject& v);
+Result<PodSpec> podSpecFromJson(const nlohmann::json& j, const std::string& path);
+Result<PodObject> podFromJson(const nlohmann::json& j, const std::string& path);
+Result<DeploymentObject> deploymentFromJson(const nlohmann::json& j, const std::string& path);
+Result<ServiceObject> serviceFromJson(const nlohmann::json& j, const std::string& path);
 
 }  // namespace membrane::workload

@@ -90,6 +90,67 @@ TEST(Manifest, JsonListAndServiceTargetPort) {
   EXPECT_EQ(r.manifests.namespaces[0].meta.labels.at("team"), "a");
 }
 
+// kubectl reads a YAML stream whose documents are JSON objects (with or
+// without `---` between them): every document counts (issue 10: only the
+// first one was applied, and apply said nothing about the others).
+TEST(Manifest, JsonDocumentStream) {
+  auto pod = [](const std::string& name) {
+    return R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": ")" + name +
+           R"("}, "spec": {"containers": [{"name": "c", "image": "i"}]}})";
+  };
+  const std::string cnp =
+      "{\n\t\"apiVersion\": \"cilium.io/v2\", \"kind\": \"CiliumNetworkPolicy\",\n"
+      "\t\"metadata\": {\"name\": \"j\"},\n\t\"spec\": {\"endpointSelector\": {}}\n}\n";
+  auto r = parseManifests(pod("a") + "\n---\n" + pod("b") + "\n---\n" + cnp, "stream.json");
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  ASSERT_EQ(r.manifests.pods.size(), 2u);
+  EXPECT_EQ(r.manifests.pods[0].meta.name, "a");
+  EXPECT_EQ(r.manifests.pods[1].meta.name, "b");
+  ASSERT_EQ(r.manifests.policies.size(), 1u);
+  EXPECT_EQ(r.manifests.policies[0].name, "j");
+
+  // Concatenated JSON objects, no separator.
+  auto cat = parseManifests(pod("a") + "\n" + pod("b") + "\n", "cat.json");
+  ASSERT_TRUE(cat.ok()) << firstError(cat);
+  ASSERT_EQ(cat.manifests.pods.size(), 2u);
+  EXPECT_EQ(cat.manifests.pods[1].meta.name, "b");
+
+  // YAML first, then a JSON document with tabs.
+  auto mixed = parseManifests("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\n" + cnp, "mixed.yaml");
+  ASSERT_TRUE(mixed.ok()) << firstError(mixed);
+  EXPECT_EQ(mixed.manifests.namespaces.size(), 1u);
+  EXPECT_EQ(mixed.manifests.policies.size(), 1u);
+
+  // An error in a later JSON document is reported at its own line.
+  auto bad = parseManifests(pod("a") + "\n---\n" + pod("b") + "\n---\n" +
+                                R"({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "c"}, "spec": {}})" + "\n",
+                            "bad.json");
+  ASSERT_EQ(bad.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(bad), "bad.json:5:72: spec: missing required field 'containers'");
+  EXPECT_TRUE(bad.manifests.pods.empty());
+}
+
+// `apply -n NS` puts a JSON policy without metadata.namespace into NS, as it
+// does for YAML (it used to go to "default" without a word).
+TEST(Manifest, JsonPolicyTakesTheNamespaceFlag) {
+  const std::string cnp = R"({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "j"},)"
+                          "\n"
+                          R"( "spec": {"endpointSelector": {}}})"
+                          "\n";
+  auto r = parseManifests(cnp + "---\n" + cnp.substr(0, cnp.find("\"j\"")) + "\"k\"" + cnp.substr(cnp.find("\"j\"") + 3),
+                          "p.json", "team-a");
+  ASSERT_TRUE(r.ok()) << firstError(r);
+  ASSERT_EQ(r.manifests.policies.size(), 2u);
+  EXPECT_EQ(r.manifests.policies[0].ns, "team-a");
+  EXPECT_EQ(r.manifests.policies[1].name, "k");
+  EXPECT_EQ(r.manifests.policies[1].ns, "team-a");
+  // In a JSON list too.
+  auto list = parseManifests("[" + cnp + "]", "l.json", "team-a");
+  ASSERT_TRUE(list.ok()) << firstError(list);
+  ASSERT_EQ(list.manifests.policies.size(), 1u);
+  EXPECT_EQ(list.manifests.policies[0].ns, "team-a");
+}
+
 TEST(Manifest, BadValues) {
   auto r = parseManifests(
       "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  replicas: two\n"

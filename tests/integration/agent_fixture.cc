@@ -70,6 +70,11 @@ int AgentFixture::stopAgent() {
 
 void AgentFixture::TearDown() {
   if (geteuid() != 0) return;
+  // SetUp stopped before deriving the names (no MEMBRANE_BUILD_DIR: the
+  // binary run outside ctest): nothing was started, and the cleanup below
+  // would run on empty names ("ip rule del priority 0" removes the host's
+  // local-table rule, "ip route flush table 0" flushes every IPv4 table).
+  if (proxy_table_ == 0 || proxy_rule_priority_ == 0 || host_dev_.empty()) return;
   for (auto& c : children_) c.stop(SIGTERM, std::chrono::seconds(3));
   children_.clear();
   stopAgent();

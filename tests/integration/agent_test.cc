@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <functional>
 
 #include "tests/integration/agent_fixture.h"
 
@@ -34,6 +35,81 @@ TEST_F(Agent, ExhaustedPodCidrIsAClearErrorAndLeavesNothing) {
   // Deleting one frees its address for the next pod.
   ASSERT_EQ(cli({"endpoint", "delete", "pod2", "-n", ns_}).exit_code, 0);
   EXPECT_EQ(cli({"endpoint", "create", "pod5", "-n", ns_, "--labels", "app=x"}).exit_code, 0);
+}
+
+// A wrongly typed field in a restored state file (issue 10): the agent named
+// neither file nor field, and policy.json's threw out of it (abort, exit 134).
+// Now a damaged endpoint file is skipped with an error naming both (the
+// other endpoints are restored); a damaged policy.json or namespaces.json
+// refuses the start (exit 1) with the file, the field and what to do.
+TEST_F(Agent, DamagedStateFileIsAClearErrorNotACrash) {
+  startAgent();
+  ASSERT_EQ(cli({"endpoint", "create", "pa", "-n", ns_, "--labels", "app=a"}).exit_code, 0);
+  ASSERT_EQ(cli({"endpoint", "create", "pb", "-n", ns_, "--labels", "app=b"}).exit_code, 0);
+  ASSERT_EQ(importPolicy(fmt::format("apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n"
+                                     "  namespace: {}\nspec:\n  endpointSelector: {{}}\n  ingress:\n"
+                                     "  - fromEndpoints: [{{}}]\n",
+                                     ns_))
+                .exit_code,
+            0);
+  ASSERT_EQ(cli({"namespace", "label", ns_, "team=red"}).exit_code, 0);
+  ASSERT_EQ(stopAgent(), 0);
+
+  auto edit = [](const std::string& path, const std::function<void(nlohmann::json&)>& change) {
+    auto j = nlohmann::json::parse(readFileOrEmpty(path));
+    const std::string before = j.dump();
+    change(j);
+    std::ofstream(path) << j.dump();
+    return before;
+  };
+  auto restore = [](const std::string& path, const std::string& text) { std::ofstream(path) << text; };
+
+  // policy.json: refused, nothing started.
+  const std::string policy = state_dir_ + "/policy.json";
+  std::string saved = edit(policy, [](nlohmann::json& j) { j["imports"][0]["content"] = 1; });
+  auto r = run(agentArgs(), std::chrono::seconds(30));
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE((r.out + r.err).find(fmt::format("restore policies from {}: imports[0].content: expected a string, got a "
+                                             "number; fix the field, or move the file away to start without policies",
+                                             policy)),
+            std::string::npos)
+      << r.out << r.err;
+  restore(policy, saved);
+
+  // namespaces.json: refused.
+  const std::string namespaces = state_dir_ + "/namespaces.json";
+  saved = edit(namespaces, [&](nlohmann::json& j) { j[ns_]["team"] = 3; });
+  r = run(agentArgs(), std::chrono::seconds(30));
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE((r.out + r.err).find(fmt::format("restore namespace labels: {}: {}.team: expected a string, got a number; "
+                                             "fix the field, or move the file away to start without namespace labels",
+                                             namespaces, ns_)),
+            std::string::npos)
+      << r.out << r.err;
+  restore(namespaces, saved);
+
+  // endpoints/<id>.json: that endpoint is skipped, the other one restored.
+  const std::string bad = state_dir_ + "/endpoints/1.json";
+  std::string bad_name;
+  saved = edit(bad, [&](nlohmann::json& j) {
+    bad_name = j.value("name", "");
+    j["name"] = 42;
+  });
+  ASSERT_FALSE(bad_name.empty());
+  startAgent();
+  auto eps = nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out);
+  ASSERT_EQ(eps.size(), 1u) << eps.dump();
+  EXPECT_NE(eps[0].value("name", ""), bad_name);
+  EXPECT_NE(readFileOrEmpty(dir_ + "/membraned.log")
+                .find(fmt::format("level=error restore: {}: name: expected a string, got a number; endpoint skipped", bad)),
+            std::string::npos)
+      << readFileOrEmpty(dir_ + "/membraned.log");
+  // Fixed and restarted, as the message says: both are back (and `membraned
+  // cleanup`, which reads the same files, can remove the pod again).
+  ASSERT_EQ(stopAgent(), 0);
+  restore(bad, saved);
+  startAgent();
+  EXPECT_EQ(nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out).size(), 2u);
 }
 
 TEST_F(Agent, StaleCidrIpcacheEntriesAreRemovedAtStart) {
