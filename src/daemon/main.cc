@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
+#include <set>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "src/daemon/agent.h"
 #include "src/daemon/config.h"
+#include "src/daemon/instance.h"
 
 namespace {
 
@@ -40,13 +42,30 @@ int main(int argc, char** argv) {
   app.footer(
       "Examples:\n"
       "  membraned                                   # defaults: socket /var/run/membrane/membrane.sock, metrics :9962\n"
-      "  membraned --pod-cidr 10.201.0.0/16 --api-socket /tmp/m2.sock --state-dir /tmp/m2 \\\n"
-      "            --bpf-root /sys/fs/bpf/membrane-m2 --host-device membrane_m2 --prometheus-serve-addr :9972 \\\n"
-      "            --proxy-control-socket /tmp/m2-proxy.sock --proxy-port-range 15011-15012 --proxy-route-table 2014 \\\n"
-      "            --proxy-rule-priority 19 --proxy-iptables-chain MEMBRANE_M2_mangle   # a second agent on one host\n"
+      "  membraned --instance m2                     # a second agent on one host (membrane --socket \n"
+      "                                              #   /var/run/membrane-m2/membrane.sock ... talks to it)\n"
+      "  membraned --instance m2 --print-config      # the names --instance m2 derives\n"
       "  membraned cleanup                           # remove every pod, pin, route and state file of this agent\n"
+      "  membraned --instance m2 cleanup             # the same for the agent named m2 (refused while it runs)\n"
       "The CLI is 'membrane' (membrane --help).");
   app.set_version_flag("--version", std::string(MEMBRANE_VERSION_STRING));
+  std::string instance;
+  app.add_option("--instance", instance,
+                 "Name of this agent on the host (1-10 of a-z, 0-9, '-'): derives every per-agent name so a second "
+                 "agent needs only this flag: --api-socket /var/run/membrane-NAME/membrane.sock, --state-dir "
+                 "/var/lib/membrane-NAME, --bpf-root /sys/fs/bpf/membrane-NAME, --host-device mb_NAME, --pod-cidr "
+                 "10.201.S-1.0/24, --service-cidr 10.97.S-1.0/24, --prometheus-serve-addr :9970+S, "
+                 "--proxy-control-socket /var/run/membrane-NAME/proxy.sock, --proxy-port-range 15001+2S-15002+2S, "
+                 "--proxy-route-table 2004+S, --proxy-rule-priority 9+S, --proxy-iptables-chain MEMBRANE_NAME_mangle "
+                 "(S: a slot 1..250 hashed from NAME; 'membraned --instance NAME --print-config' shows them). "
+                 "Flags given explicitly win. Without it: the defaults below");
+  std::string lock_dir = "/run/membrane/locks";
+  app.add_option("--lock-dir", lock_dir,
+                 "Directory of the ownership locks (one file per per-agent resource, holding the owner's pid); "
+                 "agents that should see each other must share it")
+      ->capture_default_str();
+  bool print_config = false;
+  app.add_flag("--print-config", print_config, "Print the effective per-agent names (after --instance) and exit");
   app.add_option("--api-socket", cfg.api_socket, "Unix socket of the REST API (mode 0660)")->capture_default_str();
   app.add_option("--state-dir", cfg.state_dir, "Directory for endpoint and policy state (restored on start)")
       ->capture_default_str();
@@ -129,14 +148,37 @@ int main(int argc, char** argv) {
       "cleanup",
       "Remove everything this agent created: every endpoint (network namespace, veth, route), the BPF programs "
       "and pins under --bpf-root, the host device, the unreachable route, the L7 proxy process and its TPROXY "
-      "plumbing (ip rule, route table, iptables chain) and the state directory. Stop the agent first.");
+      "plumbing (ip rule, route table, iptables chain) and the state directory. Refused while an agent on the same "
+      "names runs: stop it first.");
 
   cleanup->fallthrough();  // accept the agent flags after "cleanup" too
   CLI11_PARSE(app, argc, argv);
   setupLogging(cfg);
+  if (!instance.empty()) {
+    std::set<std::string> given;
+    for (const CLI::Option* o : app.get_options())
+      if (o->count() > 0) given.insert(o->get_name());
+    if (auto st = membrane::daemon::applyInstance(cfg, instance, given); !st.ok()) {
+      spdlog::error("{}", st.error().message);
+      return 2;
+    }
+  }
+  if (print_config) {
+    for (const auto& [flag, value] : membrane::daemon::OwnershipLocks::resources(cfg))
+      std::printf("--%s %s\n", flag.c_str(), value.c_str());
+    return 0;
+  }
 
   if (geteuid() != 0) {
     spdlog::error("membraned must run as root (it loads BPF programs and creates network namespaces)");
+    return 1;
+  }
+
+  // Every per-agent resource is owned by one live agent (instance.h): a second
+  // agent, or a cleanup, on resources a running agent holds is refused.
+  auto locks = membrane::daemon::OwnershipLocks::acquire(cfg, lock_dir);
+  if (!locks.ok()) {
+    spdlog::error("{}{}", *cleanup ? "cleanup refused: " : "", locks.error().message);
     return 1;
   }
 

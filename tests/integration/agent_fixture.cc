@@ -49,7 +49,8 @@ std::vector<std::string> AgentFixture::agentArgs() const {
           "--enable-health-checking", health_ ? "true" : "false", "--health-check-interval", "1",
           "--proxy-control-socket", proxy_socket_, "--proxy-port-range",
           fmt::format("{}-{}", proxy_port_, proxy_port_ + 1), "--proxy-route-table", std::to_string(proxy_table_),
-          "--proxy-rule-priority", std::to_string(proxy_rule_priority_), "--proxy-iptables-chain", proxy_chain_};
+          "--proxy-rule-priority", std::to_string(proxy_rule_priority_), "--proxy-iptables-chain", proxy_chain_,
+          "--lock-dir", dir_ + "/locks"};
   args.insert(args.end(), extra_agent_args_.begin(), extra_agent_args_.end());
   return args;
 }

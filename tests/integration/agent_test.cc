@@ -150,6 +150,68 @@ spec:
             std::string::npos);
 }
 
+// A second agent on the same names, or a cleanup, while an agent runs: both
+// refused with a message naming the running agent, and nothing of the
+// running agent is touched (before: cleanup tore down its pods and the
+// agent respawned its proxy).
+TEST_F(Agent, ASecondAgentOrACleanupOnTheSameNamesIsRefused) {
+  startAgent();
+  ASSERT_FALSE(createPod("p1", "app=one").ip.empty());
+  const std::string owner = fmt::format("state-dir {} is in use by another membraned: pid {} (", state_dir_, agent_->pid());
+  auto second = run(agentArgs(), std::chrono::seconds(30));
+  EXPECT_EQ(second.exit_code, 1) << second.out << second.err;
+  EXPECT_NE(second.err.find(owner), std::string::npos) << second.err;
+  auto args = agentArgs();
+  args.insert(args.begin() + 1, "cleanup");
+  auto cleanup = run(args, std::chrono::seconds(30));
+  EXPECT_EQ(cleanup.exit_code, 1) << cleanup.out << cleanup.err;
+  EXPECT_NE(cleanup.err.find("cleanup refused: " + owner), std::string::npos) << cleanup.err;
+  // The running agent and its pod are as they were.
+  EXPECT_EQ(cli({"status", "--brief"}).exit_code, 0);
+  auto eps = nlohmann::json::parse(cli({"endpoint", "list", "-o", "json"}).out, nullptr, false);
+  ASSERT_TRUE(eps.is_array());
+  EXPECT_EQ(eps.size(), 1u);
+  EXPECT_NE(run({"ip", "netns", "list"}).out.find(host_dev_ + "_" + ns_ + "_p1"), std::string::npos);
+}
+
+// A second agent on the host needs one flag: --instance NAME derives every
+// per-agent name (instance.h), none of which collides with the first agent.
+TEST_F(Agent, ASecondAgentNeedsOnlyTheInstanceFlag) {
+  startAgent();
+  const std::string name = fmt::format("t{}", getpid() % 100000);
+  const std::vector<std::string> second{bin("membraned"), "--instance", name, "--lock-dir", dir_ + "/locks",
+                                        "--enable-health-checking", "false"};
+  auto cfg = run({bin("membraned"), "--instance", name, "--print-config"});
+  ASSERT_EQ(cfg.exit_code, 0) << cfg.err;
+  EXPECT_NE(cfg.out.find("--state-dir /var/lib/membrane-" + name + "\n"), std::string::npos) << cfg.out;
+  const std::string sock = "/var/run/membrane-" + name + "/membrane.sock";
+  struct Cleanup {
+    std::vector<std::string> args;
+    std::string name;
+    ~Cleanup() {
+      auto a = args;
+      a.insert(a.begin() + 1, "cleanup");
+      run(a, std::chrono::seconds(60));
+      run({"rm", "-rf", "/var/run/membrane-" + name, "/var/lib/membrane-" + name});
+    }
+  } cleanup{second, name};
+  Child agent2 = Child::spawn(second, dir_ + "/membraned2.log");
+  ASSERT_TRUE(waitFor([&] { return run({bin("membrane"), "--socket", sock, "status", "--brief"}).exit_code == 0; },
+                      std::chrono::seconds(30)))
+      << readFileOrEmpty(dir_ + "/membraned2.log");
+  // Both serve pods at the same time, each in its own pod CIDR.
+  auto p2 = run({bin("membrane"), "--socket", sock, "endpoint", "create", "p2", "--labels", "app=two"});
+  ASSERT_EQ(p2.exit_code, 0) << p2.out << p2.err;
+  auto g = run({bin("membrane"), "--socket", sock, "endpoint", "get", "p2", "-o", "json"});
+  auto j = nlohmann::json::parse(g.out, nullptr, false);
+  if (j.is_array() && !j.empty()) j = j[0];
+  ASSERT_TRUE(j.is_object()) << g.out << g.err;
+  EXPECT_EQ(j.value("ipv4", "").rfind("10.201.", 0), 0u) << g.out;
+  EXPECT_FALSE(createPod("p1", "app=one").ip.empty());
+  EXPECT_EQ(cli({"status", "--brief"}).exit_code, 0);
+  EXPECT_EQ(agent2.stop(SIGTERM, std::chrono::seconds(15)), 0) << readFileOrEmpty(dir_ + "/membraned2.log");
+}
+
 TEST_F(Agent, CliSaysHowToStartAnAgentThatIsNotRunning) {
   auto r = cli({"endpoint", "list"});
   EXPECT_EQ(r.exit_code, 1);
