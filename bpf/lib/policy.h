@@ -136,7 +136,7 @@ static __always_inline int mb_policy_check(const struct mb_flow *f, __u32 ep_id,
 			      cookie);
 		return reason;
 	}
-	if (f->ct_state == MB_CT_NEW)
+	if (f->ct_state == MB_CT_NEW && !(cfg_flags & MB_CFG_F_NO_ALLOWED_VERDICTS))
 		mb_event_emit(f, MB_EVENT_POLICY_VERDICT,
 			      *proxy_port ? MB_VERDICT_REDIRECTED : MB_VERDICT_FORWARDED, direction,
 			      match_type, cookie);

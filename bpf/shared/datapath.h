@@ -360,10 +360,16 @@ MB_STATIC_ASSERT(sizeof(struct mb_metrics_value) == 16, "mb_metrics_value layout
  * Runtime configuration (array map, one element), so that modes change
  * without recompiling or reloading anything.
  */
+/* Events nobody reads cost the datapath (ring buffer reserve/submit) and the
+ * agent (decoding): the agent sets TRACE_EVENTS only while a `membrane
+ * monitor` client wants trace events (and --trace-events allows them), and
+ * NO_ALLOWED_VERDICTS while nobody wants policy verdicts. Drop and audit
+ * events, and every counter, do not depend on them. Zero = everything on. */
 #define MB_CFG_F_TRACE_EVENTS (1U << 0)  /* emit trace events for forwarded packets */
 #define MB_CFG_F_POLICY_ALWAYS (1U << 1) /* --enable-policy=always */
 #define MB_CFG_F_POLICY_NEVER (1U << 2)  /* --enable-policy=never */
 #define MB_CFG_F_AUDIT (1U << 3)         /* --policy-audit-mode */
+#define MB_CFG_F_NO_ALLOWED_VERDICTS (1U << 4) /* no FORWARDED/REDIRECTED verdict events */
 
 struct mb_datapath_config {
 	__u32 flags;        /* MB_CFG_F_* */

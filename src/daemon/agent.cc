@@ -221,7 +221,6 @@ Status Agent::init() {
             : cfg_.enable_policy == "never" ? endpoint::EnforcementMode::Never
                                             : endpoint::EnforcementMode::Default;
   mc.audit = cfg_.policy_audit_mode;
-  mc.trace_events = cfg_.trace_events;
   mc.bpf_root = cfg_.bpf_root;
   if (cfg_.enable_l7_proxy) {
     auto ports = parseProxyPortRange(cfg_.proxy_port_range);
@@ -259,6 +258,7 @@ Status Agent::init() {
   registerRoutes();
   MB_TRY_CTX(api_->start(), "serve API on " + cfg_.api_socket);
 
+  syncEventFlags();  // nobody watches yet
   event_thread_ = std::thread([this] { eventLoop(); });
   if (proxy_) {
     accesslog_thread_ = std::thread([this] { accessLogLoop(); });
@@ -1235,6 +1235,7 @@ void Agent::monitor(const Request& req, api::StreamWriter& out) {
     types.insert(t);
   }
   auto sub = hub_.subscribe(types);
+  syncEventFlags();
   std::vector<std::string> lines;
   uint64_t lost = 0;
   while (!stopping_) {
@@ -1251,6 +1252,22 @@ void Agent::monitor(const Request& req, api::StreamWriter& out) {
     if (!alive || !out.alive()) break;
   }
   hub_.unsubscribe(sub);
+  syncEventFlags();
+}
+
+void Agent::syncEventFlags() {
+  std::lock_guard lk(event_flags_mu_);
+  auto dc = dp_->config();
+  if (!dc) {
+    spdlog::warn("monitor: {}", dc.error().message);
+    return;
+  }
+  uint32_t flags = dc->flags & ~(MB_CFG_F_TRACE_EVENTS | MB_CFG_F_NO_ALLOWED_VERDICTS);
+  if (cfg_.trace_events && hub_.wants("trace")) flags |= MB_CFG_F_TRACE_EVENTS;
+  if (!hub_.wants("policy-verdict")) flags |= MB_CFG_F_NO_ALLOWED_VERDICTS;
+  if (flags == dc->flags) return;
+  dc->flags = flags;
+  if (auto st = dp_->setConfig(*dc); !st.ok()) spdlog::warn("monitor: {}", st.error().message);
 }
 
 }  // namespace membrane::daemon

@@ -105,9 +105,14 @@ class Agent {
   Status startProxy();
   void accessLogLoop();
   void monitor(const api::Request& req, api::StreamWriter& out);
+  // Sets the datapath's event flags from what monitor clients want now
+  // (MB_CFG_F_TRACE_EVENTS, MB_CFG_F_NO_ALLOWED_VERDICTS): events nobody
+  // reads are not produced. Takes only event_flags_mu_ (not mu_).
+  void syncEventFlags();
 
   Config cfg_;
   std::mutex mu_;
+  std::mutex event_flags_mu_;  // serialises syncEventFlags' read-modify-write of the config map
   std::unique_ptr<kernel::Datapath> dp_;
   identity::IdentityAllocator ids_;
   policy::Repository repo_;

@@ -91,7 +91,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--policy-audit-mode", cfg.policy_audit_mode,
                "Audit mode: would-be policy drops are forwarded and reported with verdict AUDIT");
-  app.add_flag("--trace-events", cfg.trace_events, "Emit trace events for forwarded packets (membrane monitor -t trace)");
+  app.add_flag("--trace-events", cfg.trace_events,
+               "Allow trace events for forwarded packets (membrane monitor -t trace); the datapath produces them "
+               "only while a monitor client asks for them, as it does policy verdicts of allowed flows");
   app.add_option("--ct-gc-interval", cfg.ct_gc_interval_seconds, "Seconds between conntrack garbage collections")
       ->check(CLI::Range(1, 3600))
       ->capture_default_str();

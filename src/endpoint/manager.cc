@@ -98,8 +98,9 @@ Status Manager::init() {
              "install unreachable route for " + cfg_.pod_cidr.toString());
 
   mb_datapath_config dc{};
-  dc.flags = (cfg_.trace_events ? MB_CFG_F_TRACE_EVENTS : 0) |
-             (cfg_.mode == EnforcementMode::Always ? MB_CFG_F_POLICY_ALWAYS : 0) |
+  // Event flags (trace, allowed verdicts) belong to the agent, which flips
+  // them as monitor clients come and go: none until someone watches.
+  dc.flags = MB_CFG_F_NO_ALLOWED_VERDICTS | (cfg_.mode == EnforcementMode::Always ? MB_CFG_F_POLICY_ALWAYS : 0) |
              (cfg_.mode == EnforcementMode::Never ? MB_CFG_F_POLICY_NEVER : 0);  // audit is per endpoint (flags), so that an endpoint can opt out
   dc.host_ipv4 = gw_be;
   dc.pod_cidr = htonl(cfg_.pod_cidr.network);

@@ -39,7 +39,6 @@ struct ManagerConfig {
   std::string host_device;
   EnforcementMode mode = EnforcementMode::Default;
   bool audit = false;
-  bool trace_events = false;
   std::string bpf_root;    // salt for interface names, so two agents never collide
   // L7 proxy listener ports written into policy entries with L7 rules (0 = none).
   uint16_t proxy_port_ingress = 0;

@@ -577,6 +577,37 @@ TEST_F(DatapathBpfTest, ToEndpointReadsWideIdentitiesFromTheProxyMark) {
   EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS).first, 1u);
 }
 
+// With nobody watching policy verdicts (MB_CFG_F_NO_ALLOWED_VERDICTS), an
+// allowed new flow emits no event at all; a drop still does, and every
+// counter is the same as with events on.
+TEST_F(DatapathBpfTest, NoAllowedVerdictsFlagSilencesOnlyAllowedFlows) {
+  setSrcFlags(MB_EP_F_INGRESS_ENFORCED);
+  setPolicy(kSrcEp, {{ingress(4242, 8080, IPPROTO_TCP), allow()}});
+  mb_datapath_config cfg{};
+  cfg.flags = MB_CFG_F_NO_ALLOWED_VERDICTS;
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
+  auto allowed = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(52000, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(allowed, mb_mark_encode(MB_MARK_MAGIC_IDENTITY, 4242)), TC_ACT_OK);
+  EXPECT_TRUE(drainEvents().empty());
+  auto denied = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(52001, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(denied), TC_ACT_SHOT);
+  auto ev = drainEvents();
+  ASSERT_EQ(ev.size(), 2u);  // the verdict, then the drop
+  EXPECT_EQ(ev[0].type, MB_EVENT_POLICY_VERDICT);
+  EXPECT_EQ(ev[0].subtype, MB_VERDICT_DROPPED);
+  EXPECT_EQ(ev[1].type, MB_EVENT_DROP);
+  EXPECT_EQ(metric(0, MB_DIR_INGRESS).first, 1u);
+  EXPECT_EQ(metric(MB_DROP_POLICY, MB_DIR_INGRESS).first, 1u);
+  // Someone watches again: the next new allowed flow is reported.
+  cfg.flags = 0;
+  ASSERT_TRUE(dp_->setConfig(cfg).ok());
+  auto again = PacketBuilder().ipv4("10.0.0.1", kSrcIp).tcp(52002, 8080, kTcpSyn).build();
+  EXPECT_EQ(toEp(again, mb_mark_encode(MB_MARK_MAGIC_IDENTITY, 4242)), TC_ACT_OK);
+  ev = drainEvents();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].subtype, MB_VERDICT_FORWARDED);
+}
+
 TEST_F(DatapathBpfTest, ParserDrops) {
   auto v6 = PacketBuilder().ethertype(0x86DD).payload(40).build();
   EXPECT_EQ(fromEp(v6), TC_ACT_SHOT);

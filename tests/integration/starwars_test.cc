@@ -4,11 +4,15 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+
 #include <fstream>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <thread>
 
+#include "bpf/shared/datapath.h"
 #include "tests/integration/agent_fixture.h"
 
 namespace membrane::testing {
@@ -221,6 +225,34 @@ TEST_F(StarWars, L3L4PolicyDropsXwingWithExactCounts) {
   EXPECT_EQ(del.exit_code, 0) << del.err;
   EXPECT_EQ(land("xwing", 5).out, "Ship landed\n");
   EXPECT_TRUE(udpEcho("tiefighter"));
+}
+
+// Events nobody reads are not produced: the datapath config's event flags
+// follow the monitor clients (no allowed-flow verdicts until a client asks
+// for policy verdicts, and again none after it leaves).
+TEST_F(StarWars, AllowedFlowVerdictsOnlyWhileAMonitorClientWatches) {
+  const std::string map = bpf_root_ + "/mb_config_v1";
+  auto flags = [&]() -> int64_t {
+    auto j = nlohmann::json::parse(run({"bpftool", "-j", "map", "lookup", "pinned", map, "key", "0", "0", "0", "0"}).out,
+                                   nullptr, false);
+    if (!j.is_object() || !j.contains("value") || j["value"].size() < 4) return -1;
+    int64_t f = 0;
+    for (int i = 3; i >= 0; --i) f = (f << 8) | std::stoll(j["value"][i].get<std::string>(), nullptr, 16);
+    return f;
+  };
+  constexpr int64_t kQuiet = MB_CFG_F_NO_ALLOWED_VERDICTS;
+  ASSERT_TRUE(waitFor([&] { return flags() >= 0 && (flags() & kQuiet); }, std::chrono::seconds(5))) << flags();
+  ASSERT_EQ(importPolicy(withNs(kL3L4Policy, ns_)).exit_code, 0);
+  std::optional<Child> mon(Child::spawn(
+      {bin("membrane"), "--socket", socket_, "monitor", "--type", "policy-verdict", "--json"}, dir_ + "/verdicts.log"));
+  ASSERT_TRUE(waitFor([&] { return flags() >= 0 && !(flags() & kQuiet); }, std::chrono::seconds(5))) << flags();
+  ASSERT_EQ(land("tiefighter", 5).out, "Ship landed\n");  // a new, allowed flow
+  EXPECT_TRUE(waitFor([&] { return readFileOrEmpty(dir_ + "/verdicts.log").find("FORWARDED") != std::string::npos; },
+                      std::chrono::seconds(5)))
+      << readFileOrEmpty(dir_ + "/verdicts.log");
+  mon->stop(SIGTERM);
+  mon.reset();
+  EXPECT_TRUE(waitFor([&] { return flags() >= 0 && (flags() & kQuiet); }, std::chrono::seconds(5))) << flags();
 }
 
 TEST_F(StarWars, EndpointDeleteRemovesEveryTrace) {
