@@ -2,7 +2,7 @@
 # bench/datapath/run.sh: pod -> pod datapath benchmark on this machine (docs/benchmarks.md).
 #
 #   bench/datapath/run.sh [BUILD_DIR] [--rounds N] [--seconds S] [--quick]
-#                         [--configs "V A B C D"] [--server-cpu N] [--client-cpu N]
+#                         [--configs "V A B C D"] [--server-cpu N] [--client-cpu N] [--unpinned]
 #                         [--iptables iptables|iptables-legacy] [--out-dir DIR]
 #   defaults: BUILD_DIR=build, 3 rounds of 5 s per test; --quick = 1 round of 2 s (< 1 min)
 #
@@ -16,7 +16,10 @@
 #   D  A with 10 000 non-matching iptables FORWARD rules before the accepting ones, stateless
 #      (both directions walk them); installed for each D slot only, removed right after
 # Each round: TCP_RR over V A B C D, then TCP_CRR over V A B C D, then one iperf3 stream over
-# V A B C D. Server pinned to --server-cpu (0), client to --client-cpu (1). Prints medians per
+# V A B C D. Server pinned to --server-cpu (0), client to --client-cpu (1); --unpinned leaves
+# both to the scheduler (as pods run), so the agents' CPU competes with them. For B and C the
+# agent's CPU time during each RR/CRR sample is recorded (utime+stime from /proc) as ms per
+# 1,000 transactions/connections (rr_agent_ms_per_k, crr_agent_ms_per_k). Prints medians per
 # config and ratios of medians to A with a bootstrap 95% CI over rounds, as Markdown, and
 # saves the samples (.tsv) and the report (.md) in --out-dir (default BUILD_DIR/bench).
 #
@@ -31,6 +34,7 @@ seconds=5
 configs="V A B C D"
 server_cpu=0
 client_cpu=1
+unpinned=0
 ipt=iptables
 out_dir=""
 big_policy_ports=10000
@@ -46,6 +50,7 @@ while [ $# -gt 0 ]; do
     --configs) configs=$2; shift 2 ;;
     --server-cpu) server_cpu=$2; shift 2 ;;
     --client-cpu) client_cpu=$2; shift 2 ;;
+    --unpinned) unpinned=1; shift ;;
     --iptables) ipt=$2; shift 2 ;;
     --out-dir) out_dir=$2; shift 2 ;;
     -h|--help) usage 0 ;;
@@ -75,6 +80,8 @@ net_v=10.252.9      # V: direct pair (/24 on-link)
 net_a=10.252.8      # A and D: bare topology, gateway .1
 cidr_b=10.252.10.0/24
 cidr_c=10.252.11.0/24
+svc_b=10.252.12.0/24   # per-agent service CIDRs: two agents may not share one (membraned refuses)
+svc_c=10.252.13.0/24
 mkdir -p "$work"
 out_dir=${out_dir:-$build/bench}
 mkdir -p "$out_dir"
@@ -278,10 +285,10 @@ iptables_remove() {
 membrane_cli() { local c=$1; shift; "$build/bin/membrane" --socket "$work/agent-$c.sock" "$@"; }
 
 # L3/L4 only: no L7 proxy, so the two agents share no proxy socket, ports or TPROXY rules.
-start_agent() {  # start_agent B|C CIDR
-  local c=$1 cidr=$2 port
+start_agent() {  # start_agent B|C CIDR SERVICE_CIDR
+  local c=$1 cidr=$2 svc=$3 port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  echo "--api-socket $work/agent-$c.sock --state-dir $work/state-$c --bpf-root $bpf_base-$c --pod-cidr $cidr --host-device ${tag}h${c,,} --prometheus-serve-addr 127.0.0.1:$port --enable-l7-proxy false" \
+  echo "--api-socket $work/agent-$c.sock --state-dir $work/state-$c --bpf-root $bpf_base-$c --pod-cidr $cidr --service-cidr $svc --host-device ${tag}h${c,,} --prometheus-serve-addr 127.0.0.1:$port --enable-l7-proxy false --lock-dir $work/locks" \
     >"$work/agent-$c.args"
   echo "$port" >"$work/agent-$c.port"
   agents+=("$c")
@@ -289,6 +296,7 @@ start_agent() {  # start_agent B|C CIDR
   "$build/bin/membraned" $(cat "$work/agent-$c.args") >"$work/agent-$c.log" 2>&1 &
   pids+=($!)
   local pid=$!
+  echo "$pid" >"$work/agent-$c.pid"
   for _ in $(seq 1 200); do
     membrane_cli "$c" status --brief >/dev/null 2>&1 && return 0
     kill -0 "$pid" 2>/dev/null || break
@@ -403,11 +411,11 @@ EOF
 }
 
 setup_membrane() {  # setup_membrane B|C
-  local c=$1 cidr ns
-  if [ "$c" = B ]; then cidr=$cidr_b; else cidr=$cidr_c; fi
+  local c=$1 cidr svc ns
+  if [ "$c" = B ]; then cidr=$cidr_b svc=$svc_b; else cidr=$cidr_c svc=$svc_c; fi
   ns=$tag${c,,}
   log "$c: membraned (pod CIDR $cidr, bpf root $bpf_base-$c)"
-  start_agent "$c" "$cidr" || return 1
+  start_agent "$c" "$cidr" "$svc" || return 1
   # Pod netns names are <host-device>_<ns>_<pod> for an agent with its own --host-device.
   echo "${tag}h${c,,}_${ns}_srv" >"$work/agent-$c.netns"
   echo "${tag}h${c,,}_${ns}_cli" >>"$work/agent-$c.netns"
@@ -438,10 +446,10 @@ setup_membrane() {  # setup_membrane B|C
 start_servers() {  # start_servers CONFIG: rr and iperf3 servers in the server pod, pinned
   local c=$1 ip=${srv_ip[$1]}
   local max=$(( rounds * (seconds * 3 + 60) + 600 ))
-  in_pod "$c" srv taskset -c "$server_cpu" "$rr_bin" -s -b "$ip" -p "$rr_port" -T "$max" \
+  in_pod "$c" srv $(pin "$server_cpu") "$rr_bin" -s -b "$ip" -p "$rr_port" -T "$max" \
     >"$work/srv-$c-rr.log" 2>&1 &
   pids+=($!)
-  in_pod "$c" srv taskset -c "$server_cpu" iperf3 -s -B "$ip" -p "$iperf_port" --idle-timeout "$max" \
+  in_pod "$c" srv $(pin "$server_cpu") iperf3 -s -B "$ip" -p "$iperf_port" --idle-timeout "$max" \
     >"$work/srv-$c-iperf.log" 2>&1 &
   pids+=($!)
   # Ready when the client can do one transaction (also proves the policy allows the flow).
@@ -473,6 +481,9 @@ forwarded_packets() {  # forwarded_packets CONFIG: sum of cilium_forward_count_t
 }
 
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$results"; }
+pin() { [ "$unpinned" = 1 ] || echo "taskset -c $1"; }  # pin CPU: the taskset prefix, or nothing
+# utime+stime of a config's agent in clock ticks ("" when the config has no agent).
+agent_ticks() { [ -f "$work/agent-$1.pid" ] && awk '{print $14 + $15}' "/proc/$(cat "$work/agent-$1.pid")/stat" 2>/dev/null || true; }
 
 # Foreground child run in the background + wait, so that TERM/INT reach the trap at once
 # instead of after the current measurement; cleanup stops it by PID.
@@ -490,19 +501,28 @@ measure() {  # measure CONFIG ROUND rr|crr|stream
   local c=$1 r=$2 t=$3 ip=${srv_ip[$1]} out=$work/client.out
   local to=$(( seconds + 20 ))
   if [ "$t" != stream ]; then
-    if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" "$rr_bin" -c "$ip" -p "$rr_port" -m "$t" -t "$seconds"; then
+    local ticks_before
+    ticks_before=$(agent_ticks "$c")
+    if run_child "$out" in_pod "$c" cli $(pin "$client_cpu") timeout "$to" "$rr_bin" -c "$ip" -p "$rr_port" -m "$t" -t "$seconds"; then
       local rate p50 p99
       rate=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$out")
       p50=$(sed -n 's/.* p50_us=\([0-9.]*\).*/\1/p' "$out")
       p99=$(sed -n 's/.* p99_us=\([0-9.]*\).*/\1/p' "$out")
       record "$c" "$r" "${t}_rate" "$rate"; record "$c" "$r" "${t}_p50" "$p50"; record "$c" "$r" "${t}_p99" "$p99"
-      printf '   %s %-6s %9.0f /s    p50 %6.1f us  p99 %7.1f us\n' "$c" "$t" "$rate" "$p50" "$p99" >&2
+      local agent=""
+      if [ -n "$ticks_before" ]; then
+        agent=$(python3 -c 'import os,sys; t=(int(sys.argv[2])-int(sys.argv[1]))*1000/os.sysconf("SC_CLK_TCK"); n=float(sys.argv[3])*float(sys.argv[4]); print("%.3f" % (t*1000/n if n else 0))' \
+          "$ticks_before" "$(agent_ticks "$c")" "$rate" "$seconds")
+        record "$c" "$r" "${t}_agent_ms_per_k" "$agent"
+        agent="  agent ${agent} ms CPU per 1,000"
+      fi
+      printf '   %s %-6s %9.0f /s    p50 %6.1f us  p99 %7.1f us%s\n' "$c" "$t" "$rate" "$p50" "$p99" "$agent" >&2
     else
       warn "$c round $r $t failed (see $work/client.log)"
     fi
     return 0
   fi
-  if run_child "$out" in_pod "$c" cli taskset -c "$client_cpu" timeout "$to" iperf3 -c "$ip" -p "$iperf_port" -t "$seconds" -J; then
+  if run_child "$out" in_pod "$c" cli $(pin "$client_cpu") timeout "$to" iperf3 -c "$ip" -p "$iperf_port" -t "$seconds" -J; then
     local gbps
     gbps=$(python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9))' "$out") || gbps=""
     if [ -n "$gbps" ]; then
@@ -518,9 +538,9 @@ measure() {  # measure CONFIG ROUND rr|crr|stream
 
 # --- main ----------------------------------------------------------------------------------
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-log "datapath bench: configs '$configs', $rounds round(s) x ${seconds}s, server CPU $server_cpu, client CPU $client_cpu; load average $load_before"
-if ip route show | grep -qE '^10\.252\.(8|9|10|11)\.'; then
-  echo "run.sh: 10.252.8-11.x already routed on this host (another bench run?)" >&2; exit 1
+log "datapath bench: configs '$configs', $rounds round(s) x ${seconds}s, $([ "$unpinned" = 1 ] && echo "unpinned" || echo "server CPU $server_cpu, client CPU $client_cpu"); load average $load_before"
+if ip route show | grep -qE '^(unreachable )?10\.252\.(8|9|10|11|12|13)\.'; then
+  echo "run.sh: 10.252.8-13.x already routed on this host (another bench run?)" >&2; exit 1
 fi
 if nft_filter_table_exists; then ipt_table_preexisted=1; else ipt_table_preexisted=0; fi
 
@@ -582,7 +602,7 @@ python3 "$here/summarize.py" "$results" --revision "$revision" \
   --configs "$active" --skipped "$skipped" --rounds "$rounds" --seconds "$seconds" \
   --load-before "$load_before" --load-after "$load_after" \
   --maps "$work/maps.txt" --iptables "$ipt" --iptables-restore-ms "$work/iptables-restore.ms" \
-  --server-cpu "$server_cpu" --client-cpu "$client_cpu" | tee "$report"
+  --server-cpu "$server_cpu" --client-cpu "$client_cpu" $([ "$unpinned" = 1 ] && echo --unpinned) | tee "$report"
 echo >&2
 log "raw samples: $results"
 log "report:      $report"

@@ -20,6 +20,8 @@ METRICS = [  # (key, column title, higher_is_better, format)
     ("crr_p50", "CRR p50 µs", False, "{:.1f}"),
     ("crr_p99", "CRR p99 µs", False, "{:.1f}"),
     ("stream_gbps", "1 stream Gbit/s", True, "{:.2f}"),
+    ("rr_agent_ms_per_k", "agent ms CPU / 1k RR", False, "{:.2f}"),
+    ("crr_agent_ms_per_k", "agent ms CPU / 1k CRR", False, "{:.2f}"),
 ]
 # DESIGN.md §7 / performance-anchors.md §9: ratio to bare veth (A).
 TARGETS = {"rr_rate": (">=", 0.97), "rr_p99": ("<=", 1.05), "crr_rate": (">=", 0.95), "stream_gbps": (">=", 0.98)}
@@ -92,6 +94,7 @@ def main():
     ap.add_argument("--iptables-restore-ms", default="")
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--unpinned", action="store_true")
     ap.add_argument("--revision", default="")
     a = ap.parse_args()
 
@@ -105,8 +108,10 @@ def main():
     p(f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, kernel {platform.release()}")
     if a.revision:
         p(f"- code: {a.revision}")
+    pinning = ("server and client unpinned (the scheduler places them, next to the agents)" if a.unpinned else
+               f"server pinned to CPU {a.server_cpu}, client to CPU {a.client_cpu}")
     p(f"- {a.rounds} interleaved round(s) x {a.seconds} s per test ({' '.join(configs)} per test, then the next test); "
-      f"server pinned to CPU {a.server_cpu}, client to CPU {a.client_cpu}")
+      f"{pinning}")
     p(f"- load average (1/5/15 min) before: {a.load_before}; after: {a.load_after}")
     if a.skipped.strip():
         p(f"- **not measured: {a.skipped.strip()}** (see the run's warnings)")
