@@ -201,8 +201,10 @@ Status Manager::saveNamespaces() {
 
 Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels) {
   MB_TRY_CTX(validateName("namespace", ns), "label namespace");
+  auto stored = namespaceLabelsToStore(ns, ns_labels);
+  if (!stored) return stored.error().wrap("label namespace " + ns);
   auto previous = ns_labels_;
-  ns_labels_[ns] = ns_labels;
+  ns_labels_[ns] = std::move(*stored);
   // Move every pod of the namespace to the identity of its new label set:
   // allocate the new one first, point the ipcache and endpoint map at it,
   // then release the old one, so the pod is never without an identity.

@@ -91,7 +91,11 @@ class Manager {
   // part of the identity of every pod in it (Cilium's
   // k8s:io.cilium.k8s.namespace.labels.<k>=<v>), so changing them moves those
   // pods to new identities and re-realizes policy. Persisted.
+  // kubernetes.io/metadata.name is derived from the name, not stored: EINVAL
+  // if given with another value (namespaceLabelsToStore), nothing changes.
   Status setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels);
+  // Each namespace's stored labels (the derived name label not included:
+  // namespaceLabelsJson adds it).
   std::map<std::string, labels::LabelSet> namespaces() const;
 
   // Per-endpoint PolicyAuditMode (std::nullopt = follow --policy-audit-mode);
