@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "membrane/labels.h"
 #include "membrane/result.h"
 #include "src/api/http_client.h"
 #include "src/cli/format.h"
@@ -406,10 +407,18 @@ int cmdNamespaceLabel(Context& ctx, const std::string& ns, const std::vector<std
   Json labels = Json::object();
   for (const auto& n : list.body)
     if (n.value("name", "") == ns) labels = n.value("labels", Json::object());
+  // Listed, but derived from the name by the agent: not ours to send back.
+  const std::string name_label(labels::kNamespaceNameLabel);
+  labels.erase(name_label);
+  const std::string derived = fmt::format(
+      "namespace label: {} is derived from the namespace's name and is always '{}'; it cannot be set or removed; "
+      "nothing changed",
+      name_label, ns);
   bool changed = false;
   for (const auto& item : items) {
     if (item.size() > 1 && item.back() == '-' && item.find('=') == std::string::npos) {
       std::string key = item.substr(0, item.size() - 1);
+      if (key == name_label) return fail(ctx, derived);
       changed |= labels.erase(key) > 0;
       continue;
     }
@@ -417,6 +426,10 @@ int cmdNamespaceLabel(Context& ctx, const std::string& ns, const std::vector<std
     if (eq == std::string::npos || eq == 0)
       return fail(ctx, fmt::format("namespace label: '{}' is neither k=v nor k- (remove)", item));
     std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+    if (key == name_label) {
+      if (value != ns) return fail(ctx, derived);
+      continue;  // the value it has: no change, as for any label
+    }
     if (labels.contains(key) && labels[key] != value && !overwrite)
       return fail(ctx, fmt::format("namespace label: '{}' already has a value ({}), and --overwrite is false; "
                                    "nothing changed",

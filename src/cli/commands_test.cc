@@ -69,6 +69,15 @@ class CommandsTest : public ::testing::Test {
       w.write(R"({"type":"drop","reason":"Policy denied","endpoint":1204,"ifindex":42,"src_identity":257,"dst_identity":256,)"
               R"("src":"10.200.0.7:43122","dst":"10.200.0.5:80","proto":"TCP","tcp_flags":"SYN"})");
     });
+    server_->route("GET", "/v1/namespace", [](const Request&) {
+      return Response::json(200, Json::parse(R"([{"name": "empire", "endpoints": 1,
+        "labels": {"team": "red", "kubernetes.io/metadata.name": "empire"}}])"));
+    });
+    server_->route("PUT", "/v1/namespace/{name}", [this](const Request& r) {
+      ++namespace_puts_;
+      last_body_ = Json::parse(r.body, nullptr, false);
+      return Response::json(200, {{"name", r.param("name")}, {"labels", last_body_["labels"]}});
+    });
     ASSERT_TRUE(server_->start().ok());
   }
   void TearDown() override {
@@ -87,6 +96,7 @@ class CommandsTest : public ::testing::Test {
   std::string health_ = "ok";
   Json last_body_;
   std::string last_query_;
+  int namespace_puts_ = 0;
 };
 
 TEST_F(CommandsTest, StatusExitCodeFollowsHealth) {
@@ -121,6 +131,34 @@ TEST_F(CommandsTest, EndpointCreateAndDeleteByName) {
   err_.str("");
   EXPECT_EQ(cmdEndpointDelete(c, "99", ""), 1);
   EXPECT_EQ(err_.str(), "endpoint 99 not found\n");
+}
+
+// Issue 10: `namespace label NS kubernetes.io/metadata.name=evil --overwrite`
+// was sent to the agent, stored, and listed. The label is derived from the
+// name: setting or removing it is refused before anything is sent, and the
+// listed copy is not sent back with other changes.
+TEST_F(CommandsTest, NamespaceLabelRefusesTheDerivedNameLabel) {
+  auto c = ctx();
+  const std::string why = "namespace label: kubernetes.io/metadata.name is derived from the namespace's name and is "
+                          "always 'empire'; it cannot be set or removed; nothing changed\n";
+  EXPECT_EQ(cmdNamespaceLabel(c, "empire", {"kubernetes.io/metadata.name=evil"}, true), 1);
+  EXPECT_EQ(err_.str(), why);
+  err_.str("");
+  EXPECT_EQ(cmdNamespaceLabel(c, "empire", {"team=blue", "kubernetes.io/metadata.name-"}, true), 1);
+  EXPECT_EQ(err_.str(), why);
+  EXPECT_EQ(namespace_puts_, 0);
+  EXPECT_EQ(out_.str(), "");
+  // Its own value changes nothing, like any label set to the value it has.
+  err_.str("");
+  EXPECT_EQ(cmdNamespaceLabel(c, "empire", {"kubernetes.io/metadata.name=empire"}, false), 0);
+  EXPECT_EQ(out_.str(), "namespace/empire not labeled\n");
+  EXPECT_EQ(namespace_puts_, 0);
+
+  out_.str("");
+  EXPECT_EQ(cmdNamespaceLabel(c, "empire", {"env=dev"}, false), 0) << err_.str();
+  EXPECT_EQ(out_.str(), "namespace/empire labeled\n");
+  EXPECT_EQ(namespace_puts_, 1);
+  EXPECT_EQ(last_body_, Json::parse(R"({"labels": {"team": "red", "env": "dev"}})"));
 }
 
 TEST_F(CommandsTest, ExecUnknownPodAndMissingNetns) {

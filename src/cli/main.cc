@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
   ns_label->footer(
       "Namespace labels are part of the identity of every pod in the namespace (as Cilium's\n"
       "k8s:io.cilium.k8s.namespace.labels.<k>=<v>), so namespaceSelector rules see them; pods move to\n"
-      "their new identity and policy is re-realized at once.\n"
+      "their new identity and policy is re-realized at once. kubernetes.io/metadata.name is always the\n"
+      "namespace's name (derived, as in Kubernetes): it cannot be set or removed.\n"
       "Examples:\n  membrane namespace label empire team=red\n  membrane namespace label empire team=blue --overwrite\n"
       "  membrane namespace label empire team-");
   ns_label->callback(

@@ -1130,9 +1130,8 @@ Response Agent::listNamespaces(const Request&) {
   json arr = json::array();
   for (const auto& [ns, ls] : eps_->namespaces()) {
     // What policies see: Kubernetes' own name label is derived for every
-    // namespace (labels::endpointLabels), so it is listed too.
-    json labels = {{std::string(labels::kNamespaceNameLabel), ns}};
-    for (const auto& l : ls) labels[l.key] = l.value;
+    // namespace (labels::endpointLabels), so it is listed too, with the name.
+    json labels = endpoint::namespaceLabelsJson(ns, ls);
     size_t pods = 0;
     for (const auto* ep : eps_->list())
       if (ep->ns == ns) ++pods;
@@ -1153,10 +1152,15 @@ Response Agent::putNamespace(const Request& req) {
     ls.add(*lab);
   }
   std::lock_guard lk(mu_);
-  auto st = eps_->setNamespaceLabels(req.param("name"), ls);
+  const std::string ns = req.param("name");
+  auto st = eps_->setNamespaceLabels(ns, ls);
   if (!st.ok()) return errorResponse(st.error());
   if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after namespace labels: {}", l7.error().message);
-  return Response::json(200, {{"name", req.param("name")}, {"labels", body["labels"]}});
+  // The labels as stored and listed (the derived name label included), not an echo of the request.
+  auto stored = eps_->namespaces();
+  auto it = stored.find(ns);
+  return Response::json(200, {{"name", ns},
+                              {"labels", endpoint::namespaceLabelsJson(ns, it == stored.end() ? labels::LabelSet() : it->second)}});
 }
 
 Response Agent::tracePolicy(const Request& req) {

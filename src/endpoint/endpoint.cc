@@ -164,9 +164,32 @@ Result<std::map<std::string, labels::LabelSet>> readNamespaceState(const std::st
   if (!m) return m.error().wrap(path);
   for (const auto& [ns, ls] : *m) {
     labels::LabelSet set;
-    for (const auto& [k, v] : ls) set.add("k8s", k, v);
+    for (const auto& [k, v] : ls)
+      if (k != labels::kNamespaceNameLabel) set.add("k8s", k, v);
     out[ns] = std::move(set);
   }
+  return out;
+}
+
+Result<labels::LabelSet> namespaceLabelsToStore(const std::string& ns, const labels::LabelSet& given) {
+  labels::LabelSet out;
+  for (const auto& l : given) {
+    if (l.key != labels::kNamespaceNameLabel) {
+      out.add(l);
+      continue;
+    }
+    if (l.value != ns)
+      return Error::invalid(fmt::format(
+          "label '{}={}': {} is derived from the namespace's name and is always '{}'; it cannot be set or removed",
+          l.key, l.value, l.key, ns));
+  }
+  return out;
+}
+
+nlohmann::json namespaceLabelsJson(const std::string& ns, const labels::LabelSet& stored) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& l : stored) out[l.key] = l.value;
+  out[std::string(labels::kNamespaceNameLabel)] = ns;  // last: derived, a stored copy never shows
   return out;
 }
 

@@ -69,7 +69,19 @@ Result<Endpoint> fromStateJson(const nlohmann::json& j);
 Result<Endpoint> readEndpointState(const std::string& path);
 // Reads and checks namespaces.json ({"<namespace>": {"<key>": "<value>"}}):
 // each namespace's labels; an absent file is no labels. Errors start with the path.
+// A stored kubernetes.io/metadata.name (older agents stored what the API
+// accepted) is dropped: that label is derived from the name (below).
 Result<std::map<std::string, labels::LabelSet>> readNamespaceState(const std::string& path);
+
+// Namespace labels as stored from what a caller gave: Kubernetes' name label
+// (labels::kNamespaceNameLabel, any source) is derived from the namespace's
+// name, never stored. Given with the namespace's own name it is dropped (the
+// CLI and manifests exported from Kubernetes send it back as listed); with any
+// other value: EINVAL saying that the label is derived and cannot be set.
+Result<labels::LabelSet> namespaceLabelsToStore(const std::string& ns, const labels::LabelSet& given);
+// The labels a namespace shows (`GET /v1/namespace`, what namespaceSelectors
+// see): the stored ones, then the derived name label, which always wins.
+nlohmann::json namespaceLabelsJson(const std::string& ns, const labels::LabelSet& stored);
 
 // Parses the endpoint create API's "named_ports":
 // [{"name": "http", "port": 80, "protocol": "TCP"}] (protocol TCP, UDP or

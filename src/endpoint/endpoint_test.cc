@@ -169,5 +169,55 @@ TEST(NamedPorts, SurviveTheStateFile) {
   EXPECT_EQ(back->named_ports, ep.named_ports);
 }
 
+// Issue 10: `namespace label NS kubernetes.io/metadata.name=evil --overwrite`
+// was stored, and the listing showed `evil`. The label is derived from the
+// namespace's name: never stored, never shown with another value.
+TEST(NamespaceLabels, StoredNameLabelIsDroppedOnLoad) {
+  char tmpl[] = "/tmp/membrane-state-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string path = dir + "/namespaces.json";
+  ASSERT_TRUE(writeFileAtomic(path, R"({"empire": {"kubernetes.io/metadata.name": "evil", "team": "red"},)"
+                                    R"( "rebels": {"kubernetes.io/metadata.name": "rebels"}})")
+                  .ok());
+  auto ns = readNamespaceState(path);
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(ns.ok()) << ns.error().message;
+  ASSERT_EQ(ns->size(), 2u);
+  EXPECT_EQ(ns->at("empire").toString(), "k8s:team=red");
+  EXPECT_TRUE(ns->at("rebels").empty()) << ns->at("rebels").toString();
+}
+
+TEST(NamespaceLabels, NameLabelCannotBeSetToAnotherValue) {
+  labels::LabelSet given;
+  given.add("k8s", "team", "red");
+  given.add("k8s", "kubernetes.io/metadata.name", "evil");
+  auto refused = namespaceLabelsToStore("empire", given);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, EINVAL);
+  EXPECT_EQ(refused.error().message,
+            "label 'kubernetes.io/metadata.name=evil': kubernetes.io/metadata.name is derived from the namespace's "
+            "name and is always 'empire'; it cannot be set or removed");
+  // Whatever the source: it would become the same namespace label.
+  labels::LabelSet other_source;
+  other_source.add("container", "kubernetes.io/metadata.name", "evil");
+  EXPECT_FALSE(namespaceLabelsToStore("empire", other_source).ok());
+
+  // Its own value (what the listing shows and the CLI sends back): not stored.
+  given.add("k8s", "kubernetes.io/metadata.name", "empire");
+  auto stored = namespaceLabelsToStore("empire", given);
+  ASSERT_TRUE(stored.ok()) << stored.error().message;
+  EXPECT_EQ(stored->toString(), "k8s:team=red");
+}
+
+TEST(NamespaceLabels, ListingShowsTheDerivedNameLast) {
+  labels::LabelSet stored;
+  stored.add("k8s", "team", "red");
+  stored.add("k8s", "kubernetes.io/metadata.name", "evil");  // a copy that slipped through wins nothing
+  EXPECT_EQ(namespaceLabelsJson("empire", stored),
+            (nlohmann::json{{"team", "red"}, {"kubernetes.io/metadata.name", "empire"}}));
+  EXPECT_EQ(namespaceLabelsJson("rebels", {}), (nlohmann::json{{"kubernetes.io/metadata.name", "rebels"}}));
+}
+
 }  // namespace
 }  // namespace membrane::endpoint

@@ -4,6 +4,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -201,8 +202,10 @@ Status Manager::saveNamespaces() {
 
 Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels) {
   MB_TRY_CTX(validateName("namespace", ns), "label namespace");
+  auto stored = namespaceLabelsToStore(ns, ns_labels);
+  if (!stored) return stored.error().wrap("label namespace " + ns);
   auto previous = ns_labels_;
-  ns_labels_[ns] = ns_labels;
+  ns_labels_[ns] = std::move(*stored);
   // Move every pod of the namespace to the identity of its new label set:
   // allocate the new one first, point the ipcache and endpoint map at it,
   // then release the old one, so the pod is never without an identity.
@@ -420,7 +423,13 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   spec.gateway_be = htonl(ipam_.gateway());
   auto net = kernel::createPodNetwork(spec);
   if (!net) return net.error().wrap(what);
-  undo.add([spec] { logIfError(kernel::deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network"); });
+  undo.add([this, spec] {
+    logIfError(kernel::deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network");
+    // Once the programs were attached, the pod may have sent packets: its
+    // flows must not outlive it (the address is handed out again). After the
+    // veth is gone, so no new entry appears meanwhile.
+    logIfError(dp_.flushCtFor(spec.ipv4_be), "rollback conntrack entries");
+  });
   ep.netns_path = net->netns_path;
   ep.host_ifindex = net->host_ifindex;
   ep.mac = net->pod_mac;
@@ -431,14 +440,27 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.state = kStateRegenerating;
   auto refs = allRefs();
   undo.add([this, id = ep.id] { logIfError(dp_.deletePolicy(id), "rollback policy entries"); });
-  MB_TRY_CTX(regenerate(ep, refs, namedPortsByIdentity(&ep)), what);
-  undo.add([this, ifx = ep.host_ifindex, ip = htonl(ep.ipv4)] {
+  // Registered before regenerate(), which writes the endpoint maps last: a
+  // failure anywhere after that write must remove the entry. The cache of
+  // written entries goes with it, whatever the delete's outcome (forgetting
+  // only costs a write): a stale cache entry made the retry of a failed create
+  // (same id, same identity) skip the write and drop every packet (203).
+  undo.add([this, id = ep.id, ifx = ep.host_ifindex, ip = htonl(ep.ipv4)] {
+    written_ep_.erase(id);
     logIfError(dp_.deleteEndpoint(ifx, ip), "rollback endpoint map");
   });
+  MB_TRY_CTX(regenerate(ep, refs, namedPortsByIdentity(&ep)), what);
   MB_TRY_CTX(dp_.upsertIpcache(htonl(ep.ipv4), 32, ep.identity), what + ": ipcache");
   undo.add([this, ip = htonl(ep.ipv4)] { logIfError(dp_.deleteIpcache(ip, 32), "rollback ipcache"); });
   MB_TRY_CTX(dp_.attach(ep.host_ifindex), what + ": attach BPF programs to " + ep.host_ifname);
   ep.state = kStateReady;
+  // writeFileAtomic can fail after the rename (fsync of the directory): the
+  // file must not survive, or the next start restores an endpoint that was
+  // never created. A file that was there before (an endpoint whose restore
+  // failed, kept for the operator) is not ours to remove.
+  const std::string state_file = fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id);
+  if (::access(state_file.c_str(), F_OK) != 0)
+    undo.add([state_file] { logIfError(removeFile(state_file), "rollback state file"); });
   MB_TRY_CTX(writeState(ep), what + ": save state");
   undo.dismiss();
 
@@ -566,14 +588,14 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
     return synced.error().wrap(fmt::format("sync policy map of endpoint {}", ep.id));
   }
   // Flags after entries: turning enforcement on only once the allows are in place.
-  const std::pair<uint32_t, uint32_t> want{ep.identity, endpointFlags(ep)};
+  const WrittenEndpoint want{ep.identity, endpointFlags(ep), ep.host_ifindex, ep.ipv4, ep.mac, ep.host_mac};
   auto written = written_ep_.find(ep.id);
   if (written == written_ep_.end() || written->second != want) {
     mb_endpoint_info info{};
     info.ep_id = ep.id;
     info.identity = ep.identity;
     info.ifindex = ep.host_ifindex;
-    info.flags = want.second;
+    info.flags = want.flags;
     info.ipv4 = htonl(ep.ipv4);
     std::copy(ep.mac.begin(), ep.mac.end(), info.mac);
     std::copy(ep.host_mac.begin(), ep.host_mac.end(), info.node_mac);

@@ -10,6 +10,7 @@
 // Not thread-safe: the agent serializes every call with its own lock.
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -89,7 +90,11 @@ class Manager {
   // part of the identity of every pod in it (Cilium's
   // k8s:io.cilium.k8s.namespace.labels.<k>=<v>), so changing them moves those
   // pods to new identities and re-realizes policy. Persisted.
+  // kubernetes.io/metadata.name is derived from the name, not stored: EINVAL
+  // if given with another value (namespaceLabelsToStore), nothing changes.
   Status setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels);
+  // Each namespace's stored labels (the derived name label not included:
+  // namespaceLabelsJson adds it).
   std::map<std::string, labels::LabelSet> namespaces() const;
 
   // Per-endpoint PolicyAuditMode (std::nullopt = follow --policy-audit-mode);
@@ -143,9 +148,22 @@ class Manager {
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
   uint64_t generation_ = 0;  // see generation()
-  // (identity, flags) last written to the endpoint maps per endpoint id, so a
-  // regeneration that changes neither writes nothing.
-  std::map<uint32_t, std::pair<uint32_t, uint32_t>> written_ep_;
+  // What the endpoint maps hold per endpoint id, as last written by this
+  // manager, so a regeneration that changes nothing writes nothing. Only a
+  // cache: an entry must go whenever the map entry may be gone (remove, a
+  // rolled-back create), or a later write of the same id is skipped and the
+  // endpoint has no map entry (drop 203). The whole record is compared, so a
+  // new veth (ifindex, MACs) under a reused id and identity is written anyway.
+  struct WrittenEndpoint {
+    uint32_t identity = 0;
+    uint32_t flags = 0;
+    uint32_t ifindex = 0;
+    uint32_t ipv4 = 0;  // host byte order
+    std::array<uint8_t, 6> mac{};
+    std::array<uint8_t, 6> host_mac{};
+    bool operator==(const WrittenEndpoint&) const = default;
+  };
+  std::map<uint32_t, WrittenEndpoint> written_ep_;
   std::map<std::string, labels::LabelSet> ns_labels_;  // namespace -> its labels (user-given)
   // CIDR identities (Cilium's local scope, 1<<24 | n): one per prefix that a
   // policy mentions, labelled with every covering prefix (cidr:…) and

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "membrane/labels.h"
 #include "src/endpoint/state_json.h"
 #include "src/policy/yaml_fields.h"
 
@@ -312,6 +313,14 @@ class Parser {
       NamespaceObject o;
       if (!wantApi("v1") || !meta(md, mp, o.meta, false)) return;
       if (!sp.IsNull() && !fields(sp, spp, {{}, {"finalizers"}})) return;
+      // Derived from the name (Kubernetes sets it, the agent refuses another
+      // value): caught here, before anything of the apply is changed.
+      const std::string name_label(labels::kNamespaceNameLabel);
+      if (auto it = o.meta.labels.find(name_label); it != o.meta.labels.end() && it->second != o.meta.name)
+        return error(md["labels"][name_label], join(mp, "labels." + name_label),
+                     fmt::format("'{}' must be the namespace's name '{}' (the label is derived from the name; remove "
+                                 "it or set it to '{}')",
+                                 it->second, o.meta.name, o.meta.name));
       out.namespaces.push_back(o);
     } else if (*kind == "Pod") {
       PodObject o;

@@ -68,6 +68,28 @@ TEST(Manifest, UnknownFieldIsPreciseAndNothingIsReturned) {
   EXPECT_TRUE(r.manifests.namespaces.empty());
 }
 
+// Issue 10: kubernetes.io/metadata.name is derived from a namespace's name.
+// A Namespace exported from Kubernetes carries it with its name (accepted);
+// another value is refused before anything is applied (the agent would refuse
+// it half-way, after the policies of the same apply were imported).
+TEST(Manifest, NamespaceNameLabelMustBeTheName) {
+  auto exported = parseManifests(
+      "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: a\n"
+      "    kubernetes.io/metadata.name: shop\n",
+      "ns.yaml");
+  ASSERT_TRUE(exported.diagnostics.empty()) << firstError(exported);
+  ASSERT_EQ(exported.manifests.namespaces.size(), 1u);
+  auto evil = parseManifests(
+      "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels:\n    team: a\n"
+      "    kubernetes.io/metadata.name: evil\n",
+      "ns.yaml");
+  ASSERT_EQ(evil.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(evil),
+            "ns.yaml:7:34: metadata.labels.kubernetes.io/metadata.name: 'evil' must be the namespace's name 'shop' "
+            "(the label is derived from the name; remove it or set it to 'shop')");
+  EXPECT_TRUE(evil.manifests.namespaces.empty());
+}
+
 TEST(Manifest, UnknownKind) {
   auto r = parseManifests("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n", "cm.yaml");
   ASSERT_EQ(r.diagnostics.size(), 1u);

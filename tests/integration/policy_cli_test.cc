@@ -190,6 +190,42 @@ TEST_F(PolicyCli, NamespaceLabelAndList) {
   auto bad = cli({"namespace", "label", ns_, "=x"});
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_EQ(bad.err, "namespace label: '=x' is neither k=v nor k- (remove)\n");
+
+  // Issue 10: the name label is derived from the name. It used to be stored
+  // and listed as `evil`. Refused by the CLI, by the API, and dropped from a
+  // state file that holds one.
+  const std::string listed = header + fmt::format("{:<24} {:<10} {},team=blue\n", ns_, 1, name_label);
+  auto evil = cli({"namespace", "label", ns_, "kubernetes.io/metadata.name=evil", "--overwrite"});
+  EXPECT_EQ(evil.exit_code, 1);
+  EXPECT_EQ(evil.err, fmt::format("namespace label: kubernetes.io/metadata.name is derived from the namespace's name "
+                                  "and is always '{}'; it cannot be set or removed; nothing changed\n",
+                                  ns_));
+  EXPECT_EQ(cli({"namespace", "label", ns_, "kubernetes.io/metadata.name-"}).exit_code, 1);
+  auto api = run({"curl", "-sS", "--unix-socket", socket_, "-X", "PUT", "-w", "\n%{http_code}", "--data",
+                  R"({"labels": {"team": "blue", "kubernetes.io/metadata.name": "evil"}})",
+                  "http://localhost/v1/namespace/" + ns_});
+  ASSERT_EQ(api.exit_code, 0) << api.err;
+  const std::string derived_why = fmt::format(
+      "label namespace {0}: label 'kubernetes.io/metadata.name=evil': kubernetes.io/metadata.name is derived from "
+      "the namespace's name and is always '{0}'; it cannot be set or removed",
+      ns_);
+  EXPECT_EQ(api.out.substr(api.out.rfind('\n') + 1), "400") << api.out;
+  EXPECT_NE(api.out.find(derived_why), std::string::npos) << api.out;
+  EXPECT_EQ(cli({"namespace", "list"}).out, listed);
+
+  // A state file written by an older agent that accepted it: dropped on load.
+  ASSERT_EQ(stopAgent(), 0);
+  const std::string ns_file = state_dir_ + "/namespaces.json";
+  auto stored = nlohmann::json::parse(readFileOrEmpty(ns_file), nullptr, false);
+  ASSERT_TRUE(stored.is_object()) << readFileOrEmpty(ns_file);
+  stored[ns_]["kubernetes.io/metadata.name"] = "evil";
+  ASSERT_EQ(run({"sh", "-c", "cat > " + ns_file}, std::chrono::seconds(5), stored.dump()).exit_code, 0);
+  startAgent();
+  EXPECT_EQ(cli({"namespace", "list"}).out, listed);
+  auto after = nlohmann::json::parse(cli({"endpoint", "get", "web", "-n", ns_}).out, nullptr, false);
+  EXPECT_NE(after.dump().find("k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=" + ns_),
+            std::string::npos)
+      << after.dump();
 }
 
 TEST_F(PolicyCli, PolicyDeleteByNameLabelsAndAll) {
