@@ -140,6 +140,9 @@ class AgentMetrics {
   void setPolicyCount(int64_t n);
   // cilium_policy_max_revision.
   void setPolicyMaxRevision(uint64_t revision);
+  // membrane_policy_held: stored policy imports that no longer load on start
+  // (Agent::loadPolicyState); while > 0 enforcement is held.
+  void setPolicyHeld(int64_t n);
   // cilium_policy_change_total{outcome="success"|"failure"}; a failure also
   // counts cilium_policy_import_errors_total (as Cilium does for imports).
   void recordPolicyChange(bool success);

@@ -127,6 +127,13 @@ Result<std::string> readInput(const std::string& file) {
   return ss.str();
 }
 
+// A policy change the agent stored but does not enforce yet (202: a stored
+// policy is held, see docs/api.md "Policy changes") says so on stderr.
+void warnIfHeld(Context& ctx, const Json& body) {
+  if (body.is_object() && body.contains("held") && body["held"].is_string())
+    ctx.err << "Warning: stored, not enforced yet: " << body["held"].get<std::string>() << "\n";
+}
+
 }  // namespace
 
 int cmdStatus(Context& ctx, bool brief) {
@@ -291,6 +298,7 @@ int cmdPolicyImport(Context& ctx, const std::vector<std::string>& files) {
     Json body = {{"source", f == "-" ? "stdin" : f}, {"content", *text}};
     Answer a = call(client, "PUT", "/v1/policy", body.dump(-1, ' ', false, Json::error_handler_t::replace));
     if (!a.ok) return fail(ctx, a.failure);
+    warnIfHeld(ctx, a.body);
     revision = a.body.value("revision", int64_t{0});
     answers.push_back(a.body);
   }
@@ -323,6 +331,7 @@ int cmdPolicyDelete(Context& ctx, const std::string& name, const std::string& ns
   HttpClient client(ctx.socket);
   Answer a = call(client, "DELETE", target);
   if (!a.ok) return fail(ctx, a.failure);
+  warnIfHeld(ctx, a.body);
   if (ctx.json) {
     printJson(ctx, a.body);
     return 0;

@@ -1,4 +1,5 @@
 #include "src/daemon/agent.h"
+#include "src/daemon/api_errors.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -41,17 +42,6 @@ using nlohmann::json;
 using api::Request;
 using api::Response;
 
-int httpStatusFor(const Error& e) {
-  switch (e.code) {
-    case EINVAL: return 400;
-    case ENOENT: return 404;
-    case EEXIST: return 409;
-    case ENOSPC: return 503;
-    default: return 500;
-  }
-}
-
-Response errorResponse(const Error& e) { return Response::error(httpStatusFor(e), e.message); }
 
 Status ensureBpffs() {
   struct statfs st {};
@@ -73,20 +63,6 @@ uint64_t boottimeNs() {
   timespec bt{};
   clock_gettime(CLOCK_BOOTTIME, &bt);
   return static_cast<uint64_t>(bt.tv_sec) * 1000000000ULL + static_cast<uint64_t>(bt.tv_nsec);
-}
-
-std::string policyKey(const policy::Policy& p) {
-  return fmt::format("{}/{}/{}", policy::kindName(p.kind), p.namespace_name, p.name);
-}
-std::string policyDisplayName(const policy::Policy& p) { return p.displayName(); }
-
-bool hasL7Rules(const policy::Policy& p) {
-  for (const auto& r : p.rules)
-    for (const auto* sec : {&r.ingress, &r.egress})
-      for (const auto& peer : *sec)
-        for (const auto& pr : peer.to_ports)
-          if (!pr.http.empty()) return true;
-  return false;
 }
 
 std::string defaultProxyBinary() {
@@ -688,61 +664,6 @@ void Agent::gcLoop() {
   }
 }
 
-// ---------------------------------------------------------------------------
-// Policy state: the imports as the user wrote them, replayed on start.
-
-Status Agent::loadPolicyState() {
-  std::string path = cfg_.state_dir + "/policy.json";
-  auto text = endpoint::readFile(path);
-  if (!text) return okStatus();  // first start
-  // A damaged file refuses the start (the caller names the file): starting
-  // without the policies would leave their endpoints unprotected.
-  auto state = parsePolicyState(*text);
-  if (!state)
-    return Error::invalid(state.error().message + "; fix the field, or move the file away to start without policies");
-  const std::set<std::string>& live = state->live;
-  for (const auto& imp : state->imports) {
-    auto parsed = policy::parsePolicies(imp["content"].get<std::string>(), imp["source"].get<std::string>());
-    if (!parsed.ok()) {
-      spdlog::warn("restoring policy import '{}': no longer parses; skipped", imp["source"].get<std::string>());
-      continue;
-    }
-    auto r = repo_.import(parsed.policies);
-    if (!r) spdlog::warn("restoring policy import '{}': {}", imp["source"].get<std::string>(), r.error().message);
-    policy_imports_.push_back(imp);
-  }
-  std::vector<std::pair<std::string, std::string>> dead;
-  for (const auto& p : repo_.policies())
-    if (!live.count(policyKey(p))) dead.emplace_back(p.name, p.namespace_name);
-  for (const auto& [n, ns] : dead) (void)repo_.remove(n, ns);
-  spdlog::info("restored {} policies (revision {})", repo_.policies().size(), repo_.revision());
-  return okStatus();
-}
-
-Status Agent::savePolicyState() {
-  // Keep only imports that still provide a live policy (the last import of a
-  // key provides it), so the file does not grow with every change.
-  std::set<std::string> live;
-  for (const auto& p : repo_.policies()) live.insert(policyKey(p));
-  json kept = json::array();
-  std::set<std::string> provided;
-  for (auto it = policy_imports_.rbegin(); it != policy_imports_.rend(); ++it) {
-    bool useful = false;
-    for (const auto& k : (*it)["keys"]) {
-      std::string key = k.get<std::string>();
-      if (live.count(key) && !provided.count(key)) {
-        provided.insert(key);
-        useful = true;
-      }
-    }
-    if (useful) kept.insert(kept.begin(), *it);
-  }
-  policy_imports_ = kept;
-  json state = {{"version", 1}, {"revision", repo_.revision()}, {"imports", policy_imports_},
-                {"live", json(std::vector<std::string>(live.begin(), live.end()))}};
-  return endpoint::writeFileAtomic(cfg_.state_dir + "/policy.json", state.dump(1) + "\n");
-}
-
 void Agent::refreshCookieNames() {
   std::map<uint32_t, std::string> names;
   for (const auto& p : repo_.policies()) names[p.cookie] = p.displayName();
@@ -795,11 +716,30 @@ void Agent::registerRoutes() {
 }
 
 Response Agent::healthz(const Request&) {
-  std::lock_guard lk(mu_);
+  // A slow operation (a pod that ignores SIGTERM, a proxy restart) may hold
+  // mu_ for seconds; health checks must not see a healthy agent as dead. So
+  // wait only briefly, then answer with the last figures and say how old they
+  // are ("busy_seconds": how long this call found the lock taken).
+  std::unique_lock lk(mu_, std::defer_lock);
+  const auto asked = std::chrono::steady_clock::now();
+  if (!lk.try_lock_for(kHealthzLockWait)) {
+    std::lock_guard c(healthz_cache_mu_);
+    if (!healthz_cache_.is_null()) {
+      json j = healthz_cache_;
+      const auto now = std::chrono::steady_clock::now();
+      j["busy_seconds"] = std::chrono::duration<double>(now - asked).count();
+      j["figures_age_seconds"] = std::chrono::duration<double>(now - healthz_cache_at_).count();
+      return Response::json(200, j);
+    }
+    lk.lock();  // nothing cached yet (the API serves only after init)
+  }
   size_t not_ready = 0;
   for (const auto* ep : eps_->list())
     if (ep->state != endpoint::kStateReady) ++not_ready;
-  std::string status = not_ready ? "degraded" : "ok";
+  const std::string held = heldMessage();
+  std::string status = not_ready || !held.empty() ? "degraded" : "ok";
+  std::string message = not_ready ? fmt::format("{} endpoints not ready", not_ready) : "";
+  if (!held.empty()) message += (message.empty() ? "" : "; ") + held;
   json clusterHealth = nullptr;
   if (health_) {
     if (auto rep = health_->last()) {
@@ -818,19 +758,26 @@ Response Agent::healthz(const Request&) {
     }
   }
   auto up = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count();
-  return Response::json(200, {{"status", status},
-                              {"version", MEMBRANE_VERSION_STRING},
-                              {"revision", MEMBRANE_REVISION_STRING},
-                              {"uptime_seconds", up},
-                              {"endpoints", eps_->list().size()},
-                              {"policy_revision", repo_.revision()},
-                              {"datapath", {{"status", "ok"}, {"bpf_root", cfg_.bpf_root}}},
-                              {"pod_cidr", cfg_.pod_cidr},
-                              {"enforcement", cfg_.enable_policy},
-                              {"audit", cfg_.policy_audit_mode},
-                              {"cluster_health", clusterHealth},
-                              {"proxy", proxyStatusJson()},
-                              {"message", not_ready ? fmt::format("{} endpoints not ready", not_ready) : ""}});
+  json j = {{"status", status},
+            {"version", MEMBRANE_VERSION_STRING},
+            {"revision", MEMBRANE_REVISION_STRING},
+            {"uptime_seconds", up},
+            {"endpoints", eps_->list().size()},
+            {"policy_revision", repo_.revision()},
+            {"datapath", {{"status", "ok"}, {"bpf_root", cfg_.bpf_root}}},
+            {"pod_cidr", cfg_.pod_cidr},
+            {"enforcement", cfg_.enable_policy},
+            {"audit", cfg_.policy_audit_mode},
+            {"cluster_health", clusterHealth},
+            {"proxy", proxyStatusJson()},
+            {"policy_held", held_.size()},
+            {"message", message}};
+  {
+    std::lock_guard c(healthz_cache_mu_);
+    healthz_cache_ = j;
+    healthz_cache_at_ = std::chrono::steady_clock::now();
+  }
+  return Response::json(200, j);
 }
 
 Response Agent::listEndpoints(const Request& req) {
@@ -934,104 +881,6 @@ Response Agent::getPolicy(const Request&) {
   json arr = json::array();
   for (const auto& p : repo_.policies()) arr.push_back(policy::toJson(p));
   return Response::json(200, {{"revision", repo_.revision()}, {"policies", arr}});
-}
-
-Response Agent::importPolicy(const Request& req) {
-  json body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded() || !body.is_object() || !body.contains("content") || !body["content"].is_string())
-    return Response::error(400, "request body must be {\"source\": \"file.yaml\", \"content\": \"<YAML or JSON>\"}");
-  auto t0 = std::chrono::steady_clock::now();
-  std::string source = body.value("source", "policy");
-  std::string content = body["content"];
-  auto parsed = policy::parsePolicies(content, source);
-  std::lock_guard lk(mu_);
-  if (!parsed.ok()) {
-    metrics_->recordPolicyChange(false);
-    json diags = json::array();
-    std::string first;
-    for (const auto& d : parsed.diagnostics) {
-      diags.push_back({{"file", d.file}, {"line", d.line}, {"column", d.column}, {"path", d.path}, {"message", d.message}});
-      if (first.empty()) first = policy::formatDiagnostic(d);
-    }
-    return Response::json(400, {{"error", fmt::format("policy {} rejected, nothing applied: {}", source, first)},
-                                {"code", 400},
-                                {"diagnostics", diags}});
-  }
-  if (parsed.policies.empty()) {
-    metrics_->recordPolicyChange(false);
-    return Response::error(400, fmt::format("policy {}: no policy documents found", source));
-  }
-  // L7 rules need the proxy; refusing is safer than silently allowing all of L7.
-  for (const auto& p : parsed.policies)
-    if (!proxy_ && hasL7Rules(p)) {
-      metrics_->recordPolicyChange(false);
-      return Response::error(400, fmt::format("policy {} in {}: toPorts[].rules (L7 HTTP rules) need the L7 proxy, "
-                                              "which is disabled (membraned --enable-l7-proxy=false); nothing applied",
-                                              p.displayName(), source));
-    }
-  auto r = repo_.import(parsed.policies);
-  if (!r) {
-    metrics_->recordPolicyChange(false);
-    return errorResponse(r.error());
-  }
-  json keys = json::array(), names = json::array();
-  for (const auto& p : parsed.policies) {
-    keys.push_back(policyKey(p));
-    names.push_back(policyDisplayName(p));
-  }
-  policy_imports_.push_back({{"source", source}, {"content", content}, {"keys", keys}});
-  auto regen = eps_->regenerateAll();
-  if (regen.ok()) {
-    auto l7 = syncProxy();
-    if (!l7.ok()) regen = l7.error();
-  }
-  if (regen.ok())
-    metrics_->observePolicyImplementationDelay(
-        "local-api", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  refreshCookieNames();
-  auto saved = savePolicyState();
-  if (!saved.ok()) spdlog::error("save policy state: {}", saved.error().message);
-  updatePolicyMetrics();
-  metrics_->recordPolicyChange(regen.ok());
-  if (!regen) return Response::error(500, "policy imported but not realized on every endpoint: " + regen.error().message);
-  spdlog::info("policy import {}: {} policies, revision {}", source, names.size(), repo_.revision());
-  return Response::json(200, {{"revision", repo_.revision()}, {"imported", names}});
-}
-
-Response Agent::deletePolicy(const Request& req) {
-  auto t0 = std::chrono::steady_clock::now();
-  std::lock_guard lk(mu_);
-  std::vector<std::string> deleted;
-  if (req.queryValue("all") == "true") {
-    deleted = repo_.removeAll();
-  } else if (req.hasQuery("labels")) {
-    auto wanted = labels::parseLabels(req.queryValue("labels"));
-    if (!wanted) return Response::error(400, "labels: " + wanted.error().message + " (expected k=v[,k=v...])");
-    auto r = repo_.removeByLabels(*wanted);
-    if (!r) return errorResponse(r.error());
-    deleted = *r;
-  } else {
-    std::string name = req.queryValue("name");
-    std::string ns = req.queryValue("namespace");
-    if (name.empty()) return Response::error(400, "give ?name=NAME[&namespace=NS], ?labels=k=v[,k=v...] or ?all=true");
-    auto r = repo_.remove(name, ns.empty() ? "default" : ns);
-    if (!r) return errorResponse(r.error());
-    deleted = *r;
-  }
-  auto regen = eps_->regenerateAll();
-  if (regen.ok()) {
-    auto l7 = syncProxy();
-    if (!l7.ok()) regen = l7.error();
-  }
-  if (regen.ok())
-    metrics_->observePolicyImplementationDelay(
-        "local-api", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  auto saved = savePolicyState();
-  if (!saved.ok()) spdlog::error("save policy state: {}", saved.error().message);
-  updatePolicyMetrics();
-  metrics_->recordPolicyChange(regen.ok());
-  if (!regen) return Response::error(500, "policy deleted but not realized on every endpoint: " + regen.error().message);
-  return Response::json(200, {{"revision", repo_.revision()}, {"deleted", deleted}});
 }
 
 Response Agent::listMetrics(const Request&) {

@@ -14,6 +14,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <map>
+#include <set>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,9 +66,33 @@ class Agent {
   void registerRoutes();
   void eventLoop();
   void gcLoop();
+  // Policy changes and their state file (src/daemon/policy_handlers.cc).
   Status loadPolicyState();
   Status savePolicyState();
   void updatePolicyMetrics();
+  // A stored import that no longer loads (loadPolicyState): kept as stored,
+  // with the keys ("Kind/ns/name") still waiting for a fix or a delete.
+  struct HeldImport {
+    nlohmann::json import;
+    std::string error;
+    std::set<std::string> keys;
+  };
+  // Everything a policy change may alter before it is committed.
+  struct PolicySnapshot {
+    policy::Repository repo;
+    nlohmann::json imports;
+    std::vector<HeldImport> held;
+  };
+  PolicySnapshot policySnapshot() const;
+  // Realize (unless held) and persist the current policy; the error names the step.
+  Status commitPolicyChange();
+  // Puts `before` back and realizes it again.
+  Status rollbackPolicyChange(PolicySnapshot before);
+  // commit, or roll back and answer with what failed.
+  api::Response finishPolicyChange(PolicySnapshot before, const std::string& what,
+                                   std::chrono::steady_clock::time_point t0, nlohmann::json ok_body);
+  std::string heldMessage() const;  // "" when nothing is held
+  void applyHold();                 // held_ -> endpoint manager hold + metric
 
   // Handlers (hold mu_).
   api::Response healthz(const api::Request& req);
@@ -111,7 +137,13 @@ class Agent {
   void syncEventFlags();
 
   Config cfg_;
-  std::mutex mu_;
+  // The agent lock (see the header comment). Timed so that GET /v1/healthz
+  // can stop waiting for a slow operation and answer from healthz_cache_.
+  std::timed_mutex mu_;
+  static constexpr std::chrono::milliseconds kHealthzLockWait{50};
+  std::mutex healthz_cache_mu_;
+  nlohmann::json healthz_cache_;  // the last answer computed under mu_
+  std::chrono::steady_clock::time_point healthz_cache_at_;
   std::mutex event_flags_mu_;  // serialises syncEventFlags' read-modify-write of the config map
   std::unique_ptr<kernel::Datapath> dp_;
   identity::IdentityAllocator ids_;
@@ -128,6 +160,7 @@ class Agent {
   std::thread workload_thread_;
   // Imports as given (source name + text) so that a restart re-parses exactly what the user wrote.
   nlohmann::json policy_imports_ = nlohmann::json::array();
+  std::vector<HeldImport> held_;  // see HeldImport; non-empty = policy enforcement held
   std::atomic<bool> stopping_{false};
   std::thread event_thread_;
   std::thread gc_thread_;

@@ -202,6 +202,7 @@ Status Manager::saveNamespaces() {
 
 Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels) {
   MB_TRY_CTX(validateName("namespace", ns), "label namespace");
+  MB_TRY(heldError("label namespace " + ns));
   auto stored = namespaceLabelsToStore(ns, ns_labels);
   if (!stored) return stored.error().wrap("label namespace " + ns);
   auto previous = ns_labels_;
@@ -384,6 +385,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
                                          const labels::LabelSet& user_labels, bool health,
                                          const std::vector<policy::NamedPort>& named_ports) {
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
+  MB_TRY(heldError(what));
   if (findByName(ns, name))
     return Error::exists(fmt::format("{}: an endpoint named {} already exists in namespace {} (delete it first: "
                                      "membrane endpoint delete {} -n {})",
@@ -551,6 +553,8 @@ std::map<uint32_t, std::vector<policy::NamedPort>> Manager::namedPortsByIdentity
 
 Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
                            const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache) {
+  // Held: the kernel keeps this endpoint's last realized policy (see setPolicyHold).
+  if (!policy_hold_.empty()) return okStatus();
   auto t0 = Clock::now();
   policy::NamedPorts named{ep.named_ports, peer_ports};
   policy::EndpointPolicy resolved;
@@ -608,7 +612,13 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
   return okStatus();
 }
 
+Status Manager::heldError(const std::string& what) const {
+  if (policy_hold_.empty()) return okStatus();
+  return Error(EAGAIN, fmt::format("{}: not possible while policy is held: {}", what, policy_hold_));
+}
+
 Status Manager::setAuditMode(uint32_t id, std::optional<bool> audit) {
+  MB_TRY(heldError(fmt::format("set PolicyAuditMode of endpoint {}", id)));
   auto it = eps_.find(id);
   if (it == eps_.end()) return Error::notFound(fmt::format("endpoint {} not found", id));
   Endpoint& ep = it->second;
@@ -628,7 +638,9 @@ Status Manager::setAuditMode(uint32_t id, std::optional<bool> audit) {
 Result<RegenerationStats> Manager::regenerateAll() {
   auto t0 = Clock::now();
   RegenerationStats stats;
-  MB_TRY_CTX(syncCidrIdentities(), "CIDR identities");
+  // Held: the ipcache's CIDR entries stay too (a held policy's CIDR rules
+  // match on them; removing them would change what its entries select).
+  if (policy_hold_.empty()) MB_TRY_CTX(syncCidrIdentities(), "CIDR identities");
   auto refs = allRefs();
   const auto peer_ports = namedPortsByIdentity();
   ResolveCache cache;

@@ -104,6 +104,16 @@ class Manager {
   // Recomputes every endpoint's policy and writes the map differences.
   Result<RegenerationStats> regenerateAll();
 
+  // Policy hold: the agent could not load a stored policy on start, so the
+  // policy set is incomplete. While `reason` is non-empty no endpoint is
+  // realized from it: regeneration leaves every existing endpoint's policy
+  // and flags as the kernel holds them (restored endpoints are re-attached
+  // only), and create(), setAuditMode() and setNamespaceLabels() fail with
+  // EAGAIN and the reason. An empty reason lifts the hold (the caller then
+  // calls regenerateAll()).
+  void setPolicyHold(std::string reason) { policy_hold_ = std::move(reason); }
+  const std::string& policyHold() const { return policy_hold_; }
+
   // Known identities, reserved ones included (for `identity list` and policy resolution).
   std::vector<identity::Identity> identities() const;
 
@@ -165,6 +175,8 @@ class Manager {
   };
   std::map<uint32_t, WrittenEndpoint> written_ep_;
   std::map<std::string, labels::LabelSet> ns_labels_;  // namespace -> its labels (user-given)
+  std::string policy_hold_;  // see setPolicyHold()
+  Status heldError(const std::string& what) const;
   // CIDR identities (Cilium's local scope, 1<<24 | n): one per prefix that a
   // policy mentions, labelled with every covering prefix (cidr:…) and
   // reserved:world, and written to the ipcache LPM as prefix -> identity.

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -107,41 +110,152 @@ Status validateTproxyConfig(const TproxyConfig& c) {
   return okStatus();
 }
 
-Status installTproxy(const TproxyConfig& c) {
-  MB_TRY(validateTproxyConfig(c));
-  bool ok = false;
-  struct Undo {
-    const TproxyConfig& c;
-    bool& ok;
-    ~Undo() {
-      if (!ok) (void)removeTproxy(c);
-    }
-  } undo{c, ok};
-  // Exactly one copy of our rule (a previous run may have left it).
-  for (int i = 0; i < 16 && runCommand(ipRule(c, "del")).exit_code == 0; ++i) {
-  }
-  MB_TRY_CTX(must(ipRule(c, "add")), "L7 proxy routing rule");
-  MB_TRY_CTX(must({"ip", "-4", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", std::to_string(c.table)}),
-             "L7 proxy local route");
-  // Our chain, flushed and refilled; one jump from PREROUTING.
-  if (runCommand(ipt({"-n", "-L", c.chain})).exit_code != 0) MB_TRY_CTX(must(ipt({"-N", c.chain})), "iptables chain");
-  MB_TRY_CTX(must(ipt({"-F", c.chain})), "iptables chain");
+namespace {
+
+// The chain's rules, in order, as iptables arguments after "-A <chain>".
+std::vector<std::vector<std::string>> chainRules(const TproxyConfig& c) {
+  std::vector<std::vector<std::string>> rules;
   for (uint16_t p : c.ports)
-    MB_TRY_CTX(must(ipt({"-A", c.chain, "-p", "tcp", "-m", "mark", "--mark", fmt::format("{:#x}", toProxyMark(p)), "-j",
-                         "TPROXY", "--on-ip", "0.0.0.0", "--on-port", std::to_string(p), "--tproxy-mark", fmt::format("{:#x}", MB_MARK_MAGIC_TO_PROXY)})),
-               fmt::format("TPROXY rule for proxy port {} (needs the xt_TPROXY kernel module)", p));
+    rules.push_back({"-p", "tcp", "-m", "mark", "--mark", fmt::format("{:#x}", toProxyMark(p)), "-j", "TPROXY",
+                     "--on-ip", "0.0.0.0", "--on-port", std::to_string(p), "--tproxy-mark",
+                     fmt::format("{:#x}", MB_MARK_MAGIC_TO_PROXY)});
   // Replies to a transparent upstream connection from a peer outside the
   // pods (toCIDR/world: no datapath program on its way in to mark them) are
   // addressed to the client pod; without this they would be forwarded to the
   // pod instead of reaching the proxy's socket. Marked like the datapath's
   // TO_PROXY replies (0x200/0xf00) so the ip rule delivers them locally. After
   // the TPROXY rules (TPROXY is terminal); a wildcard listener never matches.
-  MB_TRY_CTX(must(ipt({"-A", c.chain, "-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-xmark",
-                       toProxyMarkMask()})),
-             "transparent-socket rule for L7 replies (needs the xt_socket kernel module)");
-  if (runCommand(ipt({"-C", "PREROUTING", "-j", c.chain})).exit_code != 0)
+  rules.push_back({"-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-xmark", toProxyMarkMask()});
+  return rules;
+}
+
+// Lines of `ip -4 rule show priority P` that are exactly our rule.
+int countOurRules(const TproxyConfig& c) {
+  auto r = runCommand({"ip", "-4", "rule", "show", "priority", std::to_string(c.rule_priority)});
+  if (r.exit_code != 0) return -1;
+  const std::string want = fmt::format("fwmark {} lookup {}", toProxyMarkMask(), c.table);
+  int n = 0;
+  size_t pos = 0;
+  while (pos < r.output.size()) {
+    size_t eol = r.output.find('\n', pos);
+    if (eol == std::string::npos) eol = r.output.size();
+    std::string_view line(r.output.data() + pos, eol - pos);
+    // "9:\tfrom all fwmark 0x200/0xf00 lookup 2004 " (trailing space on some versions)
+    while (!line.empty() && line.back() == ' ') line.remove_suffix(1);
+    if (line.size() >= want.size() && line.substr(line.size() - want.size()) == want) ++n;
+    pos = eol + 1;
+  }
+  return n;
+}
+
+bool chainExists(const TproxyConfig& c) { return runCommand(ipt({"-n", "-L", c.chain})).exit_code == 0; }
+
+// True when the chain holds exactly `rules` (each present, nothing else).
+bool chainMatches(const TproxyConfig& c, const std::vector<std::vector<std::string>>& rules) {
+  auto listing = runCommand(ipt({"-S", c.chain}));
+  if (listing.exit_code != 0) return false;
+  size_t appended = 0;
+  for (size_t pos = 0; (pos = listing.output.find("-A " + c.chain + " ", pos)) != std::string::npos; ++pos)
+    ++appended;
+  if (appended != rules.size()) return false;
+  for (const auto& rule : rules) {
+    std::vector<std::string> check{"-C", c.chain};
+    check.insert(check.end(), rule.begin(), rule.end());
+    auto argv = ipt({});
+    argv.insert(argv.end(), check.begin(), check.end());
+    if (runCommand(argv).exit_code != 0) return false;
+  }
+  return true;
+}
+
+// Replaces the chain's content in one iptables-restore transaction (nft
+// backend: one batch): with --noflush, only the declared chain is flushed,
+// and the flush and the new rules commit together, so a packet sees either
+// the old rules or the new ones, never an empty chain.
+Status replaceChain(const TproxyConfig& c, const std::vector<std::vector<std::string>>& rules) {
+  std::string script = "*mangle\n:" + c.chain + " - [0:0]\n";
+  for (const auto& rule : rules) script += "-A " + c.chain + " " + joined(rule) + "\n";
+  script += "COMMIT\n";
+  char path[] = "/tmp/membrane-tproxy-XXXXXX";
+  int fd = ::mkstemp(path);
+  if (fd < 0) return Error::fromErrno(errno, "create a temporary file for iptables-restore");
+  bool written = ::write(fd, script.data(), script.size()) == static_cast<ssize_t>(script.size());
+  ::close(fd);
+  Status st = written ? must({"iptables-restore", "--noflush", path})
+                      : Error(EIO, fmt::format("write {}: {}", path, membrane::errnoText(errno)));
+  ::unlink(path);
+  return st;
+}
+
+}  // namespace
+
+Status installTproxy(const TproxyConfig& c, std::vector<std::string>* changes) {
+  MB_TRY(validateTproxyConfig(c));
+  // Check-then-add, never delete-then-add: an agent restarting under a
+  // running proxy re-runs this while L7 flows are in flight, and a moment
+  // without the rule or the chain's TPROXY rules would send their packets to
+  // the pod instead of the proxy. Each object is only touched when it is
+  // missing or differs; what this call creates is removed again on failure.
+  std::vector<std::string> made;
+  bool ok = false;
+  bool added_route = false, created_chain = false, added_jump = false, added_rule = false;
+  auto undo = [&] {
+    if (ok) return;
+    if (added_rule) (void)runCommand(ipRule(c, "del"));
+    if (added_jump) (void)runCommand(ipt({"-D", "PREROUTING", "-j", c.chain}));
+    if (created_chain) {
+      (void)runCommand(ipt({"-F", c.chain}));
+      (void)runCommand(ipt({"-X", c.chain}));
+    }
+    if (added_route)
+      (void)runCommand({"ip", "-4", "route", "del", "local", "0.0.0.0/0", "dev", "lo", "table", std::to_string(c.table)});
+  };
+  struct Guard {
+    std::function<void()> fn;
+    ~Guard() { fn(); }
+  } guard{undo};
+
+  // 1. The table's local default route (before the rule that points to it).
+  const std::string table = std::to_string(c.table);
+  auto routes = runCommand({"ip", "-4", "route", "show", "table", table});
+  if (routes.exit_code != 0 || routes.output.find("local default dev lo") == std::string::npos) {
+    MB_TRY_CTX(must({"ip", "-4", "route", "replace", "local", "0.0.0.0/0", "dev", "lo", "table", table}),
+               "L7 proxy local route");
+    added_route = routes.exit_code != 0 || routes.output.empty();
+    made.push_back("route local 0.0.0.0/0 dev lo table " + table);
+  }
+  // 2. The chain with exactly our rules.
+  const auto rules = chainRules(c);
+  if (!chainExists(c)) {
+    MB_TRY_CTX(must(ipt({"-N", c.chain})), "iptables chain");
+    created_chain = true;
+    made.push_back("iptables chain " + c.chain);
+  }
+  if (!chainMatches(c, rules)) {
+    MB_TRY_CTX(replaceChain(c, rules),
+               "TPROXY rules (need the xt_TPROXY and xt_socket kernel modules) in iptables chain " + c.chain);
+    made.push_back(fmt::format("iptables chain {} rules ({})", c.chain, rules.size()));
+  }
+  // 3. One jump from PREROUTING.
+  if (runCommand(ipt({"-C", "PREROUTING", "-j", c.chain})).exit_code != 0) {
     MB_TRY_CTX(must(ipt({"-I", "PREROUTING", "1", "-j", c.chain})), "iptables PREROUTING jump");
+    added_jump = true;
+    made.push_back("iptables PREROUTING jump to " + c.chain);
+  }
+  // 4. Exactly one copy of our ip rule (a previous run may have left two).
+  int have = countOurRules(c);
+  if (have < 0) return Error(EIO, "L7 proxy routing rule: `ip -4 rule show` failed");
+  if (have == 0) {
+    MB_TRY_CTX(must(ipRule(c, "add")), "L7 proxy routing rule");
+    added_rule = true;
+    made.push_back(fmt::format("ip rule priority {} fwmark {} lookup {}", c.rule_priority, toProxyMarkMask(), c.table));
+  }
+  for (int extra = have - 1; extra > 0; --extra) {
+    MB_TRY_CTX(must(ipRule(c, "del")), "duplicate L7 proxy routing rule");
+    made.push_back("removed a duplicate ip rule");
+  }
   ok = true;
+  if (changes) *changes = std::move(made);
   return okStatus();
 }
 

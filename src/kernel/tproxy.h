@@ -14,7 +14,7 @@
 //
 // Every name/number is per agent (flags), so two agents on one host never
 // touch each other's state. install() is idempotent (re-running it converges
-// to exactly this state); remove() removes exactly what install() creates,
+// to exactly this state, touching only what differs); remove() removes exactly what install() creates,
 // ignores what is already gone and reports the first real failure.
 //
 // Runs `ip` and `iptables` (Debian's iproute2 / iptables, nft backend): the
@@ -41,9 +41,13 @@ struct TproxyConfig {
 // Checks names and numbers; EINVAL with the field at fault.
 Status validateTproxyConfig(const TproxyConfig& cfg);
 
-// Installs (or re-converges) the plumbing above. On failure, what was
-// installed by this call is removed again.
-Status installTproxy(const TproxyConfig& cfg);
+// Installs (or re-converges) the plumbing above by check-then-add: an object
+// that is already right is not touched, so re-running it under live L7 flows
+// (agent restart) never opens a moment without the rule or the TPROXY rules;
+// a chain whose rules differ is replaced in one iptables-restore transaction.
+// `changes` (optional) lists what it changed (empty when all was in place).
+// On failure, what this call created is removed again.
+Status installTproxy(const TproxyConfig& cfg, std::vector<std::string>* changes = nullptr);
 
 // Removes the rule, the table's route and the chain (jump included).
 Status removeTproxy(const TproxyConfig& cfg);

@@ -184,6 +184,9 @@ struct AgentMetrics::Impl {
         policy(gauge(registry, "cilium_policy", "Number of policies currently loaded").Add({})),
         policy_max_revision(
             gauge(registry, "cilium_policy_max_revision", "Highest policy revision number in the agent").Add({})),
+        policy_held(gauge(registry, "membrane_policy_held",
+                          "Stored policy imports that no longer load; while non-zero, policy enforcement is held")
+                        .Add({})),
         policy_change(counter(registry, "cilium_policy_change_total", "Number of policy changes by outcome")),
         policy_change_success(policy_change.Add({{"outcome", "success"}})),
         policy_change_failure(policy_change.Add({{"outcome", "failure"}})),
@@ -272,6 +275,7 @@ struct AgentMetrics::Impl {
   Family<Histogram>& regeneration_time;
   Gauge& policy;
   Gauge& policy_max_revision;
+  Gauge& policy_held;
   Family<Counter>& policy_change;
   Counter& policy_change_success;
   Counter& policy_change_failure;
@@ -314,6 +318,7 @@ void AgentMetrics::observeRegenerationTime(std::string_view scope, bool success,
 
 void AgentMetrics::setPolicyCount(int64_t n) { impl_->policy.Set(static_cast<double>(n)); }
 void AgentMetrics::setPolicyMaxRevision(uint64_t rev) { impl_->policy_max_revision.Set(static_cast<double>(rev)); }
+void AgentMetrics::setPolicyHeld(int64_t n) { impl_->policy_held.Set(static_cast<double>(n)); }
 void AgentMetrics::recordPolicyChange(bool success) {
   if (success) {
     impl_->policy_change_success.Increment();

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "src/api/http_client.h"
 #include "tests/integration/agent_fixture.h"
 
 namespace membrane::testing {
@@ -346,6 +347,54 @@ TEST_F(ManifestsTest, NamespaceLabelsSurviveRestartAndCleanup) {
   auto after = cli({"get", "namespaces"});
   EXPECT_EQ(after.exit_code, 0) << after.err;
   EXPECT_TRUE(std::regex_search(after.out, std::regex(row))) << after.out;
+}
+
+}  // namespace
+}  // namespace membrane::testing
+
+namespace membrane::testing {
+namespace {
+
+// Issue 10: a slow operation must not make a healthy agent look dead. A pod
+// that ignores SIGTERM keeps `delete pod` busy for 3 s (until SIGKILL); during
+// that time GET /v1/healthz (`membrane status`) still answers within 100 ms.
+TEST_F(ManifestsTest, StatusAnswersPromptlyWhileAPodIgnoresSigterm) {
+  startAgent();
+  std::string path = writeFile(
+      "stubborn.yaml",
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\nspec:\n  containers:\n  - name: c\n"
+      "    image: busybox\n    command: [sh, -c]\n    args: ['trap \"\" TERM; exec sleep 120']\n");
+  ASSERT_EQ(cli({"apply", "-n", ns_, "-f", path}).exit_code, 0);
+  ASSERT_TRUE(waitFor([&] { auto p = pods(); return p.size() == 1 && p[0]["status"] == "Running"; },
+                      std::chrono::seconds(20)))
+      << pods().dump(1);
+
+  Child del = Child::spawn({bin("membrane"), "--socket", socket_, "delete", "pod", "stubborn", "-n", ns_},
+                           dir_ + "/delete.log");
+  api::HttpClient client(socket_, std::chrono::seconds(5));
+  // The delete holds the agent lock while it waits for the pod to exit.
+  bool busy = waitFor(
+      [&] {
+        auto r = client.request("GET", "/v1/healthz");
+        return r.ok() && nlohmann::json::parse(r->body, nullptr, false).contains("busy_seconds");
+      },
+      std::chrono::seconds(3));
+  ASSERT_TRUE(busy) << "healthz never found the agent busy";
+  for (int i = 0; i < 5; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = client.request("GET", "/v1/healthz");
+    auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_LT(took, std::chrono::milliseconds(100)) << "healthz took "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+    auto j = nlohmann::json::parse(r->body);
+    EXPECT_EQ(j["status"], "ok") << r->body;
+  }
+  // Signal 0: nothing sent, only waits (up to 10 s) for the delete's exit code.
+  EXPECT_EQ(del.stop(0, std::chrono::seconds(10)), 0) << readFileOrEmpty(dir_ + "/delete.log");
+  EXPECT_EQ(readFileOrEmpty(dir_ + "/delete.log"), "pod \"stubborn\" deleted\n");
+  EXPECT_EQ(pods().size(), 0u);
 }
 
 }  // namespace
