@@ -1,7 +1,6 @@
 #include "src/endpoint/manager.h"
 
 #include <arpa/inet.h>
-#include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -20,8 +19,9 @@
 #include "membrane/metrics.h"
 #include "membrane/rfc3339.h"
 #include "src/endpoint/state_store.h"
-#include "src/kernel/datapath.h"
+#include "src/kernel/datapath_maps.h"
 #include "src/kernel/netlink.h"
+#include "src/kernel/pod_networks.h"
 #include "src/kernel/netns.h"
 
 namespace membrane::endpoint {
@@ -86,16 +86,16 @@ kernel::PolicyMapValue toMapValue(const policy::PolicyEntry& e, const policy::Po
 
 }  // namespace
 
-Manager::Manager(ManagerConfig cfg, kernel::Datapath& dp, identity::IdentityAllocator& ids,
-                 const policy::Repository& repo, metrics::AgentMetrics& metrics)
-    : cfg_(std::move(cfg)), dp_(dp), ids_(ids), repo_(repo), metrics_(metrics), ipam_(cfg_.pod_cidr) {}
+Manager::Manager(ManagerConfig cfg, kernel::DatapathMaps& dp, kernel::PodNetworks& net,
+                 identity::IdentityAllocator& ids, const policy::Repository& repo, metrics::AgentMetrics& metrics)
+    : cfg_(std::move(cfg)), dp_(dp), net_(net), ids_(ids), repo_(repo), metrics_(metrics), ipam_(cfg_.pod_cidr) {}
 
 Manager::~Manager() = default;
 
 Status Manager::init() {
   uint32_t gw_be = htonl(ipam_.gateway());
-  MB_TRY_CTX(kernel::ensureHostDevice(cfg_.host_device, gw_be), "set up host device " + cfg_.host_device);
-  MB_TRY_CTX(kernel::ensureUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len),
+  MB_TRY_CTX(net_.ensureHostDevice(cfg_.host_device, gw_be), "set up host device " + cfg_.host_device);
+  MB_TRY_CTX(net_.ensureUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len),
              "install unreachable route for " + cfg_.pod_cidr.toString());
 
   mb_datapath_config dc{};
@@ -163,19 +163,11 @@ Status Manager::init() {
 Status Manager::syncHostIpcache() {
   // Traffic from the host stack into a pod carries a host address as source:
   // map every local IPv4 address to the reserved host identity (1).
-  ifaddrs* ifa = nullptr;
-  if (getifaddrs(&ifa) != 0) return Error::fromErrno(errno, "list host addresses");
-  for (auto* p = ifa; p; p = p->ifa_next) {
-    if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET) continue;
-    uint32_t be = reinterpret_cast<sockaddr_in*>(p->ifa_addr)->sin_addr.s_addr;
+  MB_ASSIGN(auto addrs, net_.hostAddresses());
+  for (uint32_t be : addrs) {
     if (cfg_.pod_cidr.contains(ntohl(be)) && ntohl(be) != ipam_.gateway()) continue;
-    auto st = dp_.upsertIpcache(be, 32, MB_ID_HOST);
-    if (!st.ok()) {
-      freeifaddrs(ifa);
-      return st.error().wrap("ipcache: host address");
-    }
+    MB_TRY_CTX(dp_.upsertIpcache(be, 32, MB_ID_HOST), "ipcache: host address");
   }
-  freeifaddrs(ifa);
   return dp_.upsertIpcache(htonl(ipam_.gateway()), 32, MB_ID_HOST);
 }
 
@@ -240,7 +232,7 @@ Status Manager::restoreOne(Endpoint ep) {
   spec.host_ifname = ep.host_ifname;
   spec.ipv4_be = htonl(ep.ipv4);
   spec.gateway_be = htonl(ipam_.gateway());
-  auto net = kernel::inspectPodNetwork(spec);
+  auto net = net_.inspectPodNetwork(spec);
   if (!net) {
     ipam_.release(ep.ipv4);
     return net.error().wrap(fmt::format("restore endpoint {}/{}: its network is gone", ep.ns, ep.name));
@@ -421,10 +413,10 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   spec.host_ifname = ep.host_ifname;
   spec.ipv4_be = htonl(ep.ipv4);
   spec.gateway_be = htonl(ipam_.gateway());
-  auto net = kernel::createPodNetwork(spec);
+  auto net = net_.createPodNetwork(spec);
   if (!net) return net.error().wrap(what);
   undo.add([this, spec] {
-    logIfError(kernel::deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network");
+    logIfError(net_.deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network");
     // Once the programs were attached, the pod may have sent packets: its
     // flows must not outlive it (the address is handed out again). After the
     // veth is gone, so no new entry appears meanwhile.
@@ -499,7 +491,7 @@ Status Manager::remove(uint32_t id) {
   note(dp_.deleteEndpoint(ep.host_ifindex, ip_be));
   note(dp_.deletePolicy(ep.id));
   note(dp_.flushCtFor(ip_be));
-  note(kernel::deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
+  note(net_.deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
   note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
   ids_.release(ep.identity);
   const bool others_change = !ids_.lookup(ep.identity).has_value() || !ep.named_ports.empty();
@@ -693,9 +685,9 @@ Status Manager::removeAll() {
     auto st = remove(id);
     if (!st.ok() && first.ok()) first = st;
   }
-  auto st = kernel::removeUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len);
+  auto st = net_.removeUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len);
   if (!st.ok() && first.ok()) first = st;
-  st = kernel::removeHostDevice(cfg_.host_device);
+  st = net_.removeHostDevice(cfg_.host_device);
   if (!st.ok() && first.ok()) first = st;
   return first;
 }

@@ -24,7 +24,8 @@
 #include "src/endpoint/ipam.h"
 
 namespace membrane::kernel {
-class Datapath;
+class DatapathMaps;
+class PodNetworks;
 }
 namespace membrane::metrics {
 class AgentMetrics;
@@ -55,7 +56,10 @@ struct RegenerationStats {
 
 class Manager {
  public:
-  Manager(ManagerConfig cfg, kernel::Datapath& dp, identity::IdentityAllocator& ids,
+  // dp and net: the kernel (kernel::Datapath, kernel::linuxPodNetworks()) or
+  // the fakes of src/kernel/fake/ in tests; every argument must outlive the
+  // manager.
+  Manager(ManagerConfig cfg, kernel::DatapathMaps& dp, kernel::PodNetworks& net, identity::IdentityAllocator& ids,
           const policy::Repository& repo, metrics::AgentMetrics& metrics);
   ~Manager();
 
@@ -141,7 +145,8 @@ class Manager {
   uint32_t endpointFlags(const Endpoint& ep) const;
   
   ManagerConfig cfg_;
-  kernel::Datapath& dp_;
+  kernel::DatapathMaps& dp_;
+  kernel::PodNetworks& net_;
   identity::IdentityAllocator& ids_;
   const policy::Repository& repo_;
   metrics::AgentMetrics& metrics_;
