@@ -65,12 +65,20 @@ class Manager {
 
   // Host side (gateway device, unreachable route for the pod CIDR, datapath
   // config, host addresses in the ipcache), then restores endpoints from the
-  // state directory and reconciles the maps by difference.
+  // state directory and reconciles the maps by difference. A state file that
+  // cannot be read, or whose pod network is gone (ENOENT), is skipped and
+  // kept (its id is not reused); any other error while inspecting a pod
+  // network fails init() (the pinned maps keep enforcing; a restart retries)
+  // rather than dropping a live pod's map entries as stale.
   Status init();
 
   // Creates a pod: validates, then netns + veth + IP + identity + maps +
   // programs; all or nothing. EEXIST for a taken name, ENOSPC for an
-  // exhausted CIDR, EINVAL for bad labels or names.
+  // exhausted CIDR, EINVAL for bad labels or names. On failure nothing of it
+  // remains (maps, pod network, identity, address, state file) and the error
+  // names the failed step. Once the endpoint exists, the regeneration of the
+  // others (a new identity, named ports) is best effort: its failure is logged
+  // and the next regenerateAll() completes it.
   // named_ports: the pod's container ports (validated: parseNamedPorts); named
   // ports in policies resolve against them.
   Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
@@ -80,6 +88,9 @@ class Manager {
   Result<Endpoint> ensureHealthEndpoint();
   const Endpoint* healthEndpoint() const;
   // Removes every trace of the endpoint (maps, CT entries, veth, netns, route, state file).
+  // Every step is attempted; when one fails the first error is returned and
+  // the endpoint stays listed in state "disconnecting" with its state file,
+  // identity and address (regeneration skips it), so a retry finishes it.
   Status remove(uint32_t id);
 
   const Endpoint* find(uint32_t id) const;
@@ -96,6 +107,9 @@ class Manager {
   // pods to new identities and re-realizes policy. Persisted.
   // kubernetes.io/metadata.name is derived from the name, not stored: EINVAL
   // if given with another value (namespaceLabelsToStore), nothing changes.
+  // All or nothing: on any failure (identity, ipcache, files, regeneration)
+  // every pod keeps its identity, the ipcache, state files, namespaces.json
+  // and generation() are as before, and the previous policy is realized again.
   Status setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels);
   // Each namespace's stored labels (the derived name label not included:
   // namespaceLabelsJson adds it).
@@ -105,7 +119,10 @@ class Manager {
   // re-realizes that endpoint's flags and persists the choice.
   Status setAuditMode(uint32_t id, std::optional<bool> audit);
 
-  // Recomputes every endpoint's policy and writes the map differences.
+  // Recomputes every endpoint's policy and writes the map differences. An
+  // endpoint whose write fails is left "not-ready" (its maps partly updated),
+  // the others are realized; the first error is returned, and the next call
+  // converges.
   Result<RegenerationStats> regenerateAll();
 
   // Known identities, reserved ones included (for `identity list` and policy resolution).
@@ -138,7 +155,8 @@ class Manager {
   Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
                     const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache = nullptr);
   Status writeState(const Endpoint& ep);
-  Status restoreOne(Endpoint ep);
+  // *transient: the pod network could not be inspected (an error other than ENOENT).
+  Status restoreOne(Endpoint ep, bool* transient);
   Status syncHostIpcache();
   void updateMetrics();
   uint32_t nextId() const;
@@ -152,6 +170,8 @@ class Manager {
   metrics::AgentMetrics& metrics_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
+  // Endpoints read from a state file that init() could not restore (kept for removeAll).
+  std::map<uint32_t, Endpoint> unrestored_;
   uint64_t generation_ = 0;  // see generation()
   // What the endpoint maps hold per endpoint id, as last written by this
   // manager, so a regeneration that changes nothing writes nothing. Only a
