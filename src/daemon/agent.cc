@@ -30,6 +30,8 @@
 #include "src/endpoint/state_store.h"
 #include "src/kernel/events.h"
 #include "src/kernel/netns.h"
+#include "src/kernel/pod_networks.h"
+#include "src/kernel/process_runner.h"
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -205,7 +207,7 @@ Status Agent::init() {
     mc.proxy_port_ingress = l7_ports_.ingress;
     mc.proxy_port_egress = l7_ports_.egress;
   }
-  eps_ = std::make_unique<endpoint::Manager>(mc, *dp_, ids_, repo_, *metrics_);
+  eps_ = std::make_unique<endpoint::Manager>(mc, *dp_, kernel::linuxPodNetworks(), ids_, repo_, *metrics_);
 
   {
     std::lock_guard lk(mu_);
@@ -291,13 +293,14 @@ Status Agent::cleanup(const Config& cfg) {
   mc.pod_cidr = *cidr;
   mc.host_device = cfg.host_device;
   mc.bpf_root = cfg.bpf_root;
-  endpoint::Manager mgr(mc, **dp, ids, repo, metrics);
+  endpoint::Manager mgr(mc, **dp, kernel::linuxPodNetworks(), ids, repo, metrics);
   auto st = mgr.init();
   if (!st.ok()) spdlog::warn("cleanup: {}", st.error().message);
   Status first = okStatus();
   if (auto svc = endpoint::Cidr4::parse(cfg.service_cidr); svc.ok()) {
     // Pod processes first (they run in the endpoints' namespaces), services, route.
-    workload::Controller wl({cfg.state_dir, *svc, ""}, mgr, **dp);
+    workload::Controller wl({cfg.state_dir, *svc, ""}, mgr, **dp, kernel::linuxPodNetworks(),
+                            kernel::linuxProcessRunner());
     if (auto ld = wl.load(); !ld.ok()) spdlog::warn("cleanup: {}", ld.error().message);
     first = wl.removeAll();
   } else {

@@ -16,6 +16,8 @@
 #include <spdlog/spdlog.h>
 
 #include "src/daemon/agent.h"
+#include "src/kernel/pod_networks.h"
+#include "src/kernel/process_runner.h"
 #include "src/workload/manifest.h"
 
 #ifndef MEMBRANE_SOURCE_DIR
@@ -94,7 +96,8 @@ Status Agent::startWorkloads() {
                                       cfg_.service_cidr, cfg_.pod_cidr));
   workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar()};
   std::lock_guard lk(mu_);
-  workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_);
+  workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_, kernel::linuxPodNetworks(),
+                                                      kernel::linuxProcessRunner());
   return workloads_->init();
 }
 

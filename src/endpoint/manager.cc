@@ -1,7 +1,6 @@
 #include "src/endpoint/manager.h"
 
 #include <arpa/inet.h>
-#include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <unistd.h>
@@ -20,8 +19,9 @@
 #include "membrane/metrics.h"
 #include "membrane/rfc3339.h"
 #include "src/endpoint/state_store.h"
-#include "src/kernel/datapath.h"
+#include "src/kernel/datapath_maps.h"
 #include "src/kernel/netlink.h"
+#include "src/kernel/pod_networks.h"
 #include "src/kernel/netns.h"
 
 namespace membrane::endpoint {
@@ -42,6 +42,12 @@ class Rollback {
   }
   void add(std::function<void()> undo) { steps_.push_back(std::move(undo)); }
   void dismiss() { armed_ = false; }
+  // Undoes now (and not again at destruction).
+  void run() {
+    if (armed_)
+      for (auto it = steps_.rbegin(); it != steps_.rend(); ++it) (*it)();
+    armed_ = false;
+  }
 
  private:
   std::vector<std::function<void()>> steps_;
@@ -86,16 +92,16 @@ kernel::PolicyMapValue toMapValue(const policy::PolicyEntry& e, const policy::Po
 
 }  // namespace
 
-Manager::Manager(ManagerConfig cfg, kernel::Datapath& dp, identity::IdentityAllocator& ids,
-                 const policy::Repository& repo, metrics::AgentMetrics& metrics)
-    : cfg_(std::move(cfg)), dp_(dp), ids_(ids), repo_(repo), metrics_(metrics), ipam_(cfg_.pod_cidr) {}
+Manager::Manager(ManagerConfig cfg, kernel::DatapathMaps& dp, kernel::PodNetworks& net,
+                 identity::IdentityAllocator& ids, const policy::Repository& repo, metrics::AgentMetrics& metrics)
+    : cfg_(std::move(cfg)), dp_(dp), net_(net), ids_(ids), repo_(repo), metrics_(metrics), ipam_(cfg_.pod_cidr) {}
 
 Manager::~Manager() = default;
 
 Status Manager::init() {
   uint32_t gw_be = htonl(ipam_.gateway());
-  MB_TRY_CTX(kernel::ensureHostDevice(cfg_.host_device, gw_be), "set up host device " + cfg_.host_device);
-  MB_TRY_CTX(kernel::ensureUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len),
+  MB_TRY_CTX(net_.ensureHostDevice(cfg_.host_device, gw_be), "set up host device " + cfg_.host_device);
+  MB_TRY_CTX(net_.ensureUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len),
              "install unreachable route for " + cfg_.pod_cidr.toString());
 
   mb_datapath_config dc{};
@@ -131,13 +137,24 @@ Status Manager::init() {
                     ep.error().message);
       continue;
     }
-    auto st = restoreOne(std::move(*ep));
-    if (!st.ok()) spdlog::warn("restore {}: {}", f, st.error().message);
+    bool transient = false;
+    auto st = restoreOne(*ep, &transient);
+    // The kernel could not say whether the pod's network exists (not ENOENT):
+    // skipping the endpoint would remove its map entries below as stale and
+    // cut a running pod off. Fail the start instead (the pinned maps keep
+    // enforcing); the next start retries.
+    if (!st.ok() && transient) return st.error().wrap("restore " + f);
+    if (!st.ok()) {
+      spdlog::warn("restore {}: {}", f, st.error().message);
+      unrestored_.emplace(ep->id, std::move(*ep));  // for removeAll (membraned cleanup)
+    }
   }
 
   // Endpoint map entries whose endpoint was not restored are stale: remove them
   // (their veths are gone or no longer ours).
-  if (auto listed = dp_.listEndpoints(); listed.ok()) {
+  auto listed = dp_.listEndpoints();
+  if (!listed) spdlog::warn("restore: {}; stale endpoint map entries stay until the next start", listed.error().message);
+  if (listed.ok()) {
     std::set<uint32_t> known;
     for (const auto& [id, ep] : eps_) known.insert(ep.host_ifindex);
     for (const auto& info : *listed)
@@ -155,7 +172,7 @@ Status Manager::init() {
       spdlog::info("removing stale policy entries of endpoint {}", ep_id);
       logIfError(dp_.deletePolicy(ep_id), "remove stale policy");
     }
-  MB_TRY(regenerateAll().ok() ? okStatus() : Status(Error(EIO, "initial regeneration failed")));
+  if (auto r = regenerateAll(); !r.ok()) return r.error().wrap("initial regeneration");
   updateMetrics();
   return okStatus();
 }
@@ -163,19 +180,11 @@ Status Manager::init() {
 Status Manager::syncHostIpcache() {
   // Traffic from the host stack into a pod carries a host address as source:
   // map every local IPv4 address to the reserved host identity (1).
-  ifaddrs* ifa = nullptr;
-  if (getifaddrs(&ifa) != 0) return Error::fromErrno(errno, "list host addresses");
-  for (auto* p = ifa; p; p = p->ifa_next) {
-    if (!p->ifa_addr || p->ifa_addr->sa_family != AF_INET) continue;
-    uint32_t be = reinterpret_cast<sockaddr_in*>(p->ifa_addr)->sin_addr.s_addr;
+  MB_ASSIGN(auto addrs, net_.hostAddresses());
+  for (uint32_t be : addrs) {
     if (cfg_.pod_cidr.contains(ntohl(be)) && ntohl(be) != ipam_.gateway()) continue;
-    auto st = dp_.upsertIpcache(be, 32, MB_ID_HOST);
-    if (!st.ok()) {
-      freeifaddrs(ifa);
-      return st.error().wrap("ipcache: host address");
-    }
+    MB_TRY_CTX(dp_.upsertIpcache(be, 32, MB_ID_HOST), "ipcache: host address");
   }
-  freeifaddrs(ifa);
   return dp_.upsertIpcache(htonl(ipam_.gateway()), 32, MB_ID_HOST);
 }
 
@@ -202,38 +211,86 @@ Status Manager::saveNamespaces() {
 
 Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels) {
   MB_TRY_CTX(validateName("namespace", ns), "label namespace");
-  MB_TRY(heldError("label namespace " + ns));
+  const std::string what = "label namespace " + ns;
+  MB_TRY(heldError(what));
   auto stored = namespaceLabelsToStore(ns, ns_labels);
-  if (!stored) return stored.error().wrap("label namespace " + ns);
-  auto previous = ns_labels_;
+  if (!stored) return stored.error().wrap(what);
+  // All or nothing: a relabel that failed halfway left some pods on new
+  // identities and others on old ones (and ipcache entries naming released
+  // identities), with the namespace's labels not saved. Every step registers
+  // its undo; a failure anywhere, the final regeneration included, restores
+  // the previous labels, identities, ipcache entries and files and realizes
+  // the previous policy again.
+  struct Move {
+    Endpoint* ep;
+    Endpoint old;  // as before the relabel
+  };
+  // Declared before `undo`, whose steps hold references into it (and run at
+  // its destruction); not resized after the loop below.
+  std::vector<Move> moves;
+  Rollback undo;
+  const auto previous = ns_labels_;
+  undo.add([this, previous] { ns_labels_ = previous; });
   ns_labels_[ns] = std::move(*stored);
-  // Move every pod of the namespace to the identity of its new label set:
-  // allocate the new one first, point the ipcache and endpoint map at it,
-  // then release the old one, so the pod is never without an identity.
+  undo.add([&moves] {
+    for (auto& m : moves) {
+      m.ep->labels = m.old.labels;
+      m.ep->identity = m.old.identity;
+    }
+  });
+  // New identities first (the old ones stay held until the end).
   for (auto& [id, ep] : eps_) {
-    if (ep.ns != ns || ep.health) continue;
+    if (ep.ns != ns || ep.health || ep.state == kStateDisconnecting) continue;
     labels::LabelSet next = labelsFor(ns, ep.user_labels);
     if (next == ep.labels) continue;
     auto ident = ids_.allocate(next);
-    if (!ident) {
-      ns_labels_ = previous;
-      return ident.error().wrap(fmt::format("label namespace {}: new identity for {}", ns, ep.name));
-    }
-    uint32_t old = ep.identity;
-    ep.labels = next;
+    if (!ident) return ident.error().wrap(fmt::format("{}: new identity for {}", what, ep.name));
+    undo.add([this, n = ident->id] { ids_.release(n); });
+    moves.push_back(Move{&ep, ep});
+    ep.labels = std::move(next);
     ep.identity = ident->id;
-    ++generation_;
-    logIfError(dp_.upsertIpcache(htonl(ep.ipv4), 32, ep.identity), "ipcache update");
-    logIfError(writeState(ep), "save endpoint state");
-    ids_.release(old);
   }
-  MB_TRY_CTX(saveNamespaces(), "label namespace " + ns);
+  // Point the ipcache at the new identities, so that the pods are never without one.
+  for (auto& m : moves) {
+    MB_TRY_CTX(dp_.upsertIpcache(htonl(m.ep->ipv4), 32, m.ep->identity),
+               fmt::format("{}: ipcache entry of {}", what, m.ep->name));
+    undo.add([this, &m] {
+      logIfError(dp_.upsertIpcache(htonl(m.old.ipv4), 32, m.old.identity), "rollback ipcache");
+    });
+  }
+  const std::string ns_file = cfg_.state_dir + "/namespaces.json";
+  const bool had_ns_file = ::access(ns_file.c_str(), F_OK) == 0;
+  MB_TRY_CTX(saveNamespaces(), what);
+  undo.add([this, previous, had_ns_file, ns_file] {
+    auto now = std::move(ns_labels_);
+    ns_labels_ = previous;
+    logIfError(had_ns_file ? saveNamespaces() : removeFile(ns_file), "rollback namespaces.json");
+    ns_labels_ = std::move(now);
+  });
+  for (auto& m : moves) {
+    MB_TRY_CTX(writeState(*m.ep), fmt::format("{}: save state of {}", what, m.ep->name));
+    undo.add([this, &m] { logIfError(writeState(m.old), "rollback endpoint state"); });
+  }
+  // Old identities go before the regeneration, so that no policy keeps
+  // selecting a number nobody holds; a rollback takes them back.
+  for (auto& m : moves) {
+    ids_.release(m.old.identity);
+    undo.add([this, &m] { logIfError(ids_.restore(m.old.identity, m.old.labels), "rollback identity"); });
+  }
   auto r = regenerateAll();
-  if (!r.ok()) return r.error().wrap("label namespace " + ns);
+  if (!r.ok()) {
+    undo.run();
+    // The previous policy, realized again (the failed run wrote part of the new one).
+    if (auto again = regenerateAll(); !again.ok())
+      spdlog::error("{}: rollback regeneration: {}", what, again.error().message);
+    return r.error().wrap(what);
+  }
+  undo.dismiss();
+  if (!moves.empty()) ++generation_;
   return okStatus();
 }
 
-Status Manager::restoreOne(Endpoint ep) {
+Status Manager::restoreOne(Endpoint ep, bool* transient) {
   ep.labels = ep.health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ep.ns, ep.user_labels);
   MB_TRY_CTX(ipam_.reserve(ep.ipv4), "restore endpoint " + ep.name);
   kernel::PodNetworkSpec spec;
@@ -241,10 +298,12 @@ Status Manager::restoreOne(Endpoint ep) {
   spec.host_ifname = ep.host_ifname;
   spec.ipv4_be = htonl(ep.ipv4);
   spec.gateway_be = htonl(ipam_.gateway());
-  auto net = kernel::inspectPodNetwork(spec);
+  auto net = net_.inspectPodNetwork(spec);
   if (!net) {
+    *transient = net.error().code != ENOENT;
     ipam_.release(ep.ipv4);
-    return net.error().wrap(fmt::format("restore endpoint {}/{}: its network is gone", ep.ns, ep.name));
+    return net.error().wrap(fmt::format("restore endpoint {}/{}: {}", ep.ns, ep.name,
+                                        *transient ? "inspect its network" : "its network is gone"));
   }
   // Reserved identities (the health endpoint's 4) are fixed, not restored.
   auto st = ep.health ? okStatus() : ids_.restore(ep.identity, ep.labels);
@@ -265,12 +324,12 @@ Status Manager::restoreOne(Endpoint ep) {
 }
 
 uint32_t Manager::nextId() const {
-  // Lowest free id from 1, like Cilium's endpoint IDs (16 bits).
+  // Lowest free id from 1, like Cilium's endpoint IDs (16 bits). An id whose
+  // state file exists is not free either: a file that init() skipped
+  // (damaged, or its endpoint could not be restored) is kept for the
+  // operator, and writing a new endpoint over it destroyed it.
   uint32_t id = 1;
-  for (const auto& [k, _] : eps_) {
-    if (k != id) break;
-    ++id;
-  }
+  while (eps_.count(id) || ::access(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, id).c_str(), F_OK) == 0) ++id;
   return id;
 }
 
@@ -423,10 +482,10 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   spec.host_ifname = ep.host_ifname;
   spec.ipv4_be = htonl(ep.ipv4);
   spec.gateway_be = htonl(ipam_.gateway());
-  auto net = kernel::createPodNetwork(spec);
+  auto net = net_.createPodNetwork(spec);
   if (!net) return net.error().wrap(what);
   undo.add([this, spec] {
-    logIfError(kernel::deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network");
+    logIfError(net_.deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network");
     // Once the programs were attached, the pod may have sent packets: its
     // flows must not outlive it (the address is handed out again). After the
     // veth is gone, so no new entry appears meanwhile.
@@ -501,12 +560,24 @@ Status Manager::remove(uint32_t id) {
   note(dp_.deleteEndpoint(ep.host_ifindex, ip_be));
   note(dp_.deletePolicy(ep.id));
   note(dp_.flushCtFor(ip_be));
-  note(kernel::deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
-  note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
+  note(net_.deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
+  // The map entry may be gone whatever the outcome: forget what was written.
+  written_ep_.erase(id);
+  // The state file goes last, and only when everything else is gone.
+  if (first.ok()) note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
+  if (!first.ok()) {
+    // Nothing here can be undone (the netns may be gone): the endpoint stays
+    // listed as disconnecting, with its state file, identity and address, so
+    // that a retry (or `membraned cleanup`) finishes the job. Forgetting it
+    // leaked whatever the failed step left (an ipcache entry with a released
+    // identity, a netns) with nothing left to remove it.
+    spdlog::warn("endpoint {} {}/{}: delete incomplete, kept for a retry: {}", id, ep.ns, ep.name,
+                 first.error().message);
+    return first.error().wrap(fmt::format("delete endpoint {}", id));
+  }
   ids_.release(ep.identity);
   const bool others_change = !ids_.lookup(ep.identity).has_value() || !ep.named_ports.empty();
   ipam_.release(ep.ipv4);
-  written_ep_.erase(id);
   spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
   eps_.erase(it);
   ++generation_;
@@ -517,7 +588,6 @@ Status Manager::remove(uint32_t id) {
   } else {
     updateMetrics();
   }
-  if (!first.ok()) return first.error().wrap(fmt::format("delete endpoint {}", id));
   return okStatus();
 }
 
@@ -646,6 +716,8 @@ Result<RegenerationStats> Manager::regenerateAll() {
   ResolveCache cache;
   Status first;
   for (auto& [id, ep] : eps_) {
+    // A delete that failed halfway: its entries must not come back.
+    if (ep.state == kStateDisconnecting) continue;
     std::string prev = ep.state;
     ep.state = kStateRegenerating;
     auto st = regenerate(ep, refs, peer_ports, &cache);
@@ -705,9 +777,21 @@ Status Manager::removeAll() {
     auto st = remove(id);
     if (!st.ok() && first.ok()) first = st;
   }
-  auto st = kernel::removeUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len);
+  // Endpoints whose state file init() could read but not restore (their
+  // network was incomplete): remove what is left of them, or their netns and
+  // veth outlive the agent with nothing that knows their names.
+  for (const auto& [id, ep] : unrestored_) {
+    if (eps_.count(id)) continue;
+    uint32_t ip_be = htonl(ep.ipv4);
+    auto st = net_.deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be);
+    if (st.ok()) st = dp_.deletePolicy(id);
+    if (st.ok()) st = removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, id));
+    if (!st.ok() && first.ok()) first = st.error().wrap(fmt::format("remove unrestored endpoint {} {}/{}", id, ep.ns, ep.name));
+  }
+  unrestored_.clear();
+  auto st = net_.removeUnreachableRoute(htonl(cfg_.pod_cidr.network), cfg_.pod_cidr.prefix_len);
   if (!st.ok() && first.ok()) first = st;
-  st = kernel::removeHostDevice(cfg_.host_device);
+  st = net_.removeHostDevice(cfg_.host_device);
   if (!st.ok() && first.ok()) first = st;
   return first;
 }

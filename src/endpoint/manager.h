@@ -24,7 +24,8 @@
 #include "src/endpoint/ipam.h"
 
 namespace membrane::kernel {
-class Datapath;
+class DatapathMaps;
+class PodNetworks;
 }
 namespace membrane::metrics {
 class AgentMetrics;
@@ -55,18 +56,29 @@ struct RegenerationStats {
 
 class Manager {
  public:
-  Manager(ManagerConfig cfg, kernel::Datapath& dp, identity::IdentityAllocator& ids,
+  // dp and net: the kernel (kernel::Datapath, kernel::linuxPodNetworks()) or
+  // the fakes of src/kernel/fake/ in tests; every argument must outlive the
+  // manager.
+  Manager(ManagerConfig cfg, kernel::DatapathMaps& dp, kernel::PodNetworks& net, identity::IdentityAllocator& ids,
           const policy::Repository& repo, metrics::AgentMetrics& metrics);
   ~Manager();
 
   // Host side (gateway device, unreachable route for the pod CIDR, datapath
   // config, host addresses in the ipcache), then restores endpoints from the
-  // state directory and reconciles the maps by difference.
+  // state directory and reconciles the maps by difference. A state file that
+  // cannot be read, or whose pod network is gone (ENOENT), is skipped and
+  // kept (its id is not reused); any other error while inspecting a pod
+  // network fails init() (the pinned maps keep enforcing; a restart retries)
+  // rather than dropping a live pod's map entries as stale.
   Status init();
 
   // Creates a pod: validates, then netns + veth + IP + identity + maps +
   // programs; all or nothing. EEXIST for a taken name, ENOSPC for an
-  // exhausted CIDR, EINVAL for bad labels or names.
+  // exhausted CIDR, EINVAL for bad labels or names. On failure nothing of it
+  // remains (maps, pod network, identity, address, state file) and the error
+  // names the failed step. Once the endpoint exists, the regeneration of the
+  // others (a new identity, named ports) is best effort: its failure is logged
+  // and the next regenerateAll() completes it.
   // named_ports: the pod's container ports (validated: parseNamedPorts); named
   // ports in policies resolve against them.
   Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
@@ -76,6 +88,9 @@ class Manager {
   Result<Endpoint> ensureHealthEndpoint();
   const Endpoint* healthEndpoint() const;
   // Removes every trace of the endpoint (maps, CT entries, veth, netns, route, state file).
+  // Every step is attempted; when one fails the first error is returned and
+  // the endpoint stays listed in state "disconnecting" with its state file,
+  // identity and address (regeneration skips it), so a retry finishes it.
   Status remove(uint32_t id);
 
   const Endpoint* find(uint32_t id) const;
@@ -92,6 +107,9 @@ class Manager {
   // pods to new identities and re-realizes policy. Persisted.
   // kubernetes.io/metadata.name is derived from the name, not stored: EINVAL
   // if given with another value (namespaceLabelsToStore), nothing changes.
+  // All or nothing: on any failure (identity, ipcache, files, regeneration)
+  // every pod keeps its identity, the ipcache, state files, namespaces.json
+  // and generation() are as before, and the previous policy is realized again.
   Status setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels);
   // Each namespace's stored labels (the derived name label not included:
   // namespaceLabelsJson adds it).
@@ -101,7 +119,10 @@ class Manager {
   // re-realizes that endpoint's flags and persists the choice.
   Status setAuditMode(uint32_t id, std::optional<bool> audit);
 
-  // Recomputes every endpoint's policy and writes the map differences.
+  // Recomputes every endpoint's policy and writes the map differences. An
+  // endpoint whose write fails is left "not-ready" (its maps partly updated),
+  // the others are realized; the first error is returned, and the next call
+  // converges.
   Result<RegenerationStats> regenerateAll();
 
   // Policy hold: the agent could not load a stored policy on start, so the
@@ -144,19 +165,23 @@ class Manager {
   Status regenerate(Endpoint& ep, const std::vector<identity::IdentityRef>& refs,
                     const std::map<uint32_t, std::vector<policy::NamedPort>>& peer_ports, ResolveCache* cache = nullptr);
   Status writeState(const Endpoint& ep);
-  Status restoreOne(Endpoint ep);
+  // *transient: the pod network could not be inspected (an error other than ENOENT).
+  Status restoreOne(Endpoint ep, bool* transient);
   Status syncHostIpcache();
   void updateMetrics();
   uint32_t nextId() const;
   uint32_t endpointFlags(const Endpoint& ep) const;
   
   ManagerConfig cfg_;
-  kernel::Datapath& dp_;
+  kernel::DatapathMaps& dp_;
+  kernel::PodNetworks& net_;
   identity::IdentityAllocator& ids_;
   const policy::Repository& repo_;
   metrics::AgentMetrics& metrics_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
+  // Endpoints read from a state file that init() could not restore (kept for removeAll).
+  std::map<uint32_t, Endpoint> unrestored_;
   uint64_t generation_ = 0;  // see generation()
   // What the endpoint maps hold per endpoint id, as last written by this
   // manager, so a regeneration that changes nothing writes nothing. Only a

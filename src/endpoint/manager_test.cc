@@ -23,6 +23,7 @@
 #include "src/kernel/datapath.h"
 #include "src/kernel/netlink_test_util.h"
 #include "src/kernel/netns.h"
+#include "src/kernel/pod_networks.h"
 
 namespace membrane::endpoint {
 namespace {
@@ -55,7 +56,7 @@ class ManagerTest : public ::testing::Test {
     mc.pod_cidr = *cidr;
     mc.host_device = fmt::format("mbm{}", pid);
     mc.bpf_root = bpf_root_;
-    mgr_ = std::make_unique<Manager>(mc, *dp_, ids_, repo_, metrics_);
+    mgr_ = std::make_unique<Manager>(mc, *dp_, kernel::linuxPodNetworks(), ids_, repo_, metrics_);
     auto st = mgr_->init();
     ASSERT_TRUE(st.ok()) << st.error().message;
   }

@@ -38,6 +38,7 @@
 
 #include "bpf/shared/datapath.h"
 #include "membrane/result.h"
+#include "src/kernel/datapath_maps.h"
 
 struct membrane_datapath;  // generated skeleton (bpf/datapath.skel.h)
 struct ring_buffer;        // libbpf
@@ -48,34 +49,11 @@ struct DatapathOptions {
   std::string bpf_root = "/sys/fs/bpf/membrane";
 };
 
-// One policy map entry of an endpoint, host byte order.
-struct PolicyMapKey {
-  uint32_t identity = 0;   // peer identity; 0 = any
-  uint16_t dport = 0;      // 0 = any
-  uint8_t proto = 0;       // IPPROTO_*; 0 = any
-  uint8_t direction = 0;   // MB_DIR_INGRESS / MB_DIR_EGRESS
-  auto operator<=>(const PolicyMapKey&) const = default;
-};
-
-struct PolicyMapValue {
-  bool deny = false;
-  uint16_t proxy_port = 0;  // 0 = no L7 redirect
-  uint32_t cookie = 0;      // rule attribution
-  auto operator<=>(const PolicyMapValue&) const = default;
-};
-
 struct PolicyEntryStat {
   PolicyMapKey key;
   PolicyMapValue value;
   uint64_t packets = 0;  // summed over all possible CPUs
   uint64_t bytes = 0;
-};
-
-struct PolicySyncStats {
-  size_t added = 0;
-  size_t updated = 0;
-  size_t deleted = 0;
-  size_t unchanged = 0;
 };
 
 struct MetricsEntry {
@@ -92,22 +70,6 @@ struct MetricsEntry {
 struct CtFlow {
   mb_ct_key key;      // original direction, network order
   mb_ct_entry entry;
-};
-
-// One backend of a service. ip_be network order, port host order.
-struct Backend {
-  uint32_t ip_be = 0;
-  uint16_t port = 0;
-  auto operator<=>(const Backend&) const = default;
-};
-
-// A service as the datapath holds it; vip_be network order, port host order.
-struct ServiceInfo {
-  uint32_t vip_be = 0;
-  uint16_t port = 0;
-  uint8_t proto = 0;              // IPPROTO_TCP / IPPROTO_UDP
-  uint16_t id = 0;                // service id = rev_nat_id (>= 1)
-  std::vector<Backend> backends;  // in slot order
 };
 
 // Syscalls this object made on a BPF map since open(), as Cilium counts them
@@ -131,14 +93,15 @@ struct MapUsage {
 
 enum class Program { FromEndpoint, ToEndpoint };
 
-class Datapath {
+// The Linux DatapathMaps (and more: events, services listing, CT GC, metrics).
+class Datapath : public DatapathMaps {
  public:
   // Loads (verifies) the BPF object with its maps pinned under bpf_root,
   // reusing pinned maps. Creates bpf_root if needed. Fails with an
   // actionable message when bpffs is not mounted, when not privileged, or
   // when a pinned map is incompatible.
   static Result<std::unique_ptr<Datapath>> open(const DatapathOptions& options);
-  ~Datapath();
+  ~Datapath() override;
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
 
@@ -146,30 +109,26 @@ class Datapath {
 
   // Ensures a clsact qdisc and attaches from_endpoint (ingress) and
   // to_endpoint (egress) with fixed handle/priority, replacing what is there.
-  Status attach(uint32_t ifindex);
+  Status attach(uint32_t ifindex) override;
   // Removes both filters; succeeds if they (or the device) are already gone.
   Status detach(uint32_t ifindex);
 
   // config.svc_cidr/svc_cidr_len limit service lookups to that prefix
   // (0 = every destination is looked up: correct, slower).
-  Status setConfig(const mb_datapath_config& config);
-  Result<mb_datapath_config> config();
+  Status setConfig(const mb_datapath_config& config) override;
+  Result<mb_datapath_config> config() override;
 
   // Writes the endpoint into both endpoint maps (by ifindex and by IPv4).
-  Status upsertEndpoint(const mb_endpoint_info& endpoint);
+  Status upsertEndpoint(const mb_endpoint_info& endpoint) override;
   // Removes it from both maps; missing entries are not an error.
-  Status deleteEndpoint(uint32_t ifindex, uint32_t ipv4_be);
-  Result<std::vector<mb_endpoint_info>> listEndpoints();
+  Status deleteEndpoint(uint32_t ifindex, uint32_t ipv4_be) override;
+  Result<std::vector<mb_endpoint_info>> listEndpoints() override;
 
-  Status upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity);
-  Status deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len);  // missing is ok
-  struct IpcacheEntry {
-    uint32_t ipv4_be = 0;
-    uint8_t prefix_len = 0;
-    uint32_t identity = 0;
-  };
+  Status upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity) override;
+  Status deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len) override;  // missing is ok
+  using IpcacheEntry = kernel::IpcacheEntry;
   // Every IPv4 ipcache entry (one map walk; for reconciliation at start).
-  Result<std::vector<IpcacheEntry>> listIpcache();
+  Result<std::vector<IpcacheEntry>> listIpcache() override;
 
   // Brings ep_id's policy entries to `desired` by difference against the
   // realized shadow (no scan of the global map): writes new and changed
@@ -181,13 +140,13 @@ class Datapath {
   // are lost). On error the shadow still matches the kernel: entries written
   // before the failure are recorded, the rest keep their previous state.
   Result<PolicySyncStats> syncPolicy(uint32_t ep_id,
-                                     const std::map<PolicyMapKey, PolicyMapValue>& desired);
+                                     const std::map<PolicyMapKey, PolicyMapValue>& desired) override;
   // All entries of ep_id with counters summed over CPUs, sorted by key (one
   // lookup per realized entry of ep_id).
   Result<std::vector<PolicyEntryStat>> dumpPolicy(uint32_t ep_id);
-  Status deletePolicy(uint32_t ep_id);
+  Status deletePolicy(uint32_t ep_id) override;
   // Endpoint ids that have realized policy entries (from the shadow).
-  std::vector<uint32_t> policyEndpoints() const;
+  std::vector<uint32_t> policyEndpoints() const override;
 
   // Map syscall counters since open(), sorted by (map, operation, outcome).
   std::vector<MapOpCount> mapOps() const;
@@ -206,10 +165,10 @@ class Datapath {
   // flows keep their backend (conntrack); call flushCtFor(backend ip) when
   // a backend goes away for good.
   Status upsertService(uint32_t vip_be, uint16_t port, uint8_t proto,
-                       const std::vector<Backend>& backends);
+                       const std::vector<Backend>& backends) override;
   // Removes the service, its backends and reverse-NAT entry and the
   // conntrack entries of its flows. A missing service is not an error.
-  Status deleteService(uint32_t vip_be, uint16_t port, uint8_t proto);
+  Status deleteService(uint32_t vip_be, uint16_t port, uint8_t proto) override;
   // All services, sorted by (vip, port, proto) in host order.
   Result<std::vector<ServiceInfo>> listServices();
 
@@ -225,7 +184,7 @@ class Datapath {
   Result<CtGcResult> gcCt(uint64_t now_boottime_ns);
   // Deletes entries with ipv4_be as source or destination, and service
   // entries that pin a flow to ipv4_be as backend.
-  Status flushCtFor(uint32_t ipv4_be);
+  Status flushCtFor(uint32_t ipv4_be) override;
 
   // Entries vs capacity of the endpoint, ipcache, policy, conntrack,
   // metrics, service and backend maps (in that order).

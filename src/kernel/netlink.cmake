@@ -3,7 +3,9 @@
 add_library(membrane_netlink STATIC
   ${CMAKE_CURRENT_LIST_DIR}/netns.cc
   ${CMAKE_CURRENT_LIST_DIR}/netlink.cc
-  ${CMAKE_CURRENT_LIST_DIR}/pod_process.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/pod_process.cc
+  ${CMAKE_CURRENT_LIST_DIR}/pod_networks_linux.cc
+  ${CMAKE_CURRENT_LIST_DIR}/process_runner_linux.cc)
 target_include_directories(membrane_netlink PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR})
 target_link_libraries(membrane_netlink
   PUBLIC membrane_common Threads::Threads

@@ -21,9 +21,10 @@
 #include "src/endpoint/manager.h"
 #include "src/endpoint/state_json.h"
 #include "src/endpoint/state_store.h"
-#include "src/kernel/datapath.h"
+#include "src/kernel/datapath_maps.h"
 #include "src/kernel/netlink.h"
-#include "src/kernel/pod_process.h"
+#include "src/kernel/pod_networks.h"
+#include "src/kernel/process_runner.h"
 
 namespace membrane::workload {
 namespace {
@@ -120,8 +121,9 @@ std::vector<uint16_t> impliedPorts(const Container& c) {
   return out;
 }
 
-Controller::Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::Datapath& dp)
-    : cfg_(std::move(cfg)), eps_(eps), dp_(dp) {}
+Controller::Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::DatapathMaps& dp,
+                       kernel::PodNetworks& net, kernel::ProcessRunner& procs)
+    : cfg_(std::move(cfg)), eps_(eps), dp_(dp), net_(net), procs_(procs) {}
 
 Controller::~Controller() = default;
 
@@ -247,7 +249,7 @@ Status Controller::save() const {
 
 Status Controller::init() {
   const auto& c = cfg_.service_cidr;
-  MB_TRY_CTX(kernel::ensureUnreachableRoute(htonl(c.network), c.prefix_len),
+  MB_TRY_CTX(net_.ensureUnreachableRoute(htonl(c.network), c.prefix_len),
              "install unreachable route for the service CIDR " + c.toString());
   auto dc = dp_.config();
   if (!dc) return dc.error().wrap("read datapath config");
@@ -262,7 +264,7 @@ Status Controller::init() {
       i.ip = ep->ipv4;
     }
     // Adopt a process that is still the one we started (pid reuse check).
-    if (i.pid > 0 && kernel::processStartTime(i.pid) == i.start_time && i.start_time != 0) {
+    if (i.pid > 0 && procs_.startTime(i.pid) == i.start_time && i.start_time != 0) {
       i.own_child = false;
       i.started_at = Clock::now();
       spdlog::info("pod {}/{}: re-adopted running process {}", i.ns, i.name, i.pid);
@@ -455,7 +457,7 @@ Status Controller::startProcess(Instance& inst) {
   ps.resolv_file = dir + "/resolv.conf";
   ps.hostname = inst.name;
   ps.log_file = dir + "/log";
-  auto pid = kernel::spawnPodProcess(ps);
+  auto pid = procs_.spawn(ps);
   if (!pid) {
     inst.phase = "Failed";
     inst.last_exit = 127;
@@ -470,7 +472,7 @@ Status Controller::startProcess(Instance& inst) {
     return pid.error();
   }
   inst.pid = *pid;
-  inst.start_time = kernel::processStartTime(*pid);
+  inst.start_time = procs_.startTime(*pid);
   inst.own_child = true;
   inst.phase = "Running";
   inst.ready = false;
@@ -481,17 +483,18 @@ Status Controller::startProcess(Instance& inst) {
 void Controller::stopProcess(Instance& inst) {
   if (inst.pid <= 0) return;
   pid_t pid = inst.pid;
-  bool alive = inst.own_child ? true : kernel::processStartTime(pid) == inst.start_time;
+  bool alive = inst.own_child ? true : procs_.startTime(pid) == inst.start_time;
   if (alive) {
-    ::kill(-pid, SIGTERM);
+    procs_.signalGroup(pid, SIGTERM);
     auto deadline = Clock::now() + std::chrono::seconds(3);
     bool gone = false;
     while (!gone && Clock::now() < deadline) {
-      gone = inst.own_child ? ::waitpid(pid, nullptr, WNOHANG) != 0 : kernel::processStartTime(pid) != inst.start_time;
+      gone = inst.own_child ? procs_.reap(pid, false).state != kernel::ReapResult::State::Running
+                            : procs_.startTime(pid) != inst.start_time;
       if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    ::kill(-pid, SIGKILL);  // the rest of the group, or a process that ignored SIGTERM
-    if (!gone && inst.own_child) ::waitpid(pid, nullptr, 0);
+    procs_.signalGroup(pid, SIGKILL);  // the rest of the group, or a process that ignored SIGTERM
+    if (!gone && inst.own_child) procs_.reap(pid, true);
   }
   inst.pid = 0;
   inst.start_time = 0;
@@ -586,24 +589,19 @@ void Controller::superviseProcesses() {
       bool exited = false;
       int code = -1;
       if (i.own_child) {
-        int status = 0;
-        pid_t r = ::waitpid(i.pid, &status, WNOHANG);
-        if (r == i.pid) {
-          exited = true;
-          code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        } else if (r < 0 && errno == ECHILD) {
-          exited = true;
-        }
+        auto r = procs_.reap(i.pid, false);
+        exited = r.state != kernel::ReapResult::State::Running;
+        code = r.exit_code;
       } else {
-        exited = kernel::processStartTime(i.pid) != i.start_time;
+        exited = procs_.startTime(i.pid) != i.start_time;
       }
       if (!exited) {
         bool ready = true;
-        for (uint16_t port : impliedPorts(i.spec.containers.at(0))) ready = ready && kernel::listensOnTcp(i.pid, port);
+        for (uint16_t port : impliedPorts(i.spec.containers.at(0))) ready = ready && procs_.listensOnTcp(i.pid, port);
         i.ready = ready;
         continue;
       }
-      ::kill(-i.pid, SIGKILL);  // what the command left behind in its group
+      procs_.signalGroup(i.pid, SIGKILL);  // what the command left behind in its group
       spdlog::info("pod {}: process {} exited ({})", k, i.pid, code);
       i.pid = 0;
       i.start_time = 0;
@@ -831,7 +829,7 @@ Status Controller::removeAll() {
   deployments_.clear();
   namespaces_.clear();
   const auto& c = cfg_.service_cidr;
-  auto st = kernel::removeUnreachableRoute(htonl(c.network), c.prefix_len);
+  auto st = net_.removeUnreachableRoute(htonl(c.network), c.prefix_len);
   if (!st.ok() && first.ok()) first = st;
   endpoint::removeFile(cfg_.state_dir + "/workloads.json").ok();
   ::rmdir((cfg_.state_dir + "/pods").c_str());

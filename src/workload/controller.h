@@ -35,7 +35,9 @@
 #include "src/workload/manifest.h"
 
 namespace membrane::kernel {
-class Datapath;
+class DatapathMaps;
+class PodNetworks;
+class ProcessRunner;
 }
 namespace membrane::endpoint {
 class Manager;
@@ -57,7 +59,11 @@ std::vector<uint16_t> impliedPorts(const Container& c);
 
 class Controller {
  public:
-  Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::Datapath& dp);
+  // dp, net, procs: the kernel (kernel::Datapath, kernel::linuxPodNetworks(),
+  // kernel::linuxProcessRunner()) or the fakes of src/kernel/fake/ in tests;
+  // every argument must outlive the controller.
+  Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::DatapathMaps& dp, kernel::PodNetworks& net,
+             kernel::ProcessRunner& procs);
   ~Controller();
 
   // Service CIDR route and datapath config, state restore, process adoption, one reconcile.
@@ -144,7 +150,9 @@ class Controller {
 
   ControllerConfig cfg_;
   endpoint::Manager& eps_;
-  kernel::Datapath& dp_;
+  kernel::DatapathMaps& dp_;
+  kernel::PodNetworks& net_;
+  kernel::ProcessRunner& procs_;
   std::map<std::string, PodObject> pods_;               // ns/name -> bare pods
   std::map<std::string, DeploymentObject> deployments_;  // ns/name
   std::map<std::string, Service> services_;              // ns/name

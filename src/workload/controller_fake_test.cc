@@ -1,0 +1,147 @@
+// workload::Controller against the in-memory kernel fakes (no root): a pod's
+// endpoint, process and ClusterIP service go through the kernel seams, and
+// a spawn failure leaves no process behind.
+#include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "membrane/identity.h"
+#include "membrane/metrics.h"
+#include "membrane/policy_repository.h"
+#include "src/endpoint/manager.h"
+#include "src/kernel/fake/fake_datapath_maps.h"
+#include "src/kernel/fake/fake_pod_networks.h"
+#include "src/kernel/fake/fake_process_runner.h"
+#include "src/kernel/fake/faults.h"
+#include "src/workload/controller.h"
+
+namespace membrane::workload {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kManifest = R"(apiVersion: v1
+kind: Pod
+metadata:
+  name: deathstar
+  namespace: default
+  labels:
+    org: empire
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "infinity"]
+    ports:
+    - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: deathstar
+  namespace: default
+spec:
+  selector:
+    org: empire
+  ports:
+  - port: 80
+)";
+
+class ControllerFakeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/membrane-wl-fake-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    net_.on_link_gone = [this](uint32_t ifx) { maps_.linkGone(ifx); };
+    endpoint::ManagerConfig mc;
+    mc.state_dir = dir_;
+    mc.pod_cidr = endpoint::Cidr4::parse("10.98.0.0/24").value();
+    mc.host_device = "mbw_host";
+    mgr_ = std::make_unique<endpoint::Manager>(mc, fdp_, fnet_, ids_, repo_, metrics_);
+    auto st = mgr_->init();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+    ControllerConfig cc{dir_, endpoint::Cidr4::parse("10.97.0.0/24").value(), ""};
+    wl_ = std::make_unique<Controller>(cc, *mgr_, fdp_, fnet_, fprocs_);
+    st = wl_->init();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+  void TearDown() override {
+    wl_.reset();
+    mgr_.reset();
+    fs::remove_all(dir_);
+  }
+  Manifests manifests() {
+    auto r = parseManifests(kManifest, "deathstar.yaml");
+    EXPECT_TRUE(r.ok());
+    return r.manifests;
+  }
+
+  std::string dir_;
+  kernel::FakeDatapathMaps maps_;
+  kernel::FakePodNetworks net_;
+  kernel::FakeProcessRunner procs_;
+  kernel::FaultInjector faults_;
+  kernel::FaultyDatapathMaps fdp_{maps_, faults_};
+  kernel::FaultyPodNetworks fnet_{net_, faults_};
+  kernel::FaultyProcessRunner fprocs_{procs_, faults_};
+  identity::IdentityAllocator ids_;
+  policy::Repository repo_;
+  metrics::AgentMetrics metrics_;
+  std::unique_ptr<endpoint::Manager> mgr_;
+  std::unique_ptr<Controller> wl_;
+};
+
+TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
+  auto r = wl_->apply(manifests());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const auto* ep = mgr_->findByName("default", "deathstar");
+  ASSERT_NE(ep, nullptr);
+  ASSERT_EQ(procs_.state().size(), 1u);
+  const auto& [pid, proc] = *procs_.state().begin();
+  EXPECT_EQ(pid, 1000);
+  EXPECT_EQ(proc.argv, (std::vector<std::string>{"sleep", "infinity"}));
+  EXPECT_EQ(proc.netns_path, ep->netns_path);
+  EXPECT_EQ(proc.hostname, "deathstar");
+  // A backend once it listens on its port (readiness).
+  ASSERT_EQ(maps_.state().services.size(), 1u);
+  EXPECT_EQ(maps_.state().services.begin()->second.backends.size(), 0u);
+  procs_.listen(pid, 80);
+  wl_->tick();
+  ASSERT_EQ(maps_.state().services.size(), 1u);
+  const auto& [svc, backends] = *maps_.state().services.begin();
+  EXPECT_EQ(std::get<1>(svc), 80);
+  EXPECT_EQ(std::get<2>(svc), 6);
+  ASSERT_EQ(backends.backends.size(), 1u);
+  EXPECT_EQ(backends.backends[0].ip_be, htonl(ep->ipv4));
+  EXPECT_EQ(backends.backends[0].port, 80);
+
+  r = wl_->remove(manifests());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  wl_->tick();
+  EXPECT_EQ(procs_.state().size(), 0u);  // stopped and reaped
+  EXPECT_EQ(mgr_->list().size(), 0u);
+  EXPECT_EQ(net_.state().pods.size(), 0u);
+  EXPECT_EQ(maps_.state().services.size(), 0u);
+}
+
+TEST_F(ControllerFakeTest, SpawnFailureLeavesNoProcess) {
+  faults_.failNth(1, ENOENT, "spawn");
+  auto r = wl_->apply(manifests());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_TRUE(faults_.fired().has_value());
+  EXPECT_EQ(procs_.state().size(), 0u);
+  auto pod = wl_->podJson("default", "deathstar");
+  ASSERT_TRUE(pod.ok()) << pod.error().message;
+  EXPECT_EQ(pod->dump().find("\"Failed\"") != std::string::npos, true) << pod->dump();
+  EXPECT_EQ(wl_->removeAll().ok(), true);
+  EXPECT_EQ(procs_.state().size(), 0u);
+  EXPECT_EQ(net_.state().pods.size(), 0u);
+}
+
+}  // namespace
+}  // namespace membrane::workload
