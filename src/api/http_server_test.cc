@@ -1,5 +1,6 @@
 #include <poll.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -14,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "src/api/http_client.h"
@@ -124,12 +126,45 @@ class HttpTest : public ::testing::Test {
       stream_saw_disconnect_ = true;
       cv_.notify_all();
     });
+    server_->routeStream("GET", "/v1/events", [this](const Request& r, std::shared_ptr<StreamWriter> w) {
+      if (r.hasQuery("first")) w->push(r.queryValue("first"));
+      w->onClose([this] {
+        std::lock_guard lk(mu_);
+        ++async_closed_;
+        cv_.notify_all();
+      });
+      std::lock_guard lk(mu_);
+      streams_.push_back(std::move(w));
+      cv_.notify_all();
+    });
+    server_->route("GET", "/v1/wait", [this](const Request& r, std::shared_ptr<PendingResponse> p) {
+      if (r.hasQuery("now")) {
+        p->complete(Response::json(200, {{"now", true}}));
+        return;
+      }
+      if (r.hasQuery("expire_ms"))
+        p->expireAfter(std::chrono::milliseconds(std::stoi(r.queryValue("expire_ms"))),
+                       [] { return Response::error(408, "expired"); });
+      std::lock_guard lk(mu_);
+      pending_.push_back(std::move(p));
+      cv_.notify_all();
+    });
     ASSERT_TRUE(server_->start().ok());
   }
   void TearDown() override { server_->stop(); }
+  // Waits until 'n' async streams / deferred requests were registered.
+  bool waitStreams(size_t n) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, 5s, [&] { return streams_.size() >= n; });
+  }
+  bool waitPending(size_t n) {
+    std::unique_lock lk(mu_);
+    return cv_.wait_for(lk, 5s, [&] { return pending_.size() >= n; });
+  }
   virtual ServerOptions options() {
     ServerOptions o;
     o.read_timeout = 2s;
+    o.stream_buffer_bytes = 64u << 10;
     return o;
   }
 
@@ -140,7 +175,32 @@ class HttpTest : public ::testing::Test {
   std::condition_variable cv_;
   bool stream_started_ = false;
   bool stream_saw_disconnect_ = false;
+  std::vector<std::shared_ptr<StreamWriter>> streams_;   // guarded by mu_
+  std::vector<std::shared_ptr<PendingResponse>> pending_;  // guarded by mu_
+  int async_closed_ = 0;                                  // guarded by mu_
 };
+
+// Decodes a chunked body ("<hex>\r\n<data>\r\n"... "0\r\n\r\n") into lines
+// without their '\n'; *ended tells whether the last chunk was seen.
+std::vector<std::string> chunkLines(std::string_view body, bool* ended) {
+  std::vector<std::string> lines;
+  *ended = false;
+  while (!body.empty()) {
+    size_t eol = body.find("\r\n");
+    if (eol == std::string_view::npos) break;
+    size_t len = std::stoul(std::string(body.substr(0, eol)), nullptr, 16);
+    if (len == 0) {
+      *ended = true;
+      break;
+    }
+    if (body.size() < eol + 2 + len + 2) break;
+    std::string_view data = body.substr(eol + 2, len);
+    if (!data.empty() && data.back() == '\n') data.remove_suffix(1);
+    lines.emplace_back(data);
+    body.remove_prefix(eol + 2 + len + 2);
+  }
+  return lines;
+}
 
 TEST_F(HttpTest, SocketCreatedWithModeAndParentDir) {
   struct stat st{};
@@ -432,6 +492,237 @@ TEST_F(HttpTest, StaleSocketIsReplaced) {
   EXPECT_EQ(r->body, R"({"status":"ok"})");
 }
 
+TEST_F(HttpTest, ManyPipelinedRequestsAnsweredInOrder) {
+  auto fd = rawConnect(sock_);
+  std::string reqs, want;
+  for (int i = 0; i < 50; ++i) {
+    reqs += fmt::format("GET /v1/endpoint/{} HTTP/1.1\r\nHost: x\r\n{}\r\n", i, i == 49 ? "Connection: close\r\n" : "");
+    std::string body = fmt::format(R"({{"id":"{}"}})", i);
+    want += fmt::format("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{}",
+                        body.size(), i == 49 ? "Connection: close\r\n" : "", body);
+  }
+  // One write: the server sees all 50 requests in its buffer at once.
+  rawSend(fd.get(), reqs);
+  EXPECT_EQ(rawReadUntil(fd.get(), ""), want);
+  EXPECT_EQ(server_->acceptedConnections(), 1u);
+}
+
+TEST_F(HttpTest, HalfClosedClientStillGetsItsAnswer) {
+  auto fd = rawConnect(sock_);
+  rawSend(fd.get(), "GET /v1/endpoint/5 HTTP/1.1\r\nHost: x\r\n\r\n");
+  ::shutdown(fd.get(), SHUT_WR);
+  EXPECT_EQ(rawReadUntil(fd.get(), ""),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"id\":\"5\"}");
+}
+
+TEST_F(HttpTest, AsyncStreamDeliversPushedLinesAndEndsOnClose) {
+  std::vector<std::string> lines;
+  std::thread client([&] {
+    HttpClient c(sock_);
+    (void)c.stream("/v1/events?first=hello", [&](std::string_view l) {
+      lines.emplace_back(l);
+      return true;
+    });
+  });
+  ASSERT_TRUE(waitStreams(1));
+  std::shared_ptr<StreamWriter> w;
+  {
+    std::lock_guard lk(mu_);
+    w = streams_[0];
+  }
+  // Pushed from two threads other than the handler's.
+  std::thread a([&] { EXPECT_EQ(w->push("a"), StreamWriter::Push::Queued); });
+  a.join();
+  std::thread b([&] { EXPECT_EQ(w->push("b\n"), StreamWriter::Push::Queued); });
+  b.join();
+  w->close();
+  client.join();
+  EXPECT_EQ(lines, (std::vector<std::string>{"hello", "a", "b"}));
+  EXPECT_EQ(w->push("late"), StreamWriter::Push::Closed);
+  std::unique_lock lk(mu_);
+  EXPECT_TRUE(cv_.wait_for(lk, 5s, [&] { return async_closed_ == 1; }));
+  lk.unlock();
+  EXPECT_TRUE(waitFor([&] { return server_->activeConnections() == 0; }));
+}
+
+TEST_F(HttpTest, AsyncStreamNoticesClosedClientPromptly) {
+  auto fd = rawConnect(sock_);
+  rawSend(fd.get(), "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(waitStreams(1));
+  fd.reset();  // the client leaves without a word; nothing is being written to it
+  auto t0 = std::chrono::steady_clock::now();
+  std::unique_lock lk(mu_);
+  ASSERT_TRUE(cv_.wait_for(lk, 5s, [&] { return async_closed_ == 1; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms);
+  EXPECT_FALSE(streams_[0]->alive());
+  EXPECT_EQ(streams_[0]->push("x"), StreamWriter::Push::Closed);
+}
+
+TEST_F(HttpTest, SlowReaderLosesExactlyTheOverflowAndIsToldHowMany) {
+  auto fd = rawConnect(sock_);
+  rawSend(fd.get(), "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(waitStreams(1));
+  std::shared_ptr<StreamWriter> w;
+  {
+    std::lock_guard lk(mu_);
+    w = streams_[0];
+  }
+  // The client reads nothing while 4000 lines of ~200 bytes (800 KB) are pushed:
+  // more than its socket and its 64 KiB stream buffer hold. What was queued
+  // and what was dropped is recorded line by line.
+  const std::string pad(190, 'x');
+  std::vector<std::string> expected;  // the lines the client must see, in order
+  uint64_t run = 0, dropped = 0, queued = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 4000; ++i) {
+    std::string line = fmt::format("{:04} {}", i, pad);
+    auto r = w->push(line);
+    ASSERT_NE(r, StreamWriter::Push::Closed);
+    if (r == StreamWriter::Push::Dropped) {
+      ++run;
+      ++dropped;
+      continue;
+    }
+    if (run) expected.push_back(fmt::format(R"({{"type":"lost","lost":{}}})", run));
+    run = 0;
+    expected.push_back(line);
+    ++queued;
+  }
+  // The producer never waited for the client.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  if (run) expected.push_back(fmt::format(R"({{"type":"lost","lost":{}}})", run));
+  EXPECT_EQ(w->lost(), dropped);
+  EXPECT_EQ(queued + dropped, 4000u);
+  ASSERT_GT(dropped, 0u) << "the test must overflow the buffer";
+  w->close();
+  std::string out = rawReadUntil(fd.get(), "");
+  size_t head = out.find("\r\n\r\n");
+  ASSERT_NE(head, std::string::npos);
+  EXPECT_EQ(out.substr(0, head + 4),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n"
+            "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
+  bool ended = false;
+  auto lines = chunkLines(std::string_view(out).substr(head + 4), &ended);
+  EXPECT_TRUE(ended);
+  ASSERT_EQ(lines.size(), expected.size());
+  EXPECT_EQ(lines, expected);
+}
+
+TEST_F(HttpTest, SlowStreamDoesNotStallOtherClients) {
+  auto slow = rawConnect(sock_);
+  rawSend(slow.get(), "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(waitStreams(1));
+  std::shared_ptr<StreamWriter> w;
+  {
+    std::lock_guard lk(mu_);
+    w = streams_[0];
+  }
+  for (int i = 0; i < 20000; ++i) (void)w->push(std::string(100, 'y'));
+  HttpClient c(sock_);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = c.request("GET", "/v1/endpoint/3");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->body, R"({"id":"3"})");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+}
+
+TEST_F(HttpTest, DeferredAnswerCompletedLaterFromAnotherThread) {
+  auto fd = rawConnect(sock_);
+  rawSend(fd.get(), "GET /v1/wait HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/wait?now=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(waitPending(1));
+  std::shared_ptr<PendingResponse> p;
+  {
+    std::lock_guard lk(mu_);
+    p = pending_[0];
+  }
+  EXPECT_TRUE(p->pending());
+  std::thread t([&] { EXPECT_TRUE(p->complete(Response::json(200, {{"later", 1}}))); });
+  t.join();
+  EXPECT_FALSE(p->complete(Response::json(200, {{"again", 1}})));
+  EXPECT_FALSE(p->pending());
+  // The pipelined second request is answered after the first, on the same connection.
+  EXPECT_EQ(rawReadUntil(fd.get(), "\r\n\r\n", 2),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"later\":1}"
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"now\":true}");
+  EXPECT_EQ(server_->acceptedConnections(), 1u);
+}
+
+TEST_F(HttpTest, DeferredAnswerExpires) {
+  HttpClient c(sock_);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = c.request("GET", "/v1/wait?expire_ms=200");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 408);
+  EXPECT_EQ(r->body, R"({"code":408,"error":"expired"})");
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(took, 200ms);
+  EXPECT_LT(took, 1500ms);
+  std::lock_guard lk(mu_);
+  ASSERT_EQ(pending_.size(), 1u);
+  EXPECT_FALSE(pending_[0]->pending());
+}
+
+TEST_F(HttpTest, DeferredAnswerToGoneClientIsDropped) {
+  auto fd = rawConnect(sock_);
+  rawSend(fd.get(), "GET /v1/wait HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(waitPending(1));
+  std::shared_ptr<PendingResponse> p;
+  {
+    std::lock_guard lk(mu_);
+    p = pending_[0];
+  }
+  fd.reset();
+  EXPECT_TRUE(waitFor([&] { return !p->pending(); }));
+  EXPECT_FALSE(p->complete(Response::json(200, {})));
+  EXPECT_TRUE(waitFor([&] { return server_->activeConnections() == 0; }));
+}
+
+// Raises the soft RLIMIT_NOFILE to the hard one (tests open ~2,000 fds).
+void raiseFdLimit() {
+  rlimit rl{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+  rl.rlim_cur = rl.rlim_max;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &rl), 0);
+  ASSERT_GE(rl.rlim_cur, 2200u) << "this test needs RLIMIT_NOFILE >= 2200";
+}
+
+TEST_F(HttpTest, StopWithThousandIdleConnectionsReturnsPromptly) {
+  raiseFdLimit();
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 1000; ++i) clients.push_back(rawConnect(sock_));
+  ASSERT_TRUE(waitFor([&] { return server_->activeConnections() == 1000; }));
+  auto t0 = std::chrono::steady_clock::now();
+  server_->stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(server_->activeConnections(), 0u);
+  size_t eof = 0;
+  for (auto& c : clients) {
+    char b;
+    if (::recv(c.get(), &b, 1, 0) == 0) ++eof;
+  }
+  EXPECT_EQ(eof, 1000u);
+}
+
+TEST_F(HttpTest, ThousandStreamsAndOrdinaryRequestsStillAnswerFast) {
+  raiseFdLimit();
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 1000; ++i) {
+    clients.push_back(rawConnect(sock_));
+    rawSend(clients.back().get(), "GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n");
+  }
+  ASSERT_TRUE(waitStreams(1000));
+  EXPECT_EQ(server_->activeConnections(), 1000u);
+  HttpClient c(sock_);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = c.request("GET", "/v1/endpoint/1");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  clients.clear();
+  std::unique_lock lk(mu_);
+  EXPECT_TRUE(cv_.wait_for(lk, 5s, [&] { return async_closed_ == 1000; }));
+}
+
 class HttpCapTest : public HttpTest {
   ServerOptions options() override {
     ServerOptions o;
@@ -447,7 +738,17 @@ TEST_F(HttpCapTest, ConnectionsBeyondCapGet503) {
   ASSERT_TRUE(waitFor([&] { return server_->activeConnections() == 2; }));
   auto c = rawConnect(sock_);
   std::string out = rawReadUntil(c.get(), "");
-  EXPECT_EQ(out.rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0u) << out;
+  const std::string body = R"({"code":503,"error":"too many API connections (limit 2); retry later"})";
+  EXPECT_EQ(out, fmt::format("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: "
+                             "{}\r\nConnection: close\r\n\r\n{}",
+                             body.size(), body));
+  // A freed slot is usable again.
+  a.reset();
+  ASSERT_TRUE(waitFor([&] { return server_->activeConnections() == 1; }));
+  HttpClient cl(sock_);
+  auto r = cl.request("GET", "/v1/endpoint/4");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->status, 200);
 }
 
 TEST(HttpClientTest, MissingSocketErrorText) {

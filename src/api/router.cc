@@ -45,6 +45,24 @@ void Router::addStream(std::string method, std::string pattern, StreamHandler ha
   addRoute(std::move(r));
 }
 
+void Router::addStream(std::string method, std::string pattern, AsyncStreamHandler handler) {
+  MB_CHECK(handler);
+  Route r;
+  r.method = std::move(method);
+  r.pattern = std::move(pattern);
+  r.async_stream = std::move(handler);
+  addRoute(std::move(r));
+}
+
+void Router::addDeferred(std::string method, std::string pattern, DeferredHandler handler) {
+  MB_CHECK(handler);
+  Route r;
+  r.method = std::move(method);
+  r.pattern = std::move(pattern);
+  r.deferred = std::move(handler);
+  addRoute(std::move(r));
+}
+
 void Router::addRoute(Route r) {
   MB_CHECK(!r.pattern.empty() && r.pattern.front() == '/');
   for (const auto& existing : routes_) MB_CHECK(!(existing.method == r.method && existing.pattern == r.pattern));

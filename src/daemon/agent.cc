@@ -687,7 +687,14 @@ void Agent::updatePolicyMetrics() {
 
 void Agent::registerRoutes() {
   auto bind = [this](Response (Agent::*fn)(const Request&)) {
-    return [this, fn](const Request& r) { return (this->*fn)(r); };
+    return [this, fn](const Request& r) {
+      Response resp = (this->*fn)(r);
+      // A handler may have moved the policy revision or the endpoint set
+      // (import, delete, endpoint create/delete, apply): answer the
+      // GET /v1/policy/wait requests it satisfied.
+      if (policy_waiting_) notifyPolicyWaiters();
+      return resp;
+    };
   };
   api_->route("GET", "/v1/healthz", bind(&Agent::healthz));
   api_->route("GET", "/v1/endpoint", bind(&Agent::listEndpoints));
@@ -703,7 +710,8 @@ void Agent::registerRoutes() {
   api_->route("GET", "/v1/bpf/ct", bind(&Agent::listCt));
   api_->route("GET", "/v1/bpf/policy/{id}", bind(&Agent::getBpfPolicy));
   api_->route("PATCH", "/v1/endpoint/{id}/config", bind(&Agent::patchEndpointConfig));
-  api_->route("GET", "/v1/policy/wait", bind(&Agent::waitPolicy));
+  api_->route("GET", "/v1/policy/wait",
+              [this](const Request& r, std::shared_ptr<api::PendingResponse> p) { waitPolicy(r, std::move(p)); });
   api_->route("GET", "/v1/namespace", bind(&Agent::listNamespaces));
   api_->route("GET", "/v1/health", bind(&Agent::healthStatus));
   api_->route("GET", "/v1/policy/trace", bind(&Agent::tracePolicy));
@@ -715,7 +723,7 @@ void Agent::registerRoutes() {
   api_->route("GET", "/v1/deployments", bind(&Agent::listDeployments));
   api_->route("GET", "/v1/services", bind(&Agent::listServices));
   api_->routeStream("GET", "/v1/monitor",
-                    [this](const Request& r, api::StreamWriter& w) { monitor(r, w); });
+                    [this](const Request& r, std::shared_ptr<api::StreamWriter> w) { monitor(r, std::move(w)); });
 }
 
 Response Agent::healthz(const Request&) {
@@ -1053,61 +1061,94 @@ Response Agent::tracePolicy(const Request& req) {
   return Response::json(200, policy::toJson(result));
 }
 
-Response Agent::waitPolicy(const Request& req) {
+void Agent::waitPolicy(const Request& req, std::shared_ptr<api::PendingResponse> reply) {
   std::string rev_s = req.queryValue("revision");
   auto rev = parseId(rev_s);
-  if (!rev) return Response::error(400, fmt::format("revision '{}' is not a number", rev_s));
+  if (!rev) {
+    reply->complete(Response::error(400, fmt::format("revision '{}' is not a number", rev_s)));
+    return;
+  }
   int timeout_s = 30;
   if (req.hasQuery("timeout")) {
     auto t = parseId(req.queryValue("timeout"));
-    if (!t || *t > 3600) return Response::error(400, "timeout must be a number of seconds (<= 3600)");
+    if (!t || *t > 3600) {
+      reply->complete(Response::error(400, "timeout must be a number of seconds (<= 3600)"));
+      return;
+    }
     timeout_s = static_cast<int>(*t);
   }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  for (;;) {
-    {
-      std::lock_guard lk(mu_);
-      uint64_t realized = repo_.revision();
-      for (const auto* ep : eps_->list()) realized = std::min<uint64_t>(realized, ep->policy_revision);
-      if (realized >= *rev)
-        return Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}});
-      if (*rev > repo_.revision() && std::chrono::steady_clock::now() >= deadline)
-        return Response::error(408, fmt::format("revision {} not reached within {} s (current revision {})", *rev,
-                                                timeout_s, repo_.revision()));
-    }
-    if (std::chrono::steady_clock::now() >= deadline || stopping_)
-      return Response::error(408, fmt::format("revision {} not realized by every endpoint within {} s", *rev, timeout_s));
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::lock_guard lk(mu_);
+  uint64_t realized = realizedRevision();
+  if (realized >= *rev) {
+    reply->complete(Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}}));
+    return;
   }
+  if (timeout_s == 0 || stopping_) {
+    reply->complete(policyWaitExpired(*rev, timeout_s));
+    return;
+  }
+  // Waiters whose client left are dropped here and in notifyPolicyWaiters().
+  std::erase_if(policy_waiters_, [](const PolicyWaiter& w) { return !w.reply->pending(); });
+  policy_waiters_.push_back({*rev, reply});
+  policy_waiting_ = true;
+  // The expiry runs on an API worker; the API server is stopped (its workers
+  // joined) before the agent goes away.
+  reply->expireAfter(std::chrono::seconds(timeout_s), [this, rev = *rev, timeout_s] {
+    std::lock_guard lk(mu_);
+    return policyWaitExpired(rev, timeout_s);
+  });
 }
 
-void Agent::monitor(const Request& req, api::StreamWriter& out) {
+uint64_t Agent::realizedRevision() {
+  uint64_t realized = repo_.revision();
+  for (const auto* ep : eps_->list()) realized = std::min<uint64_t>(realized, ep->policy_revision);
+  return realized;
+}
+
+Response Agent::policyWaitExpired(uint64_t rev, int timeout_s) {
+  uint64_t realized = realizedRevision();
+  if (realized >= rev) return Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}});
+  if (rev > repo_.revision())
+    return Response::error(408, fmt::format("revision {} not reached within {} s (current revision {})", rev, timeout_s,
+                                            repo_.revision()));
+  return Response::error(408, fmt::format("revision {} not realized by every endpoint within {} s", rev, timeout_s));
+}
+
+void Agent::notifyPolicyWaiters() {
+  std::lock_guard lk(mu_);
+  if (policy_waiters_.empty()) return;
+  uint64_t realized = realizedRevision();
+  std::erase_if(policy_waiters_, [&](const PolicyWaiter& w) {
+    if (!w.reply->pending()) return true;
+    if (realized < w.revision) return false;
+    w.reply->complete(Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}}));
+    return true;
+  });
+  policy_waiting_ = !policy_waiters_.empty();
+}
+
+void Agent::monitor(const Request& req, std::shared_ptr<api::StreamWriter> out) {
   std::set<std::string> types;
   for (const auto& t : req.queryValues("type")) {
     if (t != "drop" && t != "policy-verdict" && t != "trace" && t != "l7") {
-      out.write(json({{"type", "error"}, {"error", fmt::format("unknown event type '{}' (drop, policy-verdict, trace, l7)", t)}}).dump());
+      out->push(json({{"type", "error"}, {"error", fmt::format("unknown event type '{}' (drop, policy-verdict, trace, l7)", t)}}).dump());
+      out->close();
       return;
     }
     types.insert(t);
   }
-  auto sub = hub_.subscribe(types);
-  syncEventFlags();
-  std::vector<std::string> lines;
-  uint64_t lost = 0;
-  while (!stopping_) {
-    if (!sub->next(&lines, &lost, 1000)) break;
-    bool alive = true;
-    if (lost) alive = out.write(json({{"type", "lost"}, {"lost", lost}}).dump());
-    for (const auto& l : lines) {
-      if (!alive) break;
-      alive = out.write(l);
-    }
-    // A heartbeat-free stream cannot tell a gone client; writing an empty
-    // keepalive chunk-line every second would show in the output, so we
-    // rely on the next event to detect it, and on stop() to end the loop.
-    if (!alive || !out.alive()) break;
+  if (stopping_) {
+    out->close();
+    return;
   }
-  hub_.unsubscribe(sub);
+  auto sub = hub_.subscribe(types, out);
+  // Runs once, on an API worker, when the client leaves (noticed at once by
+  // the API loop), the stream is closed or the agent stops; inline if that
+  // already happened. The callback holds 'sub' (and so the stream) until then.
+  out->onClose([this, sub] {
+    hub_.unsubscribe(sub);
+    syncEventFlags();
+  });
   syncEventFlags();
 }
 

@@ -114,7 +114,17 @@ class Agent {
   api::Response tracePolicy(const api::Request& req);
   Status startHealth();
   api::Response putNamespace(const api::Request& req);
-  api::Response waitPolicy(const api::Request& req);
+  // GET /v1/policy/wait: answers at once when realized, else registers a
+  // waiter (holding no thread) that notifyPolicyWaiters() or its timeout completes.
+  void waitPolicy(const api::Request& req, std::shared_ptr<api::PendingResponse> reply);
+  // Completes the waiters whose revision every endpoint now realizes (takes
+  // mu_: call without it). Called wherever the policy revision or the
+  // endpoint set may have changed.
+  void notifyPolicyWaiters();
+  // The lowest policy revision every endpoint realizes (caller holds mu_).
+  uint64_t realizedRevision();
+  // The answer of a wait whose time ran out (caller holds mu_).
+  api::Response policyWaitExpired(uint64_t rev, int timeout_s);
   void refreshCookieNames();
   // Workloads (src/daemon/workload_handlers.cc): membrane apply/delete/get/logs.
   Status startWorkloads();     // the controller and its restore (init), no thread yet
@@ -130,7 +140,9 @@ class Agent {
   Status syncProxy();
   Status startProxy();
   void accessLogLoop();
-  void monitor(const api::Request& req, api::StreamWriter& out);
+  // GET /v1/monitor: subscribes the stream to the hub and returns; the
+  // stream's onClose unsubscribes (client gone, agent stopping).
+  void monitor(const api::Request& req, std::shared_ptr<api::StreamWriter> out);
   // Sets the datapath's event flags from what monitor clients want now
   // (MB_CFG_F_TRACE_EVENTS, MB_CFG_F_NO_ALLOWED_VERDICTS): events nobody
   // reads are not produced. Takes only event_flags_mu_ (not mu_).
@@ -161,6 +173,14 @@ class Agent {
   // Imports as given (source name + text) so that a restart re-parses exactly what the user wrote.
   nlohmann::json policy_imports_ = nlohmann::json::array();
   std::vector<HeldImport> held_;  // see HeldImport; non-empty = policy enforcement held
+  // GET /v1/policy/wait requests not answered yet (guarded by mu_);
+  // policy_waiting_ mirrors !empty() so handlers skip mu_ when nobody waits.
+  struct PolicyWaiter {
+    uint64_t revision;
+    std::shared_ptr<api::PendingResponse> reply;
+  };
+  std::vector<PolicyWaiter> policy_waiters_;
+  std::atomic<bool> policy_waiting_{false};
   std::atomic<bool> stopping_{false};
   std::thread event_thread_;
   std::thread gc_thread_;

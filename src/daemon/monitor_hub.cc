@@ -1,23 +1,14 @@
 #include "src/daemon/monitor_hub.h"
 
 #include <algorithm>
-#include <chrono>
 
 namespace membrane::daemon {
 
-bool MonitorHub::Subscription::next(std::vector<std::string>* lines, uint64_t* lost, int timeout_ms) {
-  std::unique_lock lk(mu_);
-  cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), [&] { return closed_ || !q_.empty() || lost_ > 0; });
-  lines->assign(std::make_move_iterator(q_.begin()), std::make_move_iterator(q_.end()));
-  q_.clear();
-  *lost = lost_;
-  lost_ = 0;
-  return !closed_ || !lines->empty();
-}
-
-std::shared_ptr<MonitorHub::Subscription> MonitorHub::subscribe(std::set<std::string> types) {
+std::shared_ptr<MonitorHub::Subscription> MonitorHub::subscribe(std::set<std::string> types,
+                                                                std::shared_ptr<api::StreamWriter> out) {
   auto s = std::make_shared<Subscription>();
-  s->types_ = std::move(types);
+  s->types = std::move(types);
+  s->out = std::move(out);
   std::lock_guard lk(mu_);
   subs_.push_back(s);
   return s;
@@ -30,29 +21,18 @@ void MonitorHub::unsubscribe(const std::shared_ptr<Subscription>& s) {
 
 void MonitorHub::publish(const std::string& type, const std::string& line) {
   std::lock_guard lk(mu_);
-  for (auto& s : subs_) {
-    if (!s->wants(type)) continue;
-    {
-      std::lock_guard slk(s->mu_);
-      if (s->q_.size() >= kQueueLimit)
-        ++s->lost_;
-      else
-        s->q_.push_back(line);
-    }
-    s->cv_.notify_one();
-  }
+  for (auto& s : subs_)
+    if (s->wants(type)) (void)s->out->push(line);  // Dropped/Closed: counted by the stream / onClose unsubscribes
 }
 
 void MonitorHub::closeAll() {
-  std::lock_guard lk(mu_);
-  for (auto& s : subs_) {
-    {
-      std::lock_guard slk(s->mu_);
-      s->closed_ = true;
-    }
-    s->cv_.notify_all();
+  std::vector<std::shared_ptr<Subscription>> subs;
+  {
+    std::lock_guard lk(mu_);
+    subs.swap(subs_);
   }
-  subs_.clear();
+  // Outside the lock: a stream's onClose callback may call unsubscribe().
+  for (auto& s : subs) s->out->close();
 }
 
 size_t MonitorHub::subscribers() const {

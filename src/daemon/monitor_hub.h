@@ -1,48 +1,42 @@
 // MonitorHub: fans datapath events out to `membrane monitor` streams.
 //
-// The ring-buffer reader thread publishes each decoded event (one JSON line
-// and its type); every subscriber has a bounded queue so a slow client can
-// never stall the reader or grow memory: when its queue is full, events for
-// that subscriber are dropped and counted (reported in the stream as a
-// "lost" line). Thread-safe.
+// The ring-buffer reader thread (and the L7 access-log relay) publish each
+// decoded event (one JSON line and its type). Every subscriber is an API
+// stream (api::StreamWriter) with its own bounded buffer: publish() pushes the
+// line and never waits, so a slow client can never stall the reader, another
+// client or grow memory; when a client's buffer is full its lines are dropped,
+// counted and reported in its stream as {"type":"lost","lost":N}. No thread is
+// held per subscriber. Thread-safe; publish() holds the hub lock while pushing
+// (pushes are non-blocking).
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "src/api/http_server.h"
+
 namespace membrane::daemon {
 
 class MonitorHub {
  public:
-  static constexpr size_t kQueueLimit = 16384;
-
-  class Subscription {
-   public:
-    // Waits up to timeout_ms for events; returns the queued lines (maybe
-    // empty) and the number lost since the last call. false once closed.
-    bool next(std::vector<std::string>* lines, uint64_t* lost, int timeout_ms);
-    bool wants(const std::string& type) const { return types_.empty() || types_.count(type) > 0; }
-
-   private:
-    friend class MonitorHub;
-    std::set<std::string> types_;
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<std::string> q_;
-    uint64_t lost_ = 0;
-    bool closed_ = false;
+  struct Subscription {
+    std::set<std::string> types;  // empty = every type
+    std::shared_ptr<api::StreamWriter> out;
+    bool wants(const std::string& type) const { return types.empty() || types.count(type) > 0; }
   };
 
   // types: empty = every type ("drop", "policy-verdict", "trace", "l7").
-  std::shared_ptr<Subscription> subscribe(std::set<std::string> types);
+  // Lines of those types are pushed to 'out' from now on, until unsubscribe().
+  std::shared_ptr<Subscription> subscribe(std::set<std::string> types, std::shared_ptr<api::StreamWriter> out);
+  // Idempotent; after it returns no more lines reach s->out.
   void unsubscribe(const std::shared_ptr<Subscription>& s);
+  // Pushes 'line' to every subscriber that wants 'type'; never blocks.
   void publish(const std::string& type, const std::string& line);
+  // Ends every stream (queued lines are still delivered) and forgets the subscribers.
   void closeAll();
   size_t subscribers() const;
   // True if some subscriber receives events of this type (the L7 access-log

@@ -121,6 +121,8 @@ void Agent::workloadLoop() {
         if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
       }
     }
+    // Pods removed in tick() may have been the last endpoints behind a revision.
+    if (policy_waiting_) notifyPolicyWaiters();
     std::unique_lock lk(gc_mu_);
     gc_cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return stopping_.load(); });
   }
