@@ -20,12 +20,14 @@ std::shared_ptr<MonitorHub::Subscription> MonitorHub::subscribe(std::set<std::st
   s->types_ = std::move(types);
   std::lock_guard lk(mu_);
   subs_.push_back(s);
+  if (on_change_) on_change_();
   return s;
 }
 
 void MonitorHub::unsubscribe(const std::shared_ptr<Subscription>& s) {
   std::lock_guard lk(mu_);
   subs_.erase(std::remove(subs_.begin(), subs_.end(), s), subs_.end());
+  if (on_change_) on_change_();
 }
 
 void MonitorHub::publish(const std::string& type, const std::string& line) {
@@ -53,6 +55,7 @@ void MonitorHub::closeAll() {
     s->cv_.notify_all();
   }
   subs_.clear();
+  if (on_change_) on_change_();
 }
 
 size_t MonitorHub::subscribers() const {

@@ -12,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -48,8 +49,14 @@ class MonitorHub {
   // True if some subscriber receives events of this type (the L7 access-log
   // relay runs only then: formatting every request costs the proxy).
   bool wants(const std::string& type) const;
+  // Called (under the hub's lock: it must not call into the hub) after every
+  // subscribe, unsubscribe and closeAll, so a thread can wait for wants() to
+  // change instead of polling it (the L7 access-log relay). Set it before the
+  // first subscriber.
+  void setOnChange(std::function<void()> fn) { on_change_ = std::move(fn); }
 
  private:
+  std::function<void()> on_change_;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<Subscription>> subs_;
 };
