@@ -57,6 +57,23 @@ struct NamedPorts {
   std::map<uint32_t, std::vector<NamedPort>> by_identity;
 };
 
+// Where the L7 proxy enforces HTTP rules for an endpoint: a direction and a
+// TCP destination port.
+struct L7Port {
+  uint8_t direction = 0;  // 1 ingress, 2 egress
+  uint16_t port = 0;
+  auto operator<=>(const L7Port&) const = default;
+};
+
+// One HTTP rule the proxy applies on an L7Port, with where it comes from and
+// whom it applies to (the peer: client on ingress, destination on egress).
+struct L7Rule {
+  HttpRule http;              // default-constructed = every request
+  std::string policy;         // "ns/name" of the policy it comes from
+  std::set<uint32_t> peers;   // peer identities; containing 0 = every peer
+  bool operator==(const L7Rule&) const = default;
+};
+
 struct EndpointPolicy {
   bool ingress_enforced = false;  // default-deny ingress (MB_EP_F_INGRESS_ENFORCED)
   bool egress_enforced = false;
@@ -70,6 +87,17 @@ struct EndpointPolicy {
   // {0,0,0} entry is included so that a miss never means "drop".
   std::map<PolicyKey, PolicyEntry> entries;
   std::vector<std::string> ingress_rules, egress_rules;  // policies selecting the subject ("ns/name")
+  // The HTTP rule sets of the proxy (docs/l7.md "Config"), per (direction,
+  // port). A TCP port is here once an allow rule selecting the subject gives
+  // it HTTP rules (numeric, or named and resolved as for the entries), with,
+  // in policy order and per peer rule covering the port:
+  //  - each of its http rules, for the peers that peer rule selects;
+  //  - one rule `{}` (every request) when the peer rule also allows the port
+  //    at L3/L4 without HTTP rules (Cilium: an L4-only allow on an L7 port
+  //    lets those peers' requests through).
+  // Deny rules do not change these sets: the entries deny before the
+  // datapath redirects, so a denied peer never reaches the proxy.
+  std::map<L7Port, std::vector<L7Rule>> l7;
 };
 
 // Resolves `policies` for an endpoint with labels `subject`. `identities` is

@@ -263,6 +263,7 @@ void Agent::stop() {
   if (stopped_) return;
   stopped_ = true;
   stopping_ = true;
+  if (accesslog_wake_) accesslog_wake_->notify();
   if (health_) health_->stop();
   gc_cv_.notify_all();
   hub_.closeAll();
@@ -359,7 +360,7 @@ Status Agent::startHealth() {
     a.sin_port = htons(health::kHealthPort);
     a.sin_addr.s_addr = gateway_be;
     if (::bind(hfd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(hfd.get(), 64) != 0)
-      return Error::fromErrno(errno, fmt::format("health: listen on {}:{}", endpoint::ipv4ToString(ntohl(gateway_be)),
+      return Error::fromErrno(errno, fmt::format("health: listen on {}:{}", ipv4HostOrderToString(ntohl(gateway_be)),
                                                  health::kHealthPort));
     auto hs = health::HelloServer::start(std::move(hfd));
     if (!hs) return hs.error();
@@ -435,6 +436,13 @@ Status Agent::startProxy() {
   // before anything node-global is touched.
   auto pm = ProxyManager::start(proxyManagerConfig(cfg_));
   if (!pm) return pm.error();
+  auto wake = Wakeup::create();
+  if (!wake) return wake.error().wrap("L7 access-log relay");
+  accesslog_wake_ = std::make_unique<Wakeup>(std::move(*wake));
+  // Before any monitor client or proxy restart: the relay waits for these.
+  const Wakeup* w = accesslog_wake_.get();
+  hub_.setOnChange([w] { w->notify(); });
+  (*pm)->setOnStart([w] { w->notify(); });
   {
     std::lock_guard lk(mu_);  // proxy_ is read under mu_ by every handler
     proxy_ = std::move(*pm);
@@ -443,25 +451,16 @@ Status Agent::startProxy() {
   // The proxy keeps counting across agent restarts; /metrics reads it at scrape time.
   const ProxyManager* px = proxy_.get();
   metrics_->registerL7Source([px]() -> Result<std::vector<metrics::L7Stats>> {
-    auto j = px->stats();
-    if (!j) return j.error();
+    auto st = px->stats();
+    if (!st) return st.error();
     metrics::L7Stats s;
-    s.received = j->value("received", uint64_t{0});
-    s.forwarded = j->value("forwarded", uint64_t{0});
-    s.denied = j->value("denied", uint64_t{0});
-    s.parse_errors = j->value("parse_errors", uint64_t{0});
-    if (j->contains("redirects")) s.redirects_http = (*j)["redirects"].value("http", uint64_t{0});
-    for (const auto& h : j->value("upstream_reply_seconds", json::array())) {
-      metrics::L7UpstreamHistogram o;
-      o.error = h.value("error", "");
-      o.protocol_l7 = h.value("protocol_l7", "http");
-      o.scope = h.value("scope", "");
-      o.count = h.value("count", uint64_t{0});
-      o.sum = h.value("sum", 0.0);
-      for (const auto& b : h.value("buckets", json::array()))
-        o.buckets.emplace_back(b.value("le", 0.0), b.value("count", uint64_t{0}));
-      s.upstream_reply_seconds.push_back(std::move(o));
-    }
+    s.received = st->received;
+    s.forwarded = st->forwarded;
+    s.denied = st->denied;
+    s.parse_errors = st->parse_errors;
+    s.redirects_http = st->redirects_http;
+    for (const auto& h : st->upstream_reply_seconds)
+      s.upstream_reply_seconds.push_back({h.error, h.protocol_l7, h.scope, h.buckets, h.count, h.sum});
     return std::vector<metrics::L7Stats>{s};
   });
   std::lock_guard lk(mu_);
@@ -473,7 +472,7 @@ json Agent::proxyStatusJson() {
   bool up = proxy_->running();
   return {{"status", up ? "ok" : "down"},
           {"pid", proxy_->pid()},
-          {"ip", endpoint::ipv4ToString(eps_->config().pod_cidr.network + 1)},
+          {"ip", ipv4HostOrderToString(eps_->config().pod_cidr.network + 1)},
           {"redirects", proxy_redirects_},
           {"ports", fmt::format("{}-{}", l7_ports_.ingress, l7_ports_.egress)},
           {"control_socket", cfg_.proxy_control_socket}};
@@ -483,9 +482,11 @@ Status Agent::syncProxy() {
   if (!proxy_) return okStatus();
   MB_TRY(proxy_->ensureRunning());
   std::vector<L7Endpoint> eps;
+  std::map<uint32_t, std::vector<policy::NamedPort>> named_ports;
   std::map<uint32_t, L7Peer> peers;
   for (const auto* ep : eps_->list()) {
     eps.push_back({ep->ipv4, ep->identity, ep->labels});
+    if (!ep->named_ports.empty()) named_ports[ep->ipv4] = ep->named_ports;
     L7Peer& p = peers[ep->ipv4];
     p.id = ep->id;
     for (const auto& l : ep->labels) p.labels.push_back(l.toString());
@@ -497,7 +498,8 @@ Status Agent::syncProxy() {
   // The node's own address (gateway) is the host identity, as in the ipcache.
   std::vector<std::pair<uint32_t, uint32_t>> extra{
       {eps_->config().pod_cidr.network + 1, static_cast<uint32_t>(labels::Reserved::Host)}};
-  auto config = buildProxyConfig(++proxy_revision_, l7_ports_, repo_.policies(), eps, eps_->identityRefs(), extra);
+  auto config =
+      buildProxyConfig(++proxy_revision_, l7_ports_, repo_.policies(), eps, eps_->identityRefs(), extra, named_ports);
   MB_TRY(proxy_->push(config));
   proxy_redirects_ = countRedirects(config);
   // Host -> pod traffic to an ingress L7 port is hair-pinned back into the
@@ -508,7 +510,7 @@ Status Agent::syncProxy() {
   for (const auto& e : config["endpoints"])
     if (!e["ingress"].empty()) l7_ips.insert(e["ip"].get<std::string>());
   for (const auto* ep : eps_->list()) {
-    if (!l7_ips.count(endpoint::ipv4ToString(ep->ipv4)) || ep->host_ifname.empty()) continue;
+    if (!l7_ips.count(ipv4HostOrderToString(ep->ipv4)) || ep->host_ifname.empty()) continue;
     std::string path = "/proc/sys/net/ipv4/conf/" + ep->host_ifname + "/accept_local";
     if (FILE* f = std::fopen(path.c_str(), "w")) {
       std::fputs("1", f);
@@ -520,71 +522,12 @@ Status Agent::syncProxy() {
   return okStatus();
 }
 
-// The proxy's access log, relayed to `membrane monitor --type l7`. Its own
-// connection to the proxy's control socket (reconnects while the agent runs;
-// polls so that stop() ends it within 200 ms).
+// The proxy's access log, relayed to `membrane monitor --type l7`: one
+// long-lived stream while someone watches l7 events, woken (accesslog_wake_)
+// by monitor clients coming and going, by a restarted proxy and by stop().
 void Agent::accessLogLoop() {
-  auto sleepAWhile = [this] {
-    for (int i = 0; i < 5 && !stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  };
-  while (!stopping_) {
-    // Only while someone watches l7 events: the proxy formats access-log
-    // lines only for subscribers, and that is a cost on every request.
-    if (!hub_.wants("l7")) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      continue;
-    }
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", cfg_.proxy_control_socket.c_str());
-    if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      sleepAWhile();
-      continue;
-    }
-    const std::string req = "GET /v1/accesslog HTTP/1.1\r\nHost: membrane-proxy\r\n\r\n";
-    if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-      sleepAWhile();
-      continue;
-    }
-    // Chunked body of NDJSON lines: headers, then (size CRLF data CRLF)*.
-    std::string in, lines;
-    bool headers_done = false;
-    for (;;) {
-      if (stopping_) return;
-      if (!hub_.wants("l7")) break;
-      pollfd pfd{fd.get(), POLLIN, 0};
-      int n = ::poll(&pfd, 1, 200);
-      if (n < 0 && errno != EINTR) break;
-      if (n <= 0) continue;
-      char buf[16384];
-      ssize_t r = ::read(fd.get(), buf, sizeof buf);
-      if (r <= 0) break;
-      in.append(buf, static_cast<size_t>(r));
-      if (!headers_done) {
-        auto end = in.find("\r\n\r\n");
-        if (end == std::string::npos) continue;
-        if (in.compare(0, 12, "HTTP/1.1 200") != 0) break;
-        in.erase(0, end + 4);
-        headers_done = true;
-      }
-      for (;;) {
-        auto crlf = in.find("\r\n");
-        if (crlf == std::string::npos) break;
-        size_t size = std::strtoul(in.substr(0, crlf).c_str(), nullptr, 16);
-        if (in.size() < crlf + 2 + size + 2) break;
-        lines.append(in, crlf + 2, size);
-        in.erase(0, crlf + 2 + size + 2);
-        if (size == 0) break;
-      }
-      size_t nl;
-      while ((nl = lines.find('\n')) != std::string::npos) {
-        publishAccessLogLine(std::string_view(lines).substr(0, nl));
-        lines.erase(0, nl + 1);
-      }
-    }
-    sleepAWhile();
-  }
+  proxy_->relayAccessLog(*accesslog_wake_, {[this] { return stopping_.load(); }, [this] { return hub_.wants("l7"); },
+                                            [this](std::string_view line) { publishAccessLogLine(line); }});
 }
 
 void Agent::publishAccessLogLine(std::string_view line) {
@@ -906,7 +849,7 @@ Response Agent::listCt(const Request&) {
   uint64_t now = boottimeNs();
   json arr = json::array();
   auto addr = [](uint32_t be, uint16_t port_be, uint8_t proto) {
-    std::string ip = endpoint::ipv4ToString(ntohl(be));
+    std::string ip = ipv4HostOrderToString(ntohl(be));
     return proto == IPPROTO_ICMP ? ip : fmt::format("{}:{}", ip, ntohs(port_be));
   };
   for (const auto& f : *flows) {

@@ -199,6 +199,7 @@ class Agent {
   size_t proxy_redirects_ = 0;  // in the last config the proxy accepted
   nlohmann::json proxyStatusJson();  // GET /v1/healthz "proxy" (holds mu_)
   std::thread accesslog_thread_;
+  std::unique_ptr<Wakeup> accesslog_wake_;  // set by startProxy, before the relay thread and any monitor client
   std::thread proxy_supervisor_thread_;  // restarts a dead proxy within ~1 s
   // Endpoint IP (host order) -> {id, labels} for l7 monitor events; written by
   // syncProxy (under mu_), read by the access-log thread.

@@ -1,34 +1,17 @@
 #include "src/daemon/l7_policy.h"
 
-#include <arpa/inet.h>
-
-#include <map>
+#include <algorithm>
 #include <set>
 
 #include <fmt/format.h>
 
-#include "src/policy/resolve_internal.h"
+#include "membrane/ipv4.h"
+#include "membrane/policy_repository.h"
 
 namespace membrane::daemon {
 namespace {
 
 using nlohmann::json;
-namespace detail = policy::detail;
-
-std::string ipString(uint32_t host_order) {
-  in_addr a{htonl(host_order)};
-  char buf[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &a, buf, sizeof buf);
-  return buf;
-}
-
-// The TCP ports (L4 keys with a port) of a peer rule that carry HTTP rules.
-std::set<uint16_t> l7Ports(const policy::PeerRule& pr) {
-  std::set<uint16_t> out;
-  for (const auto& [l4, proxy] : detail::l4Keys(pr))
-    if (proxy) out.insert(static_cast<uint16_t>(l4 & 0xffff));
-  return out;
-}
 
 json identitiesJson(const std::set<uint32_t>& ids) {
   json a = json::array();
@@ -53,63 +36,41 @@ json httpRuleJson(const policy::HttpRule& h, const std::string& policy_name, con
 
 json buildProxyConfig(uint64_t revision, const L7Ports& ports, const std::vector<policy::Policy>& policies,
                       const std::vector<L7Endpoint>& endpoints, const std::vector<identity::IdentityRef>& identities,
-                      const std::vector<std::pair<uint32_t, uint32_t>>& extra_identities) {
+                      const std::vector<std::pair<uint32_t, uint32_t>>& extra_identities,
+                      const std::map<uint32_t, std::vector<policy::NamedPort>>& named_ports) {
+  // Peer identity -> the named ports its endpoints declare (egress named ports).
+  policy::NamedPorts named;
+  static const std::vector<policy::NamedPort> kNone;
+  auto declared = [&](uint32_t ipv4) -> const std::vector<policy::NamedPort>& {
+    auto it = named_ports.find(ipv4);
+    return it == named_ports.end() ? kNone : it->second;
+  };
+  for (const auto& ep : endpoints) {
+    auto& v = named.by_identity[ep.identity];
+    v.insert(v.end(), declared(ep.ipv4).begin(), declared(ep.ipv4).end());
+  }
+  for (auto& [id, v] : named.by_identity) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+  }
+  policy::SelectionCache selections;  // policies and identities are the same for every endpoint
   json eps = json::array();
   for (const auto& ep : endpoints) {
-    json dirs = json::object();
-    for (int d = 0; d < 2; ++d) {
-      const bool ingress = d == 0;
-      // port -> rules (in policy order); a port appears once any rule gives it HTTP rules.
-      std::map<uint16_t, json> by_port;
-      auto sections = [&](const policy::Rule& r) -> const std::vector<policy::PeerRule>& {
-        return ingress ? r.ingress : r.egress;
-      };
-      for (const auto& p : policies)
-        for (const auto& r : p.rules) {
-          if (!r.endpoint_selector.matches(ep.labels)) continue;
-          for (const auto& pr : sections(r))
-            for (uint16_t port : l7Ports(pr)) by_port.emplace(port, json::array());
-        }
-      if (by_port.empty()) {
-        dirs[ingress ? "ingress" : "egress"] = json::array();
-        continue;
-      }
-      for (const auto& p : policies)
-        for (const auto& r : p.rules) {
-          if (!r.endpoint_selector.matches(ep.labels)) continue;
-          for (const auto& pr : sections(r)) {
-            const auto ids = detail::peerIdentities(pr, identities);
-            if (ids.empty()) continue;
-            for (auto& [port, rules] : by_port) {
-              bool covered_l4 = false;
-              for (const auto& [l4, proxy] : detail::l4Keys(pr)) {
-                if (!detail::l4Covers(l4, IPPROTO_TCP, port)) continue;
-                if (!proxy || (l4 & 0xffff) != port) covered_l4 = true;
-              }
-              for (const auto& tp : pr.to_ports) {
-                if (tp.http.empty()) continue;
-                bool has = false;
-                for (const auto& pp : tp.ports)
-                  if ((pp.protocol == policy::Protocol::TCP || pp.protocol == policy::Protocol::Any) && pp.port <= port &&
-                      port <= (pp.end_port ? pp.end_port : pp.port))
-                    has = true;
-                if (!has) continue;
-                for (const auto& h : tp.http) rules.push_back(httpRuleJson(h, p.displayName(), ids));
-              }
-              if (covered_l4) rules.push_back(httpRuleJson(policy::HttpRule{}, p.displayName(), ids));
-            }
-          }
-        }
+    named.subject = declared(ep.ipv4);
+    const auto resolved = policy::resolvePolicies(policies, ep.labels, identities, named, &selections);
+    json dirs = {{"ingress", json::array()}, {"egress", json::array()}};
+    for (const auto& [where, rules] : resolved.l7) {
       json arr = json::array();
-      for (auto& [port, rules] : by_port) arr.push_back({{"port", port}, {"proto", "TCP"}, {"rules", rules}});
-      dirs[ingress ? "ingress" : "egress"] = arr;
+      for (const auto& r : rules) arr.push_back(httpRuleJson(r.http, r.policy, r.peers));
+      dirs[where.direction == 1 ? "ingress" : "egress"].push_back(
+          {{"port", where.port}, {"proto", "TCP"}, {"rules", std::move(arr)}});
     }
     if (dirs["ingress"].empty() && dirs["egress"].empty()) continue;
-    eps.push_back({{"ip", ipString(ep.ipv4)}, {"ingress", dirs["ingress"]}, {"egress", dirs["egress"]}});
+    eps.push_back({{"ip", ipv4HostOrderToString(ep.ipv4)}, {"ingress", dirs["ingress"]}, {"egress", dirs["egress"]}});
   }
   json ids = json::object();
-  for (const auto& [ip, id] : extra_identities) ids[ipString(ip)] = id;
-  for (const auto& ep : endpoints) ids[ipString(ep.ipv4)] = ep.identity;
+  for (const auto& [ip, id] : extra_identities) ids[ipv4HostOrderToString(ip)] = id;
+  for (const auto& ep : endpoints) ids[ipv4HostOrderToString(ep.ipv4)] = ep.identity;
   // CIDR identities (local scope) as the ipcache LPM holds them: each one's own
   // prefix is its longest `cidr:` label (the others are the covering prefixes).
   json prefixes = json::array();

@@ -1,18 +1,18 @@
 // The L7 (HTTP) part of the policy, as membrane-proxy's config (docs/l7.md
 // "Config"): pure, no I/O, unit-tested without root.
 //
-// For every endpoint and direction, every TCP port that some rule selecting the
-// endpoint gives HTTP rules becomes a redirect with:
-//  - each http rule of a peer rule covering the port, restricted to the
-//    identities that peer rule selects (peer identity: client on ingress,
-//    destination on egress); a peer rule selecting every peer -> no restriction;
-//  - a rule `{}` (allow every request) for each peer rule that allows the
-//    port at L3/L4 without HTTP rules (Cilium: an L4-only allow on an L7 port
-//    lets those peers' requests through), restricted to its identities.
+// The policy engine resolves the HTTP rule sets (policy_repository.h,
+// EndpointPolicy::l7: per endpoint, direction and TCP port, with the peer
+// identities each rule is for); this only translates them: every such port
+// becomes a redirect, a rule for every peer has no identity restriction.
+// Named ports resolve as for the map entries: ingress from the endpoint's own
+// `named_ports` (by endpoint IPv4, host order), egress from the peers' (of
+// every endpoint given here).
 // Deny rules never reach the proxy: the datapath drops before redirecting.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +21,7 @@
 #include "membrane/identity.h"
 #include "membrane/labels.h"
 #include "membrane/policy.h"
+#include "membrane/policy_repository.h"
 #include "membrane/result.h"
 
 namespace membrane::daemon {
@@ -44,7 +45,8 @@ struct L7Ports {
 nlohmann::json buildProxyConfig(uint64_t revision, const L7Ports& ports, const std::vector<policy::Policy>& policies,
                                 const std::vector<L7Endpoint>& endpoints,
                                 const std::vector<identity::IdentityRef>& identities,
-                                const std::vector<std::pair<uint32_t, uint32_t>>& extra_identities);
+                                const std::vector<std::pair<uint32_t, uint32_t>>& extra_identities,
+                                const std::map<uint32_t, std::vector<policy::NamedPort>>& named_ports = {});
 
 // "START-END" (--proxy-port-range): ingress = START, egress = START+1.
 // EINVAL with the flag name and what is wrong.

@@ -11,12 +11,14 @@ std::shared_ptr<MonitorHub::Subscription> MonitorHub::subscribe(std::set<std::st
   s->out = std::move(out);
   std::lock_guard lk(mu_);
   subs_.push_back(s);
+  if (on_change_) on_change_();
   return s;
 }
 
 void MonitorHub::unsubscribe(const std::shared_ptr<Subscription>& s) {
   std::lock_guard lk(mu_);
   subs_.erase(std::remove(subs_.begin(), subs_.end(), s), subs_.end());
+  if (on_change_) on_change_();
 }
 
 void MonitorHub::publish(const std::string& type, const std::string& line) {
@@ -30,6 +32,10 @@ void MonitorHub::closeAll() {
   {
     std::lock_guard lk(mu_);
     subs.swap(subs_);
+  }
+  {
+    std::lock_guard lk(mu_);
+    if (on_change_) on_change_();
   }
   // Outside the lock: a stream's onClose callback may call unsubscribe().
   for (auto& s : subs) s->out->close();

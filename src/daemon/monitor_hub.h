@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -42,8 +43,14 @@ class MonitorHub {
   // True if some subscriber receives events of this type (the L7 access-log
   // relay runs only then: formatting every request costs the proxy).
   bool wants(const std::string& type) const;
+  // Called (under the hub's lock: it must not call into the hub) after every
+  // subscribe, unsubscribe and closeAll, so a thread can wait for wants() to
+  // change instead of polling it (the L7 access-log relay). Set it before the
+  // first subscriber.
+  void setOnChange(std::function<void()> fn) { on_change_ = std::move(fn); }
 
  private:
+  std::function<void()> on_change_;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<Subscription>> subs_;
 };

@@ -1,11 +1,16 @@
 #include "src/daemon/proxy_manager.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -52,7 +57,10 @@ bool isOurProxy(pid_t pid, const std::string& control_socket) {
 bool healthy(const std::string& socket) {
   api::HttpClient c(socket, std::chrono::seconds(2));
   auto r = c.request("GET", "/v1/healthz");
-  return r.ok() && r->status == 200;
+  if (!r.ok() || r->status != 200) return false;
+  auto h = proxy::healthReplyFromJson(json::parse(r->body, nullptr, false));
+  if (!h) spdlog::warn("L7 proxy on {}: {}", socket, h.error().message);
+  return h.ok() && h->status == "ok";
 }
 
 pid_t readPid(const std::string& pidfile) {
@@ -139,6 +147,8 @@ Status ProxyManager::spawn() {
   while (std::chrono::steady_clock::now() < deadline) {
     if (healthy(cfg_.control_socket)) {
       spdlog::info("L7 proxy: started membrane-proxy pid {} ({})", pid, cfg_.control_socket);
+      starts_.fetch_add(1);
+      if (on_start_) on_start_();
       return okStatus();
     }
     int st = 0;
@@ -179,27 +189,136 @@ Status ProxyManager::push(const json& config) {
   auto r = c.request("PUT", "/v1/config", body);
   if (!r) return r.error().wrap("push L7 config to membrane-proxy");
   if (r->status != 200) {
-    auto j = json::parse(r->body, nullptr, false);
-    std::string msg = j.is_object() ? j.value("error", r->body) : r->body;
-    return Error::invalid(fmt::format("membrane-proxy rejected the L7 config: {}", msg));
+    auto e = proxy::errorReplyFromJson(json::parse(r->body, nullptr, false));
+    return Error::invalid(fmt::format("membrane-proxy rejected the L7 config (HTTP {}): {}", r->status,
+                                      e ? e->error : r->body));
   }
+  auto ok = proxy::configReplyFromJson(json::parse(r->body, nullptr, false));
+  if (!ok) return ok.error().wrap("push L7 config to membrane-proxy");
   last_config_ = std::move(body);
   return okStatus();
 }
 
-Result<json> ProxyManager::stats() const {
+Result<proxy::StatsReply> ProxyManager::stats() const {
   api::HttpClient c(cfg_.control_socket, std::chrono::seconds(2));
   auto r = c.request("GET", "/v1/stats");
   if (!r) return r.error().wrap("membrane-proxy stats");
   if (r->status != 200) return Error(EIO, fmt::format("membrane-proxy stats: HTTP {}", r->status));
   auto j = json::parse(r->body, nullptr, false);
   if (j.is_discarded()) return Error(EIO, "membrane-proxy stats: not JSON");
-  return j;
+  return proxy::statsFromJson(j);
 }
 
-Status ProxyManager::followAccessLog(const std::function<bool(std::string_view)>& on_line) const {
-  api::HttpClient c(cfg_.control_socket, std::chrono::hours(24 * 365));
-  return c.stream("/v1/accesslog", on_line);
+Result<Wakeup> Wakeup::create() {
+  UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!fd.valid()) return Error::fromErrno(errno, "eventfd");
+  return Wakeup(std::move(fd));
+}
+
+void Wakeup::notify() const {
+  const uint64_t one = 1;
+  (void)!::write(fd_.get(), &one, sizeof one);  // EAGAIN only at a count of 2^64-2: still readable
+}
+
+void Wakeup::drain() const {
+  uint64_t n = 0;
+  (void)!::read(fd_.get(), &n, sizeof n);
+}
+
+namespace {
+
+// GET /v1/accesslog on a fresh connection; invalid fd if the proxy is not there.
+UniqueFd openAccessLog(const std::string& control_socket) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", control_socket.c_str());
+  if (!fd.valid() || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return UniqueFd();
+  const std::string req = "GET /v1/accesslog HTTP/1.1\r\nHost: membrane-proxy\r\n\r\n";
+  if (::send(fd.get(), req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return UniqueFd();
+  return fd;
+}
+
+}  // namespace
+
+void ProxyManager::relayAccessLog(const Wakeup& wake, const RelayHooks& hooks) const {
+  auto waitForWake = [&] {
+    pollfd p{wake.fd(), POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    wake.drain();
+  };
+  while (!hooks.stopping()) {
+    // Only while someone watches l7 events: the proxy formats access-log
+    // lines only for subscribers, and that is a cost on every request.
+    if (!hooks.wanted()) {
+      waitForWake();
+      continue;
+    }
+    const uint64_t started = starts();
+    UniqueFd fd = openAccessLog(cfg_.control_socket);
+    bool retry_now = false;  // the stream ended only because we let go of it
+    if (fd.valid()) {
+      // Chunked body of NDJSON lines: headers, then (size CRLF data CRLF)*.
+      std::string in, lines;
+      bool headers_done = false;
+      for (;;) {
+        pollfd pfd[2] = {{fd.get(), POLLIN, 0}, {wake.fd(), POLLIN, 0}};
+        if (::poll(pfd, 2, -1) < 0) {
+          if (errno == EINTR) continue;
+          break;
+        }
+        if (pfd[1].revents) {
+          wake.drain();
+          if (hooks.stopping()) return;
+          if (!hooks.wanted()) {
+            retry_now = true;  // back to waiting for a watcher
+            break;
+          }
+          if (starts() != started) {
+            retry_now = true;  // a new proxy: follow it
+            break;
+          }
+        }
+        if (!pfd[0].revents) continue;
+        char buf[16384];
+        ssize_t r = ::read(fd.get(), buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        in.append(buf, static_cast<size_t>(r));
+        if (!headers_done) {
+          auto end = in.find("\r\n\r\n");
+          if (end == std::string::npos) continue;
+          if (in.compare(0, 12, "HTTP/1.1 200") != 0) break;
+          in.erase(0, end + 4);
+          headers_done = true;
+        }
+        bool last = false;
+        for (;;) {
+          auto crlf = in.find("\r\n");
+          if (crlf == std::string::npos) break;
+          size_t size = std::strtoul(in.substr(0, crlf).c_str(), nullptr, 16);
+          if (in.size() < crlf + 2 + size + 2) break;
+          lines.append(in, crlf + 2, size);
+          in.erase(0, crlf + 2 + size + 2);
+          if (size == 0) {
+            last = true;
+            break;
+          }
+        }
+        size_t nl;
+        while ((nl = lines.find('\n')) != std::string::npos) {
+          hooks.on_line(std::string_view(lines).substr(0, nl));
+          lines.erase(0, nl + 1);
+        }
+        if (last) break;
+      }
+    }
+    // The proxy went away (or refused): a restart notification (setOnStart)
+    // wakes us; if one came while we were still reading, it is already here.
+    if (retry_now || starts() != started) continue;
+    waitForWake();
+  }
 }
 
 Status ProxyManager::stopAndRemove(const ProxyManagerConfig& cfg) {

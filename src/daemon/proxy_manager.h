@@ -8,12 +8,13 @@
 // on every policy/endpoint change and reads /v1/stats at scrape time.
 //
 // Thread-safety: push()/ensureRunning() are called under the agent lock;
-// stats() and accessLog streaming may run concurrently on other threads (each
-// call uses its own connection).
+// stats() and relayAccessLog() may run concurrently on other threads (each
+// call uses its own connection); starts() is atomic.
 #pragma once
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -24,8 +25,24 @@
 #include <nlohmann/json.hpp>
 
 #include "membrane/result.h"
+#include "membrane/unique_fd.h"
+#include "src/proxy/control_protocol.h"
 
 namespace membrane::daemon {
+
+// An eventfd that wakes a thread blocked in poll() on fd(): notify() from any
+// thread never blocks and is never lost (the count stays until drain()).
+class Wakeup {
+ public:
+  static Result<Wakeup> create();
+  void notify() const;
+  void drain() const;
+  int fd() const { return fd_.get(); }
+
+ private:
+  explicit Wakeup(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
 
 struct ProxyManagerConfig {
   std::string binary;          // membrane-proxy executable
@@ -47,11 +64,29 @@ class ProxyManager {
   Status ensureRunning();
   // PUT /v1/config. The proxy rejects a bad config as a whole (400, message kept).
   Status push(const nlohmann::json& config);
-  // GET /v1/stats.
-  Result<nlohmann::json> stats() const;
-  // Follows GET /v1/accesslog; on_line gets each NDJSON line. Returns when the
-  // stream ends or on_line returns false.
-  Status followAccessLog(const std::function<bool(std::string_view)>& on_line) const;
+  // GET /v1/stats. EINVAL naming the field when the reply lacks one
+  // (control_protocol.h), EIO when the proxy does not answer 200.
+  Result<proxy::StatsReply> stats() const;
+  // Called by spawn() (so under the agent lock) each time a NEW proxy
+  // process answers, after starts() went up: the access-log relay reconnects
+  // then. Set it before the proxy can be restarted (before any thread runs).
+  void setOnStart(std::function<void()> fn) { on_start_ = std::move(fn); }
+  // Proxy processes this manager started (0 when it adopted one and none died).
+  uint64_t starts() const { return starts_.load(); }
+
+  struct RelayHooks {
+    std::function<bool()> stopping;                 // true: return
+    std::function<bool()> wanted;                   // someone watches l7 events
+    std::function<void(std::string_view)> on_line;  // one NDJSON access-log line
+  };
+  // The access-log relay, on the caller's thread until hooks.stopping(): while
+  // hooks.wanted(), follows GET /v1/accesslog (one long-lived chunked stream)
+  // and hands each line to on_line. No timers: it blocks in poll() on the
+  // stream and on `wake`, and re-checks stopping()/wanted() on every wake.
+  // Wake it when stopping, when wanted() may have changed and from
+  // setOnStart(): a stream that ends (or a connect that fails) is retried only
+  // once a new proxy started (or on the next wake), never on a clock.
+  void relayAccessLog(const Wakeup& wake, const RelayHooks& hooks) const;
 
   // True while the proxy process is alive (reaps it if it was our child).
   bool running() { return alive(); }
@@ -68,6 +103,8 @@ class ProxyManager {
   bool alive();
 
   ProxyManagerConfig cfg_;
+  std::function<void()> on_start_;
+  std::atomic<uint64_t> starts_{0};
   pid_t pid_ = -1;
   bool adopted_ = false;
   bool child_ = false;  // spawned by this agent (reap it with waitpid)

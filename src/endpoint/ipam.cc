@@ -6,10 +6,6 @@
 
 namespace membrane::endpoint {
 
-std::string ipv4ToString(uint32_t ip) {
-  return fmt::format("{}.{}.{}.{}", ip >> 24, (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
-}
-
 Result<uint32_t> parseIpv4(const std::string& text) {
   in_addr a{};
   if (inet_pton(AF_INET, text.c_str(), &a) != 1)
@@ -38,7 +34,7 @@ Result<Cidr4> Cidr4::parse(const std::string& text) {
   uint32_t mask = len == 0 ? 0 : ~0u << (32 - len);
   if ((*ip & ~mask) != 0)
     return Error::invalid(fmt::format("CIDR '{}' has host bits set (did you mean {}/{}?)", text,
-                                      ipv4ToString(*ip & mask), len));
+                                      ipv4HostOrderToString(*ip & mask), len));
   c.network = *ip;
   return c;
 }
@@ -48,7 +44,7 @@ bool Cidr4::contains(uint32_t ip) const {
   return (ip & mask) == network;
 }
 
-std::string Cidr4::toString() const { return fmt::format("{}/{}", ipv4ToString(network), prefix_len); }
+std::string Cidr4::toString() const { return fmt::format("{}/{}", ipv4HostOrderToString(network), prefix_len); }
 
 Result<uint32_t> Ipam::allocate() {
   // Skip network (+0) and gateway (+1); stop before broadcast.
@@ -66,9 +62,9 @@ Result<uint32_t> Ipam::allocate() {
 
 Status Ipam::reserve(uint32_t ip) {
   if (!cidr_.contains(ip) || ip == cidr_.network || ip == gateway() || ip == cidr_.network + cidr_.size() - 1)
-    return Error::invalid(fmt::format("{} is not an assignable address of pod CIDR {}", ipv4ToString(ip),
+    return Error::invalid(fmt::format("{} is not an assignable address of pod CIDR {}", ipv4HostOrderToString(ip),
                                       cidr_.toString()));
-  if (!used_.insert(ip).second) return Error::exists(fmt::format("{} is already assigned", ipv4ToString(ip)));
+  if (!used_.insert(ip).second) return Error::exists(fmt::format("{} is already assigned", ipv4HostOrderToString(ip)));
   return okStatus();
 }
 

@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "membrane/ipv4.h"  // ipv4HostOrderToString: the addresses here are host order
 #include "membrane/result.h"
 
 namespace membrane::endpoint {
@@ -22,7 +23,6 @@ struct Cidr4 {
   std::string toString() const;
 };
 
-std::string ipv4ToString(uint32_t ip_host_order);
 Result<uint32_t> parseIpv4(const std::string& text);  // host byte order
 
 // Hands out addresses of a CIDR: never the network address, the broadcast

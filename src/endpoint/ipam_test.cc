@@ -37,7 +37,7 @@ TEST(Ipam, SkipsNetworkGatewayBroadcastAndExhausts) {
   for (int i = 0; i < 5; ++i) {
     auto ip = ipam.allocate();
     ASSERT_TRUE(ip.ok());
-    got.push_back(ipv4ToString(*ip));
+    got.push_back(ipv4HostOrderToString(*ip));
   }
   EXPECT_EQ(got, (std::vector<std::string>{"10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"}));
   auto full = ipam.allocate();
@@ -45,7 +45,7 @@ TEST(Ipam, SkipsNetworkGatewayBroadcastAndExhausts) {
   EXPECT_EQ(full.error().code, ENOSPC);
   EXPECT_NE(full.error().message.find("pod CIDR 10.9.0.0/29 is exhausted"), std::string::npos);
   ipam.release(*parseIpv4("10.9.0.4"));
-  EXPECT_EQ(ipv4ToString(*ipam.allocate()), "10.9.0.4");
+  EXPECT_EQ(ipv4HostOrderToString(*ipam.allocate()), "10.9.0.4");
 }
 
 TEST(Ipam, ReserveForRestore) {
@@ -54,7 +54,7 @@ TEST(Ipam, ReserveForRestore) {
   EXPECT_EQ(ipam.reserve(*parseIpv4("10.9.0.2")).error().code, EEXIST);
   EXPECT_EQ(ipam.reserve(*parseIpv4("10.9.0.1")).error().code, EINVAL);  // gateway
   EXPECT_EQ(ipam.reserve(*parseIpv4("10.9.1.2")).error().code, EINVAL);  // outside
-  EXPECT_EQ(ipv4ToString(*ipam.allocate()), "10.9.0.3");
+  EXPECT_EQ(ipv4HostOrderToString(*ipam.allocate()), "10.9.0.3");
 }
 
 }  // namespace membrane::endpoint

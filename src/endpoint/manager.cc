@@ -394,7 +394,7 @@ Status Manager::syncCidrIdentities() {
     if (!listed) return listed.error().wrap("list ipcache for stale CIDR identities");
     for (const auto& e : *listed)
       if ((e.identity & identity::kLocalScopeFlag) && !wanted.count({e.ipv4_be, e.prefix_len})) {
-        spdlog::info("removing stale CIDR ipcache entry {}/{} (identity {})", ipv4ToString(ntohl(e.ipv4_be)),
+        spdlog::info("removing stale CIDR ipcache entry {}/{} (identity {})", ipv4HostOrderToString(ntohl(e.ipv4_be)),
                      e.prefix_len, e.identity);
         logIfError(dp_.deleteIpcache(e.ipv4_be, e.prefix_len), "remove stale CIDR identity");
       }
@@ -531,7 +531,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   metrics_.observeRegenerationTime("total", true, secondsSince(t0));
   metrics_.recordEndpointRegeneration(true);
   spdlog::info("endpoint {} {}/{} created: identity {}, ipv4 {}, interface {}", id, ns, name, ep.identity,
-               ipv4ToString(ep.ipv4), ep.host_ifname);
+               ipv4HostOrderToString(ep.ipv4), ep.host_ifname);
 
   // Other endpoints' rules may select the new identity (an identity that
   // other pods already hold changes nothing for anyone else).

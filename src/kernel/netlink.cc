@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "membrane/ipv4.h"
 #include "membrane/unique_fd.h"
 
 namespace membrane::kernel {
@@ -241,7 +242,7 @@ Status disableIpv6(const std::string& ifname) {
 // Addresses, routes, neighbours
 
 Status addAddress(nl_sock* sk, uint32_t ifindex, const std::string& ifname, uint32_t ip_be, uint8_t prefix_len) {
-  const std::string what = "add address " + ipv4ToString(ip_be) + "/" + std::to_string(prefix_len) + " to " + ifname;
+  const std::string what = "add address " + ipv4HostOrderToString(ntohl(ip_be)) + "/" + std::to_string(prefix_len) + " to " + ifname;
   AddrPtr addr(rtnl_addr_alloc());
   NlAddrPtr local = ipv4Addr(ip_be, prefix_len);
   if (!addr || !local) return Error(ENOMEM, what + ": out of memory");
@@ -269,8 +270,8 @@ std::string describe(const RouteSpec& r, const std::string& ifname) {
   std::string s;
   if (r.type == RTN_UNREACHABLE) s = "unreachable ";
   s += r.prefix_len == 0 && r.dst_be == 0 ? std::string("default")
-                                          : ipv4ToString(r.dst_be) + "/" + std::to_string(r.prefix_len);
-  if (r.gateway_be) s += " via " + ipv4ToString(r.gateway_be);
+                                          : ipv4HostOrderToString(ntohl(r.dst_be)) + "/" + std::to_string(r.prefix_len);
+  if (r.gateway_be) s += " via " + ipv4HostOrderToString(ntohl(r.gateway_be));
   if (!ifname.empty()) s += " dev " + ifname;
   return s;
 }
@@ -325,7 +326,7 @@ Status deleteRoute(nl_sock* sk, const RouteSpec& spec, const std::string& ifname
 
 Status addPermanentNeighbour(nl_sock* sk, uint32_t ifindex, const std::string& ifname, uint32_t ip_be,
                              const MacAddress& mac) {
-  const std::string what = "add permanent neighbour " + ipv4ToString(ip_be) + " dev " + ifname;
+  const std::string what = "add permanent neighbour " + ipv4HostOrderToString(ntohl(ip_be)) + " dev " + ifname;
   NeighPtr neigh(rtnl_neigh_alloc());
   NlAddrPtr dst = ipv4Addr(ip_be, 32);
   NlAddrPtr ll(nl_addr_build(AF_LLC, mac.data(), mac.size()));
@@ -451,12 +452,6 @@ uint32_t hostOrder(uint32_t be) { return ntohl(be); }
 
 // ---------------------------------------------------------------------------
 
-std::string ipv4ToString(uint32_t addr_be) {
-  char buf[INET_ADDRSTRLEN] = {};
-  ::inet_ntop(AF_INET, &addr_be, buf, sizeof(buf));
-  return buf;
-}
-
 std::string hostIfnameFor(const std::string& ns, const std::string& pod, const std::string& salt) {
   // FNV-1a 64 with a separator byte that cannot occur in Kubernetes names,
   // so ("ab","c") and ("a","bc") differ.
@@ -485,9 +480,9 @@ Status validatePodNetworkSpec(const PodNetworkSpec& spec) {
   if (spec.ipv4_be == 0) return Error::invalid("pod address must not be 0.0.0.0");
   if (spec.gateway_be == 0) return Error::invalid("gateway address must not be 0.0.0.0");
   if (spec.ipv4_be == spec.gateway_be)
-    return Error::invalid("pod address " + ipv4ToString(spec.ipv4_be) + " equals the gateway");
+    return Error::invalid("pod address " + ipv4HostOrderToString(ntohl(spec.ipv4_be)) + " equals the gateway");
   if ((hostOrder(spec.ipv4_be) >> 24) == 127 || (hostOrder(spec.ipv4_be) >> 28) >= 14)
-    return Error::invalid("pod address " + ipv4ToString(spec.ipv4_be) + " is loopback, multicast or reserved");
+    return Error::invalid("pod address " + ipv4HostOrderToString(ntohl(spec.ipv4_be)) + " is loopback, multicast or reserved");
   if (spec.mtu < 68 || spec.mtu > 65535)
     return Error::invalid("MTU " + std::to_string(spec.mtu) + " out of range 68..65535");
   return okStatus();
@@ -558,7 +553,7 @@ Result<PodNetwork> createPodNetwork(const PodNetworkSpec& spec) {
   if (Status st = addRoute(sk.get(), host_route, spec.host_ifname, NLM_F_CREATE | NLM_F_EXCL); !st.ok()) {
     Error e = st.error().wrap(ctx);
     if (e.code == EINVAL)
-      e.message += " (is " + ipv4ToString(spec.gateway_be) + " a local address? call ensureHostDevice first)";
+      e.message += " (is " + ipv4HostOrderToString(ntohl(spec.gateway_be)) + " a local address? call ensureHostDevice first)";
     return rollback.fail(std::move(e));
   }
   rollback.commit();
@@ -611,7 +606,7 @@ Result<PodNetwork> inspectPodNetwork(const PodNetworkSpec& spec) {
       return Error(ENOENT, spec.pod_ifname + " (ifindex " + std::to_string(side.ifindex) + ") is not the peer of " +
                                spec.host_ifname + " (peer ifindex " + std::to_string(peer_ifindex) + ")");
     MB_ASSIGN(bool has_addr, hasAddress(psk.get(), side.ifindex, spec.ipv4_be));
-    if (!has_addr) return Error(ENOENT, spec.pod_ifname + " lacks address " + ipv4ToString(spec.ipv4_be));
+    if (!has_addr) return Error(ENOENT, spec.pod_ifname + " lacks address " + ipv4HostOrderToString(ntohl(spec.ipv4_be)));
     MB_ASSIGN(bool has_default, hasRoute(psk.get(), 0, 0, RTN_UNICAST, side.ifindex));
     if (!has_default) return Error(ENOENT, "no default route via " + spec.pod_ifname);
     return side;
@@ -622,7 +617,7 @@ Result<PodNetwork> inspectPodNetwork(const PodNetworkSpec& spec) {
 
   MB_ASSIGN(bool has_route, withContext(hasRoute(sk.get(), spec.ipv4_be, 32, RTN_UNICAST, out.host_ifindex), ctx));
   if (!has_route)
-    return Error(ENOENT, ctx + ": no host route " + ipv4ToString(spec.ipv4_be) + "/32 dev " + spec.host_ifname);
+    return Error(ENOENT, ctx + ": no host route " + ipv4HostOrderToString(ntohl(spec.ipv4_be)) + "/32 dev " + spec.host_ifname);
   return out;
 }
 
@@ -691,7 +686,7 @@ Status checkPrefix(uint32_t cidr_be, uint8_t prefix_len) {
   if (prefix_len > 32) return Error::invalid("prefix length " + std::to_string(prefix_len) + " > 32");
   uint32_t host_mask = prefix_len == 0 ? 0xffffffffu : (prefix_len == 32 ? 0 : (0xffffffffu >> prefix_len));
   if (hostOrder(cidr_be) & host_mask)
-    return Error::invalid(ipv4ToString(cidr_be) + "/" + std::to_string(prefix_len) + " has host bits set");
+    return Error::invalid(ipv4HostOrderToString(ntohl(cidr_be)) + "/" + std::to_string(prefix_len) + " has host bits set");
   return okStatus();
 }
 }  // namespace

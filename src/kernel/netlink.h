@@ -101,7 +101,4 @@ bool linkExists(const std::string& ifname);
 // and salt: 14 characters, fits IFNAMSIZ, the same in every build and run.
 std::string hostIfnameFor(const std::string& ns, const std::string& pod, const std::string& salt);
 
-// Dotted quad of a network-order address, for messages.
-std::string ipv4ToString(uint32_t addr_be);
-
 }  // namespace membrane::kernel

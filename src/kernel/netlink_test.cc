@@ -3,6 +3,10 @@
 // `ip` and `ping` are used only to observe what the library did.
 #include "src/kernel/netlink.h"
 
+#include <arpa/inet.h>
+
+#include "membrane/ipv4.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -85,7 +89,7 @@ TEST_F(PodNetworkTest, TwoPodsAreWiredAndReachable) {
   const PodNetworkSpec specs[] = {pod("a", 10), pod("b", 11)};
   for (const auto& s : specs) {
     SCOPED_TRACE(s.netns_name);
-    const std::string ip = ipv4ToString(s.ipv4_be);
+    const std::string ip = ipv4HostOrderToString(ntohl(s.ipv4_be));
     auto net = createPodNetwork(s);
     ASSERT_TRUE(net.ok()) << net.error().message;
     EXPECT_EQ(net->netns_path, "/var/run/netns/" + s.netns_name);
@@ -127,7 +131,7 @@ TEST_F(PodNetworkTest, TwoPodsAreWiredAndReachable) {
 
   for (const auto& s : specs) {
     SCOPED_TRACE(s.netns_name);
-    EXPECT_TRUE(pingOnce(s.ipv4_be)) << "host -> " << ipv4ToString(s.ipv4_be);
+    EXPECT_TRUE(pingOnce(s.ipv4_be)) << "host -> " << ipv4HostOrderToString(ntohl(s.ipv4_be));
     auto ns = Netns::open(s.netns_name);
     ASSERT_TRUE(ns.ok()) << ns.error().message;
     auto pod_to_gw = ns->run([&]() -> Result<bool> { return pingOnce(ipv4(gw_)); });
@@ -144,7 +148,7 @@ TEST_F(PodNetworkTest, TwoPodsAreWiredAndReachable) {
 
   // Delete pod a: every trace is gone, pod b is untouched.
   const auto& a = specs[0];
-  const std::string ip_a = ipv4ToString(a.ipv4_be);
+  const std::string ip_a = ipv4HostOrderToString(ntohl(a.ipv4_be));
   MB_ASSERT_OK(deletePodNetwork(a.netns_name, a.host_ifname, a.ipv4_be));
   EXPECT_FALSE(Netns::exists(a.netns_name));
   EXPECT_EQ(sh("ip netns list").output.find(a.netns_name), std::string::npos);
@@ -180,7 +184,7 @@ TEST_F(PodNetworkTest, PodsCanBeCreatedAndDeletedConcurrently) {
   }
   for (int i = 0; i < kPods; ++i) {
     ASSERT_TRUE(results[i].ok()) << results[i].error().message;
-    EXPECT_TRUE(pingOnce(specs[i].ipv4_be)) << ipv4ToString(specs[i].ipv4_be);
+    EXPECT_TRUE(pingOnce(specs[i].ipv4_be)) << ipv4HostOrderToString(ntohl(specs[i].ipv4_be));
   }
   std::vector<Status> deleted(kPods);
   {
@@ -210,7 +214,7 @@ TEST_F(PodNetworkTest, ExistingNetnsIsRefusedAndNothingIsLeftBehind) {
   EXPECT_NE(r.error().message.find(s.netns_name), std::string::npos) << r.error().message;
   EXPECT_NE(r.error().message.find("File exists"), std::string::npos) << r.error().message;
   EXPECT_FALSE(linkExists(s.host_ifname));
-  EXPECT_EQ(sh("ip -4 route show " + ipv4ToString(s.ipv4_be) + "/32").output, "");
+  EXPECT_EQ(sh("ip -4 route show " + ipv4HostOrderToString(ntohl(s.ipv4_be)) + "/32").output, "");
   // The existing namespace belongs to someone else: still there, untouched.
   EXPECT_TRUE(Netns::exists(s.netns_name));
   EXPECT_EQ(trim(inPod(s, "ip -o link show | wc -l").output), "1");  // only lo
@@ -240,13 +244,13 @@ TEST_F(PodNetworkTest, FailureAtTheLastStepRollsBackEverything) {
   auto r = createPodNetwork(s);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, EINVAL);
-  EXPECT_NE(r.error().message.find("add route " + ipv4ToString(s.ipv4_be) + "/32"), std::string::npos)
+  EXPECT_NE(r.error().message.find("add route " + ipv4HostOrderToString(ntohl(s.ipv4_be)) + "/32"), std::string::npos)
       << r.error().message;
   EXPECT_NE(r.error().message.find("ensureHostDevice"), std::string::npos) << r.error().message;
   EXPECT_EQ(r.error().message.find("rollback incomplete"), std::string::npos) << r.error().message;
   EXPECT_FALSE(Netns::exists(s.netns_name));
   EXPECT_FALSE(linkExists(s.host_ifname));
-  EXPECT_EQ(sh("ip -4 route show " + ipv4ToString(s.ipv4_be) + "/32").output, "");
+  EXPECT_EQ(sh("ip -4 route show " + ipv4HostOrderToString(ntohl(s.ipv4_be)) + "/32").output, "");
 }
 
 TEST_F(PodNetworkTest, UnreachableRouteIsIdempotentAndRemovable) {

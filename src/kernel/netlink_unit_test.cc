@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include "src/kernel/netlink.h"
+
+#include <arpa/inet.h>
+
+#include "membrane/ipv4.h"
 #include "src/kernel/netlink_test_util.h"
 #include "src/kernel/netns.h"
 
@@ -66,7 +70,7 @@ TEST(HostDevice, PeerName) {
   EXPECT_EQ(hostDevicePeerName("abcdefghijklmno"), "abcdefghijk_net");  // 15 chars max
 }
 
-TEST(Ipv4, ToString) { EXPECT_EQ(ipv4ToString(ipv4("10.233.7.42")), "10.233.7.42"); }
+TEST(Ipv4, ToString) { EXPECT_EQ(ipv4HostOrderToString(ntohl(ipv4("10.233.7.42"))), "10.233.7.42"); }
 
 }  // namespace
 }  // namespace membrane::kernel

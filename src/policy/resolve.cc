@@ -21,6 +21,8 @@
 // (e.g. deny (X,*) + allow (*,TCP/80) => entry deny (X,TCP/80)). Keys are
 // visited from least to most specific (L4 level, then id 0 before i) so the
 // fallback of each key is final when it is considered.
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <set>
 
@@ -197,18 +199,19 @@ size_t probes(uint32_t id, L4 l4, Key (&out)[6]) {
   return n;
 }
 
+// The identities `pr` selects, memoized in `selections` when given (else in `own`).
+const std::set<uint32_t>& selected(const PeerRule& pr, const std::vector<IdentityRef>& identities,
+                                   SelectionCache* selections, std::set<uint32_t>& own) {
+  if (!selections) return own = detail::peerIdentities(pr, identities);
+  auto it = selections->peers.find(&pr);
+  if (it == selections->peers.end()) it = selections->peers.emplace(&pr, detail::peerIdentities(pr, identities)).first;
+  return it->second;
+}
+
 void collect(const PeerRule& pr, bool deny, uint32_t cookie, const std::vector<IdentityRef>& identities,
              const NamedPorts& named, bool ingress, SelectionCache* selections, DirectionState& st) {
   std::set<uint32_t> own;
-  const std::set<uint32_t>* idsp = &own;
-  if (selections) {
-    auto it = selections->peers.find(&pr);
-    if (it == selections->peers.end()) it = selections->peers.emplace(&pr, detail::peerIdentities(pr, identities)).first;
-    idsp = &it->second;
-  } else {
-    own = detail::peerIdentities(pr, identities);
-  }
-  const std::set<uint32_t>& ids = *idsp;
+  const std::set<uint32_t>& ids = selected(pr, identities, selections, own);
   if (ids.empty()) return;
   auto add = [&](uint32_t id, L4 l4, bool proxy) {
     Agg& a = st.atoms[{id, l4}];
@@ -322,6 +325,100 @@ void emit(const DirectionState& st, uint8_t dir, std::map<PolicyKey, PolicyEntry
   }
 }
 
+// The TCP ports a named `ports[]` item resolves to, each with the peers it
+// holds for, as collect() resolves named ports: ingress -> the subject's own
+// port for every peer in `ids`; egress -> each peer identity's own port.
+std::vector<std::pair<uint16_t, std::set<uint32_t>>> namedTcpPorts(const PortProtocol& pp,
+                                                                   const std::set<uint32_t>& ids,
+                                                                   const NamedPorts& named, bool ingress) {
+  std::vector<std::pair<uint16_t, std::set<uint32_t>>> out;
+  constexpr uint8_t kTcp = static_cast<uint8_t>(Protocol::TCP);
+  auto tcp = [&](const NamedPort& np) {
+    return np.name == pp.name && np.proto == kTcp && (pp.protocol == Protocol::Any || pp.protocol == Protocol::TCP);
+  };
+  if (ingress) {
+    for (const auto& np : named.subject)
+      if (tcp(np) && !ids.empty()) out.emplace_back(np.port, ids);
+    return out;
+  }
+  for (const auto& [id, declared] : named.by_identity) {
+    if (!ids.count(0) && !ids.count(id)) continue;
+    for (const auto& np : declared)
+      if (tcp(np)) out.emplace_back(np.port, std::set<uint32_t>{id});
+  }
+  return out;
+}
+
+// EndpointPolicy::l7 for one direction (see its contract).
+void resolveL7(const std::vector<Policy>& policies, const labels::LabelSet& subject,
+               const std::vector<IdentityRef>& identities, const NamedPorts& named, SelectionCache* selections,
+               bool ingress, std::map<L7Port, std::vector<L7Rule>>& out) {
+  const uint8_t dir = ingress ? 1 : 2;
+  auto sections = [&](const Rule& r) -> const std::vector<PeerRule>& { return ingress ? r.ingress : r.egress; };
+  // The ports first: a port is there once any rule gives it HTTP rules.
+  std::map<uint16_t, std::vector<L7Rule>> by_port;
+  for (const auto& p : policies)
+    for (const auto& r : p.rules) {
+      if (!r.endpoint_selector.matches(subject)) continue;
+      for (const auto& pr : sections(r)) {
+        for (const auto& [l4, proxy] : detail::l4Keys(pr))
+          if (proxy) by_port.try_emplace(static_cast<uint16_t>(l4 & 0xffff));
+        bool named_l7 = false;
+        for (const auto& tp : pr.to_ports)
+          for (const auto& pp : tp.ports) named_l7 |= !tp.http.empty() && !pp.name.empty();
+        if (!named_l7) continue;
+        std::set<uint32_t> own;
+        const auto& ids = selected(pr, identities, selections, own);
+        for (const auto& tp : pr.to_ports)
+          for (const auto& pp : tp.ports)
+            if (!tp.http.empty() && !pp.name.empty())
+              for (const auto& [port, peers] : namedTcpPorts(pp, ids, named, ingress)) by_port.try_emplace(port);
+      }
+    }
+  if (by_port.empty()) return;
+  for (const auto& p : policies)
+    for (const auto& r : p.rules) {
+      if (!r.endpoint_selector.matches(subject)) continue;
+      for (const auto& pr : sections(r)) {
+        std::set<uint32_t> own;
+        const auto& ids = selected(pr, identities, selections, own);
+        if (ids.empty()) continue;
+        for (auto& [port, rules] : by_port) {
+          // Peers this peer rule allows the port to at L3/L4 without HTTP rules.
+          bool covered_l4 = false;
+          for (const auto& [l4, proxy] : detail::l4Keys(pr)) {
+            if (!detail::l4Covers(l4, IPPROTO_TCP, port)) continue;
+            if (!proxy || (l4 & 0xffff) != port) covered_l4 = true;
+          }
+          std::set<uint32_t> covered_named;
+          for (const auto& tp : pr.to_ports) {
+            std::set<uint32_t> peers;  // of the named ports of this item naming `port`
+            bool has = false;          // a numeric port of this item covers `port`
+            for (const auto& pp : tp.ports) {
+              if (!pp.name.empty()) {
+                for (const auto& [np, who] : namedTcpPorts(pp, ids, named, ingress))
+                  if (np == port) peers.insert(who.begin(), who.end());
+                continue;
+              }
+              if ((pp.protocol == Protocol::TCP || pp.protocol == Protocol::Any) && pp.port <= port &&
+                  port <= (pp.end_port ? pp.end_port : pp.port))
+                has = true;
+            }
+            if (tp.http.empty()) {
+              covered_named.insert(peers.begin(), peers.end());
+              continue;
+            }
+            if (!has && peers.empty()) continue;
+            for (const auto& h : tp.http) rules.push_back(L7Rule{h, p.displayName(), has ? ids : peers});
+          }
+          if (covered_l4) rules.push_back(L7Rule{HttpRule{}, p.displayName(), ids});
+          else if (!covered_named.empty()) rules.push_back(L7Rule{HttpRule{}, p.displayName(), covered_named});
+        }
+      }
+    }
+  for (auto& [port, rules] : by_port) out[L7Port{dir, port}] = std::move(rules);
+}
+
 }  // namespace
 
 EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels::LabelSet& subject,
@@ -364,6 +461,8 @@ EndpointPolicy resolvePolicies(const std::vector<Policy>& policies, const labels
     }
     emit(*st, st == &in ? 1 : 2, out.entries);
   }
+  resolveL7(policies, subject, identities, named, selections, true, out.l7);
+  resolveL7(policies, subject, identities, named, selections, false, out.l7);
   out.proto_wildcard = std::any_of(out.entries.begin(), out.entries.end(),
                                    [](const auto& e) { return e.first.proto != 0 && e.first.dport == 0; });
   return out;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "src/api/http_server.h"
+#include "src/proxy/control_protocol.h"
 
 namespace membrane::proxy {
 
@@ -33,7 +34,7 @@ ControlServer::ControlServer(Proxy& proxy, std::string socket_path)
   server_->route("PUT", "/v1/config", [this](const api::Request& rq) {
     Status s = applyConfigText(proxy_, rq.body);
     if (!s.ok()) return api::Response::error(400, s.error().message);
-    return api::Response::json(200, {{"revision", proxy_.config()->revision()}});
+    return api::Response::json(200, toJson(ConfigReply{proxy_.config()->revision()}));
   });
   server_->route("GET", "/v1/config", [this](const api::Request&) {
     auto cfg = proxy_.config();
@@ -43,12 +44,13 @@ ControlServer::ControlServer(Proxy& proxy, std::string socket_path)
     return r;
   });
   server_->route("GET", "/v1/stats", [this](const api::Request&) {
-    auto j = proxy_.stats().toJson();
-    j["buffers"] = {{"in_use", proxy_.buffersInUse()}, {"peak", proxy_.buffersPeak()}};
-    return api::Response::json(200, j);
+    StatsReply s = proxy_.stats().snapshot();
+    s.buffers_in_use = proxy_.buffersInUse();
+    s.buffers_peak = proxy_.buffersPeak();
+    return api::Response::json(200, toJson(s));
   });
   server_->route("GET", "/v1/healthz", [this](const api::Request&) {
-    return api::Response::json(200, {{"status", "ok"}, {"revision", proxy_.config()->revision()}});
+    return api::Response::json(200, toJson(HealthReply{"ok", proxy_.config()->revision()}));
   });
   server_->routeStream("GET", "/v1/accesslog", [this](const api::Request&, api::StreamWriter& w) {
     auto sub = proxy_.accessLog().subscribe();

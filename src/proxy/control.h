@@ -1,10 +1,11 @@
 // The proxy's control socket (unix, HTTP/1.1 via membrane_api's HttpServer):
-//   PUT /v1/config     body = proxy config JSON (docs/l7.md); 200 {"revision"}
-//                      or 400 {"error"} (the running config stays in place)
+//   PUT /v1/config     body = proxy config JSON (docs/l7.md); 200 ConfigReply
+//                      or 400 ErrorReply (the running config stays in place)
 //   GET /v1/config     the config in force, as it was given
-//   GET /v1/stats      ProxyStats::toJson() + buffer usage
+//   GET /v1/stats      StatsReply (ProxyStats plus buffer usage)
 //   GET /v1/accesslog  NDJSON stream (chunked), one line per request/response
-//   GET /v1/healthz    {"status":"ok","revision":N}
+//   GET /v1/healthz    HealthReply
+// The reply types and their JSON: control_protocol.h (shared with membraned).
 //
 // Thread-safety: handlers run on the server's connection threads and only use
 // Proxy's thread-safe methods.

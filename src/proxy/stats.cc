@@ -26,42 +26,42 @@ void Histogram::observe(std::chrono::nanoseconds d) {
   count.fetch_add(1, std::memory_order_relaxed);
 }
 
-nlohmann::json ProxyStats::toJson() const {
-  using nlohmann::json;
-  json series = json::array();
+StatsReply ProxyStats::snapshot() const {
+  StatsReply out;
   for (size_t e = 0; e < kUpstreamErrors; ++e) {
     for (size_t s = 0; s < kScopes; ++s) {
       const Histogram& h = latency[e][s];
       uint64_t count = h.count.load();
       if (e != 0 && count == 0) continue;
-      json buckets = json::array();
+      LatencySeries series;
+      series.error = upstreamErrorName(static_cast<UpstreamError>(e));
+      series.protocol_l7 = "http";
+      series.scope = scopeName(static_cast<Scope>(s));
       uint64_t cum = 0;
       for (size_t i = 0; i < kLatencyBuckets.size(); ++i) {
         cum += h.buckets[i].load();
-        buckets.push_back({{"le", kLatencyBuckets[i]}, {"count", cum}});
+        series.buckets.emplace_back(kLatencyBuckets[i], cum);
       }
-      series.push_back({{"error", upstreamErrorName(static_cast<UpstreamError>(e))},
-                        {"protocol_l7", "http"},
-                        {"scope", scopeName(static_cast<Scope>(s))},
-                        {"buckets", buckets},
-                        {"count", count},
-                        {"sum", static_cast<double>(h.sum_ns.load()) / 1e9}});
+      series.count = count;
+      series.sum = static_cast<double>(h.sum_ns.load()) / 1e9;
+      out.upstream_reply_seconds.push_back(std::move(series));
     }
   }
-  return json{{"received", received.load()},
-              {"forwarded", forwarded.load()},
-              {"denied", denied.load()},
-              {"parse_errors", parse_errors.load()},
-              {"redirects", {{"http", redirects_http.load()}}},
-              {"upstream_reply_seconds", series},
-              {"connections",
-               {{"accepted", connections_accepted.load()},
-                {"active", connections_active.load()},
-                {"rejected", connections_rejected.load()}}},
-              {"timeouts", {{"header", timeouts_header.load()}, {"idle", timeouts_idle.load()}}},
-              {"upstream_connect_errors", upstream_connect_errors.load()},
-              {"config",
-               {{"revision", config_revision.load()}, {"loads", config_loads.load()}, {"errors", config_errors.load()}}}};
+  out.received = received.load();
+  out.forwarded = forwarded.load();
+  out.denied = denied.load();
+  out.parse_errors = parse_errors.load();
+  out.redirects_http = redirects_http.load();
+  out.connections_accepted = connections_accepted.load();
+  out.connections_active = connections_active.load();
+  out.connections_rejected = connections_rejected.load();
+  out.timeouts_header = timeouts_header.load();
+  out.timeouts_idle = timeouts_idle.load();
+  out.upstream_connect_errors = upstream_connect_errors.load();
+  out.config_revision = config_revision.load();
+  out.config_loads = config_loads.load();
+  out.config_errors = config_errors.load();
+  return out;
 }
 
 }  // namespace membrane::proxy

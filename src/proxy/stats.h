@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "src/proxy/control_protocol.h"
+
 namespace membrane::proxy {
 
 enum class Scope : uint8_t { TotalTime, UpstreamTime };
@@ -48,12 +50,11 @@ struct ProxyStats {
   void observe(UpstreamError e, Scope s, std::chrono::nanoseconds d) {
     latency[static_cast<size_t>(e)][static_cast<size_t>(s)].observe(d);
   }
-  // {"received":..,"forwarded":..,"denied":..,"parse_errors":..,
-  //  "redirects":{"http":N}, "upstream_reply_seconds":[{"error":"","protocol_l7":"http",
-  //  "scope":"totalTime","buckets":[{"le":0.005,"count":cumulative}..],"count":N,"sum":seconds}],
-  //  "connections":{...}, "config":{...}, "timeouts":{...}}
-  // Series with error "" are always present; error series once observed.
-  nlohmann::json toJson() const;
+  // The counters as the control socket serves them (control_protocol.h),
+  // buffers left 0 (the Proxy knows those). Series with error "" are always
+  // present; error series once observed.
+  StatsReply snapshot() const;
+  nlohmann::json toJson() const { return proxy::toJson(snapshot()); }
 };
 
 }  // namespace membrane::proxy

@@ -666,7 +666,7 @@ void Controller::syncServices() {
         for (const auto& old : cur->second)
           if (std::find(be.begin(), be.end(), old) == be.end()) dp_.flushCtFor(htonl(old.first)).ok();
       if (cur == s.synced.end() || cur->second != be)
-        spdlog::info("service {} {}:{}: {} backends", k, endpoint::ipv4ToString(s.cluster_ip), pp.first, be.size());
+        spdlog::info("service {} {}:{}: {} backends", k, ipv4HostOrderToString(s.cluster_ip), pp.first, be.size());
       s.synced[pp] = be;
     }
     for (auto it = s.synced.begin(); it != s.synced.end();) {
@@ -684,11 +684,11 @@ void Controller::syncServices() {
 std::string Controller::hostsFor(const Instance& inst) const {
   std::string h = "# Kubernetes-managed hosts file (membrane): pod and service names.\n"
                   "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
-  if (inst.ip) h += fmt::format("{}\t{}\n", endpoint::ipv4ToString(inst.ip), inst.name);
+  if (inst.ip) h += fmt::format("{}\t{}\n", ipv4HostOrderToString(inst.ip), inst.name);
   for (const auto& [k, s] : services_) {
     const auto& n = s.obj.meta.name;
     const auto& ns = s.obj.meta.ns;
-    h += fmt::format("{}\t{}.{}.svc.cluster.local {}.{}.svc {}.{}{}\n", endpoint::ipv4ToString(s.cluster_ip), n, ns, n,
+    h += fmt::format("{}\t{}.{}.svc.cluster.local {}.{}.svc {}.{}{}\n", ipv4HostOrderToString(s.cluster_ip), n, ns, n,
                      ns, n, ns, ns == inst.ns ? " " + n : "");
   }
   return h;
@@ -741,7 +741,7 @@ json Controller::podsJson(const std::string& ns) const {
                    {"restarts", i.restarts},
                    {"last_exit_code", i.last_exit},
                    {"pid", i.pid},
-                   {"ip", i.ip ? endpoint::ipv4ToString(i.ip) : ""},
+                   {"ip", i.ip ? ipv4HostOrderToString(i.ip) : ""},
                    {"endpoint_id", i.endpoint_id},
                    {"node", "localhost"},
                    {"image", i.spec.containers.at(0).image},
@@ -784,12 +784,12 @@ json Controller::servicesJson(const std::string& ns) const {
   for (const auto& [k, s] : services_) {
     if (!ns.empty() && s.obj.meta.ns != ns) continue;
     json j = s.obj;
-    j["spec"]["clusterIP"] = endpoint::ipv4ToString(s.cluster_ip);
+    j["spec"]["clusterIP"] = ipv4HostOrderToString(s.cluster_ip);
     j["metadata"]["created"] = s.created;
     json backends = json::array();
     for (const auto& [pp, be] : s.synced)
       for (const auto& [ip, port] : be)
-        backends.push_back({{"port", pp.first}, {"backend", fmt::format("{}:{}", endpoint::ipv4ToString(ip), port)}});
+        backends.push_back({{"port", pp.first}, {"backend", fmt::format("{}:{}", ipv4HostOrderToString(ip), port)}});
     j["status"] = {{"backends", backends}};
     arr.push_back(j);
   }
