@@ -1,5 +1,6 @@
 // membraned: the membrane node agent. Wiring only: flags, logging, signals.
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +26,16 @@ void setupLogging(const membrane::daemon::Config& cfg) {
   }
   spdlog::set_level(spdlog::level::from_str(cfg.log_level));
   spdlog::flush_on(spdlog::level::info);
+}
+
+// The API serves up to 4096 connections (monitor streams included) and pods,
+// the proxy's control socket and BPF maps add more: the usual soft limit of
+// 1024 descriptors would run out long before. Raise it to the hard limit.
+void raiseFdLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max) return;
+  rl.rlim_cur = rl.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) spdlog::warn("cannot raise the open-file limit to {}", rl.rlim_max);
 }
 
 }  // namespace
@@ -156,6 +167,7 @@ int main(int argc, char** argv) {
   cleanup->fallthrough();  // accept the agent flags after "cleanup" too
   CLI11_PARSE(app, argc, argv);
   setupLogging(cfg);
+  raiseFdLimit();
   if (!instance.empty()) {
     std::set<std::string> given;
     for (const CLI::Option* o : app.get_options())

@@ -22,6 +22,7 @@
 #include <fmt/format.h>
 
 #include "membrane/identity.h"
+#include "membrane/ipv4.h"
 #include "membrane/labels.h"
 #include "membrane/metrics.h"
 #include "membrane/policy.h"
@@ -95,23 +96,23 @@ std::string describe(const kernel::FakeDatapathMaps::State& s) {
   std::ostringstream o;
   o << "config " << hex(&s.config, sizeof s.config) << "\n";
   for (const auto& [ifx, e] : s.endpoints) o << "endpoint " << ifx << " " << hex(&e, sizeof e) << "\n";
-  for (const auto& [k, id] : s.ipcache) o << "ipcache " << kernel::ipv4ToString(k.first) << "/" << int(k.second) << " " << id << "\n";
+  for (const auto& [k, id] : s.ipcache) o << "ipcache " << ipv4HostOrderToString(ntohl(k.first)) << "/" << int(k.second) << " " << id << "\n";
   for (const auto& [ep, entries] : s.policy)
     for (const auto& [k, v] : entries)
       o << "policy " << ep << " " << k.identity << ":" << k.dport << "/" << int(k.proto) << " dir " << int(k.direction)
         << " deny " << v.deny << " proxy " << v.proxy_port << " cookie " << v.cookie << "\n";
   for (const auto& [k, sv] : s.services) o << "service " << std::get<0>(k) << ":" << std::get<1>(k) << "\n";
   for (uint32_t a : s.attached) o << "attached " << a << "\n";
-  for (uint32_t ip : s.ct_ips) o << "ct " << kernel::ipv4ToString(ip) << "\n";
+  for (uint32_t ip : s.ct_ips) o << "ct " << ipv4HostOrderToString(ntohl(ip)) << "\n";
   return o.str();
 }
 
 std::string describe(const kernel::FakePodNetworks::State& s) {
   std::ostringstream o;
-  for (const auto& [n, gw] : s.host_devices) o << "host device " << n << " " << kernel::ipv4ToString(gw) << "\n";
-  for (const auto& [c, l] : s.unreachable_routes) o << "unreachable " << kernel::ipv4ToString(c) << "/" << int(l) << "\n";
+  for (const auto& [n, gw] : s.host_devices) o << "host device " << n << " " << ipv4HostOrderToString(ntohl(gw)) << "\n";
+  for (const auto& [c, l] : s.unreachable_routes) o << "unreachable " << ipv4HostOrderToString(ntohl(c)) << "/" << int(l) << "\n";
   for (const auto& [n, p] : s.pods)
-    o << "pod " << n << " " << p.spec.host_ifname << " " << kernel::ipv4ToString(p.spec.ipv4_be) << " ifindex "
+    o << "pod " << n << " " << p.spec.host_ifname << " " << ipv4HostOrderToString(ntohl(p.spec.ipv4_be)) << " ifindex "
       << p.net.host_ifindex << "\n";
   return o.str();
 }

@@ -1,8 +1,12 @@
 #include "src/kernel/fake/fake_pod_networks.h"
 
+#include <arpa/inet.h>
+
 #include <cerrno>
 
 #include <fmt/format.h>
+
+#include "membrane/ipv4.h"
 
 namespace membrane::kernel {
 
@@ -70,7 +74,7 @@ Result<PodNetwork> FakePodNetworks::inspectPodNetwork(const PodNetworkSpec& spec
   if (it->second.spec.host_ifname != spec.host_ifname)
     return Error::notFound(fmt::format("{}: interface {} not found", what, spec.host_ifname));
   if (it->second.spec.ipv4_be != spec.ipv4_be)
-    return Error::notFound(fmt::format("{}: address {} not found on {}", what, ipv4ToString(spec.ipv4_be),
+    return Error::notFound(fmt::format("{}: address {} not found on {}", what, ipv4HostOrderToString(ntohl(spec.ipv4_be)),
                                        spec.pod_ifname));
   return it->second.net;
 }
