@@ -30,6 +30,7 @@
 #include "membrane/policy_repository.h"
 #include "membrane/policy_trace.h"
 #include "membrane/result.h"
+#include "membrane/timed_mutex.h"
 #include "src/api/http_server.h"
 #include "src/daemon/config.h"
 #include "src/daemon/l7_policy.h"
@@ -150,8 +151,9 @@ class Agent {
 
   Config cfg_;
   // The agent lock (see the header comment). Timed so that GET /v1/healthz
-  // can stop waiting for a slow operation and answer from healthz_cache_.
-  std::timed_mutex mu_;
+  // can stop waiting for a slow operation and answer from healthz_cache_
+  // (membrane::TimedMutex, not std::timed_mutex: see timed_mutex.h).
+  TimedMutex mu_;
   static constexpr std::chrono::milliseconds kHealthzLockWait{50};
   std::mutex healthz_cache_mu_;
   nlohmann::json healthz_cache_;  // the last answer computed under mu_
