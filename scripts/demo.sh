@@ -317,11 +317,17 @@ print(sorted((p["name"], p["ip"]) for p in json.load(sys.stdin) if p["name"].sta
 # then stops it by PID and prints the count.
 monitor_pid=""
 start_monitor() {
-  "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} monitor --type "$1" --json >"$2" 2>/dev/null </dev/null &
+  "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} monitor --type "$1" --json >"$2" 2>"$2.err" </dev/null &
   monitor_pid=$!
   # The subscription must be in place before the step's first packet (the proxy writes its access
-  # log only while a monitor is connected).
-  sleep 1
+  # log only while a monitor is connected): the banner on stderr says it is (at most 10 s).
+  for _ in $(seq 1 100); do
+    grep -q "Listening for events" "$2.err" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "membrane monitor --type $1 did not start listening within 10 s:" >&2
+  cat "$2.err" >&2
+  return 1
 }
 stop_monitor() {  # stop_monitor LOG PATTERN WANT
   local n=0

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <regex>
 #include <sstream>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -508,20 +509,31 @@ int cmdPolicyTrace(Context& ctx, const TraceArgs& a) {
 int cmdMonitor(Context& ctx, const std::vector<std::string>& types) {
   std::string target = "/v1/monitor";
   for (size_t i = 0; i < types.size(); ++i) target += (i ? "&type=" : "?type=") + api::percentEncode(types[i]);
-  long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-  // stderr, so that stdout carries only events (--json pipes into jq).
-  ctx.err << "Listening for events on " << (cpus > 0 ? cpus : 1) << " CPUs with 64x4096 of shared memory\n"
-          << "Press Ctrl-C to quit\n";
-  ctx.err.flush();
+  // The banner goes to stderr (stdout carries only events: --json pipes into
+  // jq) once the agent says the subscription is live ({"type":"subscribed"},
+  // the stream's first line), so every event caused after the banner is shown
+  // and a script can wait for it. An agent that does not send that line gets
+  // the banner before the first event.
+  bool listening = false;
+  auto banner = [&] {
+    if (std::exchange(listening, true)) return;
+    long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    ctx.err << "Listening for events on " << (cpus > 0 ? cpus : 1) << " CPUs with 64x4096 of shared memory\n"
+            << "Press Ctrl-C to quit\n";
+    ctx.err.flush();
+  };
   HttpClient client(ctx.socket);
   std::string stream_error;
   auto st = client.stream(target, [&](std::string_view line) {
     if (line.empty()) return true;
     Json ev = Json::parse(line, nullptr, false);
-    if (ev.is_object() && ev.value("type", "") == "error") {
+    const std::string type = ev.is_object() ? ev.value("type", "") : "";
+    if (type == "error") {
       stream_error = ev.value("error", "monitor stream failed");
       return false;
     }
+    banner();
+    if (type == "subscribed") return true;
     if (ctx.json) {
       ctx.out << line << "\n";
     } else {

@@ -62,10 +62,14 @@ class CommandsTest : public ::testing::Test {
                                   {"egress", Json::object()}});
     });
     server_->routeStream("GET", "/v1/monitor", [](const Request& r, api::StreamWriter& w) {
-      if (r.queryValues("type") != std::vector<std::string>{"drop"}) {
+      // type=drop: as membraned answers; type=l7: an agent that sends no
+      // "subscribed" line; anything else: refused.
+      const auto types = r.queryValues("type");
+      if (types != std::vector<std::string>{"drop"} && types != std::vector<std::string>{"l7"}) {
         w.write(R"({"type":"error","error":"bad types"})");
         return;
       }
+      if (types[0] == "drop") w.write(R"({"type":"subscribed"})");
       w.write(R"({"type":"drop","reason":"Policy denied","endpoint":1204,"ifindex":42,"src_identity":257,"dst_identity":256,)"
               R"("src":"10.200.0.7:43122","dst":"10.200.0.5:80","proto":"TCP","tcp_flags":"SYN"})");
     });
@@ -244,12 +248,28 @@ TEST_F(CommandsTest, MonitorPrintsLinesAndBannerOnStderr) {
   EXPECT_TRUE(err_.str().starts_with("Listening for events on ")) << err_.str();
   EXPECT_NE(err_.str().find("Press Ctrl-C to quit\nmembraned ended the event stream"), std::string::npos);
 
+  // --json: the "subscribed" line is the banner's cue, never an event on stdout.
   out_.str("");
   err_.str("");
   auto j = ctx(true);
+  EXPECT_EQ(cmdMonitor(j, {"drop"}), 1);
+  EXPECT_EQ(out_.str().find("subscribed"), std::string::npos) << out_.str();
+  EXPECT_TRUE(out_.str().starts_with(R"({"type":"drop")")) << out_.str();
+  EXPECT_TRUE(err_.str().starts_with("Listening for events on ")) << err_.str();
+
+  // An agent without the "subscribed" line: the banner comes before the first event.
+  out_.str("");
+  err_.str("");
+  EXPECT_EQ(cmdMonitor(c, {"l7"}), 1);
+  EXPECT_TRUE(out_.str().starts_with("xx drop (Policy denied)")) << out_.str();
+  EXPECT_TRUE(err_.str().starts_with("Listening for events on ")) << err_.str();
+
+  // Refused: the error alone, no banner (nothing listens).
+  out_.str("");
+  err_.str("");
   EXPECT_EQ(cmdMonitor(j, {"trace"}), 1);
   EXPECT_EQ(out_.str(), "");
-  EXPECT_NE(err_.str().find("\nbad types\n"), std::string::npos) << err_.str();
+  EXPECT_EQ(err_.str(), "bad types\n");
 }
 
 }  // namespace

@@ -207,10 +207,11 @@ Status Agent::init() {
     mc.proxy_port_ingress = l7_ports_.ingress;
     mc.proxy_port_egress = l7_ports_.egress;
   }
-  eps_ = std::make_unique<endpoint::Manager>(mc, *dp_, kernel::linuxPodNetworks(), ids_, repo_, *metrics_);
-
   {
-    std::lock_guard lk(mu_);
+    // No other thread runs yet; the lock is for the analysis (ids_ and repo_
+    // are guarded, and the manager keeps references to them).
+    MutexLock lk(mu_);
+    eps_ = std::make_unique<endpoint::Manager>(mc, *dp_, kernel::linuxPodNetworks(), ids_, repo_, *metrics_);
     MB_TRY_CTX(loadPolicyState(), "restore policies from " + cfg_.state_dir + "/policy.json");
     // Namespace labels are part of every pod's identity there: a damaged
     // file refuses the start (eps_->init() would go on without the labels).
@@ -249,7 +250,7 @@ Status Agent::init() {
           gc_cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
         }
         if (stopping_) break;
-        std::lock_guard lk(mu_);
+        MutexLock lk(mu_);
         if (proxy_->running()) continue;
         if (auto st = syncProxy(); !st.ok()) spdlog::error("L7 proxy restart: {}", st.error().message);
       }
@@ -333,7 +334,7 @@ Status Agent::startHealth() {
   std::string netns_name;
   uint32_t gateway_be = 0;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(mu_);
     auto ep = eps_->ensureHealthEndpoint();
     if (!ep) return ep.error();
     health_ip_be = htonl(ep->ipv4);
@@ -444,7 +445,7 @@ Status Agent::startProxy() {
   hub_.setOnChange([w] { w->notify(); });
   (*pm)->setOnStart([w] { w->notify(); });
   {
-    std::lock_guard lk(mu_);  // proxy_ is read under mu_ by every handler
+    MutexLock lk(mu_);  // proxy_ is read under mu_ by every handler
     proxy_ = std::move(*pm);
   }
   MB_TRY(kernel::installTproxy(tproxyConfig(cfg_, l7_ports_)));
@@ -463,7 +464,7 @@ Status Agent::startProxy() {
       s.upstream_reply_seconds.push_back({h.error, h.protocol_l7, h.scope, h.buckets, h.count, h.sum});
     return std::vector<metrics::L7Stats>{s};
   });
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   return syncProxy();
 }
 
@@ -492,7 +493,7 @@ Status Agent::syncProxy() {
     for (const auto& l : ep->labels) p.labels.push_back(l.toString());
   }
   {
-    std::lock_guard lk(l7_peers_mu_);
+    MutexLock lk(l7_peers_mu_);
     l7_peers_ = std::move(peers);
   }
   // The node's own address (gateway) is the host identity, as in the ipcache.
@@ -526,8 +527,27 @@ Status Agent::syncProxy() {
 // long-lived stream while someone watches l7 events, woken (accesslog_wake_)
 // by monitor clients coming and going, by a restarted proxy and by stop().
 void Agent::accessLogLoop() {
-  proxy_->relayAccessLog(*accesslog_wake_, {[this] { return stopping_.load(); }, [this] { return hub_.wants("l7"); },
-                                            [this](std::string_view line) { publishAccessLogLine(line); }});
+  proxy_->relayAccessLog(*accesslog_wake_, {[this] { return stopping_.load(); }, [this] { return accessLogWanted(); },
+                                            [this](std::string_view line) { publishAccessLogLine(line); },
+                                            [this](bool live) { setAccessLogLive(live); }});
+}
+
+bool Agent::accessLogWanted() {
+  // Under l7_relay_mu_: a client that monitor() finds "live" is one the relay
+  // still serves; once the relay decides nobody wants l7 events, new clients
+  // wait (l7_pending_) for its next stream.
+  MutexLock lk(l7_relay_mu_);
+  const bool wanted = hub_.wants("l7");
+  if (!wanted) l7_relay_live_ = false;
+  return wanted;
+}
+
+void Agent::setAccessLogLive(bool live) {
+  MutexLock lk(l7_relay_mu_);
+  l7_relay_live_ = live;
+  if (!live) return;
+  for (const auto& s : l7_pending_) hub_.resume(s, kMonitorSubscribed);
+  l7_pending_.clear();
 }
 
 void Agent::publishAccessLogLine(std::string_view line) {
@@ -538,7 +558,7 @@ void Agent::publishAccessLogLine(std::string_view line) {
     if (!j.contains(side) || !j[side].is_object()) return;
     in_addr a{};
     if (inet_pton(AF_INET, j[side].value("ip", "").c_str(), &a) != 1) return;
-    std::lock_guard lk(l7_peers_mu_);
+    MutexLock lk(l7_peers_mu_);
     auto it = l7_peers_.find(ntohl(a.s_addr));
     j[side]["endpoint"] = it == l7_peers_.end() ? 0 : it->second.id;
     j[side]["labels"] = it == l7_peers_.end() ? std::vector<std::string>{} : it->second.labels;
@@ -559,7 +579,7 @@ void Agent::eventLoop() {
       // Attribution (Cilium users keep asking for it): which policy allowed
       // or denied the flow, or that nothing matched ("default deny").
       if (ev.cookie != 0) {
-        std::lock_guard lk(cookie_mu_);
+        MutexLock lk(cookie_mu_);
         auto it = cookie_names_.find(ev.cookie);
         if (it != cookie_names_.end()) {
           auto slash = it->second.find('/');
@@ -613,7 +633,7 @@ void Agent::gcLoop() {
 void Agent::refreshCookieNames() {
   std::map<uint32_t, std::string> names;
   for (const auto& p : repo_.policies()) names[p.cookie] = p.displayName();
-  std::lock_guard lk(cookie_mu_);
+  MutexLock lk(cookie_mu_);
   // Keep names of removed policies: events in flight may still carry their cookies.
   for (auto& [c, n] : names) cookie_names_[c] = n;
 }
@@ -674,19 +694,21 @@ Response Agent::healthz(const Request&) {
   // mu_ for seconds; health checks must not see a healthy agent as dead. So
   // wait only briefly, then answer with the last figures and say how old they
   // are ("busy_seconds": how long this call found the lock taken).
-  std::unique_lock lk(mu_, std::defer_lock);
   const auto asked = std::chrono::steady_clock::now();
-  if (!lk.try_lock_for(kHealthzLockWait)) {
-    std::lock_guard c(healthz_cache_mu_);
-    if (!healthz_cache_.is_null()) {
-      json j = healthz_cache_;
-      const auto now = std::chrono::steady_clock::now();
-      j["busy_seconds"] = std::chrono::duration<double>(now - asked).count();
-      j["figures_age_seconds"] = std::chrono::duration<double>(now - healthz_cache_at_).count();
-      return Response::json(200, j);
+  if (!mu_.try_lock_for(kHealthzLockWait)) {
+    {
+      MutexLock c(healthz_cache_mu_);
+      if (!healthz_cache_.is_null()) {
+        json j = healthz_cache_;
+        const auto now = std::chrono::steady_clock::now();
+        j["busy_seconds"] = std::chrono::duration<double>(now - asked).count();
+        j["figures_age_seconds"] = std::chrono::duration<double>(now - healthz_cache_at_).count();
+        return Response::json(200, j);
+      }
     }
-    lk.lock();  // nothing cached yet (the API serves only after init)
+    mu_.lock();  // nothing cached yet (the API serves only after init)
   }
+  MutexLock lk(mu_, std::adopt_lock);
   size_t not_ready = 0;
   for (const auto* ep : eps_->list())
     if (ep->state != endpoint::kStateReady) ++not_ready;
@@ -727,7 +749,7 @@ Response Agent::healthz(const Request&) {
             {"policy_held", held_.size()},
             {"message", message}};
   {
-    std::lock_guard c(healthz_cache_mu_);
+    MutexLock c(healthz_cache_mu_);
     healthz_cache_ = j;
     healthz_cache_at_ = std::chrono::steady_clock::now();
   }
@@ -735,7 +757,7 @@ Response Agent::healthz(const Request&) {
 }
 
 Response Agent::listEndpoints(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto name = req.queryValue("name");
   auto ns = req.queryValue("namespace");
   json arr = json::array();
@@ -780,7 +802,7 @@ Response Agent::createEndpoint(const Request& req) {
     if (!np) return Response::error(400, fmt::format("create endpoint {}/{}: {}", ns, name, np.error().message));
     named_ports = std::move(*np);
   }
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto ep = eps_->create(name, ns, user, named_ports);
   if (!ep) return errorResponse(ep.error());
   if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after creating {}: {}", name, l7.error().message);
@@ -788,7 +810,7 @@ Response Agent::createEndpoint(const Request& req) {
 }
 
 Response Agent::getEndpoint(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto id = parseId(req.param("id"));
   if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
   const auto* ep = eps_->find(*id);
@@ -797,7 +819,7 @@ Response Agent::getEndpoint(const Request& req) {
 }
 
 Response Agent::deleteEndpoint(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto id = parseId(req.param("id"));
   if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
   auto st = eps_->remove(*id);
@@ -815,14 +837,14 @@ json identityJson(const identity::Identity& id) {
 }  // namespace
 
 Response Agent::listIdentities(const Request&) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   json arr = json::array();
   for (const auto& id : ids_.list()) arr.push_back(identityJson(id));
   return Response::json(200, arr);
 }
 
 Response Agent::getIdentity(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto id = parseId(req.param("id"));
   if (!id) return Response::error(400, fmt::format("identity '{}' is not a number", req.param("id")));
   auto found = ids_.lookup(*id);
@@ -831,7 +853,7 @@ Response Agent::getIdentity(const Request& req) {
 }
 
 Response Agent::getPolicy(const Request&) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   json arr = json::array();
   for (const auto& p : repo_.policies()) arr.push_back(policy::toJson(p));
   return Response::json(200, {{"revision", repo_.revision()}, {"policies", arr}});
@@ -875,7 +897,7 @@ Response Agent::listCt(const Request&) {
 }
 
 Response Agent::getBpfPolicy(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto id = parseId(req.param("id"));
   if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
   if (!eps_->find(*id)) return Response::error(404, fmt::format("endpoint {} not found", *id));
@@ -922,14 +944,14 @@ Response Agent::patchEndpointConfig(const Request& req) {
     set = true;
   }
   if (!set) return Response::error(400, "no option given (supported: PolicyAuditMode)");
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto st = eps_->setAuditMode(*id, audit);
   if (!st.ok()) return errorResponse(st.error());
   return Response::json(200, endpoint::toApiJson(*eps_->find(*id)));
 }
 
 Response Agent::listNamespaces(const Request&) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   json arr = json::array();
   for (const auto& [ns, ls] : eps_->namespaces()) {
     // What policies see: Kubernetes' own name label is derived for every
@@ -954,7 +976,7 @@ Response Agent::putNamespace(const Request& req) {
     if (!lab) return Response::error(400, lab.error().message);
     ls.add(*lab);
   }
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   const std::string ns = req.param("name");
   auto st = eps_->setNamespaceLabels(ns, ls);
   if (!st.ok()) return errorResponse(st.error());
@@ -967,11 +989,12 @@ Response Agent::putNamespace(const Request& req) {
 }
 
 Response Agent::tracePolicy(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   std::string ns = req.queryValue("namespace");
   if (ns.empty()) ns = "default";
   // One side: an endpoint (its labels) or a label list (as a pod with those labels in ns would have).
   std::vector<policy::NamedPort> dst_ports;  // named ports resolve against the destination endpoint's
+  const endpoint::Manager& eps = *eps_;       // mu_ is held for the whole call
   auto side = [&](const char* what) -> Result<labels::LabelSet> {
     std::string ep_key = std::string(what) + "_endpoint", labels_key = std::string(what) + "_labels";
     bool has_ep = req.hasQuery(ep_key), has_labels = req.hasQuery(labels_key);
@@ -980,15 +1003,15 @@ Response Agent::tracePolicy(const Request& req) {
     if (has_ep) {
       std::string v = req.queryValue(ep_key);
       const endpoint::Endpoint* ep = nullptr;
-      if (auto id = parseId(v)) ep = eps_->find(*id);
-      if (!ep) ep = eps_->findByName(ns, v);
+      if (auto id = parseId(v)) ep = eps.find(*id);
+      if (!ep) ep = eps.findByName(ns, v);
       if (!ep) return Error::notFound(fmt::format("endpoint '{}' not found in namespace {}", v, ns));
       if (std::string_view(what) == "dst") dst_ports = ep->named_ports;
       return ep->labels;
     }
     auto ls = labels::parseLabels(req.queryValue(labels_key));
     if (!ls) return ls.error();
-    return eps_->podLabels(ns, *ls);
+    return eps.podLabels(ns, *ls);
   };
   auto src = side("src");
   if (!src) return errorResponse(src.error());
@@ -1020,7 +1043,7 @@ void Agent::waitPolicy(const Request& req, std::shared_ptr<api::PendingResponse>
     }
     timeout_s = static_cast<int>(*t);
   }
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   uint64_t realized = realizedRevision();
   if (realized >= *rev) {
     reply->complete(Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}}));
@@ -1037,7 +1060,7 @@ void Agent::waitPolicy(const Request& req, std::shared_ptr<api::PendingResponse>
   // The expiry runs on an API worker; the API server is stopped (its workers
   // joined) before the agent goes away.
   reply->expireAfter(std::chrono::seconds(timeout_s), [this, rev = *rev, timeout_s] {
-    std::lock_guard lk(mu_);
+    MutexLock lk(mu_);
     return policyWaitExpired(rev, timeout_s);
   });
 }
@@ -1058,13 +1081,13 @@ Response Agent::policyWaitExpired(uint64_t rev, int timeout_s) {
 }
 
 void Agent::notifyPolicyWaiters() {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   if (policy_waiters_.empty()) return;
-  uint64_t realized = realizedRevision();
+  const uint64_t realized = realizedRevision(), revision = repo_.revision();
   std::erase_if(policy_waiters_, [&](const PolicyWaiter& w) {
     if (!w.reply->pending()) return true;
     if (realized < w.revision) return false;
-    w.reply->complete(Response::json(200, {{"revision", repo_.revision()}, {"realized", realized}}));
+    w.reply->complete(Response::json(200, {{"revision", revision}, {"realized", realized}}));
     return true;
   });
   policy_waiting_ = !policy_waiters_.empty();
@@ -1084,15 +1107,33 @@ void Agent::monitor(const Request& req, std::shared_ptr<api::StreamWriter> out) 
     out->close();
     return;
   }
-  auto sub = hub_.subscribe(types, out);
+  // Paused until the datapath produces what this client asked for
+  // (syncEventFlags), then {"type":"subscribed"} goes first: the CLI prints
+  // its "Listening for events" banner on it, so every event caused after the
+  // banner is shown (a script can wait for the banner instead of sleeping).
+  // A client of l7 events also waits until the proxy logs every request to
+  // the relay (setAccessLogLive).
+  auto sub = hub_.subscribePaused(types, out);
   // Runs once, on an API worker, when the client leaves (noticed at once by
   // the API loop), the stream is closed or the agent stops; inline if that
   // already happened. The callback holds 'sub' (and so the stream) until then.
   out->onClose([this, sub] {
     hub_.unsubscribe(sub);
+    {
+      MutexLock lk(l7_relay_mu_);
+      std::erase(l7_pending_, sub);
+    }
     syncEventFlags();
   });
   syncEventFlags();
+  if (proxy_ && sub->wants("l7")) {
+    MutexLock lk(l7_relay_mu_);
+    if (!l7_relay_live_) {
+      l7_pending_.push_back(sub);
+      return;
+    }
+  }
+  hub_.resume(sub, kMonitorSubscribed);
 }
 
 void Agent::syncEventFlags() {

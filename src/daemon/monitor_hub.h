@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "membrane/mutex.h"
 #include "src/api/http_server.h"
 
 namespace membrane::daemon {
@@ -27,12 +28,21 @@ class MonitorHub {
   struct Subscription {
     std::set<std::string> types;  // empty = every type
     std::shared_ptr<api::StreamWriter> out;
+    bool live = true;  // false between subscribePaused() and resume() (hub lock)
     bool wants(const std::string& type) const { return types.empty() || types.count(type) > 0; }
   };
 
   // types: empty = every type ("drop", "policy-verdict", "trace", "l7").
   // Lines of those types are pushed to 'out' from now on, until unsubscribe().
   std::shared_ptr<Subscription> subscribe(std::set<std::string> types, std::shared_ptr<api::StreamWriter> out);
+  // Like subscribe(), but 'out' receives nothing until resume(): the
+  // subscription already counts for wants() (so the datapath can start
+  // producing the events it asks for) while the client is not yet told that
+  // it listens.
+  std::shared_ptr<Subscription> subscribePaused(std::set<std::string> types, std::shared_ptr<api::StreamWriter> out);
+  // Pushes 'first_line', then every published line the subscription wants:
+  // no event is delivered before first_line, none published after it is missed.
+  void resume(const std::shared_ptr<Subscription>& s, const std::string& first_line);
   // Idempotent; after it returns no more lines reach s->out.
   void unsubscribe(const std::shared_ptr<Subscription>& s);
   // Pushes 'line' to every subscriber that wants 'type'; never blocks.
@@ -47,12 +57,17 @@ class MonitorHub {
   // subscribe, unsubscribe and closeAll, so a thread can wait for wants() to
   // change instead of polling it (the L7 access-log relay). Set it before the
   // first subscriber.
-  void setOnChange(std::function<void()> fn) { on_change_ = std::move(fn); }
+  void setOnChange(std::function<void()> fn) EXCLUDES(mu_) {
+    MutexLock lk(mu_);
+    on_change_ = std::move(fn);
+  }
 
  private:
-  std::function<void()> on_change_;
-  mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Subscription>> subs_;
+  std::shared_ptr<Subscription> add(std::set<std::string> types, std::shared_ptr<api::StreamWriter> out, bool live)
+      EXCLUDES(mu_);
+  mutable Mutex mu_;
+  std::function<void()> on_change_ GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Subscription>> subs_ GUARDED_BY(mu_);
 };
 
 }  // namespace membrane::daemon

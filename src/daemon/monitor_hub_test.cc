@@ -95,6 +95,25 @@ TEST(MonitorHub, CloseAllEndsEveryStream) {
   EXPECT_EQ(hub.subscribers(), 0u);
 }
 
+// `membrane monitor` prints its banner on the first line: nothing published
+// before it may reach the client, nothing published after it may be missed,
+// and the paused subscription already counts for wants() (the datapath then
+// produces the events before the client is told it listens).
+TEST(MonitorHub, PausedSubscriptionStartsWithTheFirstLine) {
+  MonitorHub hub;
+  auto out = std::make_shared<FakeStream>();
+  auto s = hub.subscribePaused({"policy-verdict"}, out);
+  EXPECT_TRUE(hub.wants("policy-verdict"));
+  EXPECT_EQ(hub.subscribers(), 1u);
+  hub.publish("policy-verdict", "before");
+  EXPECT_TRUE(out->lines().empty());
+  hub.resume(s, "first");
+  hub.resume(s, "again");  // idempotent: one first line
+  hub.publish("policy-verdict", "after");
+  hub.publish("drop", "not wanted");
+  EXPECT_EQ(out->lines(), (std::vector<std::string>{"first", "after"}));
+}
+
 TEST(MonitorHub, ConcurrentPublishAndSubscribe) {
   MonitorHub hub;
   std::atomic<bool> done{false};

@@ -230,7 +230,7 @@ Response Agent::importPolicy(const Request& req) {
   std::string source = body.value("source", "policy");
   std::string content = body["content"];
   auto parsed = policy::parsePolicies(content, source);
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   if (!parsed.ok()) {
     metrics_->recordPolicyChange(false);
     json diags = json::array();
@@ -296,7 +296,7 @@ Response Agent::importPolicy(const Request& req) {
 
 Response Agent::deletePolicy(const Request& req) {
   auto t0 = std::chrono::steady_clock::now();
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   PolicySnapshot before = policySnapshot();
   std::vector<std::string> deleted;
   if (req.queryValue("all") == "true") {

@@ -261,7 +261,12 @@ void ProxyManager::relayAccessLog(const Wakeup& wake, const RelayHooks& hooks) c
     if (fd.valid()) {
       // Chunked body of NDJSON lines: headers, then (size CRLF data CRLF)*.
       std::string in, lines;
-      bool headers_done = false;
+      bool headers_done = false, live = false;
+      auto setLive = [&](bool v) {
+        if (live == v) return;
+        live = v;
+        if (hooks.on_live) hooks.on_live(v);
+      };
       for (;;) {
         pollfd pfd[2] = {{fd.get(), POLLIN, 0}, {wake.fd(), POLLIN, 0}};
         if (::poll(pfd, 2, -1) < 0) {
@@ -308,11 +313,14 @@ void ProxyManager::relayAccessLog(const Wakeup& wake, const RelayHooks& hooks) c
         }
         size_t nl;
         while ((nl = lines.find('\n')) != std::string::npos) {
-          hooks.on_line(std::string_view(lines).substr(0, nl));
+          std::string_view line = std::string_view(lines).substr(0, nl);
+          setLive(true);
+          if (line != R"({"type":"subscribed"})") hooks.on_line(line);
           lines.erase(0, nl + 1);
         }
         if (last) break;
       }
+      setLive(false);
     }
     // The proxy went away (or refused): a restart notification (setOnStart)
     // wakes us; if one came while we were still reading, it is already here.

@@ -78,6 +78,10 @@ class ProxyManager {
     std::function<bool()> stopping;                 // true: return
     std::function<bool()> wanted;                   // someone watches l7 events
     std::function<void(std::string_view)> on_line;  // one NDJSON access-log line
+    // true once the proxy logs every request to the relay (its first line,
+    // {"type":"subscribed"}, or the first record from a proxy that predates
+    // that line); false when that stream ends. May be empty.
+    std::function<void(bool)> on_live;
   };
   // The access-log relay, on the caller's thread until hooks.stopping(): while
   // hooks.wanted(), follows GET /v1/accesslog (one long-lived chunked stream)

@@ -95,7 +95,7 @@ Status Agent::startWorkloads() {
     return Error::invalid(fmt::format("--service-cidr {} overlaps --pod-cidr {}: choose disjoint ranges",
                                       cfg_.service_cidr, cfg_.pod_cidr));
   workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar()};
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_, kernel::linuxPodNetworks(),
                                                       kernel::linuxProcessRunner());
   return workloads_->init();
@@ -114,7 +114,7 @@ void Agent::workloadLoop() {
   uint64_t last_generation = ~uint64_t{0};  // first tick: sync once
   while (!stopping_) {
     {
-      std::lock_guard lk(mu_);
+      MutexLock lk(mu_);
       workloads_->tick();
       if (eps_->generation() != last_generation) {
         last_generation = eps_->generation();
@@ -133,7 +133,7 @@ Response Agent::applyManifests(const Request& req) {
   if (auto* r = std::get_if<Response>(&parsed)) return *r;
   auto& docs = std::get<std::vector<Parsed>>(parsed);
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(mu_);
     for (const auto& d : docs)
       if (auto st = workloads_->validate(d.manifests); !st.ok())
         return Response::error(400, "manifests rejected, nothing applied: " + st.error().message);
@@ -154,7 +154,7 @@ Response Agent::applyManifests(const Request& req) {
     // for one it replaced: remember which policies exist before the import.
     std::set<std::string> existed;
     {
-      std::lock_guard lk(mu_);
+      MutexLock lk(mu_);
       for (const auto& p : repo_.policies())
         existed.insert(fmt::format("{}/{}/{}", policy::kindName(p.kind), p.namespace_name, p.name));
     }
@@ -173,7 +173,7 @@ Response Agent::applyManifests(const Request& req) {
                                     existed.count(fmt::format("{}/{}/{}", p.kind, p.ns, p.name)) ? "configured"
                                                                                                   : "created"));
   }
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   for (const auto& d : docs) {
     auto r = workloads_->apply(d.manifests);
     if (!r) return statusError(r.error());
@@ -203,7 +203,7 @@ Response Agent::deleteManifests(const Request& req) {
                                     p.name));
       else if (r.status != 404) return r;
     }
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   for (const auto& d : docs) {
     auto r = workloads_->remove(d.manifests);
     if (!r) return statusError(r.error());
@@ -213,7 +213,7 @@ Response Agent::deleteManifests(const Request& req) {
 }
 
 Response Agent::listPods(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   if (req.hasQuery("name")) {
     std::string ns = req.queryValue("namespace");
     auto p = workloads_->podJson(ns.empty() ? "default" : ns, req.queryValue("name"));
@@ -224,19 +224,19 @@ Response Agent::listPods(const Request& req) {
 }
 
 Response Agent::deletePod(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   auto st = workloads_->deletePod(req.param("namespace"), req.param("name"));
   if (!st.ok()) return statusError(st.error());
   return Response::json(200, {{"deleted", req.param("name")}});
 }
 
 Response Agent::listDeployments(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   return Response::json(200, workloads_->deploymentsJson(req.queryValue("namespace")));
 }
 
 Response Agent::listServices(const Request& req) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(mu_);
   return Response::json(200, workloads_->servicesJson(req.queryValue("namespace")));
 }
 

@@ -449,7 +449,7 @@ Status Datapath::loadPolicyShadow() {
     if (r) return bpfError(r, "read realized policy: " MB_MAP_POLICY);
     shadow[cur.ep_id][fromBpf(cur)] = fromBpf(values.get(0));
   }
-  std::lock_guard lk(policy_mu_);
+  MutexLock lk(policy_mu_);
   policy_shadow_ = std::move(shadow);
   return okStatus();
 }
@@ -458,7 +458,7 @@ Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
                                              const std::map<PolicyMapKey, PolicyMapValue>& desired) {
   const std::string what = "sync policy of endpoint " + std::to_string(ep_id);
   const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
-  std::lock_guard lk(policy_mu_);
+  MutexLock lk(policy_mu_);
   auto& have = policy_shadow_[ep_id];
   // Drop the endpoint's shadow slot again if it ends up empty (also on error).
   struct EraseIfEmpty {
@@ -536,7 +536,7 @@ Result<std::vector<PolicyEntryStat>> Datapath::dumpPolicy(uint32_t ep_id) {
   const int fd = bpf_map__fd(skel_->maps.mb_policy_v1);
   std::vector<PolicyEntryStat> out;
   PerCpu<mb_policy_value> values(possibleCpus());
-  std::lock_guard lk(policy_mu_);
+  MutexLock lk(policy_mu_);
   auto ep = policy_shadow_.find(ep_id);
   if (ep == policy_shadow_.end()) return out;
   for (const auto& [key, _] : ep->second) {
@@ -563,7 +563,7 @@ Status Datapath::deletePolicy(uint32_t ep_id) {
 }
 
 std::vector<uint32_t> Datapath::policyEndpoints() const {
-  std::lock_guard lk(policy_mu_);
+  MutexLock lk(policy_mu_);
   std::vector<uint32_t> out;
   for (const auto& [ep, entries] : policy_shadow_)
     if (!entries.empty()) out.push_back(ep);

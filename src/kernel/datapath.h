@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "bpf/shared/datapath.h"
+#include "membrane/mutex.h"
 #include "membrane/result.h"
 #include "src/kernel/datapath_maps.h"
 
@@ -213,8 +214,8 @@ class Datapath : public DatapathMaps {
 
   std::unique_ptr<membrane_datapath, SkelDeleter> skel_;
   std::string bpf_root_;
-  mutable std::mutex policy_mu_;  // guards policy_shadow_
-  std::map<uint32_t, std::map<PolicyMapKey, PolicyMapValue>> policy_shadow_;  // ep_id -> realized entries
+  mutable Mutex policy_mu_;
+  std::map<uint32_t, std::map<PolicyMapKey, PolicyMapValue>> policy_shadow_ GUARDED_BY(policy_mu_);  // ep_id -> realized entries
   // [map][op][0 success, 1 fail]
   std::atomic<uint64_t> ops_[static_cast<size_t>(MapId::kCount)][static_cast<size_t>(MapOp::kCount)][2] = {};
 };

@@ -54,8 +54,10 @@ ControlServer::ControlServer(Proxy& proxy, std::string socket_path)
   });
   server_->routeStream("GET", "/v1/accesslog", [this](const api::Request&, api::StreamWriter& w) {
     auto sub = proxy_.accessLog().subscribe();
+    // First line: every request from now on is logged to this stream (the
+    // agent holds `membrane monitor --type l7` clients' banner until it).
+    bool open = w.write(R"({"type":"subscribed"})");
     std::vector<std::string> lines;
-    bool open = true;
     while (open && w.alive()) {
       if (!sub->next(lines, std::chrono::milliseconds(500))) continue;
       for (const auto& l : lines) {

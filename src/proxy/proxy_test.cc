@@ -821,19 +821,21 @@ TEST_F(ProxyTest, ControlSocketConfigStatsAndAccessLog) {
     api::HttpClient sc(sock, 5s);
     auto st = sc.stream("/v1/accesslog", [&](std::string_view l) {
       lines.emplace_back(l);
-      return lines.size() < 2;
+      return lines.size() < 3;
     });
     EXPECT_TRUE(st.ok());
   });
-  // The stream subscribes asynchronously: send until two lines were seen.
+  // The stream subscribes asynchronously: wait until it is active.
   UniqueFd fd = connectTo(port_);
   Reader r(fd.get());
   ASSERT_TRUE(waitFor([&] { return proxy_->accessLog().active(); }));
   ASSERT_TRUE(sendAll(fd.get(), "GET /v1 HTTP/1.1\r\nHost: a\r\n\r\n"));
   EXPECT_EQ(readMessage(r, true).status, 403);
   streamer.join();
-  ASSERT_EQ(lines.size(), 2u);
-  EXPECT_NE(lines[0].find("\"verdict\":\"Denied\""), std::string::npos) << lines[0];
+  ASSERT_EQ(lines.size(), 3u);
+  // First the stream says it is live (the agent's relay waits for it), then request and response.
+  EXPECT_EQ(lines[0], R"({"type":"subscribed"})");
+  EXPECT_NE(lines[1].find("\"verdict\":\"Denied\""), std::string::npos) << lines[1];
 
   auto stats = client.request("GET", "/v1/stats");
   ASSERT_TRUE(stats.ok());

@@ -245,7 +245,8 @@ TEST_F(L7, MonitorShowsRequestAndResponseLines) {
                                    dir_ + "/monitor.log"));
   children_.push_back(Child::spawn({bin("membrane"), "--socket", socket_, "monitor", "--type", "l7", "--json"},
                                    dir_ + "/monitor.json"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // let the streams subscribe
+  ASSERT_TRUE(waitForMonitorListening(dir_ + "/monitor.log")) << readFileOrEmpty(dir_ + "/monitor.log");
+  ASSERT_TRUE(waitForMonitorListening(dir_ + "/monitor.json")) << readFileOrEmpty(dir_ + "/monitor.json");
   // The URL comes from the Host header, like Cilium's (the seed's service
   // name); curl's own Host for the IP URL is the IP (port 80 is the default).
   std::string service = fmt::format("deathstar.{}.svc.cluster.local", ns_);

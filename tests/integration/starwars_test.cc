@@ -128,7 +128,7 @@ TEST_F(StarWars, L3L4PolicyDropsXwingWithExactCounts) {
   // Every drop is reported by the monitor with both identities.
   children_.push_back(Child::spawn({bin("membrane"), "--socket", socket_, "monitor", "--type", "drop", "--json"},
                                    dir_ + "/monitor.log"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the stream subscribe
+  ASSERT_TRUE(waitForMonitorListening(dir_ + "/monitor.log")) << readFileOrEmpty(dir_ + "/monitor.log");
 
   const std::map<std::string, std::string> ingress_denied{{"direction", "INGRESS"}, {"reason", "Policy denied"}};
   double before = metric("cilium_drop_count_total", ingress_denied);

@@ -147,6 +147,11 @@ bool waitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeou
   return cond();
 }
 
+bool waitForMonitorListening(const std::string& log) {
+  return waitFor([&] { return readFileOrEmpty(log).find("Listening for events on ") != std::string::npos; },
+                 std::chrono::seconds(10));
+}
+
 std::string httpGet(int port, const std::string& path) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return "";

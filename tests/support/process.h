@@ -52,4 +52,9 @@ int freePort();
 
 std::string readFileOrEmpty(const std::string& path);
 
+// Waits (at most 10 s) until the `membrane monitor` logging to 'log' (stdout
+// and stderr, as Child::spawn writes them) printed its banner: from then on
+// the agent delivers every event to it.
+bool waitForMonitorListening(const std::string& log);
+
 }  // namespace membrane::testing
