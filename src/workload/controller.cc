@@ -416,7 +416,11 @@ Status Controller::createInstance(Instance inst) {
   // containers[].ports with a name are the pod's named ports (NetworkPolicy `port: http`).
   auto named = endpoint::parseNamedPorts(namedPorts(inst.spec));
   if (!named) return named.error().wrap(fmt::format("pod {}/{}: containers[].ports", inst.ns, inst.name));
-  auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels), *named);
+  // The service account is derived from the spec, never from metadata.labels
+  // (a pod must not claim another account's identity by a label).
+  labels::LabelSet user = toLabelSet(inst.labels);
+  user.add(labels::kSourceK8s, labels::kPolicyServiceAccountLabel, inst.spec.service_account);
+  auto ep = eps_.create(inst.name, inst.ns, user, *named);
   if (!ep) return ep.error().wrap(fmt::format("pod {}/{}", inst.ns, inst.name));
   inst.endpoint_id = ep->id;
   inst.ip = ep->ipv4;

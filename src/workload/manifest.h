@@ -58,6 +58,9 @@ struct Container {
 struct PodSpec {
   std::vector<Container> containers;  // exactly one is supported
   std::string restart_policy = "Always";  // Always | OnFailure | Never
+  // spec.serviceAccountName (or the deprecated spec.serviceAccount); the pod
+  // carries it as k8s:io.cilium.k8s.policy.serviceaccount, as on Cilium.
+  std::string service_account = "default";
 };
 
 struct PodObject {
