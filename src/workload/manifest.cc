@@ -143,6 +143,8 @@ class Parser {
     auto name = str(it->second.value, join(path, "name"));
     if (!name || !dnsName(it->second.value, join(path, "name"), *name)) return false;
     m.name = *name;
+    m.line = it->second.value.Mark().line + 1;
+    m.column = it->second.value.Mark().column + 1;
     m.ns = namespaced ? default_ns_ : "";
     if (auto ns = f->find("namespace"); ns != f->end()) {
       if (!namespaced) {
@@ -629,11 +631,18 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
       r.manifests.policies.push_back({std::string(policy::kindName(pol.kind)), pol.name, pol.namespace_name});
     r.manifests.policy_text = import_text;
   }
-  // Two objects of one kind with one name: the later would silently win.
-  std::set<std::string> seen;
+  // Two objects of one kind with one name. kubectl applies both (the last
+  // wins); membrane refuses, naming both places, as for policies: the first
+  // definition would be dropped without a word.
+  std::map<std::string, const Meta*> seen;
   auto dup = [&](const std::string& kind, const Meta& m) {
-    if (!seen.insert(kind + "/" + m.ns + "/" + m.name).second)
-      p.diags.push_back(Diagnostic{filename, 0, 0, "", fmt::format("{} {}/{} is defined twice", kind, m.ns, m.name)});
+    auto [first, fresh] = seen.try_emplace(kind + "/" + m.ns + "/" + m.name, &m);
+    if (!fresh)
+      p.diags.push_back(Diagnostic{filename, m.line, m.column, "metadata.name",
+                                   fmt::format("{} {} is defined twice (first at {}:{}:{}): kubectl would keep only "
+                                               "the last definition; merge the two or rename one",
+                                               kind, m.ns.empty() ? m.name : m.ns + "/" + m.name, filename,
+                                               first->second->line, first->second->column)});
   };
   for (const auto& o : p.out.namespaces) dup("Namespace", o.meta);
   for (const auto& o : p.out.pods) dup("Pod", o.meta);

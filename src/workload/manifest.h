@@ -34,6 +34,7 @@ struct Meta {
   std::string ns;  // "" for cluster-scoped kinds (Namespace); defaults to "default" otherwise
   Labels labels;
   std::string source;  // file name the object came from
+  int line = 0, column = 0;  // of metadata.name in source (1-based; 0 = unknown, e.g. from the state file)
 };
 
 struct ContainerPort {

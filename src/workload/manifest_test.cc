@@ -86,6 +86,31 @@ TEST(Manifest, ServiceAccountName) {
   EXPECT_FALSE(podFromJson(j, "pods[0]").ok());
 }
 
+// The same object twice in one file (issue 12): kubectl keeps the last;
+// membrane refuses and names both places (the first would be dropped unseen).
+TEST(Manifest, ObjectDefinedTwiceIsRefusedWithBothPlaces) {
+  const std::string pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n"
+                          "  containers:\n  - name: c\n    image: tgraf/netperf\n";
+  auto r = parseManifests(pod + "---\n" + pod, "twice.yaml");
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(r),
+            "twice.yaml:13:9: metadata.name: Pod default/p is defined twice (first at twice.yaml:4:9): kubectl would "
+            "keep only the last definition; merge the two or rename one");
+  const std::string ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
+  auto n = parseManifests(ns + "---\n" + ns, "ns.yaml");
+  EXPECT_EQ(firstError(n), "ns.yaml:8:9: metadata.name: Namespace team is defined twice (first at ns.yaml:4:9): "
+                           "kubectl would keep only the last definition; merge the two or rename one");
+  // A policy twice in a manifest file: the policy parser names both places.
+  const std::string cnp = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: rule1\n"
+                          "spec:\n  endpointSelector: {}\n";
+  auto p = parseManifests(cnp + "---\n" + cnp, "rules.yaml");
+  EXPECT_EQ(firstError(p).rfind("rules.yaml:11:9: metadata.name: CiliumNetworkPolicy rule1 is defined twice (first at "
+                                "rules.yaml:4:9)", 0),
+            0u)
+      << firstError(p);
+}
+
 TEST(Manifest, PolicyDocumentsKeepTheirPositions) {
   auto r = parseManifests(readSource("examples/starwars/sw_l3_l4_policy.yaml"), "sw_l3_l4_policy.yaml");
   ASSERT_TRUE(r.ok()) << firstError(r);
