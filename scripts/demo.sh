@@ -240,7 +240,7 @@ declare -A metric_query=(
   [policies]='sum(cilium_policy{job="membrane"})'
   [revision]='max(cilium_policy_max_revision{job="membrane"})'
   [policy_changes_ok]='sum(cilium_policy_change_total{job="membrane",outcome="success"})'
-  [policy_changes_failed]='sum(cilium_policy_change_total{job="membrane",outcome="failure"})'
+  [policy_changes_failed]='sum(cilium_policy_change_total{job="membrane",outcome="fail"})'
   [import_errors]='sum(cilium_policy_import_errors_total{job="membrane"})'
   [endpoints]='sum(cilium_endpoint_count{job="membrane"})'
   [endpoints_enforcing_ingress]='sum(cilium_policy_endpoint_enforcement_status{job="membrane",enforcement=~"ingress|both"})'

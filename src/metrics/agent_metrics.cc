@@ -189,7 +189,7 @@ struct AgentMetrics::Impl {
                         .Add({})),
         policy_change(counter(registry, "cilium_policy_change_total", "Number of policy changes by outcome")),
         policy_change_success(policy_change.Add({{"outcome", "success"}})),
-        policy_change_failure(policy_change.Add({{"outcome", "failure"}})),
+        policy_change_failure(policy_change.Add({{"outcome", "fail"}})),
         policy_import_errors(counter(registry, "cilium_policy_import_errors_total",
                                      "Number of times a policy import has failed")
                                  .Add({})),

@@ -146,7 +146,9 @@ TEST(AgentMetrics, DefaultsAndTypedUpdates) {
     EXPECT_NE(find(all, "cilium_policy_endpoint_enforcement_status", {{"enforcement", std::string(e)}}), nullptr);
   for (auto t : kIdentityTypes) EXPECT_NE(find(all, "cilium_identity", {{"type", std::string(t)}}), nullptr);
   EXPECT_NE(find(all, "cilium_endpoint_regenerations_total", {{"outcome", "fail"}}), nullptr);
-  EXPECT_NE(find(all, "cilium_policy_change_total", {{"outcome", "failure"}}), nullptr);
+  EXPECT_NE(find(all, "cilium_policy_change_total", {{"outcome", "fail"}}), nullptr);
+  // Cilium's LabelValueOutcomeFail is "fail": dashboards query outcome="fail" (issue 12).
+  EXPECT_EQ(find(all, "cilium_policy_change_total", {{"outcome", "failure"}}), nullptr);
   EXPECT_NE(find(all, "cilium_unreachable_nodes", {}), nullptr);
   EXPECT_NE(find(all, "cilium_unreachable_health_endpoints", {}), nullptr);
   const Sample* v = find(all, "cilium_version", {{"version", "0.1.0"}, {"revision", "abc1234"}, {"arch", "amd64"}});
@@ -186,7 +188,7 @@ TEST(AgentMetrics, DefaultsAndTypedUpdates) {
   EXPECT_EQ(value("cilium_policy", {}), 2);
   EXPECT_EQ(value("cilium_policy_max_revision", {}), 7);
   EXPECT_EQ(value("cilium_policy_change_total", {{"outcome", "success"}}), 1);
-  EXPECT_EQ(value("cilium_policy_change_total", {{"outcome", "failure"}}), 1);
+  EXPECT_EQ(value("cilium_policy_change_total", {{"outcome", "fail"}}), 1);
   EXPECT_EQ(value("cilium_policy_import_errors_total", {}), 1);
   EXPECT_EQ(value("cilium_policy_endpoint_enforcement_status", {{"enforcement", "ingress"}}), 1);
   EXPECT_EQ(value("cilium_policy_endpoint_enforcement_status", {{"enforcement", "none"}}), 2);

@@ -216,7 +216,7 @@ def checkAgainstAgent(res, metrics_port):
             ("drop_bytes_ingress_policy", "cilium_drop_bytes_total", {"direction": "INGRESS", "reason": "Policy denied"}),
             ("drops_egress_spoofed", "cilium_drop_count_total", {"direction": "EGRESS", "reason": "Invalid source ip"}),
             ("policies", "cilium_policy", {}), ("revision", "cilium_policy_max_revision", {}),
-            ("policy_changes_failed", "cilium_policy_change_total", {"outcome": "failure"}),
+            ("policy_changes_failed", "cilium_policy_change_total", {"outcome": "fail"}),
             ("endpoints", "cilium_endpoint_count", {})):
         v = agentValue(text, name, labels)
         check(v == last[key], f"{key}: Prometheus says {last[key]}, the agent's /metrics says {v}")

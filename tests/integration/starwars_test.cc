@@ -283,7 +283,7 @@ TEST_F(StarWars, EndpointDeleteRemovesEveryTrace) {
 
 TEST_F(StarWars, BadInputChangesNothing) {
   ASSERT_EQ(importPolicy(withNs(kL3L4Policy, ns_)).exit_code, 0);
-  double failures = metric("cilium_policy_change_total", {{"outcome", "failure"}});
+  double failures = metric("cilium_policy_change_total", {{"outcome", "fail"}});
   // An unknown field: rejected with file, line and field path; the running policy stays.
   std::string bad = withNs(kL3L4Policy, ns_);
   bad = std::regex_replace(bad, std::regex("fromEndpoints"), "fromEndpoint");
@@ -293,7 +293,7 @@ TEST_F(StarWars, BadInputChangesNothing) {
                        "mean 'fromEndpoints'?)"),
             std::string::npos)
       << r.err;
-  EXPECT_EQ(metric("cilium_policy_change_total", {{"outcome", "failure"}}), failures + 1);
+  EXPECT_EQ(metric("cilium_policy_change_total", {{"outcome", "fail"}}), failures + 1);
   EXPECT_EQ(metric("cilium_policy_max_revision"), 2);
   EXPECT_EQ(land("xwing", 2).exit_code, 28);          // still denied
   EXPECT_EQ(land("tiefighter", 5).out, "Ship landed\n");  // still allowed
