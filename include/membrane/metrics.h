@@ -99,6 +99,10 @@ inline constexpr std::string_view kEnforcementStates[] = {
     "none", "ingress", "egress", "both", "audit-ingress", "audit-egress", "audit-both"};
 inline constexpr std::string_view kIdentityTypes[] = {"node_local", "cluster_local",
                                                       "remote_node"};
+// cilium_identity_label_sources{source}: the sources membrane's identities use.
+inline constexpr std::string_view kIdentityLabelSources[] = {"k8s", "reserved", "cidr"};
+// "/v1/endpoint/1204" -> "/v1/endpoint" (cilium_agent_api_process_time_seconds{path}).
+std::string apiShortPath(std::string_view path);
 
 // `family` / `protocol` labels of the conntrack GC metrics.
 enum class CtFamily { Ipv4, Ipv6 };          // "ipv4", "ipv6"
@@ -143,7 +147,7 @@ class AgentMetrics {
   // membrane_policy_held: stored policy imports that no longer load on start
   // (Agent::loadPolicyState); while > 0 enforcement is held.
   void setPolicyHeld(int64_t n);
-  // cilium_policy_change_total{outcome="success"|"failure"}; a failure also
+  // cilium_policy_change_total{outcome="success"|"fail"}; a failure also
   // counts cilium_policy_import_errors_total (as Cilium does for imports).
   void recordPolicyChange(bool success);
   // cilium_policy_implementation_delay{source}: seconds from a policy change
@@ -175,6 +179,38 @@ class AgentMetrics {
   // pass's result.
   void recordConntrackGc(CtFamily family, CtProtocol protocol, bool completed, double seconds,
                          uint64_t alive, uint64_t deleted);
+
+  // --- the agent itself -----------------------------------------------------
+  // cilium_agent_bootstrap_seconds{scope,outcome="success"|"fail"}: how long
+  // one phase of the agent's start took (Cilium's scope names: "earlyInit",
+  // "bpfBase", "restore", "workloadsInit", "proxyStart", "healthCheck",
+  // "initAPI", "overall").
+  void setBootstrapSeconds(std::string_view scope, bool success, double seconds);
+  // cilium_agent_api_process_time_seconds{path,method,return_code}: one API
+  // call answered. path is cut after its second component, as Cilium cuts it
+  // ("/v1/endpoint/1204" -> "/v1/endpoint"), so ids never become series.
+  void observeApiCall(std::string_view path, std::string_view method, int return_code, double seconds);
+  // cilium_errors_warnings_total{level="warning"|"error",subsystem}: one log
+  // line at that level.
+  void recordLogLine(std::string_view level, std::string_view subsystem);
+  // One run of a named periodic task ("controller", as Cilium calls them):
+  // cilium_controllers_runs_total{status="success"|"failure"},
+  // cilium_controllers_runs_duration_seconds{status}, and
+  // cilium_controllers_failing = controllers whose last run failed.
+  void recordControllerRun(std::string_view controller, bool success, double seconds);
+  // The controllers a start registers, so cilium_controllers_failing counts
+  // from 0 (not only after a first run).
+  void declareController(std::string_view controller);
+
+  // --- IPAM ----------------------------------------------------------------
+  // cilium_ip_addresses{family="ipv4"}: allocated addresses (the pods' and
+  // the node's router address on the host device, as Cilium counts
+  // cilium_host's); cilium_ipam_capacity{family="ipv4"}: addresses the pod
+  // CIDR can hand out (all but network and broadcast).
+  void setIpv4Addresses(int64_t allocated, int64_t capacity);
+  // cilium_identity_label_sources{source}: identities with at least one
+  // label of that source ("k8s", "reserved", "cidr", ...); whole snapshot.
+  void setIdentityLabelSources(const std::map<std::string, int>& count_by_source);
 
   // --- scrape-time sources ---------------------------------------------------
   // Feeds cilium_drop_count_total / cilium_drop_bytes_total{reason,direction}

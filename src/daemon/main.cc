@@ -13,11 +13,14 @@
 #include "src/daemon/agent.h"
 #include "src/daemon/config.h"
 #include "src/daemon/instance.h"
+#include "src/daemon/log_metrics.h"
 
 namespace {
 
 void setupLogging(const membrane::daemon::Config& cfg) {
   auto logger = spdlog::stderr_logger_mt("membraned");
+  // Counts warnings and errors into cilium_errors_warnings_total once the agent attaches its metrics.
+  logger->sinks().push_back(membrane::daemon::logMetricsSink());
   spdlog::set_default_logger(logger);
   if (cfg.log_format == "json") {
     spdlog::set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})", spdlog::pattern_time_type::utc);

@@ -113,14 +113,20 @@ void Agent::workloadLoop() {
   // map, as after PUT/DELETE /v1/endpoint.
   uint64_t last_generation = ~uint64_t{0};  // first tick: sync once
   while (!stopping_) {
+    const auto t0 = std::chrono::steady_clock::now();
+    bool ok = true;
     {
       MutexLock lk(mu_);
       workloads_->tick();
       if (eps_->generation() != last_generation) {
         last_generation = eps_->generation();
-        if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
+        if (auto l7 = syncProxy(); !l7.ok()) {
+          spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
+          ok = false;
+        }
       }
     }
+    metrics_->recordControllerRun(kControllerWorkloads, ok, secondsSince(t0));
     // Pods removed in tick() may have been the last endpoints behind a revision.
     if (policy_waiting_) notifyPolicyWaiters();
     std::unique_lock lk(gc_mu_);

@@ -763,10 +763,23 @@ void Manager::updateMetrics() {
   metrics_.setEndpointsRegenerating(regenerating);
   metrics_.setEndpointStates(states);
   metrics_.setEnforcementStatus(enforcement);
-  std::map<std::string, int> idtypes;
-  for (const auto& id : ids_.list())
-    if (!id.reserved) idtypes["cluster_local"]++;
+  std::map<std::string, int> idtypes, sources;
+  for (const auto& id : identities()) {
+    // CIDR identities are node-local (local scope), as on Cilium.
+    if (id.id & identity::kLocalScopeFlag)
+      idtypes["node_local"]++;
+    else if (!id.reserved)
+      idtypes["cluster_local"]++;
+    std::set<std::string> mine;
+    for (const auto& l : id.labels) mine.insert(l.source);
+    for (const auto& s : mine) sources[s]++;
+  }
   metrics_.setIdentities(idtypes);
+  metrics_.setIdentityLabelSources(sources);
+  // The node's router address (the gateway on the host device) counts as
+  // allocated, as Cilium counts cilium_host's; network and broadcast are not usable.
+  const uint64_t size = ipam_.cidr().size();
+  metrics_.setIpv4Addresses(static_cast<int64_t>(ipam_.used()) + 1, static_cast<int64_t>(size > 2 ? size - 2 : 0));
 }
 
 Status Manager::removeAll() {

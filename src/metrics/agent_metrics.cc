@@ -221,7 +221,29 @@ struct AgentMetrics::Impl {
             "Time between a policy change and it being fully deployed into the datapath")),
         ct_gc_duration(histogram(registry, "cilium_datapath_conntrack_gc_duration_seconds",
                                  "Duration in seconds of the garbage collector process labeled by datapath "
-                                 "family and completion status")) {
+                                 "family and completion status")),
+        bootstrap(gauge(registry, "cilium_agent_bootstrap_seconds", "Duration of bootstrap sequence")),
+        api_process_time(histogram(registry, "cilium_agent_api_process_time_seconds",
+                                   "Duration of processed API calls labeled by path, method and return code.")),
+        errors_warnings(counter(registry, "cilium_errors_warnings_total",
+                                "Number of total errors in cilium-agent instances")),
+        controller_runs(counter(registry, "cilium_controllers_runs_total", "Number of times that a controller process was run labeled by completion status")),
+        controller_duration(histogram(registry, "cilium_controllers_runs_duration_seconds",
+                                      "Duration in seconds of the controller process labeled by completion status")),
+        controllers_failing(gauge(registry, "cilium_controllers_failing", "Number of failing controllers").Add({})),
+        ip_addresses(gauge(registry, "cilium_ip_addresses", "Number of allocated IP addresses")
+                         .Add({{"family", "ipv4"}})),
+        ipam_capacity(gauge(registry, "cilium_ipam_capacity", "Total number of IPs in the IPAM pool labeled by family")
+                          .Add({{"family", "ipv4"}})),
+        identity_label_sources(gauge(registry, "cilium_identity_label_sources",
+                                     "Number of identities which contain at least one label of the given label "
+                                     "source"),
+                               "source", kIdentityLabelSources) {
+    for (const char* status : {"success", "failure"}) {
+      controller_runs.Add({{"status", status}});
+      controller_duration.Add({{"status", status}}, kDefaultBuckets);
+    }
+    for (const char* level : {"warning", "error"}) errors_warnings.Add({{"level", level}, {"subsystem", "daemon"}});
     gauge(registry, "cilium_version", "Cilium version")
         .Add({{"version", build.version}, {"revision", build.revision}, {"arch", build.arch}})
         .Set(1);
@@ -290,6 +312,17 @@ struct AgentMetrics::Impl {
   Family<Histogram>& node_connectivity_latency;
   Family<Histogram>& policy_implementation_delay;
   Family<Histogram>& ct_gc_duration;
+  Family<Gauge>& bootstrap;
+  Family<Histogram>& api_process_time;
+  Family<Counter>& errors_warnings;
+  Family<Counter>& controller_runs;
+  Family<Histogram>& controller_duration;
+  Gauge& controllers_failing;
+  Gauge& ip_addresses;
+  Gauge& ipam_capacity;
+  SnapshotGauge identity_label_sources;
+  std::mutex controllers_mu;
+  std::map<std::string, bool> controller_failed;  // name -> last run failed (controllers_mu)
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
   PolledSource<MapOps> map_ops{"BPF map operations (cilium_bpf_map_ops_total)"};
@@ -361,6 +394,54 @@ void AgentMetrics::recordConntrackGc(CtFamily family, CtProtocol protocol, bool 
       .Set(static_cast<double>(alive));
   impl_->ct_gc_entries.Add({{"family", fam}, {"protocol", proto}, {"status", "deleted"}})
       .Set(static_cast<double>(deleted));
+}
+
+void AgentMetrics::setBootstrapSeconds(std::string_view scope, bool success, double seconds) {
+  impl_->bootstrap.Add({{"scope", std::string(scope)}, {"outcome", success ? "success" : "fail"}}).Set(seconds);
+}
+
+std::string apiShortPath(std::string_view path) {
+  // "/v1/endpoint/1204/config" -> "/v1/endpoint": the first two components.
+  size_t slashes = 0;
+  for (size_t i = 0; i < path.size(); ++i)
+    if (path[i] == '/' && ++slashes == 3) return std::string(path.substr(0, i));
+  return std::string(path);
+}
+
+void AgentMetrics::observeApiCall(std::string_view path, std::string_view method, int return_code, double seconds) {
+  impl_->api_process_time
+      .Add({{"path", apiShortPath(path)}, {"method", std::string(method)}, {"return_code", std::to_string(return_code)}},
+           kDefaultBuckets)
+      .Observe(seconds);
+}
+
+void AgentMetrics::recordLogLine(std::string_view level, std::string_view subsystem) {
+  impl_->errors_warnings.Add({{"level", std::string(level)}, {"subsystem", std::string(subsystem)}}).Increment();
+}
+
+void AgentMetrics::declareController(std::string_view controller) {
+  std::lock_guard lk(impl_->controllers_mu);
+  impl_->controller_failed.try_emplace(std::string(controller), false);
+}
+
+void AgentMetrics::recordControllerRun(std::string_view controller, bool success, double seconds) {
+  const char* status = success ? "success" : "failure";
+  impl_->controller_runs.Add({{"status", status}}).Increment();
+  impl_->controller_duration.Add({{"status", status}}, kDefaultBuckets).Observe(seconds);
+  std::lock_guard lk(impl_->controllers_mu);
+  impl_->controller_failed[std::string(controller)] = !success;
+  int64_t failing = 0;
+  for (const auto& [_, failed] : impl_->controller_failed) failing += failed ? 1 : 0;
+  impl_->controllers_failing.Set(static_cast<double>(failing));
+}
+
+void AgentMetrics::setIpv4Addresses(int64_t allocated, int64_t capacity) {
+  impl_->ip_addresses.Set(static_cast<double>(allocated));
+  impl_->ipam_capacity.Set(static_cast<double>(capacity));
+}
+
+void AgentMetrics::setIdentityLabelSources(const std::map<std::string, int>& s) {
+  impl_->identity_label_sources.set(s);
 }
 
 void AgentMetrics::registerDatapathSource(DatapathSource source) { impl_->datapath.set(std::move(source)); }

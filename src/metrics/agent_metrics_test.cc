@@ -210,6 +210,67 @@ TEST(AgentMetrics, DefaultsAndTypedUpdates) {
                    0.02);
 }
 
+// Issue 12: the agent's own health under Cilium's names, exact values.
+TEST(AgentMetrics, AgentControllersApiLogsAndIpam) {
+  AgentMetrics m;
+  auto value = [&](const std::string& name, const Labels& l) {
+    auto all = m.samples();
+    const Sample* s = find(all, name, l);
+    return s ? s->value : -1;
+  };
+  // Present from the start, at 0 (alerts on increase() need the series).
+  EXPECT_EQ(value("cilium_controllers_failing", {}), 0);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "success"}}), 0);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "failure"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 0);
+  for (auto src : kIdentityLabelSources) EXPECT_EQ(value("cilium_identity_label_sources", {{"source", std::string(src)}}), 0);
+
+  m.declareController("a");
+  m.declareController("b");
+  m.recordControllerRun("a", false, 0.01);
+  m.recordControllerRun("b", false, 0.01);
+  EXPECT_EQ(value("cilium_controllers_failing", {}), 2);
+  m.recordControllerRun("a", true, 0.02);  // a recovered: only b is failing
+  EXPECT_EQ(value("cilium_controllers_failing", {}), 1);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "success"}}), 1);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "failure"}}), 2);
+  EXPECT_EQ(value("cilium_controllers_runs_duration_seconds_count", {{"status", "failure"}}), 2);
+
+  m.observeApiCall("/v1/endpoint/1204", "GET", 404, 0.002);
+  m.observeApiCall("/v1/endpoint", "GET", 404, 0.002);
+  m.observeApiCall("/v1/policy/wait", "GET", 200, 0.002);
+  EXPECT_EQ(value("cilium_agent_api_process_time_seconds_count",
+                  {{"path", "/v1/endpoint"}, {"method", "GET"}, {"return_code", "404"}}),
+            2);
+  EXPECT_EQ(value("cilium_agent_api_process_time_seconds_count",
+                  {{"path", "/v1/policy"}, {"method", "GET"}, {"return_code", "200"}}),
+            1);
+  EXPECT_EQ(apiShortPath("/v1/endpoint/1204/config"), "/v1/endpoint");
+  EXPECT_EQ(apiShortPath("/v1/healthz"), "/v1/healthz");
+  EXPECT_EQ(apiShortPath("/"), "/");
+
+  m.recordLogLine("warning", "daemon");
+  m.recordLogLine("warning", "daemon");
+  m.recordLogLine("error", "daemon");
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 2);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 1);
+
+  m.setBootstrapSeconds("overall", true, 1.5);
+  m.setBootstrapSeconds("bpfBase", true, 0.25);
+  EXPECT_EQ(value("cilium_agent_bootstrap_seconds", {{"scope", "overall"}, {"outcome", "success"}}), 1.5);
+  EXPECT_EQ(value("cilium_agent_bootstrap_seconds", {{"scope", "bpfBase"}, {"outcome", "success"}}), 0.25);
+
+  m.setIpv4Addresses(4, 254);
+  EXPECT_EQ(value("cilium_ip_addresses", {{"family", "ipv4"}}), 4);
+  EXPECT_EQ(value("cilium_ipam_capacity", {{"family", "ipv4"}}), 254);
+  m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 9}});
+  m.setIdentityLabelSources({{"k8s", 2}, {"cidr", 1}});  // a snapshot: reserved back to 0
+  EXPECT_EQ(value("cilium_identity_label_sources", {{"source", "k8s"}}), 2);
+  EXPECT_EQ(value("cilium_identity_label_sources", {{"source", "cidr"}}), 1);
+  EXPECT_EQ(value("cilium_identity_label_sources", {{"source", "reserved"}}), 0);
+}
+
 TEST(AgentMetrics, HistogramFlattensToBucketSumCount) {
   AgentMetrics m;
   m.observeRegenerationTime("total", true, 0.002);
@@ -304,6 +365,13 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
   m.registerDatapathSource([] { return Result<std::vector<DatapathCounter>>(fakeRows()); });
   m.registerMapPressureSource(
       [] { return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2}}); });
+  m.setBootstrapSeconds("overall", true, 0.4);
+  m.observeApiCall("/v1/endpoint/12", "GET", 200, 0.001);
+  m.recordLogLine("warning", "daemon");
+  m.declareController("ct-map-gc");
+  m.recordControllerRun("ct-map-gc", false, 0.2);
+  m.setIpv4Addresses(4, 254);
+  m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 8}});
 
   const std::string text = m.renderText();
   for (const char* name :
@@ -317,7 +385,10 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
         "cilium_drop_bytes_total", "cilium_forward_count_total", "cilium_forward_bytes_total",
         "cilium_bpf_map_pressure", "cilium_process_cpu_seconds_total", "cilium_process_open_fds",
         "cilium_process_max_fds", "cilium_process_resident_memory_bytes",
-        "cilium_process_virtual_memory_bytes", "cilium_process_start_time_seconds"})
+        "cilium_process_virtual_memory_bytes", "cilium_process_start_time_seconds", "cilium_agent_bootstrap_seconds{",
+        "cilium_agent_api_process_time_seconds_bucket{", "cilium_errors_warnings_total{", "cilium_controllers_runs_total{",
+        "cilium_controllers_runs_duration_seconds_bucket{", "cilium_controllers_failing ", "cilium_ip_addresses{",
+        "cilium_ipam_capacity{", "cilium_identity_label_sources{"})
     EXPECT_THAT(text, testing::HasSubstr(std::string("\n") + name)) << name;
 
   // promtool exits 1 when it cannot parse the input and 3 when it has lint
