@@ -179,7 +179,8 @@ scrape_configs:
       - targets: ["127.0.0.1:$metrics_port"]
         labels:
           k8s_app: cilium
-          pod: membrane-agent
+          pod: cilium-membrane
+          kubernetes_pod_name: cilium-membrane
 EOF
   promtool check config "$prom_dir/prometheus.yml" >"$log_dir/promtool.log" 2>&1 ||
     die "promtool rejected the generated config: $(cat "$log_dir/promtool.log")"

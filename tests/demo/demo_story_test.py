@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "deploy"))
 import deploy_common as dc  # noqa: E402
 
 ROUNDS = 3
-POD = "membrane-agent"  # the pod label the demo's scrape config gives the agent
+POD = "cilium-membrane"  # the pod label the demo's scrape config gives the agent
 # A SYN as tc sees it: 14 Ethernet + 20 IPv4 + 40 TCP (MSS, SACK-permitted, timestamps, wscale).
 SYN_BYTES = 74
 
