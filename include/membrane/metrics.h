@@ -37,11 +37,20 @@ struct DatapathCounter {
   uint64_t bytes = 0;
 };
 
-// Fill ratio (entries / max entries, 0..1) of one BPF map.
+// Fill ratio (entries / max entries, 0..1) of one BPF map, and its size.
 struct MapPressure {
   std::string map_name;
   double ratio = 0;
+  uint64_t max_entries = 0;  // cilium_bpf_map_capacity{map_group=map_name}; 0 = not exported
 };
+
+// Memory the kernel charges for every BPF map and program on the system
+// (what `bpftool map|prog show` reports as bytes_memlock, summed).
+struct BpfMemory {
+  uint64_t maps_bytes = 0;
+  uint64_t progs_bytes = 0;
+};
+using BpfMemorySource = std::function<Result<std::vector<BpfMemory>>()>;
 
 // Called at every scrape, on the scraping thread, possibly by two concurrent
 // scrapes at once; must be quick and must not call back into AgentMetrics.
@@ -202,6 +211,13 @@ class AgentMetrics {
   // from 0 (not only after a first run).
   void declareController(std::string_view controller);
 
+  // --- nodes -----------------------------------------------------------------
+  // cilium_nodes_all_num: nodes this agent knows (itself included).
+  void setNodes(int64_t n);
+  // cilium_nodes_all_events_received_total{event_type="update"|"delete",source}:
+  // one node event (source "local" for the agent's own node).
+  void recordNodeEvent(std::string_view event_type, std::string_view source);
+
   // --- IPAM ----------------------------------------------------------------
   // cilium_ip_addresses{family="ipv4"}: allocated addresses (the pods' and
   // the node's router address on the host device, as Cilium counts
@@ -217,8 +233,12 @@ class AgentMetrics {
   // and cilium_forward_count_total / cilium_forward_bytes_total{direction}.
   // Replaces any previous source; an empty function unregisters.
   void registerDatapathSource(DatapathSource source);
-  // Feeds cilium_bpf_map_pressure{map_name}. Same rules.
+  // Feeds cilium_bpf_map_pressure{map_name} and cilium_bpf_map_capacity{map_group}
+  // (maps of 65536 entries are not emitted, as Cilium does). Same rules.
   void registerMapPressureSource(MapPressureSource source);
+  // Feeds cilium_bpf_maps_virtual_memory_max_bytes and
+  // cilium_bpf_progs_virtual_memory_max_bytes (one row). Same rules.
+  void registerBpfMemorySource(BpfMemorySource source);
   // Feeds cilium_bpf_map_ops_total{map_name,operation,outcome}. Same rules.
   void registerMapOpsSource(MapOpsSource source);
   // Feeds the L7 families (see L7Source). Same rules.

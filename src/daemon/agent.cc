@@ -191,11 +191,34 @@ Status Agent::init() {
     if (!usage) return usage.error();
     std::vector<metrics::MapPressure> out;
     for (const auto& u : *usage)
-      if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries});
+      if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries, u.max_entries});
     pressure->rows = out;
     pressure->at = now;
     return out;
   });
+
+  // System-wide BPF memory: one walk over every map and program id, so at
+  // most once per 5 s as the map pressure walk.
+  struct MemoryCache {
+    std::mutex mu;
+    std::chrono::steady_clock::time_point at{};
+    metrics::BpfMemory value;
+  };
+  auto memory = std::make_shared<MemoryCache>();
+  metrics_->registerBpfMemorySource([memory]() -> Result<std::vector<metrics::BpfMemory>> {
+    std::lock_guard lk(memory->mu);
+    auto now = std::chrono::steady_clock::now();
+    if (memory->at == std::chrono::steady_clock::time_point{} || now - memory->at >= std::chrono::seconds(5)) {
+      auto u = kernel::systemBpfMemory();
+      if (!u) return u.error();
+      memory->value = {u->maps_bytes, u->progs_bytes};
+      memory->at = now;
+    }
+    return std::vector<metrics::BpfMemory>{memory->value};
+  });
+  // One node: this one, known from the start (the cluster mode adds the others).
+  metrics_->setNodes(1);
+  metrics_->recordNodeEvent("update", "local");
 
   metrics_->registerMapOpsSource([dpp]() -> Result<std::vector<metrics::MapOps>> {
     std::vector<metrics::MapOps> out;

@@ -235,6 +235,9 @@ struct AgentMetrics::Impl {
                          .Add({{"family", "ipv4"}})),
         ipam_capacity(gauge(registry, "cilium_ipam_capacity", "Total number of IPs in the IPAM pool labeled by family")
                           .Add({{"family", "ipv4"}})),
+        nodes_all(gauge(registry, "cilium_nodes_all_num", "Number of nodes managed").Add({})),
+        node_events(counter(registry, "cilium_nodes_all_events_received_total",
+                            "Number of node events received")),
         identity_label_sources(gauge(registry, "cilium_identity_label_sources",
                                      "Number of identities which contain at least one label of the given label "
                                      "source"),
@@ -262,6 +265,7 @@ struct AgentMetrics::Impl {
     if (auto rows = datapath.poll()) append(detail::datapathFamilies(*rows));
     if (auto rows = map_pressure.poll()) append(detail::mapPressureFamilies(*rows));
     if (auto rows = map_ops.poll()) append(detail::mapOpsFamilies(*rows));
+    if (auto rows = bpf_memory.poll(); rows && !rows->empty()) append(detail::bpfMemoryFamilies(rows->front()));
     if (auto rows = l7.poll(); rows && !rows->empty()) append(detail::l7Families(rows->front()));
     append(detail::processFamilies());
 
@@ -320,12 +324,15 @@ struct AgentMetrics::Impl {
   Gauge& controllers_failing;
   Gauge& ip_addresses;
   Gauge& ipam_capacity;
+  Gauge& nodes_all;
+  Family<Counter>& node_events;
   SnapshotGauge identity_label_sources;
   std::mutex controllers_mu;
   std::map<std::string, bool> controller_failed;  // name -> last run failed (controllers_mu)
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
   PolledSource<MapOps> map_ops{"BPF map operations (cilium_bpf_map_ops_total)"};
+  PolledSource<BpfMemory> bpf_memory{"BPF memory (cilium_bpf_*_virtual_memory_max_bytes)"};
   PolledSource<L7Stats> l7{"L7 proxy stats (cilium_policy_l7_*, cilium_proxy_*)"};
 };
 
@@ -450,6 +457,12 @@ void AgentMetrics::registerMapPressureSource(MapPressureSource source) {
   impl_->map_pressure.set(std::move(source));
 }
 void AgentMetrics::registerMapOpsSource(MapOpsSource source) { impl_->map_ops.set(std::move(source)); }
+void AgentMetrics::registerBpfMemorySource(BpfMemorySource source) { impl_->bpf_memory.set(std::move(source)); }
+
+void AgentMetrics::setNodes(int64_t n) { impl_->nodes_all.Set(static_cast<double>(n)); }
+void AgentMetrics::recordNodeEvent(std::string_view event_type, std::string_view source) {
+  impl_->node_events.Add({{"event_type", std::string(event_type)}, {"source", std::string(source)}}).Increment();
+}
 
 std::string AgentMetrics::renderText() const {
   std::ostringstream out;

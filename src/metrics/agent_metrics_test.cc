@@ -132,6 +132,41 @@ TEST(MapPressure, FromSourceAndFailure) {
   EXPECT_TRUE(withPrefix(m.samples(), "cilium_bpf_map_pressure").empty());
 }
 
+// cilium_bpf_map_capacity: each map's size, except 65536 (Cilium leaves those out).
+TEST(MapPressure, CapacityLeavesOut65536) {
+  AgentMetrics m;
+  m.registerMapPressureSource([]() -> Result<std::vector<MapPressure>> {
+    return std::vector<MapPressure>{{"mb_policy_v1", 0.1, 16384}, {"mb_ct4_v1", 0.5, 65536}, {"mb_x", 0.0, 0}};
+  });
+  std::vector<Sample> expected = {{"cilium_bpf_map_capacity", {{"map_group", "mb_policy_v1"}}, 16384}};
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_bpf_map_capacity"), expected);
+}
+
+TEST(BpfMemory, FromSourceAndFailure) {
+  AgentMetrics m;
+  bool fail = false;
+  m.registerBpfMemorySource([&]() -> Result<std::vector<BpfMemory>> {
+    if (fail) return Error(EPERM, "no");
+    return std::vector<BpfMemory>{{4096, 8192}};
+  });
+  std::vector<Sample> expected = {{"cilium_bpf_maps_virtual_memory_max_bytes", {}, 4096}};
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_bpf_maps_virtual_memory_max_bytes"), expected);
+  expected = {{"cilium_bpf_progs_virtual_memory_max_bytes", {}, 8192}};
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_bpf_progs_virtual_memory_max_bytes"), expected);
+  fail = true;
+  EXPECT_TRUE(withPrefix(m.samples(), "cilium_bpf_maps_virtual_memory_max_bytes").empty());
+}
+
+TEST(AgentMetrics, NodesAndNodeEvents) {
+  AgentMetrics m;
+  m.setNodes(1);
+  m.recordNodeEvent("update", "local");
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_num"), (std::vector<Sample>{{"cilium_nodes_all_num", {}, 1}}));
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_events_received_total"),
+            (std::vector<Sample>{
+                {"cilium_nodes_all_events_received_total", {{"event_type", "update"}, {"source", "local"}}, 1}}));
+}
+
 TEST(AgentMetrics, DefaultsAndTypedUpdates) {
   AgentMetrics m(BuildInfo{"0.1.0", "abc1234", "amd64"});
   auto all = m.samples();
@@ -372,6 +407,12 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
   m.recordControllerRun("ct-map-gc", false, 0.2);
   m.setIpv4Addresses(4, 254);
   m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 8}});
+  m.setNodes(1);
+  m.recordNodeEvent("update", "local");
+  m.registerBpfMemorySource([] { return Result<std::vector<BpfMemory>>(std::vector<BpfMemory>{{4096, 8192}}); });
+  m.registerMapPressureSource([] {
+    return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2, 16384}});
+  });
 
   const std::string text = m.renderText();
   for (const char* name :
@@ -388,7 +429,9 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
         "cilium_process_virtual_memory_bytes", "cilium_process_start_time_seconds", "cilium_agent_bootstrap_seconds{",
         "cilium_agent_api_process_time_seconds_bucket{", "cilium_errors_warnings_total{", "cilium_controllers_runs_total{",
         "cilium_controllers_runs_duration_seconds_bucket{", "cilium_controllers_failing ", "cilium_ip_addresses{",
-        "cilium_ipam_capacity{", "cilium_identity_label_sources{"})
+        "cilium_ipam_capacity{", "cilium_identity_label_sources{", "cilium_nodes_all_num ",
+        "cilium_nodes_all_events_received_total{", "cilium_bpf_maps_virtual_memory_max_bytes ",
+        "cilium_bpf_progs_virtual_memory_max_bytes ", "cilium_bpf_map_capacity{"})
     EXPECT_THAT(text, testing::HasSubstr(std::string("\n") + name)) << name;
 
   // promtool exits 1 when it cannot parse the input and 3 when it has lint
