@@ -218,6 +218,11 @@ class AgentMetrics {
   // one node event (source "local" for the agent's own node).
   void recordNodeEvent(std::string_view event_type, std::string_view source);
 
+  // --- services --------------------------------------------------------------
+  // cilium_services_events_total{action="update"|"delete"}: one service
+  // frontend written to or removed from the datapath. Both always present.
+  void recordServiceEvent(std::string_view action);
+
   // --- IPAM ----------------------------------------------------------------
   // cilium_ip_addresses{family="ipv4"}: allocated addresses (the pods' and
   // the node's router address on the host device, as Cilium counts

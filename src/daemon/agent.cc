@@ -361,7 +361,7 @@ Status Agent::cleanup(const Config& cfg) {
   Status first = okStatus();
   if (auto svc = endpoint::Cidr4::parse(cfg.service_cidr); svc.ok()) {
     // Pod processes first (they run in the endpoints' namespaces), services, route.
-    workload::Controller wl({cfg.state_dir, *svc, ""}, mgr, **dp, kernel::linuxPodNetworks(),
+    workload::Controller wl({cfg.state_dir, *svc, "", {}}, mgr, **dp, kernel::linuxPodNetworks(),
                             kernel::linuxProcessRunner());
     if (auto ld = wl.load(); !ld.ok()) spdlog::warn("cleanup: {}", ld.error().message);
     first = wl.removeAll();

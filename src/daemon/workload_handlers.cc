@@ -94,7 +94,9 @@ Status Agent::startWorkloads() {
   if (pod && (svc->contains(pod->network) || pod->contains(svc->network)))
     return Error::invalid(fmt::format("--service-cidr {} overlaps --pod-cidr {}: choose disjoint ranges",
                                       cfg_.service_cidr, cfg_.pod_cidr));
-  workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar()};
+  metrics::AgentMetrics* m = metrics_.get();
+  workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar(),
+                                [m](std::string_view action) { m->recordServiceEvent(action); }};
   MutexLock lk(mu_);
   workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_, kernel::linuxPodNetworks(),
                                                       kernel::linuxProcessRunner());

@@ -236,6 +236,7 @@ struct AgentMetrics::Impl {
         ipam_capacity(gauge(registry, "cilium_ipam_capacity", "Total number of IPs in the IPAM pool labeled by family")
                           .Add({{"family", "ipv4"}})),
         nodes_all(gauge(registry, "cilium_nodes_all_num", "Number of nodes managed").Add({})),
+        service_events(counter(registry, "cilium_services_events_total", "Number of services events labeled by action type")),
         node_events(counter(registry, "cilium_nodes_all_events_received_total",
                             "Number of node events received")),
         identity_label_sources(gauge(registry, "cilium_identity_label_sources",
@@ -247,6 +248,7 @@ struct AgentMetrics::Impl {
       controller_duration.Add({{"status", status}}, kDefaultBuckets);
     }
     for (const char* level : {"warning", "error"}) errors_warnings.Add({{"level", level}, {"subsystem", "daemon"}});
+    for (const char* action : {"update", "delete"}) service_events.Add({{"action", action}});
     gauge(registry, "cilium_version", "Cilium version")
         .Add({{"version", build.version}, {"revision", build.revision}, {"arch", build.arch}})
         .Set(1);
@@ -325,6 +327,7 @@ struct AgentMetrics::Impl {
   Gauge& ip_addresses;
   Gauge& ipam_capacity;
   Gauge& nodes_all;
+  Family<Counter>& service_events;
   Family<Counter>& node_events;
   SnapshotGauge identity_label_sources;
   std::mutex controllers_mu;
@@ -458,6 +461,10 @@ void AgentMetrics::registerMapPressureSource(MapPressureSource source) {
 }
 void AgentMetrics::registerMapOpsSource(MapOpsSource source) { impl_->map_ops.set(std::move(source)); }
 void AgentMetrics::registerBpfMemorySource(BpfMemorySource source) { impl_->bpf_memory.set(std::move(source)); }
+
+void AgentMetrics::recordServiceEvent(std::string_view action) {
+  impl_->service_events.Add({{"action", std::string(action)}}).Increment();
+}
 
 void AgentMetrics::setNodes(int64_t n) { impl_->nodes_all.Set(static_cast<double>(n)); }
 void AgentMetrics::recordNodeEvent(std::string_view event_type, std::string_view source) {

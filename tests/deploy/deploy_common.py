@@ -50,7 +50,7 @@ KNOWN_METRICS = {
     "cilium_errors_warnings_total", "cilium_controllers_runs_total", "cilium_controllers_runs_duration_seconds",
     "cilium_controllers_failing", "cilium_ip_addresses", "cilium_ipam_capacity", "cilium_nodes_all_num",
     "cilium_nodes_all_events_received_total", "cilium_bpf_map_capacity", "cilium_bpf_maps_virtual_memory_max_bytes",
-    "cilium_bpf_progs_virtual_memory_max_bytes",
+    "cilium_bpf_progs_virtual_memory_max_bytes", "cilium_services_events_total",
 }
 HISTOGRAMS = {"cilium_endpoint_regeneration_time_stats_seconds",
               "cilium_datapath_conntrack_gc_duration_seconds",
