@@ -249,6 +249,16 @@ class AgentMetrics {
   // Feeds the L7 families (see L7Source). Same rules.
   void registerL7Source(L7Source source);
 
+  // --- legacy names ------------------------------------------------------------
+  // Also expose the Cilium <= 1.4 names of renamed series (grafana.com
+  // dashboard 6658, old alert rules), copied from the modern series at every
+  // scrape: cilium_policy_count (= cilium_policy), cilium_policy_import_errors
+  // (= cilium_policy_import_errors_total), cilium_endpoint_regenerations{outcome}
+  // (= cilium_endpoint_regenerations_total), cilium_identity_count (the sum of
+  // cilium_identity). The old counters had no _total suffix; they are exposed
+  // untyped so that `promtool check metrics` stays clean (PromQL reads them alike).
+  void setLegacyNames(bool on);
+
   // --- output ----------------------------------------------------------------
   // The /metrics body (Prometheus text format 0.0.4): every family, sorted by
   // name, including cilium_process_* read from /proc/self. Families without a

@@ -155,6 +155,7 @@ Status Agent::init() {
   const double bpf_base = since(t_bpf);
 
   metrics_ = std::make_unique<metrics::AgentMetrics>();
+  metrics_->setLegacyNames(cfg_.metrics_legacy_names);
   metrics_->setBootstrapSeconds("earlyInit", true, early_init);
   metrics_->setBootstrapSeconds("bpfBase", true, bpf_base);
   logMetricsSink()->attach(metrics_.get());

@@ -96,6 +96,11 @@ int main(int argc, char** argv) {
                  "Address of the Prometheus /metrics endpoint (\":9962\" all interfaces, \"127.0.0.1:9962\", "
                  "\"\" disables)")
       ->capture_default_str();
+  app.add_option("--metrics-legacy-names", cfg.metrics_legacy_names,
+                 "Also export the Cilium <= 1.4 names that grafana.com dashboard 6658 and old alert rules query "
+                 "(cilium_policy_count, cilium_policy_import_errors, cilium_endpoint_regenerations, "
+                 "cilium_identity_count) as copies of the modern series; off by default: duplicate series cost")
+      ->capture_default_str();
   app.add_option("--host-device", cfg.host_device, "Name of the host dummy device holding the gateway address")
       ->capture_default_str();
   app.add_option("--enable-policy", cfg.enable_policy,

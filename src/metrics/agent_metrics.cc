@@ -270,6 +270,7 @@ struct AgentMetrics::Impl {
     if (auto rows = bpf_memory.poll(); rows && !rows->empty()) append(detail::bpfMemoryFamilies(rows->front()));
     if (auto rows = l7.poll(); rows && !rows->empty()) append(detail::l7Families(rows->front()));
     append(detail::processFamilies());
+    if (legacy_names.load()) append(legacyFamilies(all));
 
     std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
     // Cilium declares cilium_endpoint_count a gauge, and promtool's lint
@@ -332,6 +333,41 @@ struct AgentMetrics::Impl {
   SnapshotGauge identity_label_sources;
   std::mutex controllers_mu;
   std::map<std::string, bool> controller_failed;  // name -> last run failed (controllers_mu)
+  // Copies of modern families under their Cilium <= 1.4 names (setLegacyNames).
+  static std::vector<MetricFamily> legacyFamilies(const std::vector<MetricFamily>& all) {
+    std::vector<MetricFamily> out;
+    auto find = [&](const std::string& name) -> const MetricFamily* {
+      for (const auto& f : all)
+        if (f.name == name) return &f;
+      return nullptr;
+    };
+    auto untyped = [](MetricFamily f, std::string name) {
+      f.name = std::move(name);
+      for (auto& m : f.metric) {
+        m.untyped.value = f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+      }
+      f.type = prometheus::MetricType::Untyped;
+      return f;
+    };
+    // Names ending in _count are untyped, as cilium_endpoint_count (promtool's lint).
+    if (const auto* f = find("cilium_policy")) out.push_back(untyped(*f, "cilium_policy_count"));
+    if (const auto* f = find("cilium_policy_import_errors_total"))
+      out.push_back(untyped(*f, "cilium_policy_import_errors"));
+    if (const auto* f = find("cilium_endpoint_regenerations_total"))
+      out.push_back(untyped(*f, "cilium_endpoint_regenerations"));
+    if (const auto* f = find("cilium_identity")) {
+      double sum = 0;
+      for (const auto& m : f->metric) sum += m.gauge.value;
+      MetricFamily c{"cilium_identity_count", "Number of identities currently allocated",
+                     prometheus::MetricType::Untyped, {}};
+      prometheus::ClientMetric m;
+      m.untyped.value = sum;
+      c.metric.push_back(m);
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+  std::atomic<bool> legacy_names{false};
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
   PolledSource<MapOps> map_ops{"BPF map operations (cilium_bpf_map_ops_total)"};
@@ -453,6 +489,8 @@ void AgentMetrics::setIpv4Addresses(int64_t allocated, int64_t capacity) {
 void AgentMetrics::setIdentityLabelSources(const std::map<std::string, int>& s) {
   impl_->identity_label_sources.set(s);
 }
+
+void AgentMetrics::setLegacyNames(bool on) { impl_->legacy_names = on; }
 
 void AgentMetrics::registerDatapathSource(DatapathSource source) { impl_->datapath.set(std::move(source)); }
 void AgentMetrics::registerL7Source(L7Source source) { impl_->l7.set(std::move(source)); }

@@ -462,6 +462,39 @@ TEST(Promtool, ShippedScrapeConfigIsValid) {
   EXPECT_THAT(out, testing::HasSubstr("SUCCESS"));
 }
 
+// --metrics-legacy-names: the Cilium <= 1.4 names dashboard 6658 queries,
+// copies of the modern series, clean for promtool; absent by default.
+TEST(AgentMetrics, LegacyNamesAreCopiesBehindTheFlag) {
+  AgentMetrics m;
+  m.setPolicyCount(5);
+  m.recordPolicyChange(false);
+  m.recordEndpointRegeneration(true);
+  m.recordEndpointRegeneration(false);
+  m.recordEndpointRegeneration(true);
+  m.setIdentities({{"cluster_local", 3}, {"node_local", 2}});
+  for (const char* legacy : {"cilium_policy_count", "cilium_policy_import_errors", "cilium_endpoint_regenerations",
+                             "cilium_identity_count"}) {
+    for (const auto& s : m.samples()) EXPECT_NE(s.name, legacy) << "exported without the flag";
+  }
+  m.setLegacyNames(true);
+  auto all = m.samples();
+  auto value = [&](const std::string& name, const Labels& l) {
+    const Sample* s = find(all, name, l);
+    return s ? s->value : -1;
+  };
+  EXPECT_EQ(value("cilium_policy_count", {}), 5);
+  EXPECT_EQ(value("cilium_policy_import_errors", {}), 1);
+  EXPECT_EQ(value("cilium_endpoint_regenerations", {{"outcome", "success"}}), 2);
+  EXPECT_EQ(value("cilium_endpoint_regenerations", {{"outcome", "fail"}}), 1);
+  EXPECT_EQ(value("cilium_identity_count", {}), 5);
+  EXPECT_EQ(value("cilium_policy", {}), 5);  // the modern series stay
+  const std::string text = m.renderText();
+  EXPECT_THAT(text, testing::HasSubstr("# TYPE cilium_policy_import_errors untyped\ncilium_policy_import_errors 1\n"));
+  auto [rc, out] = promtoolCheckMetrics(text);
+  EXPECT_EQ(out, "") << text;
+  EXPECT_EQ(rc, 0) << out;
+}
+
 TEST(Promtool, TheCheckIsRealBrokenTextFails) {
   auto [rc, out] = promtoolCheckMetrics("# TYPE x counter\nx{a=\"b\" 1\n");
   EXPECT_EQ(rc, 1) << out;
