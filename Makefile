@@ -13,7 +13,7 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
         iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev
 
-.PHONY: all deps lint build build-asan build-tsan test test-asan test-tsan test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence bench-l7 l7-vs-nginx
+.PHONY: all deps lint build build-bins build-asan build-tsan test test-asan test-tsan test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence bench-l7 l7-vs-nginx
 
 all: build
 
@@ -31,6 +31,12 @@ $(BUILD)/build.ninja: CMakeLists.txt
 
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
+
+# Only the three programs (what `make demo` and `make install` run): a first
+# `make demo` skips the ~200 test and benchmark targets.
+BINARIES := membraned membrane membrane-proxy
+build-bins: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS) --target $(BINARIES)
 
 # `make test`: every tier (unit, bpf, privileged, integration, the demo story,
 # bounded fuzzing) against an ASan+UBSan build of every binary, then the unit
@@ -78,7 +84,7 @@ test-unit: build
 
 # The seed's story with a real Prometheus, console dashboards and PNG snapshots (docs/deploy.md).
 # Ports and dirs: MEMBRANE_DEMO_PROMETHEUS_PORT (9090), ... see the top of scripts/demo.sh.
-demo: build demo-deps
+demo: build-bins demo-deps
 	scripts/demo.sh $(BUILD)
 
 # Only `make demo` needs these: headless Chromium for the PNG snapshots of the console charts.
@@ -112,7 +118,7 @@ l7-vs-nginx: build
 	  $(BUILD)/tests/integration_l7_adversarial_test --gtest_filter='L7AdversarialVersusNginx.*'
 	@echo "written: $(BUILD)/l7-vs-nginx.md"
 
-install: build
+install: build-bins
 	install -D -m 0755 $(BUILD)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membraned
 	install -D -m 0755 $(BUILD)/bin/membrane $(DESTDIR)$(PREFIX)/bin/membrane
 	install -D -m 0755 $(BUILD)/bin/membrane-proxy $(DESTDIR)$(PREFIX)/bin/membrane-proxy

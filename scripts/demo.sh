@@ -80,7 +80,7 @@ fi
 [ -n "${MEMBRANE_DEMO_PROXY_RULE_PRIORITY:-}" ] && agent_flags+=(--proxy-rule-priority "$MEMBRANE_DEMO_PROXY_RULE_PRIORITY")
 [ -n "${MEMBRANE_DEMO_PROXY_CHAIN:-}" ] && agent_flags+=(--proxy-iptables-chain "$MEMBRANE_DEMO_PROXY_CHAIN")
 # Short conntrack-GC and health-probe intervals: their charts get data within the demo's minutes.
-run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-interval 5)
+run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-interval 5 --metrics-legacy-names true)
 
 membrane() { "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} "$@"; }
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
@@ -179,7 +179,8 @@ scrape_configs:
       - targets: ["127.0.0.1:$metrics_port"]
         labels:
           k8s_app: cilium
-          pod: membrane-agent
+          pod: cilium-membrane
+          kubernetes_pod_name: cilium-membrane
 EOF
   promtool check config "$prom_dir/prometheus.yml" >"$log_dir/promtool.log" 2>&1 ||
     die "promtool rejected the generated config: $(cat "$log_dir/promtool.log")"
@@ -240,7 +241,7 @@ declare -A metric_query=(
   [policies]='sum(cilium_policy{job="membrane"})'
   [revision]='max(cilium_policy_max_revision{job="membrane"})'
   [policy_changes_ok]='sum(cilium_policy_change_total{job="membrane",outcome="success"})'
-  [policy_changes_failed]='sum(cilium_policy_change_total{job="membrane",outcome="failure"})'
+  [policy_changes_failed]='sum(cilium_policy_change_total{job="membrane",outcome="fail"})'
   [import_errors]='sum(cilium_policy_import_errors_total{job="membrane"})'
   [endpoints]='sum(cilium_endpoint_count{job="membrane"})'
   [endpoints_enforcing_ingress]='sum(cilium_policy_endpoint_enforcement_status{job="membrane",enforcement=~"ingress|both"})'

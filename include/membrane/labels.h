@@ -27,6 +27,10 @@ inline constexpr std::string_view kSourceCidr = "cidr";
 inline constexpr std::string_view kPodNamespaceLabel = "io.kubernetes.pod.namespace";
 inline constexpr std::string_view kPolicyClusterLabel = "io.cilium.k8s.policy.cluster";
 inline constexpr std::string_view kClusterName = "default";
+// The pod's service account (spec.serviceAccountName; Kubernetes defaults it
+// to "default"), which Cilium's service-account policies select.
+inline constexpr std::string_view kPolicyServiceAccountLabel = "io.cilium.k8s.policy.serviceaccount";
+inline constexpr std::string_view kDefaultServiceAccount = "default";
 // Namespace labels as Cilium exposes them to selectors (K8s namespaceSelector).
 inline constexpr std::string_view kNamespaceLabelsPrefix = "io.cilium.k8s.namespace.labels.";
 
@@ -97,6 +101,10 @@ Result<LabelSet> parseLabels(std::string_view text, std::string_view default_sou
 //  - `k8s:io.kubernetes.pod.namespace=<ns>`,
 //  - `k8s:io.cilium.k8s.policy.cluster=default` (what the `cluster` entity
 //    and Cilium's cluster scoping select),
+//  - `k8s:io.cilium.k8s.policy.serviceaccount=default` unless the user's
+//    labels name the service account (the workload controller sets it from
+//    spec.serviceAccountName; `endpoint create --service-account`): every
+//    pod has one, so a policy selecting service accounts never misses a pod,
 //  - Cilium's namespace labels: `k8s:io.cilium.k8s.namespace.labels.<k>=<v>`
 //    for every label of the namespace (whatever its source), and always
 //    `k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=<ns>`

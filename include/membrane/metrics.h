@@ -37,11 +37,20 @@ struct DatapathCounter {
   uint64_t bytes = 0;
 };
 
-// Fill ratio (entries / max entries, 0..1) of one BPF map.
+// Fill ratio (entries / max entries, 0..1) of one BPF map, and its size.
 struct MapPressure {
   std::string map_name;
   double ratio = 0;
+  uint64_t max_entries = 0;  // cilium_bpf_map_capacity{map_group=map_name}; 0 = not exported
 };
+
+// Memory the kernel charges for every BPF map and program on the system
+// (what `bpftool map|prog show` reports as bytes_memlock, summed).
+struct BpfMemory {
+  uint64_t maps_bytes = 0;
+  uint64_t progs_bytes = 0;
+};
+using BpfMemorySource = std::function<Result<std::vector<BpfMemory>>()>;
 
 // Called at every scrape, on the scraping thread, possibly by two concurrent
 // scrapes at once; must be quick and must not call back into AgentMetrics.
@@ -99,6 +108,10 @@ inline constexpr std::string_view kEnforcementStates[] = {
     "none", "ingress", "egress", "both", "audit-ingress", "audit-egress", "audit-both"};
 inline constexpr std::string_view kIdentityTypes[] = {"node_local", "cluster_local",
                                                       "remote_node"};
+// cilium_identity_label_sources{source}: the sources membrane's identities use.
+inline constexpr std::string_view kIdentityLabelSources[] = {"k8s", "reserved", "cidr"};
+// "/v1/endpoint/1204" -> "/v1/endpoint" (cilium_agent_api_process_time_seconds{path}).
+std::string apiShortPath(std::string_view path);
 
 // `family` / `protocol` labels of the conntrack GC metrics.
 enum class CtFamily { Ipv4, Ipv6 };          // "ipv4", "ipv6"
@@ -143,7 +156,7 @@ class AgentMetrics {
   // membrane_policy_held: stored policy imports that no longer load on start
   // (Agent::loadPolicyState); while > 0 enforcement is held.
   void setPolicyHeld(int64_t n);
-  // cilium_policy_change_total{outcome="success"|"failure"}; a failure also
+  // cilium_policy_change_total{outcome="success"|"fail"}; a failure also
   // counts cilium_policy_import_errors_total (as Cilium does for imports).
   void recordPolicyChange(bool success);
   // cilium_policy_implementation_delay{source}: seconds from a policy change
@@ -176,17 +189,75 @@ class AgentMetrics {
   void recordConntrackGc(CtFamily family, CtProtocol protocol, bool completed, double seconds,
                          uint64_t alive, uint64_t deleted);
 
+  // --- the agent itself -----------------------------------------------------
+  // cilium_agent_bootstrap_seconds{scope,outcome="success"|"fail"}: how long
+  // one phase of the agent's start took (Cilium's scope names: "earlyInit",
+  // "bpfBase", "restore", "workloadsInit", "proxyStart", "healthCheck",
+  // "initAPI", "overall").
+  void setBootstrapSeconds(std::string_view scope, bool success, double seconds);
+  // cilium_agent_api_process_time_seconds{path,method,return_code}: one API
+  // call answered. path is cut after its second component, as Cilium cuts it
+  // ("/v1/endpoint/1204" -> "/v1/endpoint"), so ids never become series.
+  void observeApiCall(std::string_view path, std::string_view method, int return_code, double seconds);
+  // cilium_errors_warnings_total{level="warning"|"error",subsystem}: one log
+  // line at that level.
+  void recordLogLine(std::string_view level, std::string_view subsystem);
+  // One run of a named periodic task ("controller", as Cilium calls them):
+  // cilium_controllers_runs_total{status="success"|"failure"},
+  // cilium_controllers_runs_duration_seconds{status}, and
+  // cilium_controllers_failing = controllers whose last run failed.
+  void recordControllerRun(std::string_view controller, bool success, double seconds);
+  // The controllers a start registers, so cilium_controllers_failing counts
+  // from 0 (not only after a first run).
+  void declareController(std::string_view controller);
+
+  // --- nodes -----------------------------------------------------------------
+  // cilium_nodes_all_num: nodes this agent knows (itself included).
+  void setNodes(int64_t n);
+  // cilium_nodes_all_events_received_total{event_type="update"|"delete",source}:
+  // one node event (source "local" for the agent's own node).
+  void recordNodeEvent(std::string_view event_type, std::string_view source);
+
+  // --- services --------------------------------------------------------------
+  // cilium_services_events_total{action="update"|"delete"}: one service
+  // frontend written to or removed from the datapath. Both always present.
+  void recordServiceEvent(std::string_view action);
+
+  // --- IPAM ----------------------------------------------------------------
+  // cilium_ip_addresses{family="ipv4"}: allocated addresses (the pods' and
+  // the node's router address on the host device, as Cilium counts
+  // cilium_host's); cilium_ipam_capacity{family="ipv4"}: addresses the pod
+  // CIDR can hand out (all but network and broadcast).
+  void setIpv4Addresses(int64_t allocated, int64_t capacity);
+  // cilium_identity_label_sources{source}: identities with at least one
+  // label of that source ("k8s", "reserved", "cidr", ...); whole snapshot.
+  void setIdentityLabelSources(const std::map<std::string, int>& count_by_source);
+
   // --- scrape-time sources ---------------------------------------------------
   // Feeds cilium_drop_count_total / cilium_drop_bytes_total{reason,direction}
   // and cilium_forward_count_total / cilium_forward_bytes_total{direction}.
   // Replaces any previous source; an empty function unregisters.
   void registerDatapathSource(DatapathSource source);
-  // Feeds cilium_bpf_map_pressure{map_name}. Same rules.
+  // Feeds cilium_bpf_map_pressure{map_name} and cilium_bpf_map_capacity{map_group}
+  // (maps of 65536 entries are not emitted, as Cilium does). Same rules.
   void registerMapPressureSource(MapPressureSource source);
+  // Feeds cilium_bpf_maps_virtual_memory_max_bytes and
+  // cilium_bpf_progs_virtual_memory_max_bytes (one row). Same rules.
+  void registerBpfMemorySource(BpfMemorySource source);
   // Feeds cilium_bpf_map_ops_total{map_name,operation,outcome}. Same rules.
   void registerMapOpsSource(MapOpsSource source);
   // Feeds the L7 families (see L7Source). Same rules.
   void registerL7Source(L7Source source);
+
+  // --- legacy names ------------------------------------------------------------
+  // Also expose the Cilium <= 1.4 names of renamed series (grafana.com
+  // dashboard 6658, old alert rules), copied from the modern series at every
+  // scrape: cilium_policy_count (= cilium_policy), cilium_policy_import_errors
+  // (= cilium_policy_import_errors_total), cilium_endpoint_regenerations{outcome}
+  // (= cilium_endpoint_regenerations_total), cilium_identity_count (the sum of
+  // cilium_identity). The old counters had no _total suffix; they are exposed
+  // untyped so that `promtool check metrics` stays clean (PromQL reads them alike).
+  void setLegacyNames(bool on);
 
   // --- output ----------------------------------------------------------------
   // The /metrics body (Prometheus text format 0.0.4): every family, sorted by

@@ -182,7 +182,7 @@ int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns) 
 }
 
 int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels,
-                      const std::vector<std::string>& ports) {
+                      const std::vector<std::string>& ports, const std::string& service_account) {
   Json named = Json::array();
   for (const auto& p : ports) {
     static const std::regex re("^([^=/]+)=([0-9]{1,5})(?:/([A-Za-z]+))?$");
@@ -202,6 +202,8 @@ int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& 
     if (key.empty()) return fail(ctx, fmt::format("label '{}': expected key=value", item));
     lab[key] = eq == std::string::npos ? "" : item.substr(eq + 1);
   }
+  // The pod's service account is a label to the agent (validated there like any label value).
+  if (!service_account.empty()) lab["io.cilium.k8s.policy.serviceaccount"] = service_account;
   Json body = {{"name", name}, {"namespace", nsOrDefault(ns)}, {"labels", lab}};
   if (!named.empty()) body["named_ports"] = named;
   HttpClient client(ctx.socket);

@@ -28,8 +28,9 @@ int cmdEndpointList(Context& ctx);
 int cmdEndpointGet(Context& ctx, const std::string& ref, const std::string& ns);
 // labels: "k=v[,k=v...]".
 // ports: named container ports "NAME=PORT[/PROTO]" (PROTO TCP (default), UDP, SCTP).
+// service_account: "" = the agent's default ("default").
 int cmdEndpointCreate(Context& ctx, const std::string& name, const std::string& ns, const std::string& labels,
-                      const std::vector<std::string>& ports = {});
+                      const std::vector<std::string>& ports = {}, const std::string& service_account = "");
 int cmdEndpointDelete(Context& ctx, const std::string& ref, const std::string& ns);
 // Enters the endpoint's network namespace and execs argv (PATH search).
 // Returns only on failure: 1 unknown endpoint/namespace, 126 exec failed,

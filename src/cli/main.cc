@@ -103,12 +103,20 @@ int main(int argc, char** argv) {
   ep_create->add_option("--port", ep_ports,
                         "Named container port NAME=PORT[/TCP|UDP|SCTP] (repeatable); policies' named ports "
                         "(port: http) resolve to it");
+  std::string ep_service_account;
+  ep_create->add_option("--service-account", ep_service_account,
+                        "The pod's service account (default: default), carried as the label "
+                        "k8s:io.cilium.k8s.policy.serviceaccount that Cilium's service-account policies select");
   addOutput(ep_create, output);
   ep_create->footer(
       "Examples:\n  membrane endpoint create deathstar --labels org=empire,class=deathstar\n"
-      "  membrane endpoint create web --labels app=web --port http=80/TCP --port dns=53/UDP");
-  ep_create->callback(
-      [&] { action = [&] { return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels, ep_ports); }; });
+      "  membrane endpoint create web --labels app=web --port http=80/TCP --port dns=53/UDP\n"
+      "  membrane endpoint create reporter --labels app=reporter --service-account monitoring");
+  ep_create->callback([&] {
+    action = [&] {
+      return membrane::cli::cmdEndpointCreate(ctx, ep_ref, ep_ns, ep_labels, ep_ports, ep_service_account);
+    };
+  });
 
   auto* ep_delete = endpoint->add_subcommand("delete", "Delete an endpoint and everything created for it");
   ep_delete->add_option("endpoint", ep_ref, "Endpoint ID or pod NAME")->required();

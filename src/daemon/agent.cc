@@ -135,19 +135,32 @@ Result<std::unique_ptr<Agent>> Agent::start(const Config& cfg) {
 }
 
 Status Agent::init() {
+  // cilium_agent_bootstrap_seconds: each phase's time, under Cilium's scope names.
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   auto cidr = endpoint::Cidr4::parse(cfg_.pod_cidr);
   if (!cidr) return cidr.error().wrap("--pod-cidr");
   MB_TRY(ensureBpffs());
   MB_TRY_CTX(endpoint::makeDirs(cfg_.state_dir), "--state-dir");
   boot_to_real_ns_ = bootToRealtimeOffsetNs();
+  const double early_init = since(t_start);
 
+  const auto t_bpf = Clock::now();
   kernel::DatapathOptions dopt;
   dopt.bpf_root = cfg_.bpf_root;
   auto dp = kernel::Datapath::open(dopt);
   if (!dp) return dp.error().wrap("load BPF datapath");
   dp_ = std::move(*dp);
+  const double bpf_base = since(t_bpf);
 
   metrics_ = std::make_unique<metrics::AgentMetrics>();
+  metrics_->setLegacyNames(cfg_.metrics_legacy_names);
+  metrics_->setBootstrapSeconds("earlyInit", true, early_init);
+  metrics_->setBootstrapSeconds("bpfBase", true, bpf_base);
+  logMetricsSink()->attach(metrics_.get());
+  for (const char* c : {kControllerCtGc, kControllerWorkloads, kControllerProxy, kControllerHealth})
+    metrics_->declareController(c);
   kernel::Datapath* dpp = dp_.get();
   metrics_->registerDatapathSource([dpp]() -> Result<std::vector<metrics::DatapathCounter>> {
     auto rows = dpp->readMetrics();
@@ -179,11 +192,34 @@ Status Agent::init() {
     if (!usage) return usage.error();
     std::vector<metrics::MapPressure> out;
     for (const auto& u : *usage)
-      if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries});
+      if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries, u.max_entries});
     pressure->rows = out;
     pressure->at = now;
     return out;
   });
+
+  // System-wide BPF memory: one walk over every map and program id, so at
+  // most once per 5 s as the map pressure walk.
+  struct MemoryCache {
+    std::mutex mu;
+    std::chrono::steady_clock::time_point at{};
+    metrics::BpfMemory value;
+  };
+  auto memory = std::make_shared<MemoryCache>();
+  metrics_->registerBpfMemorySource([memory]() -> Result<std::vector<metrics::BpfMemory>> {
+    std::lock_guard lk(memory->mu);
+    auto now = std::chrono::steady_clock::now();
+    if (memory->at == std::chrono::steady_clock::time_point{} || now - memory->at >= std::chrono::seconds(5)) {
+      auto u = kernel::systemBpfMemory();
+      if (!u) return u.error();
+      memory->value = {u->maps_bytes, u->progs_bytes};
+      memory->at = now;
+    }
+    return std::vector<metrics::BpfMemory>{memory->value};
+  });
+  // One node: this one, known from the start (the cluster mode adds the others).
+  metrics_->setNodes(1);
+  metrics_->recordNodeEvent("update", "local");
 
   metrics_->registerMapOpsSource([dpp]() -> Result<std::vector<metrics::MapOps>> {
     std::vector<metrics::MapOps> out;
@@ -207,6 +243,7 @@ Status Agent::init() {
     mc.proxy_port_ingress = l7_ports_.ingress;
     mc.proxy_port_egress = l7_ports_.egress;
   }
+  const auto t_restore = Clock::now();
   {
     // No other thread runs yet; the lock is for the analysis (ids_ and repo_
     // are guarded, and the manager keeps references to them).
@@ -223,12 +260,24 @@ Status Agent::init() {
     updatePolicyMetrics();
     refreshCookieNames();
   }
+  metrics_->setBootstrapSeconds("restore", true, since(t_restore));
+  const auto t_workloads = Clock::now();
   MB_TRY_CTX(startWorkloads(), "workloads (--service-cidr " + cfg_.service_cidr + ")");
-  if (cfg_.enable_l7_proxy) MB_TRY_CTX(startProxy(), "L7 proxy (--enable-l7-proxy=false disables it)");
+  metrics_->setBootstrapSeconds("workloadsInit", true, since(t_workloads));
+  if (cfg_.enable_l7_proxy) {
+    const auto t_proxy = Clock::now();
+    MB_TRY_CTX(startProxy(), "L7 proxy (--enable-l7-proxy=false disables it)");
+    metrics_->setBootstrapSeconds("proxyStart", true, since(t_proxy));
+  }
   startWorkloadLoop();
 
-  if (cfg_.enable_health_checking) MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
+  if (cfg_.enable_health_checking) {
+    const auto t_health = Clock::now();
+    MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
+    metrics_->setBootstrapSeconds("healthCheck", true, since(t_health));
+  }
 
+  const auto t_api = Clock::now();
   auto ms = metrics::MetricsServer::start(cfg_.prometheus_serve_addr, *metrics_);
   if (!ms) return ms.error();
   metrics_server_ = std::move(*ms);
@@ -236,6 +285,7 @@ Status Agent::init() {
   api_ = std::make_unique<api::HttpServer>(cfg_.api_socket);
   registerRoutes();
   MB_TRY_CTX(api_->start(), "serve API on " + cfg_.api_socket);
+  metrics_->setBootstrapSeconds("initAPI", true, since(t_api));
 
   syncEventFlags();  // nobody watches yet
   event_thread_ = std::thread([this] { eventLoop(); });
@@ -250,13 +300,23 @@ Status Agent::init() {
           gc_cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
         }
         if (stopping_) break;
-        MutexLock lk(mu_);
-        if (proxy_->running()) continue;
-        if (auto st = syncProxy(); !st.ok()) spdlog::error("L7 proxy restart: {}", st.error().message);
+        const auto t0 = std::chrono::steady_clock::now();
+        bool ok = true;
+        {
+          MutexLock lk(mu_);
+          if (!proxy_->running()) {
+            if (auto st = syncProxy(); !st.ok()) {
+              spdlog::error("L7 proxy restart: {}", st.error().message);
+              ok = false;
+            }
+          }
+        }
+        metrics_->recordControllerRun(kControllerProxy, ok, secondsSince(t0));
       }
     });
   }
   gc_thread_ = std::thread([this] { gcLoop(); });
+  metrics_->setBootstrapSeconds("overall", true, since(t_start));
   return okStatus();
 }
 
@@ -274,6 +334,7 @@ void Agent::stop() {
   if (proxy_supervisor_thread_.joinable()) proxy_supervisor_thread_.join();
   if (gc_thread_.joinable()) gc_thread_.join();
   if (workload_thread_.joinable()) workload_thread_.join();
+  logMetricsSink()->detach();  // every thread that logs is joined (health_ stopped above)
   metrics_server_.reset();
   // The datapath object goes, the programs and pinned maps stay in the kernel.
 }
@@ -301,7 +362,7 @@ Status Agent::cleanup(const Config& cfg) {
   Status first = okStatus();
   if (auto svc = endpoint::Cidr4::parse(cfg.service_cidr); svc.ok()) {
     // Pod processes first (they run in the endpoints' namespaces), services, route.
-    workload::Controller wl({cfg.state_dir, *svc, ""}, mgr, **dp, kernel::linuxPodNetworks(),
+    workload::Controller wl({cfg.state_dir, *svc, "", {}}, mgr, **dp, kernel::linuxPodNetworks(),
                             kernel::linuxProcessRunner());
     if (auto ld = wl.load(); !ld.ok()) spdlog::warn("cleanup: {}", ld.error().message);
     first = wl.removeAll();
@@ -373,6 +434,8 @@ Status Agent::startHealth() {
         return std::vector<health::NodeTarget>{{"localhost", gateway_be, health_ip_be}};
       },
       [m](const health::HealthReport& r) {
+        // A round that probed every target is a successful run, whatever it found.
+        m->recordControllerRun(kControllerHealth, true, r.round_seconds);
         m->setUnreachableNodes(r.unreachableNodes());
         m->setUnreachableHealthEndpoints(r.unreachableHealthEndpoints());
         int node_ok = 0, node_bad = 0, ep_ok = 0, ep_bad = 0, ep_unknown = 0;
@@ -616,6 +679,7 @@ void Agent::gcLoop() {
     auto t0 = std::chrono::steady_clock::now();
     auto gc = dp_->gcCt(boottimeNs());
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    metrics_->recordControllerRun(kControllerCtGc, gc.ok(), secs);
     if (!gc) {
       spdlog::warn("conntrack GC: {}", gc.error().message);
       metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, false, secs, 0, 0);
@@ -651,7 +715,9 @@ void Agent::updatePolicyMetrics() {
 void Agent::registerRoutes() {
   auto bind = [this](Response (Agent::*fn)(const Request&)) {
     return [this, fn](const Request& r) {
+      const auto t0 = std::chrono::steady_clock::now();
       Response resp = (this->*fn)(r);
+      metrics_->observeApiCall(r.path, r.method, resp.status, secondsSince(t0));
       // A handler may have moved the policy revision or the endpoint set
       // (import, delete, endpoint create/delete, apply): answer the
       // GET /v1/policy/wait requests it satisfied.

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <set>
@@ -36,6 +37,7 @@
 #include "src/api/http_server.h"
 #include "src/daemon/config.h"
 #include "src/daemon/l7_policy.h"
+#include "src/daemon/log_metrics.h"
 #include "src/daemon/proxy_manager.h"
 #include "src/kernel/tproxy.h"
 #include "src/daemon/monitor_hub.h"
@@ -49,6 +51,17 @@
 #endif
 
 namespace membrane::daemon {
+
+inline double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Names of the agent's periodic tasks (cilium_controllers_*: Cilium's
+// "controllers"; only their count and outcomes are exported).
+inline constexpr const char* kControllerCtGc = "ct-map-gc";
+inline constexpr const char* kControllerWorkloads = "workload-reconcile";
+inline constexpr const char* kControllerProxy = "proxy-supervisor";
+inline constexpr const char* kControllerHealth = "cilium-health-probe";
 
 class Agent {
  public:

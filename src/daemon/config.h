@@ -13,6 +13,7 @@ struct Config {
   std::string pod_cidr = "10.200.0.0/16";
   std::string service_cidr = "10.96.0.0/16";  // ClusterIPs of Services (membrane apply)
   std::string prometheus_serve_addr = ":9962";
+  bool metrics_legacy_names = false;  // also export Cilium <= 1.4 names (dashboard 6658)
   std::string host_device = "membrane_host";  // dummy device holding the pods' gateway address
   std::string enable_policy = "default";     // default | always | never
   bool policy_audit_mode = false;

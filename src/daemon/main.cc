@@ -13,11 +13,14 @@
 #include "src/daemon/agent.h"
 #include "src/daemon/config.h"
 #include "src/daemon/instance.h"
+#include "src/daemon/log_metrics.h"
 
 namespace {
 
 void setupLogging(const membrane::daemon::Config& cfg) {
   auto logger = spdlog::stderr_logger_mt("membraned");
+  // Counts warnings and errors into cilium_errors_warnings_total once the agent attaches its metrics.
+  logger->sinks().push_back(membrane::daemon::logMetricsSink());
   spdlog::set_default_logger(logger);
   if (cfg.log_format == "json") {
     spdlog::set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%v"})", spdlog::pattern_time_type::utc);
@@ -92,6 +95,11 @@ int main(int argc, char** argv) {
   app.add_option("--prometheus-serve-addr", cfg.prometheus_serve_addr,
                  "Address of the Prometheus /metrics endpoint (\":9962\" all interfaces, \"127.0.0.1:9962\", "
                  "\"\" disables)")
+      ->capture_default_str();
+  app.add_option("--metrics-legacy-names", cfg.metrics_legacy_names,
+                 "Also export the Cilium <= 1.4 names that grafana.com dashboard 6658 and old alert rules query "
+                 "(cilium_policy_count, cilium_policy_import_errors, cilium_endpoint_regenerations, "
+                 "cilium_identity_count) as copies of the modern series; off by default: duplicate series cost")
       ->capture_default_str();
   app.add_option("--host-device", cfg.host_device, "Name of the host dummy device holding the gateway address")
       ->capture_default_str();

@@ -56,9 +56,6 @@ bool hasL7Rules(const policy::Policy& p) {
   return false;
 }
 
-double secondsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 }  // namespace
 

@@ -94,7 +94,9 @@ Status Agent::startWorkloads() {
   if (pod && (svc->contains(pod->network) || pod->contains(svc->network)))
     return Error::invalid(fmt::format("--service-cidr {} overlaps --pod-cidr {}: choose disjoint ranges",
                                       cfg_.service_cidr, cfg_.pod_cidr));
-  workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar()};
+  metrics::AgentMetrics* m = metrics_.get();
+  workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar(),
+                                [m](std::string_view action) { m->recordServiceEvent(action); }};
   MutexLock lk(mu_);
   workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_, kernel::linuxPodNetworks(),
                                                       kernel::linuxProcessRunner());
@@ -113,14 +115,20 @@ void Agent::workloadLoop() {
   // map, as after PUT/DELETE /v1/endpoint.
   uint64_t last_generation = ~uint64_t{0};  // first tick: sync once
   while (!stopping_) {
+    const auto t0 = std::chrono::steady_clock::now();
+    bool ok = true;
     {
       MutexLock lk(mu_);
       workloads_->tick();
       if (eps_->generation() != last_generation) {
         last_generation = eps_->generation();
-        if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
+        if (auto l7 = syncProxy(); !l7.ok()) {
+          spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
+          ok = false;
+        }
       }
     }
+    metrics_->recordControllerRun(kControllerWorkloads, ok, secondsSince(t0));
     // Pods removed in tick() may have been the last endpoints behind a revision.
     if (policy_waiting_) notifyPolicyWaiters();
     std::unique_lock lk(gc_mu_);

@@ -640,7 +640,12 @@ Status Manager::regenerate(Endpoint& ep, const std::vector<identity::IdentityRef
     polp = &resolved;
   }
   const policy::EndpointPolicy& pol = *polp;
-  metrics_.observeRegenerationTime("policyCalculation", true, secondsSince(t0));
+  // Cilium splits policyCalculation into selector and endpoint parts; here one
+  // resolution computes both, so the endpoint part is the whole of it (the
+  // dashboard's "Policy Calculation Time" reads endpointPolicyCalculation).
+  const double calc = secondsSince(t0);
+  metrics_.observeRegenerationTime("policyCalculation", true, calc);
+  metrics_.observeRegenerationTime("endpointPolicyCalculation", true, calc);
 
   ep.ingress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.ingress_enforced);
   ep.egress_enforced = cfg_.mode == EnforcementMode::Always || (cfg_.mode == EnforcementMode::Default && pol.egress_enforced);
@@ -763,10 +768,23 @@ void Manager::updateMetrics() {
   metrics_.setEndpointsRegenerating(regenerating);
   metrics_.setEndpointStates(states);
   metrics_.setEnforcementStatus(enforcement);
-  std::map<std::string, int> idtypes;
-  for (const auto& id : ids_.list())
-    if (!id.reserved) idtypes["cluster_local"]++;
+  std::map<std::string, int> idtypes, sources;
+  for (const auto& id : identities()) {
+    // CIDR identities are node-local (local scope), as on Cilium.
+    if (id.id & identity::kLocalScopeFlag)
+      idtypes["node_local"]++;
+    else if (!id.reserved)
+      idtypes["cluster_local"]++;
+    std::set<std::string> mine;
+    for (const auto& l : id.labels) mine.insert(l.source);
+    for (const auto& s : mine) sources[s]++;
+  }
   metrics_.setIdentities(idtypes);
+  metrics_.setIdentityLabelSources(sources);
+  // The node's router address (the gateway on the host device) counts as
+  // allocated, as Cilium counts cilium_host's; network and broadcast are not usable.
+  const uint64_t size = ipam_.cidr().size();
+  metrics_.setIpv4Addresses(static_cast<int64_t>(ipam_.used()) + 1, static_cast<int64_t>(size > 2 ? size - 2 : 0));
 }
 
 Status Manager::removeAll() {

@@ -241,6 +241,7 @@ HealthReport HealthChecker::probeNow() {
   HealthReport report;
   report.probe_time = std::chrono::system_clock::now();
   report.interval = interval_;
+  const auto t0 = std::chrono::steady_clock::now();
   for (const auto& t : targets_()) {
     NodeStatus st;
     st.name = t.name;
@@ -257,6 +258,7 @@ HealthReport HealthChecker::probeNow() {
     }
     report.nodes.push_back(std::move(st));
   }
+  report.round_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   {
     std::lock_guard lk(mu_);
     last_ = report;

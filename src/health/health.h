@@ -86,6 +86,7 @@ struct HealthReport {
   std::chrono::system_clock::time_point probe_time{};
   std::chrono::seconds interval{60};
   std::vector<NodeStatus> nodes;
+  double round_seconds = 0;  // how long the round's probes took
   int unreachableNodes() const;            // nodes whose host address fails a probe
   int unreachableHealthEndpoints() const;  // nodes whose health endpoint fails a probe
   // Nodes whose every path (host, and health endpoint if it has one) passes both

@@ -15,6 +15,8 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
 #include <string_view>
 #include <tuple>
@@ -876,6 +878,46 @@ Result<int> EventReader::consume() {
   int r = ring_buffer__consume(rb_);
   if (r < 0) return bpfError(r, "read events ring buffer");
   return r;
+}
+
+namespace {
+
+// "memlock:\t<bytes>" from /proc/self/fdinfo/<fd>; 0 when absent.
+uint64_t memlockOf(int fd) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+  UniqueFd f(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!f) return 0;
+  char buf[4096];
+  ssize_t n = ::read(f.get(), buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* m = std::strstr(buf, "memlock:");
+  return m ? std::strtoull(m + 8, nullptr, 10) : 0;
+}
+
+// Sums memlock over every object id; next/open are the map or program calls.
+Result<uint64_t> sumMemlock(int (*next)(__u32, __u32*), int (*open_id)(__u32), const char* what) {
+  uint64_t total = 0;
+  for (__u32 id = 0;;) {
+    if (next(id, &id) != 0) {
+      if (errno == ENOENT) break;  // the end of the list
+      return Error::fromErrno(errno, std::string("list BPF ") + what);
+    }
+    UniqueFd fd(open_id(id));
+    if (!fd) continue;  // gone since listed, or not ours to open
+    total += memlockOf(fd.get());
+  }
+  return total;
+}
+
+}  // namespace
+
+Result<BpfMemoryUsage> systemBpfMemory() {
+  BpfMemoryUsage u;
+  MB_ASSIGN(u.maps_bytes, sumMemlock(bpf_map_get_next_id, bpf_map_get_fd_by_id, "maps"));
+  MB_ASSIGN(u.progs_bytes, sumMemlock(bpf_prog_get_next_id, bpf_prog_get_fd_by_id, "programs"));
+  return u;
 }
 
 }  // namespace membrane::kernel

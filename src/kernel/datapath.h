@@ -92,6 +92,17 @@ struct MapUsage {
   size_t max_entries = 0;
 };
 
+// Memory the kernel charges for BPF objects (memlock, as bpftool's bytes_memlock).
+struct BpfMemoryUsage {
+  uint64_t maps_bytes = 0;
+  uint64_t progs_bytes = 0;
+};
+// Every BPF map and program on the system, not only membrane's (Cilium's
+// cilium_bpf_*_virtual_memory_max_bytes are system-wide too): walks the
+// kernel's ids and reads each object's memlock from /proc/self/fdinfo.
+// Objects that go away during the walk are skipped.
+Result<BpfMemoryUsage> systemBpfMemory();
+
 enum class Program { FromEndpoint, ToEndpoint };
 
 // The Linux DatapathMaps (and more: events, services listing, CT GC, metrics).

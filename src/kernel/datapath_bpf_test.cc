@@ -17,7 +17,10 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <fstream>
+
 #include "membrane/result.h"
+#include "membrane/unique_fd.h"
 
 #include <cstring>
 #include <memory>
@@ -621,6 +624,30 @@ TEST_F(DatapathBpfTest, ParserDrops) {
   truncated.resize(14 + 20 + 4);  // TCP header cut, IP tot_len now lies
   EXPECT_EQ(fromEp(truncated), TC_ACT_SHOT);
   EXPECT_EQ(metric(MB_DROP_INVALID, MB_DIR_EGRESS).first, 1u);
+}
+
+// cilium_bpf_{maps,progs}_virtual_memory_max_bytes: system-wide memlock.
+// The exact system total moves with other users of BPF, so the test pins what
+// it can: this datapath's own maps and programs are part of the sum, and a
+// map created now raises it by that map's memlock.
+TEST_F(DatapathBpfTest, SystemBpfMemoryCountsEveryMapAndProgram) {
+  auto before = systemBpfMemory();
+  ASSERT_TRUE(before.ok()) << before.error().message;
+  EXPECT_GT(before->progs_bytes, 0u);  // from_endpoint and to_endpoint at least
+  UniqueFd extra(bpf_map_create(BPF_MAP_TYPE_ARRAY, "mb_memtest", 4, 4096, 64, nullptr));
+  ASSERT_TRUE(extra.valid()) << membrane::errnoText(errno);
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", extra.get());
+  std::ifstream fdinfo(path);
+  std::string line;
+  uint64_t memlock = 0;
+  while (std::getline(fdinfo, line))
+    if (line.rfind("memlock:", 0) == 0) memlock = std::stoull(line.substr(8));
+  ASSERT_GT(memlock, 4096u * 64u);  // 64 values of 4 KiB, rounded up by the kernel
+  auto after = systemBpfMemory();
+  ASSERT_TRUE(after.ok()) << after.error().message;
+  EXPECT_GE(after->maps_bytes, before->maps_bytes + memlock);  // ctest runs root tests one at a time
+  extra.reset();
 }
 
 TEST_F(DatapathBpfTest, UnknownEndpointFailsClosed) {

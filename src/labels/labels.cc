@@ -179,6 +179,7 @@ LabelSet endpointLabels(std::string_view namespace_name, const LabelSet& user_la
   }
   out.add(kSourceK8s, kPodNamespaceLabel, namespace_name);
   out.add(kSourceK8s, kPolicyClusterLabel, kClusterName);
+  if (!out.find(kSourceK8s, kPolicyServiceAccountLabel)) out.add(kSourceK8s, kPolicyServiceAccountLabel, kDefaultServiceAccount);
   const std::string prefix(kNamespaceLabelsPrefix);
   for (const auto& l : ns_labels) out.add(kSourceK8s, prefix + l.key, l.value);
   // Last: the namespace's name label cannot be overridden by a user label.

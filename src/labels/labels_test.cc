@@ -63,8 +63,20 @@ TEST(Labels, EndpointLabels) {
   auto ep = endpointLabels("default", user);
   EXPECT_EQ(ep.toString(),
             "k8s:class=deathstar,k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default,"
-            "k8s:io.cilium.k8s.policy.cluster=default,k8s:io.kubernetes.pod.namespace=default,k8s:org=empire");
+            "k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=default,"
+            "k8s:io.kubernetes.pod.namespace=default,k8s:org=empire");
   EXPECT_EQ(endpointLabels("default", user, LabelSet()), ep);
+}
+
+// Every pod has a service account ("default" unless one is given), so
+// Cilium's service-account selectors never miss a pod.
+TEST(Labels, EndpointLabelsCarryTheServiceAccount) {
+  auto plain = endpointLabels("ns", parseLabels("app=a").value());
+  ASSERT_NE(plain.find("k8s", "io.cilium.k8s.policy.serviceaccount"), nullptr);
+  EXPECT_EQ(plain.find("k8s", "io.cilium.k8s.policy.serviceaccount")->value, "default");
+  auto given = endpointLabels("ns", parseLabels("app=a,io.cilium.k8s.policy.serviceaccount=luke").value());
+  EXPECT_EQ(given.find("k8s", "io.cilium.k8s.policy.serviceaccount")->value, "luke");
+  EXPECT_EQ(given.size(), plain.size());
 }
 
 TEST(Labels, EndpointLabelsWithNamespaceLabels) {
@@ -73,7 +85,7 @@ TEST(Labels, EndpointLabelsWithNamespaceLabels) {
   auto ep = endpointLabels("x", user, ns);
   EXPECT_EQ(ep.toString(),
             "k8s:app=a,k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=x,"
-            "k8s:io.cilium.k8s.namespace.labels.team=blue,k8s:io.cilium.k8s.policy.cluster=default,"
+            "k8s:io.cilium.k8s.namespace.labels.team=blue,k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=default,"
             "k8s:io.kubernetes.pod.namespace=x");
 }
 

@@ -189,7 +189,7 @@ struct AgentMetrics::Impl {
                         .Add({})),
         policy_change(counter(registry, "cilium_policy_change_total", "Number of policy changes by outcome")),
         policy_change_success(policy_change.Add({{"outcome", "success"}})),
-        policy_change_failure(policy_change.Add({{"outcome", "failure"}})),
+        policy_change_failure(policy_change.Add({{"outcome", "fail"}})),
         policy_import_errors(counter(registry, "cilium_policy_import_errors_total",
                                      "Number of times a policy import has failed")
                                  .Add({})),
@@ -221,7 +221,34 @@ struct AgentMetrics::Impl {
             "Time between a policy change and it being fully deployed into the datapath")),
         ct_gc_duration(histogram(registry, "cilium_datapath_conntrack_gc_duration_seconds",
                                  "Duration in seconds of the garbage collector process labeled by datapath "
-                                 "family and completion status")) {
+                                 "family and completion status")),
+        bootstrap(gauge(registry, "cilium_agent_bootstrap_seconds", "Duration of bootstrap sequence")),
+        api_process_time(histogram(registry, "cilium_agent_api_process_time_seconds",
+                                   "Duration of processed API calls labeled by path, method and return code.")),
+        errors_warnings(counter(registry, "cilium_errors_warnings_total",
+                                "Number of total errors in cilium-agent instances")),
+        controller_runs(counter(registry, "cilium_controllers_runs_total", "Number of times that a controller process was run labeled by completion status")),
+        controller_duration(histogram(registry, "cilium_controllers_runs_duration_seconds",
+                                      "Duration in seconds of the controller process labeled by completion status")),
+        controllers_failing(gauge(registry, "cilium_controllers_failing", "Number of failing controllers").Add({})),
+        ip_addresses(gauge(registry, "cilium_ip_addresses", "Number of allocated IP addresses")
+                         .Add({{"family", "ipv4"}})),
+        ipam_capacity(gauge(registry, "cilium_ipam_capacity", "Total number of IPs in the IPAM pool labeled by family")
+                          .Add({{"family", "ipv4"}})),
+        nodes_all(gauge(registry, "cilium_nodes_all_num", "Number of nodes managed").Add({})),
+        service_events(counter(registry, "cilium_services_events_total", "Number of services events labeled by action type")),
+        node_events(counter(registry, "cilium_nodes_all_events_received_total",
+                            "Number of node events received")),
+        identity_label_sources(gauge(registry, "cilium_identity_label_sources",
+                                     "Number of identities which contain at least one label of the given label "
+                                     "source"),
+                               "source", kIdentityLabelSources) {
+    for (const char* status : {"success", "failure"}) {
+      controller_runs.Add({{"status", status}});
+      controller_duration.Add({{"status", status}}, kDefaultBuckets);
+    }
+    for (const char* level : {"warning", "error"}) errors_warnings.Add({{"level", level}, {"subsystem", "daemon"}});
+    for (const char* action : {"update", "delete"}) service_events.Add({{"action", action}});
     gauge(registry, "cilium_version", "Cilium version")
         .Add({{"version", build.version}, {"revision", build.revision}, {"arch", build.arch}})
         .Set(1);
@@ -240,8 +267,10 @@ struct AgentMetrics::Impl {
     if (auto rows = datapath.poll()) append(detail::datapathFamilies(*rows));
     if (auto rows = map_pressure.poll()) append(detail::mapPressureFamilies(*rows));
     if (auto rows = map_ops.poll()) append(detail::mapOpsFamilies(*rows));
+    if (auto rows = bpf_memory.poll(); rows && !rows->empty()) append(detail::bpfMemoryFamilies(rows->front()));
     if (auto rows = l7.poll(); rows && !rows->empty()) append(detail::l7Families(rows->front()));
     append(detail::processFamilies());
+    if (legacy_names.load()) append(legacyFamilies(all));
 
     std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
     // Cilium declares cilium_endpoint_count a gauge, and promtool's lint
@@ -290,9 +319,59 @@ struct AgentMetrics::Impl {
   Family<Histogram>& node_connectivity_latency;
   Family<Histogram>& policy_implementation_delay;
   Family<Histogram>& ct_gc_duration;
+  Family<Gauge>& bootstrap;
+  Family<Histogram>& api_process_time;
+  Family<Counter>& errors_warnings;
+  Family<Counter>& controller_runs;
+  Family<Histogram>& controller_duration;
+  Gauge& controllers_failing;
+  Gauge& ip_addresses;
+  Gauge& ipam_capacity;
+  Gauge& nodes_all;
+  Family<Counter>& service_events;
+  Family<Counter>& node_events;
+  SnapshotGauge identity_label_sources;
+  std::mutex controllers_mu;
+  std::map<std::string, bool> controller_failed;  // name -> last run failed (controllers_mu)
+  // Copies of modern families under their Cilium <= 1.4 names (setLegacyNames).
+  static std::vector<MetricFamily> legacyFamilies(const std::vector<MetricFamily>& all) {
+    std::vector<MetricFamily> out;
+    auto find = [&](const std::string& name) -> const MetricFamily* {
+      for (const auto& f : all)
+        if (f.name == name) return &f;
+      return nullptr;
+    };
+    auto untyped = [](MetricFamily f, std::string name) {
+      f.name = std::move(name);
+      for (auto& m : f.metric) {
+        m.untyped.value = f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+      }
+      f.type = prometheus::MetricType::Untyped;
+      return f;
+    };
+    // Names ending in _count are untyped, as cilium_endpoint_count (promtool's lint).
+    if (const auto* f = find("cilium_policy")) out.push_back(untyped(*f, "cilium_policy_count"));
+    if (const auto* f = find("cilium_policy_import_errors_total"))
+      out.push_back(untyped(*f, "cilium_policy_import_errors"));
+    if (const auto* f = find("cilium_endpoint_regenerations_total"))
+      out.push_back(untyped(*f, "cilium_endpoint_regenerations"));
+    if (const auto* f = find("cilium_identity")) {
+      double sum = 0;
+      for (const auto& m : f->metric) sum += m.gauge.value;
+      MetricFamily c{"cilium_identity_count", "Number of identities currently allocated",
+                     prometheus::MetricType::Untyped, {}};
+      prometheus::ClientMetric m;
+      m.untyped.value = sum;
+      c.metric.push_back(m);
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+  std::atomic<bool> legacy_names{false};
   PolledSource<DatapathCounter> datapath{"datapath counters (cilium_drop_*, cilium_forward_*)"};
   PolledSource<MapPressure> map_pressure{"BPF map pressure (cilium_bpf_map_pressure)"};
   PolledSource<MapOps> map_ops{"BPF map operations (cilium_bpf_map_ops_total)"};
+  PolledSource<BpfMemory> bpf_memory{"BPF memory (cilium_bpf_*_virtual_memory_max_bytes)"};
   PolledSource<L7Stats> l7{"L7 proxy stats (cilium_policy_l7_*, cilium_proxy_*)"};
 };
 
@@ -363,12 +442,72 @@ void AgentMetrics::recordConntrackGc(CtFamily family, CtProtocol protocol, bool 
       .Set(static_cast<double>(deleted));
 }
 
+void AgentMetrics::setBootstrapSeconds(std::string_view scope, bool success, double seconds) {
+  impl_->bootstrap.Add({{"scope", std::string(scope)}, {"outcome", success ? "success" : "fail"}}).Set(seconds);
+}
+
+std::string apiShortPath(std::string_view path) {
+  // "/v1/endpoint/1204/config" -> "/v1/endpoint": the first two components.
+  size_t slashes = 0;
+  for (size_t i = 0; i < path.size(); ++i)
+    if (path[i] == '/' && ++slashes == 3) return std::string(path.substr(0, i));
+  return std::string(path);
+}
+
+void AgentMetrics::observeApiCall(std::string_view path, std::string_view method, int return_code, double seconds) {
+  impl_->api_process_time
+      .Add({{"path", apiShortPath(path)}, {"method", std::string(method)}, {"return_code", std::to_string(return_code)}},
+           kDefaultBuckets)
+      .Observe(seconds);
+}
+
+void AgentMetrics::recordLogLine(std::string_view level, std::string_view subsystem) {
+  impl_->errors_warnings.Add({{"level", std::string(level)}, {"subsystem", std::string(subsystem)}}).Increment();
+}
+
+void AgentMetrics::declareController(std::string_view controller) {
+  std::lock_guard lk(impl_->controllers_mu);
+  impl_->controller_failed.try_emplace(std::string(controller), false);
+}
+
+void AgentMetrics::recordControllerRun(std::string_view controller, bool success, double seconds) {
+  const char* status = success ? "success" : "failure";
+  impl_->controller_runs.Add({{"status", status}}).Increment();
+  impl_->controller_duration.Add({{"status", status}}, kDefaultBuckets).Observe(seconds);
+  std::lock_guard lk(impl_->controllers_mu);
+  impl_->controller_failed[std::string(controller)] = !success;
+  int64_t failing = 0;
+  for (const auto& [_, failed] : impl_->controller_failed) failing += failed ? 1 : 0;
+  impl_->controllers_failing.Set(static_cast<double>(failing));
+}
+
+void AgentMetrics::setIpv4Addresses(int64_t allocated, int64_t capacity) {
+  impl_->ip_addresses.Set(static_cast<double>(allocated));
+  impl_->ipam_capacity.Set(static_cast<double>(capacity));
+}
+
+void AgentMetrics::setIdentityLabelSources(const std::map<std::string, int>& s) {
+  impl_->identity_label_sources.set(s);
+}
+
+void AgentMetrics::setLegacyNames(bool on) { impl_->legacy_names = on; }
+
 void AgentMetrics::registerDatapathSource(DatapathSource source) { impl_->datapath.set(std::move(source)); }
 void AgentMetrics::registerL7Source(L7Source source) { impl_->l7.set(std::move(source)); }
 void AgentMetrics::registerMapPressureSource(MapPressureSource source) {
   impl_->map_pressure.set(std::move(source));
 }
 void AgentMetrics::registerMapOpsSource(MapOpsSource source) { impl_->map_ops.set(std::move(source)); }
+void AgentMetrics::registerBpfMemorySource(BpfMemorySource source) { impl_->bpf_memory.set(std::move(source)); }
+
+void AgentMetrics::recordServiceEvent(std::string_view action) {
+  impl_->service_events.Add({{"action", std::string(action)}}).Increment();
+}
+
+void AgentMetrics::setNodes(int64_t n) { impl_->nodes_all.Set(static_cast<double>(n)); }
+void AgentMetrics::recordNodeEvent(std::string_view event_type, std::string_view source) {
+  impl_->node_events.Add({{"event_type", std::string(event_type)}, {"source", std::string(source)}}).Increment();
+}
 
 std::string AgentMetrics::renderText() const {
   std::ostringstream out;

@@ -132,6 +132,41 @@ TEST(MapPressure, FromSourceAndFailure) {
   EXPECT_TRUE(withPrefix(m.samples(), "cilium_bpf_map_pressure").empty());
 }
 
+// cilium_bpf_map_capacity: each map's size, except 65536 (Cilium leaves those out).
+TEST(MapPressure, CapacityLeavesOut65536) {
+  AgentMetrics m;
+  m.registerMapPressureSource([]() -> Result<std::vector<MapPressure>> {
+    return std::vector<MapPressure>{{"mb_policy_v1", 0.1, 16384}, {"mb_ct4_v1", 0.5, 65536}, {"mb_x", 0.0, 0}};
+  });
+  std::vector<Sample> expected = {{"cilium_bpf_map_capacity", {{"map_group", "mb_policy_v1"}}, 16384}};
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_bpf_map_capacity"), expected);
+}
+
+TEST(BpfMemory, FromSourceAndFailure) {
+  AgentMetrics m;
+  bool fail = false;
+  m.registerBpfMemorySource([&]() -> Result<std::vector<BpfMemory>> {
+    if (fail) return Error(EPERM, "no");
+    return std::vector<BpfMemory>{{4096, 8192}};
+  });
+  std::vector<Sample> expected = {{"cilium_bpf_maps_virtual_memory_max_bytes", {}, 4096}};
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_bpf_maps_virtual_memory_max_bytes"), expected);
+  expected = {{"cilium_bpf_progs_virtual_memory_max_bytes", {}, 8192}};
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_bpf_progs_virtual_memory_max_bytes"), expected);
+  fail = true;
+  EXPECT_TRUE(withPrefix(m.samples(), "cilium_bpf_maps_virtual_memory_max_bytes").empty());
+}
+
+TEST(AgentMetrics, NodesAndNodeEvents) {
+  AgentMetrics m;
+  m.setNodes(1);
+  m.recordNodeEvent("update", "local");
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_num"), (std::vector<Sample>{{"cilium_nodes_all_num", {}, 1}}));
+  EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_events_received_total"),
+            (std::vector<Sample>{
+                {"cilium_nodes_all_events_received_total", {{"event_type", "update"}, {"source", "local"}}, 1}}));
+}
+
 TEST(AgentMetrics, DefaultsAndTypedUpdates) {
   AgentMetrics m(BuildInfo{"0.1.0", "abc1234", "amd64"});
   auto all = m.samples();
@@ -146,7 +181,9 @@ TEST(AgentMetrics, DefaultsAndTypedUpdates) {
     EXPECT_NE(find(all, "cilium_policy_endpoint_enforcement_status", {{"enforcement", std::string(e)}}), nullptr);
   for (auto t : kIdentityTypes) EXPECT_NE(find(all, "cilium_identity", {{"type", std::string(t)}}), nullptr);
   EXPECT_NE(find(all, "cilium_endpoint_regenerations_total", {{"outcome", "fail"}}), nullptr);
-  EXPECT_NE(find(all, "cilium_policy_change_total", {{"outcome", "failure"}}), nullptr);
+  EXPECT_NE(find(all, "cilium_policy_change_total", {{"outcome", "fail"}}), nullptr);
+  // Cilium's LabelValueOutcomeFail is "fail": dashboards query outcome="fail" (issue 12).
+  EXPECT_EQ(find(all, "cilium_policy_change_total", {{"outcome", "failure"}}), nullptr);
   EXPECT_NE(find(all, "cilium_unreachable_nodes", {}), nullptr);
   EXPECT_NE(find(all, "cilium_unreachable_health_endpoints", {}), nullptr);
   const Sample* v = find(all, "cilium_version", {{"version", "0.1.0"}, {"revision", "abc1234"}, {"arch", "amd64"}});
@@ -186,7 +223,7 @@ TEST(AgentMetrics, DefaultsAndTypedUpdates) {
   EXPECT_EQ(value("cilium_policy", {}), 2);
   EXPECT_EQ(value("cilium_policy_max_revision", {}), 7);
   EXPECT_EQ(value("cilium_policy_change_total", {{"outcome", "success"}}), 1);
-  EXPECT_EQ(value("cilium_policy_change_total", {{"outcome", "failure"}}), 1);
+  EXPECT_EQ(value("cilium_policy_change_total", {{"outcome", "fail"}}), 1);
   EXPECT_EQ(value("cilium_policy_import_errors_total", {}), 1);
   EXPECT_EQ(value("cilium_policy_endpoint_enforcement_status", {{"enforcement", "ingress"}}), 1);
   EXPECT_EQ(value("cilium_policy_endpoint_enforcement_status", {{"enforcement", "none"}}), 2);
@@ -206,6 +243,67 @@ TEST(AgentMetrics, DefaultsAndTypedUpdates) {
   EXPECT_EQ(value("cilium_datapath_conntrack_gc_duration_seconds_count", with(ct, "status", "completed")), 1);
   EXPECT_DOUBLE_EQ(value("cilium_datapath_conntrack_gc_duration_seconds_sum", with(ct, "status", "completed")),
                    0.02);
+}
+
+// Issue 12: the agent's own health under Cilium's names, exact values.
+TEST(AgentMetrics, AgentControllersApiLogsAndIpam) {
+  AgentMetrics m;
+  auto value = [&](const std::string& name, const Labels& l) {
+    auto all = m.samples();
+    const Sample* s = find(all, name, l);
+    return s ? s->value : -1;
+  };
+  // Present from the start, at 0 (alerts on increase() need the series).
+  EXPECT_EQ(value("cilium_controllers_failing", {}), 0);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "success"}}), 0);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "failure"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 0);
+  for (auto src : kIdentityLabelSources) EXPECT_EQ(value("cilium_identity_label_sources", {{"source", std::string(src)}}), 0);
+
+  m.declareController("a");
+  m.declareController("b");
+  m.recordControllerRun("a", false, 0.01);
+  m.recordControllerRun("b", false, 0.01);
+  EXPECT_EQ(value("cilium_controllers_failing", {}), 2);
+  m.recordControllerRun("a", true, 0.02);  // a recovered: only b is failing
+  EXPECT_EQ(value("cilium_controllers_failing", {}), 1);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "success"}}), 1);
+  EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "failure"}}), 2);
+  EXPECT_EQ(value("cilium_controllers_runs_duration_seconds_count", {{"status", "failure"}}), 2);
+
+  m.observeApiCall("/v1/endpoint/1204", "GET", 404, 0.002);
+  m.observeApiCall("/v1/endpoint", "GET", 404, 0.002);
+  m.observeApiCall("/v1/policy/wait", "GET", 200, 0.002);
+  EXPECT_EQ(value("cilium_agent_api_process_time_seconds_count",
+                  {{"path", "/v1/endpoint"}, {"method", "GET"}, {"return_code", "404"}}),
+            2);
+  EXPECT_EQ(value("cilium_agent_api_process_time_seconds_count",
+                  {{"path", "/v1/policy"}, {"method", "GET"}, {"return_code", "200"}}),
+            1);
+  EXPECT_EQ(apiShortPath("/v1/endpoint/1204/config"), "/v1/endpoint");
+  EXPECT_EQ(apiShortPath("/v1/healthz"), "/v1/healthz");
+  EXPECT_EQ(apiShortPath("/"), "/");
+
+  m.recordLogLine("warning", "daemon");
+  m.recordLogLine("warning", "daemon");
+  m.recordLogLine("error", "daemon");
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 2);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 1);
+
+  m.setBootstrapSeconds("overall", true, 1.5);
+  m.setBootstrapSeconds("bpfBase", true, 0.25);
+  EXPECT_EQ(value("cilium_agent_bootstrap_seconds", {{"scope", "overall"}, {"outcome", "success"}}), 1.5);
+  EXPECT_EQ(value("cilium_agent_bootstrap_seconds", {{"scope", "bpfBase"}, {"outcome", "success"}}), 0.25);
+
+  m.setIpv4Addresses(4, 254);
+  EXPECT_EQ(value("cilium_ip_addresses", {{"family", "ipv4"}}), 4);
+  EXPECT_EQ(value("cilium_ipam_capacity", {{"family", "ipv4"}}), 254);
+  m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 9}});
+  m.setIdentityLabelSources({{"k8s", 2}, {"cidr", 1}});  // a snapshot: reserved back to 0
+  EXPECT_EQ(value("cilium_identity_label_sources", {{"source", "k8s"}}), 2);
+  EXPECT_EQ(value("cilium_identity_label_sources", {{"source", "cidr"}}), 1);
+  EXPECT_EQ(value("cilium_identity_label_sources", {{"source", "reserved"}}), 0);
 }
 
 TEST(AgentMetrics, HistogramFlattensToBucketSumCount) {
@@ -302,6 +400,19 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
   m.registerDatapathSource([] { return Result<std::vector<DatapathCounter>>(fakeRows()); });
   m.registerMapPressureSource(
       [] { return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2}}); });
+  m.setBootstrapSeconds("overall", true, 0.4);
+  m.observeApiCall("/v1/endpoint/12", "GET", 200, 0.001);
+  m.recordLogLine("warning", "daemon");
+  m.declareController("ct-map-gc");
+  m.recordControllerRun("ct-map-gc", false, 0.2);
+  m.setIpv4Addresses(4, 254);
+  m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 8}});
+  m.setNodes(1);
+  m.recordNodeEvent("update", "local");
+  m.registerBpfMemorySource([] { return Result<std::vector<BpfMemory>>(std::vector<BpfMemory>{{4096, 8192}}); });
+  m.registerMapPressureSource([] {
+    return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2, 16384}});
+  });
 
   const std::string text = m.renderText();
   for (const char* name :
@@ -315,7 +426,12 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
         "cilium_drop_bytes_total", "cilium_forward_count_total", "cilium_forward_bytes_total",
         "cilium_bpf_map_pressure", "cilium_process_cpu_seconds_total", "cilium_process_open_fds",
         "cilium_process_max_fds", "cilium_process_resident_memory_bytes",
-        "cilium_process_virtual_memory_bytes", "cilium_process_start_time_seconds"})
+        "cilium_process_virtual_memory_bytes", "cilium_process_start_time_seconds", "cilium_agent_bootstrap_seconds{",
+        "cilium_agent_api_process_time_seconds_bucket{", "cilium_errors_warnings_total{", "cilium_controllers_runs_total{",
+        "cilium_controllers_runs_duration_seconds_bucket{", "cilium_controllers_failing ", "cilium_ip_addresses{",
+        "cilium_ipam_capacity{", "cilium_identity_label_sources{", "cilium_nodes_all_num ",
+        "cilium_nodes_all_events_received_total{", "cilium_bpf_maps_virtual_memory_max_bytes ",
+        "cilium_bpf_progs_virtual_memory_max_bytes ", "cilium_bpf_map_capacity{"})
     EXPECT_THAT(text, testing::HasSubstr(std::string("\n") + name)) << name;
 
   // promtool exits 1 when it cannot parse the input and 3 when it has lint
@@ -344,6 +460,39 @@ TEST(Promtool, ShippedScrapeConfigIsValid) {
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
   EXPECT_THAT(out, testing::HasSubstr("SUCCESS"));
+}
+
+// --metrics-legacy-names: the Cilium <= 1.4 names dashboard 6658 queries,
+// copies of the modern series, clean for promtool; absent by default.
+TEST(AgentMetrics, LegacyNamesAreCopiesBehindTheFlag) {
+  AgentMetrics m;
+  m.setPolicyCount(5);
+  m.recordPolicyChange(false);
+  m.recordEndpointRegeneration(true);
+  m.recordEndpointRegeneration(false);
+  m.recordEndpointRegeneration(true);
+  m.setIdentities({{"cluster_local", 3}, {"node_local", 2}});
+  for (const char* legacy : {"cilium_policy_count", "cilium_policy_import_errors", "cilium_endpoint_regenerations",
+                             "cilium_identity_count"}) {
+    for (const auto& s : m.samples()) EXPECT_NE(s.name, legacy) << "exported without the flag";
+  }
+  m.setLegacyNames(true);
+  auto all = m.samples();
+  auto value = [&](const std::string& name, const Labels& l) {
+    const Sample* s = find(all, name, l);
+    return s ? s->value : -1;
+  };
+  EXPECT_EQ(value("cilium_policy_count", {}), 5);
+  EXPECT_EQ(value("cilium_policy_import_errors", {}), 1);
+  EXPECT_EQ(value("cilium_endpoint_regenerations", {{"outcome", "success"}}), 2);
+  EXPECT_EQ(value("cilium_endpoint_regenerations", {{"outcome", "fail"}}), 1);
+  EXPECT_EQ(value("cilium_identity_count", {}), 5);
+  EXPECT_EQ(value("cilium_policy", {}), 5);  // the modern series stay
+  const std::string text = m.renderText();
+  EXPECT_THAT(text, testing::HasSubstr("# TYPE cilium_policy_import_errors untyped\ncilium_policy_import_errors 1\n"));
+  auto [rc, out] = promtoolCheckMetrics(text);
+  EXPECT_EQ(out, "") << text;
+  EXPECT_EQ(rc, 0) << out;
 }
 
 TEST(Promtool, TheCheckIsRealBrokenTextFails) {

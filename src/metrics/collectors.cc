@@ -109,7 +109,25 @@ std::vector<MetricFamily> mapPressureFamilies(const std::vector<MapPressure>& ro
                  MetricType::Gauge, {}};
   for (const auto& [name, ratio] : by_name) f.metric.push_back(gaugeMetric({label("map_name", name)}, ratio));
   if (f.metric.empty()) return {};
-  return {std::move(f)};
+  std::vector<MetricFamily> out{std::move(f)};
+  // Cilium: "Map types with size of 65536 are not emitted, missing map types can be assumed to be 65536".
+  std::map<std::string, uint64_t> capacity;
+  for (const auto& r : rows)
+    if (r.max_entries != 0 && r.max_entries != 65536) capacity[r.map_name] = r.max_entries;
+  MetricFamily c{"cilium_bpf_map_capacity",
+                 "Capacity of map, tagged by map group. All maps with a capacity of 65536 are grouped under 'default'",
+                 MetricType::Gauge, {}};
+  for (const auto& [name, n] : capacity) c.metric.push_back(gaugeMetric({label("map_group", name)}, static_cast<double>(n)));
+  if (!c.metric.empty()) out.push_back(std::move(c));
+  return out;
+}
+
+std::vector<MetricFamily> bpfMemoryFamilies(const BpfMemory& m) {
+  return {MetricFamily{"cilium_bpf_maps_virtual_memory_max_bytes", "BPF maps kernel max memory usage size in bytes.",
+                       MetricType::Gauge, {gaugeMetric({}, static_cast<double>(m.maps_bytes))}},
+          MetricFamily{"cilium_bpf_progs_virtual_memory_max_bytes",
+                       "BPF programs kernel max memory usage size in bytes.", MetricType::Gauge,
+                       {gaugeMetric({}, static_cast<double>(m.progs_bytes))}}};
 }
 
 std::vector<MetricFamily> mapOpsFamilies(const std::vector<MapOps>& rows) {

@@ -24,6 +24,8 @@ std::vector<prometheus::MetricFamily> datapathFamilies(const std::vector<Datapat
 
 // cilium_bpf_map_pressure{map_name}; a name given twice keeps the last ratio.
 std::vector<prometheus::MetricFamily> mapPressureFamilies(const std::vector<MapPressure>& rows);
+// cilium_bpf_maps_virtual_memory_max_bytes, cilium_bpf_progs_virtual_memory_max_bytes.
+std::vector<prometheus::MetricFamily> bpfMemoryFamilies(const BpfMemory& m);
 
 // cilium_bpf_map_ops_total{map_name,operation,outcome}; rows with the same
 // labels are summed.

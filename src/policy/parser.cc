@@ -225,6 +225,23 @@ class Parser {
       return;
     }
     if (!metadata(meta_it->second.value, join(path, "metadata"), namespaced, p)) return;
+    // One policy defined twice in one input. kubectl would apply both, the
+    // last winning; that silently drops the first definition's rules, and a
+    // dropped deny rule lets traffic through, so it is refused with both
+    // places instead.
+    {
+      const YAML::Node name_node = meta_it->second.value["name"];
+      const YAML::Mark m = name_node.Mark();
+      const std::string where = fmt::format("{}:{}:{}", file_, m.line + 1, m.column + 1);
+      auto [first, fresh] = defined_at_.try_emplace(fmt::format("{}/{}", *kind_s, p.displayName()), where);
+      if (!fresh) {
+        error(name_node, join(path, "metadata.name"),
+              fmt::format("{} {} is defined twice (first at {}): kubectl would keep only the last definition, which "
+                          "silently drops the rules of the other; merge the two or rename one",
+                          *kind_s, p.displayName(), first->second));
+        return;
+      }
+    }
 
     if (kind == Kind::NetworkPolicy) {
       if (f->count("specs")) error(f->at("specs").key, join(path, "specs"), "NetworkPolicy has no 'specs'; use 'spec'");
@@ -1233,6 +1250,7 @@ class Parser {
   std::string file_;
   std::vector<Diagnostic> diags_;
   std::vector<Policy> policies_;
+  std::map<std::string, std::string> defined_at_;  // "Kind/ns/name" -> "file:line:col" of its metadata.name
 };
 
 // Offset of the first byte that is not part of valid UTF-8 (YAML and JSON

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include "membrane/policy.h"
 #include "membrane/policy_json.h"
 #include "src/policy/test_util.h"
@@ -126,13 +128,33 @@ TEST(PolicyParser, MultiDocumentJsonAndList) {
   EXPECT_EQ(j.policies[0].namespace_name, "ns1");
   EXPECT_EQ(j.policies[0].rules[0].ingress[0].to_ports[0].ports, (std::vector<PortProtocol>{{53, 0, Protocol::Any, ""}}));
 
-  auto arr = parsePolicies(std::string("[") + json + "," + json + "]", "a.json");
+  std::string json2 = std::regex_replace(std::string(json), std::regex("\"name\": \"j\""), "\"name\": \"j2\"");
+  auto arr = parsePolicies(std::string("[") + json + "," + json2 + "]", "a.json");
   ASSERT_TRUE(arr.ok()) << allDiagnostics(arr);
   EXPECT_EQ(arr.policies.size(), 2u);
 
   auto list = parsePolicies(std::string(R"({"apiVersion": "v1", "kind": "List", "items": [)") + json + "]}", "l.json");
   ASSERT_TRUE(list.ok()) << allDiagnostics(list);
   EXPECT_EQ(list.policies.size(), 1u);
+}
+
+// One policy defined twice in one input (issue 12). kubectl would keep the
+// last definition; that drops the first one's rules without a word (a dropped
+// deny rule fails open), so it is refused, naming both places.
+TEST(PolicyParser, PolicyDefinedTwiceIsRefusedWithBothPlaces) {
+  const std::string deny = std::string(kHeader) + "  ingressDeny:\n  - fromEntities: [world]\n";
+  EXPECT_EQ(oneError(deny + "---\n" + kHeader),
+            "p.yaml:13:9: metadata.name: CiliumNetworkPolicy p is defined twice (first at p.yaml:4:9): kubectl would "
+            "keep only the last definition, which silently drops the rules of the other; merge the two or rename one");
+  // Same name, other kind or other namespace: different policies.
+  auto kinds = parsePolicies(std::string(kHeader) + "---\n" +
+                                 "apiVersion: cilium.io/v2\nkind: CiliumClusterwideNetworkPolicy\nmetadata:\n  name: p\n"
+                                 "spec:\n  endpointSelector: {}\n---\n" +
+                                 "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: p\n"
+                                 "  namespace: other\nspec:\n  endpointSelector: {}\n",
+                             "k.yaml");
+  ASSERT_TRUE(kinds.ok()) << allDiagnostics(kinds);
+  EXPECT_EQ(kinds.policies.size(), 3u);
 }
 
 // `membrane policy import` of a YAML stream of JSON objects (issue 10): every

@@ -58,11 +58,13 @@ TEST_F(StarWarsTrace, XwingDeniedByDefaultDeny) {
 
   const std::string text = formatTrace(r);
   const std::string xw = "[k8s:class=xwing k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default "
-                         "k8s:io.cilium.k8s.policy.cluster=default k8s:io.kubernetes.pod.namespace=default "
+                         "k8s:io.cilium.k8s.policy.cluster=default k8s:io.cilium.k8s.policy.serviceaccount=default "
+                         "k8s:io.kubernetes.pod.namespace=default "
                          "k8s:org=alliance]";
   const std::string want_ingress =
       "Resolving ingress policy for [k8s:class=deathstar "
       "k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default k8s:io.cilium.k8s.policy.cluster=default "
+      "k8s:io.cilium.k8s.policy.serviceaccount=default "
       "k8s:io.kubernetes.pod.namespace=default k8s:org=empire]\n"
       "* Rule {\"matchLabels\":{\"any:class\":\"deathstar\",\"any:org\":\"empire\","
       "\"k8s:io.kubernetes.pod.namespace\":\"default\"}} (CiliumNetworkPolicy default/rule1): selected\n"

@@ -372,7 +372,8 @@ Result<std::vector<std::string>> Controller::remove(const Manifests& m) {
     auto it = services_.find(key(s.meta.ns, s.meta.name));
     if (it == services_.end()) continue;
     for (const auto& [pp, be] : it->second.synced)
-      dp_.deleteService(htonl(it->second.cluster_ip), pp.first, pp.second).ok();
+      if (dp_.deleteService(htonl(it->second.cluster_ip), pp.first, pp.second).ok() && cfg_.on_service_event)
+        cfg_.on_service_event("delete");
     services_.erase(it);
     out.push_back(fmt::format("service \"{}\" deleted", s.meta.name));
   }
@@ -416,7 +417,11 @@ Status Controller::createInstance(Instance inst) {
   // containers[].ports with a name are the pod's named ports (NetworkPolicy `port: http`).
   auto named = endpoint::parseNamedPorts(namedPorts(inst.spec));
   if (!named) return named.error().wrap(fmt::format("pod {}/{}: containers[].ports", inst.ns, inst.name));
-  auto ep = eps_.create(inst.name, inst.ns, toLabelSet(inst.labels), *named);
+  // The service account is derived from the spec, never from metadata.labels
+  // (a pod must not claim another account's identity by a label).
+  labels::LabelSet user = toLabelSet(inst.labels);
+  user.add(labels::kSourceK8s, labels::kPolicyServiceAccountLabel, inst.spec.service_account);
+  auto ep = eps_.create(inst.name, inst.ns, user, *named);
   if (!ep) return ep.error().wrap(fmt::format("pod {}/{}", inst.ns, inst.name));
   inst.endpoint_id = ep->id;
   inst.ip = ep->ipv4;
@@ -668,13 +673,15 @@ void Controller::syncServices() {
       if (cur == s.synced.end() || cur->second != be)
         spdlog::info("service {} {}:{}: {} backends", k, ipv4HostOrderToString(s.cluster_ip), pp.first, be.size());
       s.synced[pp] = be;
+      if (cfg_.on_service_event) cfg_.on_service_event("update");
     }
     for (auto it = s.synced.begin(); it != s.synced.end();) {
       if (want.count(it->first)) {
         ++it;
         continue;
       }
-      dp_.deleteService(htonl(s.cluster_ip), it->first.first, it->first.second).ok();
+      if (dp_.deleteService(htonl(s.cluster_ip), it->first.first, it->first.second).ok() && cfg_.on_service_event)
+        cfg_.on_service_event("delete");
       it = s.synced.erase(it);
     }
     s.fresh = false;

@@ -24,7 +24,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,9 @@ struct ControllerConfig {
   std::string state_dir;
   endpoint::Cidr4 service_cidr;
   std::string deathstar_script;  // the bundled cilium/starwars server
+  // Called for every service frontend written to the datapath ("update") or
+  // removed from it ("delete"): cilium_services_events_total{action}. May be empty.
+  std::function<void(std::string_view action)> on_service_event;
 };
 
 // The command a container runs: its command+args, or a built-in image's.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "membrane/identity.h"
@@ -65,7 +66,8 @@ class ControllerFakeTest : public ::testing::Test {
     mgr_ = std::make_unique<endpoint::Manager>(mc, fdp_, fnet_, ids_, repo_, metrics_);
     auto st = mgr_->init();
     ASSERT_TRUE(st.ok()) << st.error().message;
-    ControllerConfig cc{dir_, endpoint::Cidr4::parse("10.97.0.0/24").value(), ""};
+    ControllerConfig cc{dir_, endpoint::Cidr4::parse("10.97.0.0/24").value(), "",
+                        [this](std::string_view action) { service_events_[std::string(action)]++; }};
     wl_ = std::make_unique<Controller>(cc, *mgr_, fdp_, fnet_, fprocs_);
     st = wl_->init();
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -94,6 +96,7 @@ class ControllerFakeTest : public ::testing::Test {
   metrics::AgentMetrics metrics_;
   std::unique_ptr<endpoint::Manager> mgr_;
   std::unique_ptr<Controller> wl_;
+  std::map<std::string, int> service_events_;  // cilium_services_events_total{action}
 };
 
 TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
@@ -110,8 +113,12 @@ TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
   // A backend once it listens on its port (readiness).
   ASSERT_EQ(maps_.state().services.size(), 1u);
   EXPECT_EQ(maps_.state().services.begin()->second.backends.size(), 0u);
+  EXPECT_EQ(service_events_, (std::map<std::string, int>{{"update", 1}}));  // the frontend, no backend yet
+  wl_->tick();
+  EXPECT_EQ(service_events_, (std::map<std::string, int>{{"update", 1}}));  // nothing changed: nothing written
   procs_.listen(pid, 80);
   wl_->tick();
+  EXPECT_EQ(service_events_, (std::map<std::string, int>{{"update", 2}}));  // the backend
   ASSERT_EQ(maps_.state().services.size(), 1u);
   const auto& [svc, backends] = *maps_.state().services.begin();
   EXPECT_EQ(std::get<1>(svc), 80);
@@ -127,6 +134,7 @@ TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
   EXPECT_EQ(mgr_->list().size(), 0u);
   EXPECT_EQ(net_.state().pods.size(), 0u);
   EXPECT_EQ(maps_.state().services.size(), 0u);
+  EXPECT_EQ(service_events_, (std::map<std::string, int>{{"update", 2}, {"delete", 1}}));
 }
 
 TEST_F(ControllerFakeTest, SpawnFailureLeavesNoProcess) {

@@ -143,6 +143,8 @@ class Parser {
     auto name = str(it->second.value, join(path, "name"));
     if (!name || !dnsName(it->second.value, join(path, "name"), *name)) return false;
     m.name = *name;
+    m.line = it->second.value.Mark().line + 1;
+    m.column = it->second.value.Mark().column + 1;
     m.ns = namespaced ? default_ns_ : "";
     if (auto ns = f->find("namespace"); ns != f->end()) {
       if (!namespaced) {
@@ -255,9 +257,9 @@ class Parser {
 
   bool podSpec(const YAML::Node& n, const std::string& path, PodSpec& s) {
     auto f = fields(n, path,
-                    {{"containers", "restartPolicy"},
-                     {"terminationGracePeriodSeconds", "nodeSelector", "tolerations", "affinity",
-                      "serviceAccountName", "dnsPolicy", "schedulerName", "securityContext"}});
+                    {{"containers", "restartPolicy", "serviceAccountName", "serviceAccount"},
+                     {"terminationGracePeriodSeconds", "nodeSelector", "tolerations", "affinity", "dnsPolicy",
+                      "schedulerName", "securityContext", "automountServiceAccountToken"}});
     if (!f) return false;
     auto it = f->find("containers");
     if (it == f->end()) {
@@ -284,7 +286,27 @@ class Parser {
       }
       s.restart_policy = *v;
     }
+    // serviceAccount is the deprecated alias; serviceAccountName wins when both are set (as in Kubernetes).
+    for (const char* key : {"serviceAccount", "serviceAccountName"}) {
+      auto sa = f->find(key);
+      if (sa == f->end()) continue;
+      auto v = str(sa->second.value, join(path, key));
+      if (!v || !serviceAccountName(sa->second.value, join(path, key), *v)) return false;
+      s.service_account = *v;
+    }
     return true;
+  }
+
+  // A DNS-1123 subdomain that is also a label value (the pod's
+  // io.cilium.k8s.policy.serviceaccount label): at most 63 characters.
+  bool serviceAccountName(const YAML::Node& n, const std::string& path, const std::string& v) {
+    bool ok = !v.empty() && v.size() <= 63 && std::isalnum(static_cast<unsigned char>(v.front())) &&
+              std::isalnum(static_cast<unsigned char>(v.back()));
+    for (char c : v) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.');
+    if (!ok)
+      error(n, path, fmt::format("'{}' is not a valid service account name (lowercase letters, digits, '-' and '.', "
+                                 "starting and ending with a letter or digit, at most 63 characters)", v));
+    return ok;
   }
 
   void object(const YAML::Node& n, const std::string& path) {
@@ -609,11 +631,18 @@ ManifestResult parseManifests(std::string_view text, const std::string& filename
       r.manifests.policies.push_back({std::string(policy::kindName(pol.kind)), pol.name, pol.namespace_name});
     r.manifests.policy_text = import_text;
   }
-  // Two objects of one kind with one name: the later would silently win.
-  std::set<std::string> seen;
+  // Two objects of one kind with one name. kubectl applies both (the last
+  // wins); membrane refuses, naming both places, as for policies: the first
+  // definition would be dropped without a word.
+  std::map<std::string, const Meta*> seen;
   auto dup = [&](const std::string& kind, const Meta& m) {
-    if (!seen.insert(kind + "/" + m.ns + "/" + m.name).second)
-      p.diags.push_back(Diagnostic{filename, 0, 0, "", fmt::format("{} {}/{} is defined twice", kind, m.ns, m.name)});
+    auto [first, fresh] = seen.try_emplace(kind + "/" + m.ns + "/" + m.name, &m);
+    if (!fresh)
+      p.diags.push_back(Diagnostic{filename, m.line, m.column, "metadata.name",
+                                   fmt::format("{} {} is defined twice (first at {}:{}:{}): kubectl would keep only "
+                                               "the last definition; merge the two or rename one",
+                                               kind, m.ns.empty() ? m.name : m.ns + "/" + m.name, filename,
+                                               first->second->line, first->second->column)});
   };
   for (const auto& o : p.out.namespaces) dup("Namespace", o.meta);
   for (const auto& o : p.out.pods) dup("Pod", o.meta);
@@ -643,7 +672,7 @@ void to_json(nlohmann::json& j, const Container& v) {
   j = {{"name", v.name}, {"image", v.image}, {"command", v.command}, {"args", v.args}, {"env", v.env}, {"ports", v.ports}};
 }
 void to_json(nlohmann::json& j, const PodSpec& v) {
-  j = {{"containers", v.containers}, {"restartPolicy", v.restart_policy}};
+  j = {{"containers", v.containers}, {"restartPolicy", v.restart_policy}, {"serviceAccountName", v.service_account}};
 }
 void to_json(nlohmann::json& j, const Meta& v) {
   j = {{"name", v.name}, {"namespace", v.ns}, {"labels", v.labels}, {"source", v.source}};
@@ -741,6 +770,7 @@ Result<PodSpec> podSpecFromJson(const json& j, const std::string& path) {
   PodSpec v;
   MB_ASSIGN(v.containers, listField<Container>(j, path, "containers", containerFromJson));
   MB_ASSIGN(v.restart_policy, st::field<std::string>(j, path, "restartPolicy", "Always"));
+  MB_ASSIGN(v.service_account, st::field<std::string>(j, path, "serviceAccountName", "default"));
   return v;
 }
 

@@ -34,6 +34,7 @@ struct Meta {
   std::string ns;  // "" for cluster-scoped kinds (Namespace); defaults to "default" otherwise
   Labels labels;
   std::string source;  // file name the object came from
+  int line = 0, column = 0;  // of metadata.name in source (1-based; 0 = unknown, e.g. from the state file)
 };
 
 struct ContainerPort {
@@ -58,6 +59,9 @@ struct Container {
 struct PodSpec {
   std::vector<Container> containers;  // exactly one is supported
   std::string restart_policy = "Always";  // Always | OnFailure | Never
+  // spec.serviceAccountName (or the deprecated spec.serviceAccount); the pod
+  // carries it as k8s:io.cilium.k8s.policy.serviceaccount, as on Cilium.
+  std::string service_account = "default";
 };
 
 struct PodObject {

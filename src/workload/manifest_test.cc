@@ -6,6 +6,9 @@
 #include <fstream>
 #include <sstream>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 namespace membrane::workload {
 namespace {
 
@@ -38,6 +41,74 @@ TEST(Manifest, StarWarsApp) {
   EXPECT_EQ(m.pods[1].meta.name, "xwing");
   EXPECT_EQ(m.pods[1].spec.restart_policy, "Always");
   EXPECT_TRUE(m.policies.empty());
+}
+
+// Cilium's service-account policies select the pod's account
+// (spec.serviceAccountName, or the deprecated spec.serviceAccount; Kubernetes
+// defaults it to "default"): parsed, validated with a location, persisted.
+TEST(Manifest, ServiceAccountName) {
+  const std::string pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{}"
+                          "  containers:\n  - name: c\n    image: tgraf/netperf\n";
+  auto none = parseManifests(fmt::format(fmt::runtime(pod), ""), "p.yaml");
+  ASSERT_TRUE(none.ok()) << firstError(none);
+  EXPECT_EQ(none.manifests.pods.at(0).spec.service_account, "default");
+  auto named = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: r2.d2-unit\n"), "p.yaml");
+  ASSERT_TRUE(named.ok()) << firstError(named);
+  EXPECT_EQ(named.manifests.pods.at(0).spec.service_account, "r2.d2-unit");
+  auto alias = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccount: old\n"), "p.yaml");
+  ASSERT_TRUE(alias.ok()) << firstError(alias);
+  EXPECT_EQ(alias.manifests.pods.at(0).spec.service_account, "old");
+  // Both: serviceAccountName wins, whatever the order (as in Kubernetes).
+  auto both = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: new\n  serviceAccount: old\n"), "p.yaml");
+  ASSERT_TRUE(both.ok()) << firstError(both);
+  EXPECT_EQ(both.manifests.pods.at(0).spec.service_account, "new");
+
+  auto bad = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: Vader\n"), "p.yaml");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_EQ(firstError(bad),
+            "p.yaml:6:23: spec.serviceAccountName: 'Vader' is not a valid service account name (lowercase letters, "
+            "digits, '-' and '.', starting and ending with a letter or digit, at most 63 characters)");
+  auto list = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: [a]\n"), "p.yaml");
+  EXPECT_EQ(firstError(list), "p.yaml:6:23: spec.serviceAccountName: expected a string, got a list");
+  auto tooLong = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: " + std::string(64, 'a') + "\n"), "p.yaml");
+  EXPECT_FALSE(tooLong.ok());
+
+  // The state file keeps it; a state written before it existed reads "default".
+  nlohmann::json j = named.manifests.pods.at(0);
+  auto back = podFromJson(j, "pods[0]");
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->spec.service_account, "r2.d2-unit");
+  j["spec"].erase("serviceAccountName");
+  auto old_state = podFromJson(j, "pods[0]");
+  ASSERT_TRUE(old_state.ok()) << old_state.error().message;
+  EXPECT_EQ(old_state->spec.service_account, "default");
+  j["spec"]["serviceAccountName"] = 7;
+  EXPECT_FALSE(podFromJson(j, "pods[0]").ok());
+}
+
+// The same object twice in one file (issue 12): kubectl keeps the last;
+// membrane refuses and names both places (the first would be dropped unseen).
+TEST(Manifest, ObjectDefinedTwiceIsRefusedWithBothPlaces) {
+  const std::string pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n"
+                          "  containers:\n  - name: c\n    image: tgraf/netperf\n";
+  auto r = parseManifests(pod + "---\n" + pod, "twice.yaml");
+  EXPECT_FALSE(r.ok());
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_EQ(firstError(r),
+            "twice.yaml:13:9: metadata.name: Pod default/p is defined twice (first at twice.yaml:4:9): kubectl would "
+            "keep only the last definition; merge the two or rename one");
+  const std::string ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
+  auto n = parseManifests(ns + "---\n" + ns, "ns.yaml");
+  EXPECT_EQ(firstError(n), "ns.yaml:8:9: metadata.name: Namespace team is defined twice (first at ns.yaml:4:9): "
+                           "kubectl would keep only the last definition; merge the two or rename one");
+  // A policy twice in a manifest file: the policy parser names both places.
+  const std::string cnp = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: rule1\n"
+                          "spec:\n  endpointSelector: {}\n";
+  auto p = parseManifests(cnp + "---\n" + cnp, "rules.yaml");
+  EXPECT_EQ(firstError(p).rfind("rules.yaml:11:9: metadata.name: CiliumNetworkPolicy rule1 is defined twice (first at "
+                                "rules.yaml:4:9)", 0),
+            0u)
+      << firstError(p);
 }
 
 TEST(Manifest, PolicyDocumentsKeepTheirPositions) {

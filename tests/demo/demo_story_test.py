@@ -40,9 +40,11 @@ SOURCE_DIR = os.environ.get(
 BUILD_DIR = os.environ.get("MEMBRANE_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "deploy"))
 import deploy_common as dc  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cilium_dashboards as cd  # noqa: E402
 
 ROUNDS = 3
-POD = "membrane-agent"  # the pod label the demo's scrape config gives the agent
+POD = "cilium-membrane"  # the pod label the demo's scrape config gives the agent
 # A SYN as tc sees it: 14 Ethernet + 20 IPv4 + 40 TCP (MSS, SACK-permitted, timestamps, wscale).
 SYN_BYTES = 74
 
@@ -216,7 +218,7 @@ def checkAgainstAgent(res, metrics_port):
             ("drop_bytes_ingress_policy", "cilium_drop_bytes_total", {"direction": "INGRESS", "reason": "Policy denied"}),
             ("drops_egress_spoofed", "cilium_drop_count_total", {"direction": "EGRESS", "reason": "Invalid source ip"}),
             ("policies", "cilium_policy", {}), ("revision", "cilium_policy_max_revision", {}),
-            ("policy_changes_failed", "cilium_policy_change_total", {"outcome": "failure"}),
+            ("policy_changes_failed", "cilium_policy_change_total", {"outcome": "fail"}),
             ("endpoints", "cilium_endpoint_count", {})):
         v = agentValue(text, name, labels)
         check(v == last[key], f"{key}: Prometheus says {last[key]}, the agent's /metrics says {v}")
@@ -240,6 +242,32 @@ def checkPanelQueries(base, at):
         elif all(v["value"][1] == "NaN" for v in result):
             problems.append(f"{where}: only NaN for {e}")
     return checked
+
+
+def checkCiliumDashboards(base, at):
+    """Cilium's own dashboards, imported unchanged, with their default $pod (cilium.*): every panel
+    whose data a one-node membrane has shows data; every other panel is listed with its reason and
+    has none (tests/demo/cilium_dashboards.py). Returns (panels with data, panels n/a)."""
+    with_data = not_applicable = 0
+    for dashboard, title, selectors, want in cd.PANELS:
+        where = f"Cilium dashboard {dashboard} panel '{title}'"
+        results = []
+        for metric, extra in selectors:
+            e = cd.selectorExpr(dashboard, metric, extra)
+            result, err = query(base, e, at)
+            if err:
+                problems.append(f"{where}: {e}: {err}")
+                result = []
+            results.append((e, result))
+        if want == cd.DATA:
+            with_data += 1
+            for e, result in results:
+                check(bool(result), f"{where}: no data for {e}")
+        elif want != cd.EVENT:
+            not_applicable += 1
+            for e, result in results:
+                check(not result, f"{where}: listed as n/a ({want}) but {e} has data: update cilium_dashboards.py")
+    return with_data, not_applicable
 
 
 def checkConsole(base):
@@ -326,6 +354,9 @@ def checkRun(r, env):
     checkMetrics(res)
     checkAgainstAgent(res, env["MEMBRANE_DEMO_METRICS_PORT"])
     checked = checkPanelQueries(base, res["times"]["l7"])
+    with_data, not_applicable = checkCiliumDashboards(base, res["times"]["l7"])
+    print(f"Cilium's dashboards (Helm agent dashboard and grafana.com 6658, unchanged, $pod=All): "
+          f"{with_data} panels with data, {not_applicable} panels without the data on one node (listed)")
     checkConsole(base)
     checkSnapshots(res, env)
     check("Report: metric changes as Prometheus sees them" in r.stdout and "make demo-stop" in r.stdout

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import deploy_common as dc  # noqa: E402
 from fixture_exporter import FixtureExporter  # noqa: E402
 
-POD = "membrane-agent"
+POD = "cilium-membrane"
 
 
 def query(base, expr):

@@ -157,7 +157,12 @@ def checkKubernetes(problems):
         problems.append("membraned container does not declare port 9962")
 
     rules = job.get("relabel_configs", [])
-    agent = discoveredTargets("membrane-x7k2p", ds["metadata"]["namespace"], "node-1", "192.0.2.10",
+    # The DaemonSet's pods are named <name>-<hash>: Cilium's dashboards select pod=~"$pod" whose
+    # "All" value is cilium.*, so the name must start with "cilium".
+    pod_name = ds["metadata"]["name"] + "-x7k2p"
+    if not re.fullmatch(r"cilium.*", pod_name):
+        problems.append(f"agent pods are named {pod_name}: Cilium's dashboards (pod=~\"cilium.*\") miss them")
+    agent = discoveredTargets(pod_name, ds["metadata"]["namespace"], "node-1", "192.0.2.10",
                               meta["labels"], ann, ports)
     kept = [t for t in (relabel(t, rules) for t in agent) if t is not None]
     if len(kept) != 1:
@@ -165,7 +170,7 @@ def checkKubernetes(problems):
     else:
         t = kept[0]
         want = {"__address__": "192.0.2.10:9962", "__metrics_path__": "/metrics", "k8s_app": "cilium",
-                "pod": "membrane-x7k2p", "kubernetes_pod_name": "membrane-x7k2p",
+                "pod": pod_name, "kubernetes_pod_name": pod_name,
                 "namespace": "kube-system", "kubernetes_namespace": "kube-system", "node": "node-1",
                 "instance": "192.0.2.10:9962"}
         for k, v in want.items():

@@ -46,11 +46,17 @@ KNOWN_METRICS = {
     "cilium_policy_l7_total", "cilium_policy_l7_received_total", "cilium_policy_l7_forwarded_total",
     "cilium_policy_l7_denied_total", "cilium_policy_l7_parse_errors_total",
     "cilium_proxy_redirects", "cilium_proxy_upstream_reply_seconds", "cilium_policy_implementation_delay",
+    "cilium_identity_label_sources", "cilium_agent_bootstrap_seconds", "cilium_agent_api_process_time_seconds",
+    "cilium_errors_warnings_total", "cilium_controllers_runs_total", "cilium_controllers_runs_duration_seconds",
+    "cilium_controllers_failing", "cilium_ip_addresses", "cilium_ipam_capacity", "cilium_nodes_all_num",
+    "cilium_nodes_all_events_received_total", "cilium_bpf_map_capacity", "cilium_bpf_maps_virtual_memory_max_bytes",
+    "cilium_bpf_progs_virtual_memory_max_bytes", "cilium_services_events_total",
 }
 HISTOGRAMS = {"cilium_endpoint_regeneration_time_stats_seconds",
               "cilium_datapath_conntrack_gc_duration_seconds",
               "cilium_node_health_connectivity_latency_seconds", "cilium_proxy_upstream_reply_seconds",
-              "cilium_policy_implementation_delay"}
+              "cilium_policy_implementation_delay", "cilium_agent_api_process_time_seconds",
+              "cilium_controllers_runs_duration_seconds"}
 
 
 def metricNames(expr):

@@ -61,7 +61,7 @@ def exposition(n):
     family("cilium_policy", "gauge", "Policies", [((), 3)])
     family("cilium_policy_max_revision", "gauge", "Policy revision", [((), 4)])
     family("cilium_policy_change_total", "counter", "Policy changes",
-           [((("outcome", "success"),), 3 + n), ((("outcome", "failure"),), 1)])
+           [((("outcome", "success"),), 3 + n), ((("outcome", "fail"),), 1)])
     family("cilium_policy_import_errors_total", "counter", "Policy import errors", [((), 1)])
     modes = ["none", "ingress", "egress", "both", "audit-ingress", "audit-egress", "audit-both"]
     family("cilium_policy_endpoint_enforcement_status", "gauge", "Enforcement",

@@ -263,7 +263,8 @@ TEST_F(L7, MonitorShowsRequestAndResponseLines) {
   auto labels = [&](const std::string& cls) {
     return fmt::format(
         "[k8s:class={0} k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name={1} "
-        "k8s:io.cilium.k8s.policy.cluster=default k8s:io.kubernetes.pod.namespace={1} k8s:org=empire]",
+        "k8s:io.cilium.k8s.policy.cluster=default k8s:io.cilium.k8s.policy.serviceaccount=default "
+        "k8s:io.kubernetes.pod.namespace={1} k8s:org=empire]",
         cls, ns_);
   };
   std::string from = fmt::format("{} ({})", tiefighter_.id, labels("tiefighter"));

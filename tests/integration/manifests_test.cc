@@ -355,6 +355,72 @@ TEST_F(ManifestsTest, NamespaceLabelsSurviveRestartAndCleanup) {
 namespace membrane::testing {
 namespace {
 
+// Issue 12: Cilium's service-account policies (9 of the policy files in
+// Cilium's repository select io.cilium.k8s.policy.serviceaccount). Pods carry
+// it from spec.serviceAccountName ("default" when absent; a metadata label
+// cannot fake it), so a deny rule on an account denies, with an exact count,
+// instead of selecting nothing and failing open.
+TEST_F(ManifestsTest, ServiceAccountPolicyDeniesByAccountWithExactDropCount) {
+  startAgent();
+  const std::string pod =
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {0}\n  labels: {{{1}}}\nspec:\n{2}"
+      "  containers:\n  - name: c\n    image: tgraf/netperf\n";
+  std::string path = writeFile(
+      "sa-pods.yaml",
+      fmt::format(fmt::runtime(pod), "target", "app: target", "  serviceAccountName: deathstar\n") + "---\n" +
+          fmt::format(fmt::runtime(pod), "rebel", "app: client", "  serviceAccount: rebels\n") + "---\n" +
+          // Claims the rebels' account by a label: the spec's account wins.
+          fmt::format(fmt::runtime(pod), "trooper", "'io.cilium.k8s.policy.serviceaccount': rebels", ""));
+  auto r = cli({"apply", "-n", ns_, "-f", path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(waitPodsReady(3));
+  auto labelsOf = [&](const std::string& name) {
+    auto g = cli({"endpoint", "get", name, "-n", ns_, "-o", "json"});
+    json j = json::parse(g.out, nullptr, false);
+    if (j.is_array() && !j.empty()) j = j[0];
+    return j.is_object() ? j.value("labels", json::array()).dump() : g.out + g.err;
+  };
+  EXPECT_NE(labelsOf("target").find("k8s:io.cilium.k8s.policy.serviceaccount=deathstar"), std::string::npos)
+      << labelsOf("target");
+  EXPECT_NE(labelsOf("rebel").find("k8s:io.cilium.k8s.policy.serviceaccount=rebels"), std::string::npos)
+      << labelsOf("rebel");
+  EXPECT_NE(labelsOf("trooper").find("k8s:io.cilium.k8s.policy.serviceaccount=default"), std::string::npos)
+      << labelsOf("trooper");
+
+  // Everything in the namespace may reach the target, except the rebels' account.
+  auto imp = importPolicy(fmt::format(
+      "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: sa-deny\n  namespace: {}\n"
+      "spec:\n  endpointSelector:\n    matchLabels:\n      io.cilium.k8s.policy.serviceaccount: deathstar\n"
+      "  ingress:\n  - fromEndpoints:\n    - {{}}\n"
+      "  ingressDeny:\n  - fromEndpoints:\n    - matchLabels:\n        io.cilium.k8s.policy.serviceaccount: rebels\n",
+      ns_));
+  ASSERT_EQ(imp.exit_code, 0) << imp.out << imp.err;
+  std::string target_ip;
+  for (const auto& p : pods())
+    if (p.value("name", "") == "target") target_ip = p.value("ip", "");
+  ASSERT_FALSE(target_ip.empty()) << pods().dump(1);
+
+  const std::map<std::string, std::string> denied{{"direction", "INGRESS"}, {"reason", "Policy denied by denylist"}};
+  const double before = metric("cilium_drop_count_total", denied);
+  auto ping = execIn("rebel", {"ping", "-c", "4", "-i", "0.2", "-W", "1", target_ip});
+  EXPECT_NE(ping.exit_code, 0) << ping.out;
+  EXPECT_TRUE(waitFor([&] { return metric("cilium_drop_count_total", denied) == before + 4; }, std::chrono::seconds(5)))
+      << metric("cilium_drop_count_total", denied) - before;
+  // The default account (with the faked label) is allowed, and adds no drop.
+  auto ok = execIn("trooper", {"ping", "-c", "2", "-i", "0.2", "-W", "2", target_ip});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  EXPECT_EQ(metric("cilium_drop_count_total", denied), before + 4);
+
+  // A bad account name is refused with its location; nothing is applied.
+  std::string bad = writeFile("bad-sa.yaml", fmt::format(fmt::runtime(pod), "bad", "app: x", "  serviceAccountName: Not_Valid\n"));
+  auto br = cli({"apply", "-n", ns_, "-f", bad});
+  EXPECT_NE(br.exit_code, 0);
+  EXPECT_NE(br.err.find("bad-sa.yaml:7:23: spec.serviceAccountName: 'Not_Valid' is not a valid service account name"),
+            std::string::npos)
+      << br.err;
+  EXPECT_EQ(pods().size(), 3u);
+}
+
 // Issue 10: a slow operation must not make a healthy agent look dead. A pod
 // that ignores SIGTERM keeps `delete pod` busy for 3 s (until SIGKILL); during
 // that time GET /v1/healthz (`membrane status`) still answers within 100 ms.

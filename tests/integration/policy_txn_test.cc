@@ -63,7 +63,7 @@ class PolicyTransaction : public AgentFixture {
     EXPECT_EQ(g.exit_code, 0) << g.err;
     return g.out;
   }
-  double failures() { return metric("cilium_policy_change_total", {{"outcome", "failure"}}); }
+  double failures() { return metric("cilium_policy_change_total", {{"outcome", "fail"}}); }
   std::string stateFile() { return readFileOrEmpty(state_dir_ + "/policy.json"); }
 };
 

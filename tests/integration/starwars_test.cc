@@ -209,6 +209,18 @@ TEST_F(StarWars, L3L4PolicyDropsXwingWithExactCounts) {
   auto check = run({"sh", "-c", "promtool check metrics < " + dir_ + "/metrics.txt"});
   EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
   EXPECT_EQ(metric("cilium_endpoint_count"), 3);
+  // The agent's own health under Cilium's names (issue 12): three pods plus
+  // the router address of a /24; no periodic task failing; one API call
+  // counted per request, by short path and return code.
+  EXPECT_EQ(metric("cilium_ip_addresses", {{"family", "ipv4"}}), 4);
+  EXPECT_EQ(metric("cilium_ipam_capacity", {{"family", "ipv4"}}), 254);
+  EXPECT_EQ(metric("cilium_controllers_failing"), 0);
+  EXPECT_GT(metric("cilium_controllers_runs_total", {{"status", "success"}}), 0);
+  EXPECT_GT(metric("cilium_agent_bootstrap_seconds", {{"scope", "overall"}, {"outcome", "success"}}), 0);
+  const std::map<std::string, std::string> get_ep{{"path", "/v1/endpoint"}, {"method", "GET"}, {"return_code", "200"}};
+  const double calls = metric("cilium_agent_api_process_time_seconds_count", get_ep);
+  ASSERT_EQ(cli({"endpoint", "get", "xwing", "-n", ns_}).exit_code, 0);
+  EXPECT_EQ(metric("cilium_agent_api_process_time_seconds_count", get_ep), calls + 1);
   EXPECT_EQ(metric("cilium_policy_max_revision"), 2);
   EXPECT_EQ(metric("cilium_policy_change_total", {{"outcome", "success"}}), 1);
 
@@ -283,7 +295,7 @@ TEST_F(StarWars, EndpointDeleteRemovesEveryTrace) {
 
 TEST_F(StarWars, BadInputChangesNothing) {
   ASSERT_EQ(importPolicy(withNs(kL3L4Policy, ns_)).exit_code, 0);
-  double failures = metric("cilium_policy_change_total", {{"outcome", "failure"}});
+  double failures = metric("cilium_policy_change_total", {{"outcome", "fail"}});
   // An unknown field: rejected with file, line and field path; the running policy stays.
   std::string bad = withNs(kL3L4Policy, ns_);
   bad = std::regex_replace(bad, std::regex("fromEndpoints"), "fromEndpoint");
@@ -293,7 +305,7 @@ TEST_F(StarWars, BadInputChangesNothing) {
                        "mean 'fromEndpoints'?)"),
             std::string::npos)
       << r.err;
-  EXPECT_EQ(metric("cilium_policy_change_total", {{"outcome", "failure"}}), failures + 1);
+  EXPECT_EQ(metric("cilium_policy_change_total", {{"outcome", "fail"}}), failures + 1);
   EXPECT_EQ(metric("cilium_policy_max_revision"), 2);
   EXPECT_EQ(land("xwing", 2).exit_code, 28);          // still denied
   EXPECT_EQ(land("tiefighter", 5).out, "Ship landed\n");  // still allowed
