@@ -228,7 +228,9 @@ class Parser {
     // One policy defined twice in one input. kubectl would apply both, the
     // last winning; that silently drops the first definition's rules, and a
     // dropped deny rule lets traffic through, so it is refused with both
-    // places instead.
+    // places instead (after the rest of the document is checked too, so
+    // every error shows at once).
+    bool duplicate = false;
     {
       const YAML::Node name_node = meta_it->second.value["name"];
       const YAML::Mark m = name_node.Mark();
@@ -239,7 +241,7 @@ class Parser {
               fmt::format("{} {} is defined twice (first at {}): kubectl would keep only the last definition, which "
                           "silently drops the rules of the other; merge the two or rename one",
                           *kind_s, p.displayName(), first->second));
-        return;
+        duplicate = true;
       }
     }
 
@@ -274,7 +276,7 @@ class Parser {
         }
       }
     }
-    policies_.push_back(std::move(p));
+    if (!duplicate) policies_.push_back(std::move(p));
   }
 
   bool metadata(const YAML::Node& n, const std::string& path, bool namespaced, Policy& p) {

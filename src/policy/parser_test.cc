@@ -144,7 +144,8 @@ TEST(PolicyParser, MultiDocumentJsonAndList) {
 TEST(PolicyParser, PolicyDefinedTwiceIsRefusedWithBothPlaces) {
   const std::string deny = std::string(kHeader) + "  ingressDeny:\n  - fromEntities: [world]\n";
   EXPECT_EQ(oneError(deny + "---\n" + kHeader),
-            "p.yaml:13:9: metadata.name: CiliumNetworkPolicy p is defined twice (first at p.yaml:4:9): kubectl would "
+            "p.yaml:13:9: metadata.name: CiliumNetworkPolicy default/p is defined twice (first at p.yaml:4:9): "
+            "kubectl would "
             "keep only the last definition, which silently drops the rules of the other; merge the two or rename one");
   // Same name, other kind or other namespace: different policies.
   auto kinds = parsePolicies(std::string(kHeader) + "---\n" +
@@ -392,7 +393,8 @@ TEST(PolicyParserDiagnostics, InvalidUtf8) {
 TEST(PolicyParserDiagnostics, AllOrNothingAndEveryError) {
   // A good policy followed by a bad one: nothing is returned, and both errors
   // of the bad document are reported.
-  std::string text = std::string(kHeader) + "---\n" + kHeader + "  ingress:\n  - fromEndpoint: []\n" +
+  const std::string q = std::regex_replace(std::string(kHeader), std::regex("name: p"), "name: q");
+  std::string text = std::string(kHeader) + "---\n" + q + "  ingress:\n  - fromEndpoint: []\n" +
                      "  egress:\n  - toPorts: [{ports: [{port: -1}]}]\n";
   auto r = parsePolicies(text, "p.yaml");
   EXPECT_TRUE(r.policies.empty());

@@ -65,7 +65,10 @@ TEST(Repository, ImportReplaceRemove) {
 
 TEST(Repository, ImportIsAllOrNothing) {
   Repository repo;
-  auto dup = repo.import(parse(cnp("a", "default", "x") + "---\n" + cnp("a", "default", "y")));
+  // Two definitions from two inputs (one input with both is refused by the parser already).
+  auto twice = parse(cnp("a", "default", "x"));
+  for (auto& p : parse(cnp("a", "default", "y"))) twice.push_back(std::move(p));
+  auto dup = repo.import(std::move(twice));
   ASSERT_FALSE(dup.ok());
   EXPECT_EQ(dup.error().message, "import: CiliumNetworkPolicy default/a is given twice");
   EXPECT_TRUE(repo.policies().empty());

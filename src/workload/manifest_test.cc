@@ -99,13 +99,13 @@ TEST(Manifest, ObjectDefinedTwiceIsRefusedWithBothPlaces) {
             "keep only the last definition; merge the two or rename one");
   const std::string ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n";
   auto n = parseManifests(ns + "---\n" + ns, "ns.yaml");
-  EXPECT_EQ(firstError(n), "ns.yaml:8:9: metadata.name: Namespace team is defined twice (first at ns.yaml:4:9): "
+  EXPECT_EQ(firstError(n), "ns.yaml:9:9: metadata.name: Namespace team is defined twice (first at ns.yaml:4:9): "
                            "kubectl would keep only the last definition; merge the two or rename one");
   // A policy twice in a manifest file: the policy parser names both places.
   const std::string cnp = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: rule1\n"
                           "spec:\n  endpointSelector: {}\n";
   auto p = parseManifests(cnp + "---\n" + cnp, "rules.yaml");
-  EXPECT_EQ(firstError(p).rfind("rules.yaml:11:9: metadata.name: CiliumNetworkPolicy rule1 is defined twice (first at "
+  EXPECT_EQ(firstError(p).rfind("rules.yaml:11:9: metadata.name: CiliumNetworkPolicy default/rule1 is defined twice (first at "
                                 "rules.yaml:4:9)", 0),
             0u)
       << firstError(p);
