@@ -153,6 +153,9 @@ class Agent {
   api::Response deletePod(const api::Request& req) EXCLUDES(mu_);
   api::Response listDeployments(const api::Request& req) EXCLUDES(mu_);
   api::Response listServices(const api::Request& req) EXCLUDES(mu_);
+  // Until the pods a workload change is stopping are gone (bounded by their
+  // grace period), without holding mu_ while waiting.
+  void awaitPodStops() EXCLUDES(mu_);
   // L7: pushes the proxy config computed from policies + endpoints (holds mu_).
   Status syncProxy() REQUIRES(mu_) EXCLUDES(l7_peers_mu_);
   Status startProxy() EXCLUDES(mu_);

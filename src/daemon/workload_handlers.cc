@@ -181,12 +181,15 @@ Response Agent::applyManifests(const Request& req) {
                                     existed.count(fmt::format("{}/{}/{}", p.kind, p.ns, p.name)) ? "configured"
                                                                                                   : "created"));
   }
-  MutexLock lk(mu_);
-  for (const auto& d : docs) {
-    auto r = workloads_->apply(d.manifests);
-    if (!r) return statusError(r.error());
-    for (const auto& l : *r) lines.push_back(l);
+  {
+    MutexLock lk(mu_);
+    for (const auto& d : docs) {
+      auto r = workloads_->apply(d.manifests);
+      if (!r) return statusError(r.error());
+      for (const auto& l : *r) lines.push_back(l);
+    }
   }
+  awaitPodStops();  // replaced pods (a changed spec, scale-down) are gone, their successors created
   return Response::json(200, {{"applied", lines}});
 }
 
@@ -211,12 +214,15 @@ Response Agent::deleteManifests(const Request& req) {
                                     p.name));
       else if (r.status != 404) return r;
     }
-  MutexLock lk(mu_);
-  for (const auto& d : docs) {
-    auto r = workloads_->remove(d.manifests);
-    if (!r) return statusError(r.error());
-    for (const auto& l : *r) lines.push_back(l);
+  {
+    MutexLock lk(mu_);
+    for (const auto& d : docs) {
+      auto r = workloads_->remove(d.manifests);
+      if (!r) return statusError(r.error());
+      for (const auto& l : *r) lines.push_back(l);
+    }
   }
+  awaitPodStops();  // as kubectl delete waits: the pods are gone when this answers
   return Response::json(200, {{"deleted", lines}});
 }
 
@@ -232,10 +238,32 @@ Response Agent::listPods(const Request& req) {
 }
 
 Response Agent::deletePod(const Request& req) {
-  MutexLock lk(mu_);
-  auto st = workloads_->deletePod(req.param("namespace"), req.param("name"));
-  if (!st.ok()) return statusError(st.error());
+  {
+    MutexLock lk(mu_);
+    auto st = workloads_->deletePod(req.param("namespace"), req.param("name"));
+    if (!st.ok()) return statusError(st.error());
+  }
+  awaitPodStops();
   return Response::json(200, {{"deleted", req.param("name")}});
+}
+
+void Agent::awaitPodStops() {
+  // A pod may take its whole grace period (3 s) to stop. The wait holds no
+  // agent lock: every other API call and the workload loop go on meanwhile.
+  // The controller's processes are reaped with waitpid or checked by start
+  // time, which no fd can wait for, so this checks every 20 ms; each check
+  // takes the lock only for finishTerminations().
+  const auto deadline = std::chrono::steady_clock::now() + workload::ControllerConfig{}.stop_grace +
+                        std::chrono::seconds(2);
+  for (;;) {
+    {
+      MutexLock lk(mu_);
+      workloads_->finishTerminations();
+      if (!workloads_->terminating()) return;
+    }
+    if (std::chrono::steady_clock::now() >= deadline || stopping_) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 Response Agent::listDeployments(const Request& req) {

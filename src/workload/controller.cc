@@ -167,32 +167,35 @@ Result<Controller::State> Controller::parseState(std::string_view text) {
     out.services[key(svc.obj.meta.ns, svc.obj.meta.name)] = svc;
   }
   MB_ASSIGN(out.namespaces, (st::field<std::map<std::string, Labels>>(j, "", "namespaces", {})));
-  MB_ASSIGN(const json insts, st::field<json>(j, "", "instances", json::array()));
-  if (!insts.is_array()) return st::typeError("instances", "a list", insts);
-  for (size_t n = 0; n < insts.size(); ++n) {
-    const json& ij = insts[n];
-    const std::string p = st::index("instances", n);
-    Instance i;
-    MB_ASSIGN(i.ns, st::field<std::string>(ij, p, "namespace"));
-    MB_ASSIGN(i.name, st::field<std::string>(ij, p, "name"));
-    MB_ASSIGN(i.owner, st::field<std::string>(ij, p, "owner", ""));
-    MB_ASSIGN(i.labels, st::field<Labels>(ij, p, "labels", {}));
-    MB_ASSIGN(const json spec, st::field<json>(ij, p, "spec"));
-    MB_ASSIGN(i.spec, podSpecFromJson(spec, st::join(p, "spec")));
-    MB_ASSIGN(i.argv, st::field<std::vector<std::string>>(ij, p, "argv", {}));
-    MB_ASSIGN(i.pid, st::field<pid_t>(ij, p, "pid", 0));
-    MB_ASSIGN(i.start_time, st::field<uint64_t>(ij, p, "start_time", 0));
-    MB_ASSIGN(i.restarts, st::field<int>(ij, p, "restarts", 0));
-    MB_ASSIGN(i.last_exit, st::field<int>(ij, p, "last_exit", -1));
-    MB_ASSIGN(i.phase, st::field<std::string>(ij, p, "phase", "Pending"));
-    MB_ASSIGN(i.created, st::field<std::string>(ij, p, "created", ""));
-    MB_ASSIGN(i.seq, st::field<uint64_t>(ij, p, "seq", 0));
-    if (i.spec.containers.size() != 1) {
-      spdlog::warn("workloads.json: pod {}/{} has no container; dropped", i.ns, i.name);
-      continue;
+  for (const char* list : {"instances", "terminating"}) {
+    MB_ASSIGN(const json insts, st::field<json>(j, "", list, json::array()));
+    if (!insts.is_array()) return st::typeError(list, "a list", insts);
+    auto& into = std::string_view(list) == "instances" ? out.instances : out.terminating;
+    for (size_t n = 0; n < insts.size(); ++n) {
+      const json& ij = insts[n];
+      const std::string p = st::index(list, n);
+      Instance i;
+      MB_ASSIGN(i.ns, st::field<std::string>(ij, p, "namespace"));
+      MB_ASSIGN(i.name, st::field<std::string>(ij, p, "name"));
+      MB_ASSIGN(i.owner, st::field<std::string>(ij, p, "owner", ""));
+      MB_ASSIGN(i.labels, st::field<Labels>(ij, p, "labels", {}));
+      MB_ASSIGN(const json spec, st::field<json>(ij, p, "spec"));
+      MB_ASSIGN(i.spec, podSpecFromJson(spec, st::join(p, "spec")));
+      MB_ASSIGN(i.argv, st::field<std::vector<std::string>>(ij, p, "argv", {}));
+      MB_ASSIGN(i.pid, st::field<pid_t>(ij, p, "pid", 0));
+      MB_ASSIGN(i.start_time, st::field<uint64_t>(ij, p, "start_time", 0));
+      MB_ASSIGN(i.restarts, st::field<int>(ij, p, "restarts", 0));
+      MB_ASSIGN(i.last_exit, st::field<int>(ij, p, "last_exit", -1));
+      MB_ASSIGN(i.phase, st::field<std::string>(ij, p, "phase", "Pending"));
+      MB_ASSIGN(i.created, st::field<std::string>(ij, p, "created", ""));
+      MB_ASSIGN(i.seq, st::field<uint64_t>(ij, p, "seq", 0));
+      if (i.spec.containers.size() != 1) {
+        spdlog::warn("workloads.json: pod {}/{} has no container; dropped", i.ns, i.name);
+        continue;
+      }
+      out.next_seq = std::max(out.next_seq, i.seq + 1);
+      into[key(i.ns, i.name)] = i;
     }
-    out.next_seq = std::max(out.next_seq, i.seq + 1);
-    out.instances[key(i.ns, i.name)] = i;
   }
   return out;
 }
@@ -211,6 +214,7 @@ Status Controller::load() {
   services_ = std::move(state->services);
   namespaces_ = std::move(state->namespaces);
   instances_ = std::move(state->instances);
+  terminating_ = std::move(state->terminating);
   next_seq_ = std::max(next_seq_, state->next_seq);
   return okStatus();
 }
@@ -229,9 +233,8 @@ Status Controller::save() const {
   }
   j["namespaces"] = json::object();
   for (const auto& [ns, l] : namespaces_) j["namespaces"][ns] = l;
-  j["instances"] = json::array();
-  for (const auto& [k, i] : instances_)
-    j["instances"].push_back({{"namespace", i.ns},
+  auto instance = [](const Instance& i) -> json {
+    return {{"namespace", i.ns},
                               {"name", i.name},
                               {"owner", i.owner},
                               {"labels", i.labels},
@@ -243,7 +246,14 @@ Status Controller::save() const {
                               {"last_exit", i.last_exit},
                               {"phase", i.phase},
                               {"created", i.created},
-                              {"seq", i.seq}});
+                              {"seq", i.seq}};
+  };
+  j["instances"] = json::array();
+  for (const auto& [k, i] : instances_) j["instances"].push_back(instance(i));
+  // A restarted agent finishes these (SIGTERM again, then SIGKILL): their
+  // processes outlive the agent like every pod's.
+  j["terminating"] = json::array();
+  for (const auto& [k, i] : terminating_) j["terminating"].push_back(instance(i));
   return endpoint::writeFileAtomic(cfg_.state_dir + "/workloads.json", j.dump(1));
 }
 
@@ -257,6 +267,16 @@ Status Controller::init() {
   dc->svc_cidr_len = c.prefix_len;
   MB_TRY_CTX(dp_.setConfig(*dc), "write datapath config (service CIDR)");
   MB_TRY(load());
+  for (auto& [k, i] : terminating_) {
+    i.own_child = false;
+    if (i.pid > 0 && procs_.startTime(i.pid) == i.start_time && i.start_time != 0) {
+      procs_.signalGroup(i.pid, SIGTERM);  // the SIGTERM may have been lost with the old agent; a new grace period
+      i.stop_deadline = Clock::now() + cfg_.stop_grace;
+    } else {
+      i.pid = 0;
+      i.start_time = 0;
+    }
+  }
   for (auto& [k, i] : instances_) {
     const auto* ep = eps_.findByName(i.ns, i.name);
     if (ep) {
@@ -505,17 +525,64 @@ void Controller::stopProcess(Instance& inst) {
   inst.start_time = 0;
 }
 
+bool Controller::processAlive(Instance& inst) {
+  if (inst.pid <= 0) return false;
+  if (inst.own_child) return procs_.reap(inst.pid, false).state == kernel::ReapResult::State::Running;
+  return procs_.startTime(inst.pid) == inst.start_time;
+}
+
+Status Controller::removeInstanceResources(const Instance& inst) {
+  Status st = okStatus();
+  if (eps_.find(inst.endpoint_id)) st = eps_.remove(inst.endpoint_id);
+  std::string dir = podDir(inst);
+  for (const char* f : {"/log", "/hosts", "/resolv.conf"}) ::unlink((dir + f).c_str());
+  ::rmdir(dir.c_str());
+  return st;
+}
+
 Status Controller::destroyInstance(const std::string& k) {
   auto it = instances_.find(k);
   if (it == instances_.end()) return okStatus();
-  stopProcess(it->second);
-  Status st = okStatus();
-  if (eps_.find(it->second.endpoint_id)) st = eps_.remove(it->second.endpoint_id);
-  std::string dir = podDir(it->second);
-  for (const char* f : {"/log", "/hosts", "/resolv.conf"}) ::unlink((dir + f).c_str());
-  ::rmdir(dir.c_str());
+  Instance inst = std::move(it->second);
   instances_.erase(it);
-  return st;
+  inst.ready = false;  // no longer a service backend
+  if (processAlive(inst)) {
+    procs_.signalGroup(inst.pid, SIGTERM);
+    inst.stop_deadline = Clock::now() + cfg_.stop_grace;
+    terminating_[k] = std::move(inst);
+    return okStatus();
+  }
+  if (inst.pid > 0) procs_.signalGroup(inst.pid, SIGKILL);  // what the command left behind in its group
+  return removeInstanceResources(inst);
+}
+
+void Controller::finishTerminations() {
+  bool finished = false;
+  for (auto it = terminating_.begin(); it != terminating_.end();) {
+    Instance& inst = it->second;
+    if (processAlive(inst)) {
+      if (Clock::now() < inst.stop_deadline) {
+        ++it;
+        continue;
+      }
+      spdlog::info("pod {}: process {} ignored SIGTERM for {} ms: SIGKILL", it->first, inst.pid,
+                   cfg_.stop_grace.count());
+      procs_.signalGroup(inst.pid, SIGKILL);
+      // Our child is reaped at once; an adopted process is checked again
+      // next time (its start time changes once it is gone).
+      if (!inst.own_child || procs_.reap(inst.pid, true).state == kernel::ReapResult::State::Running) {
+        ++it;
+        continue;
+      }
+    }
+    if (inst.pid > 0) procs_.signalGroup(inst.pid, SIGKILL);  // what the command left behind in its group
+    if (auto st = removeInstanceResources(inst); !st.ok()) spdlog::warn("remove pod {}: {}", it->first, st.error().message);
+    it = terminating_.erase(it);
+    finished = true;
+  }
+  if (!finished) return;
+  reconcile();  // names that waited for their old pod
+  if (auto st = save(); !st.ok()) spdlog::warn("save workloads: {}", st.error().message);
 }
 
 void Controller::reconcile() {
@@ -533,7 +600,7 @@ void Controller::reconcile() {
     if (!st.ok()) spdlog::warn("remove pod {}: {}", k, st.error().message);
   }
   for (const auto& [k, p] : pods_) {
-    if (instances_.count(k)) continue;
+    if (instances_.count(k) || terminating_.count(k)) continue;  // the old pod must be gone first (its netns name)
     Instance i;
     i.ns = p.meta.ns;
     i.name = p.meta.name;
@@ -555,7 +622,8 @@ void Controller::reconcile() {
       i.spec = d.spec;
       if (!mayCreate(k)) break;
       do i.name = d.meta.name + "-" + randomSuffix();
-      while (instances_.count(key(i.ns, i.name)) || eps_.findByName(i.ns, i.name));
+      while (instances_.count(key(i.ns, i.name)) || terminating_.count(key(i.ns, i.name)) ||
+             eps_.findByName(i.ns, i.name));
       if (auto st = createInstance(i); !st.ok()) {
         createFailed(k, d.meta.name, st.error().message);
         break;
@@ -715,6 +783,7 @@ void Controller::syncHosts() {
 }
 
 void Controller::tick() {
+  finishTerminations();
   std::map<std::string, std::pair<pid_t, int>> before;
   for (const auto& [k, i] : instances_) before[k] = {i.pid, i.restarts};
   reconcile();
@@ -731,13 +800,14 @@ void Controller::tick() {
 
 json Controller::podsJson(const std::string& ns) const {
   json arr = json::array();
-  for (const auto& [k, i] : instances_) {
-    if (!ns.empty() && i.ns != ns) continue;
+  auto row = [&](const Instance& i, bool terminating) {
+    if (!ns.empty() && i.ns != ns) return;
     std::string status = i.phase;
     if (i.phase == "Waiting") status = i.restarts > 0 || i.last_exit != 0 ? "CrashLoopBackOff" : "Pending";
     if (i.phase == "Succeeded") status = "Completed";
     if (i.phase == "Failed") status = "Error";
     if (i.phase == "Pending") status = "ContainerCreating";
+    if (terminating) status = "Terminating";  // kubectl's word for a pod between SIGTERM and gone
     arr.push_back({{"name", i.name},
                    {"namespace", i.ns},
                    {"owner", i.owner},
@@ -758,7 +828,9 @@ json Controller::podsJson(const std::string& ns) const {
                    {"hosts_file", podDir(i) + "/hosts"},
                    {"resolv_file", podDir(i) + "/resolv.conf"},
                    {"log_file", podDir(i) + "/log"}});
-  }
+  };
+  for (const auto& [k, i] : instances_) row(i, false);
+  for (const auto& [k, i] : terminating_) row(i, true);
   for (const auto& [k, f] : create_failures_) {
     auto slash = k.find('/');
     std::string fns = k.substr(0, slash), fname = k.substr(slash + 1);
@@ -818,6 +890,12 @@ Result<std::string> Controller::logFile(const std::string& ns, const std::string
 
 Status Controller::removeAll() {
   Status first = okStatus();
+  for (auto& [k, i] : terminating_) {
+    i.own_child = false;
+    stopProcess(i);
+    if (auto st = removeInstanceResources(i); !st.ok() && first.ok()) first = st;
+  }
+  terminating_.clear();
   std::vector<std::string> all;
   for (const auto& [k, i] : instances_) all.push_back(k);
   for (auto& [k, i] : instances_) {

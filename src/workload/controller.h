@@ -6,6 +6,12 @@
 //
 // Contract
 // - Not thread-safe: the agent calls everything under its lock.
+// - Nothing waits for a process: a pod that goes away (delete, a changed
+//   spec, scale-down, its owner deleted) gets SIGTERM and moves to the
+//   terminating set; finishTerminations() (tick, and the agent while an API
+//   call waits for it WITHOUT the agent lock) removes it once its process has
+//   exited, or SIGKILLs it after ControllerConfig::stop_grace. A name whose
+//   old pod is still terminating is re-created only after that.
 // - apply()/remove() take validated manifests (validate() first: it checks
 //   what the parser cannot, e.g. an image that is not built in and has no
 //   command) and change the desired state, persist it
@@ -54,6 +60,9 @@ struct ControllerConfig {
   // Called for every service frontend written to the datapath ("update") or
   // removed from it ("delete"): cilium_services_events_total{action}. May be empty.
   std::function<void(std::string_view action)> on_service_event;
+  // How long a pod has between SIGTERM and SIGKILL (Kubernetes'
+  // terminationGracePeriodSeconds; membrane's pods have 3 s).
+  std::chrono::milliseconds stop_grace{3000};
 };
 
 // The command a container runs: its command+args, or a built-in image's.
@@ -88,6 +97,13 @@ class Controller {
 
   void tick();
 
+  // Pods that got SIGTERM and whose process has not exited yet.
+  bool terminating() const { return !terminating_.empty(); }
+  // Removes the terminating pods whose process exited (SIGKILL for those past
+  // stop_grace), then re-creates what waited for their names. Never blocks
+  // for long (a SIGKILLed child is reaped at once).
+  void finishTerminations();
+
   nlohmann::json podsJson(const std::string& ns) const;  // ns "" = all
   nlohmann::json deploymentsJson(const std::string& ns) const;
   nlohmann::json servicesJson(const std::string& ns) const;
@@ -116,6 +132,7 @@ class Controller {
     std::chrono::steady_clock::time_point next_start{};
     std::chrono::steady_clock::time_point started_at{};
     std::string hosts_written;
+    std::chrono::steady_clock::time_point stop_deadline{};  // terminating: SIGKILL after this
   };
   struct Service {
     ServiceObject obj;
@@ -134,6 +151,7 @@ class Controller {
     std::map<std::string, Service> services;
     std::map<std::string, Labels> namespaces;
     std::map<std::string, Instance> instances;
+    std::map<std::string, Instance> terminating;  // "terminating" in the file: SIGTERM sent, not gone yet
     uint64_t next_seq = 1;
   };
   static Result<State> parseState(std::string_view text);
@@ -143,8 +161,12 @@ class Controller {
   Status save() const;
   Status createInstance(Instance inst);
   Status startProcess(Instance& inst);
-  void stopProcess(Instance& inst);
+  void stopProcess(Instance& inst);  // blocking (removeAll only)
+  // Starts the pod's termination (SIGTERM, into terminating_) or, without a
+  // live process, removes it at once.
   Status destroyInstance(const std::string& key);
+  bool processAlive(Instance& inst);
+  Status removeInstanceResources(const Instance& inst);  // endpoint, pod dir
   void reconcile();
   void superviseProcesses();
   void syncServices();
@@ -163,6 +185,7 @@ class Controller {
   std::map<std::string, Service> services_;              // ns/name
   std::map<std::string, Labels> namespaces_;             // applied Namespace objects
   std::map<std::string, Instance> instances_;            // ns/name -> running pods
+  std::map<std::string, Instance> terminating_;          // ns/name -> pods stopping (see the contract)
   uint64_t next_seq_ = 1;
   // Pods whose creation failed (e.g. the name's netns is taken): retried
   // every 5 s, reported by get pods, logged when the message changes.

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -14,6 +15,7 @@
 #include "membrane/metrics.h"
 #include "membrane/policy_repository.h"
 #include "src/endpoint/manager.h"
+#include "src/endpoint/state_store.h"
 #include "src/kernel/fake/fake_datapath_maps.h"
 #include "src/kernel/fake/fake_pod_networks.h"
 #include "src/kernel/fake/fake_process_runner.h"
@@ -135,6 +137,76 @@ TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
   EXPECT_EQ(net_.state().pods.size(), 0u);
   EXPECT_EQ(maps_.state().services.size(), 0u);
   EXPECT_EQ(service_events_, (std::map<std::string, int>{{"update", 2}, {"delete", 1}}));
+}
+
+// Issue 10: stopping a pod never blocks the caller. SIGTERM moves it to
+// Terminating; finishTerminations() removes it once it exited, or SIGKILLs it
+// after the grace period; its name is re-created only after that.
+TEST_F(ControllerFakeTest, PodThatIgnoresSigtermTerminatesWithoutBlocking) {
+  auto make = [&](std::chrono::milliseconds grace) {
+    wl_.reset();
+    ControllerConfig cc{dir_, endpoint::Cidr4::parse("10.97.0.0/24").value(), "", {}, grace};
+    wl_ = std::make_unique<Controller>(cc, *mgr_, fdp_, fnet_, fprocs_);
+    auto st = wl_->init();
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  };
+  make(std::chrono::hours(1));
+  ASSERT_TRUE(wl_->apply(manifests()).ok());
+  ASSERT_EQ(procs_.state().size(), 1u);
+  const pid_t pid = procs_.state().begin()->first;
+  procs_.ignore(pid, SIGTERM);
+
+  ASSERT_TRUE(wl_->deletePod("default", "deathstar").ok());  // returns at once
+  EXPECT_TRUE(wl_->terminating());
+  auto pods = wl_->podsJson("default");
+  ASSERT_EQ(pods.size(), 1u);
+  EXPECT_EQ(pods[0]["status"], "Terminating");
+  EXPECT_FALSE(pods[0]["ready"].get<bool>());
+  EXPECT_TRUE(procs_.state().at(pid).running);
+  EXPECT_NE(mgr_->findByName("default", "deathstar"), nullptr);  // the endpoint stays until the process is gone
+  EXPECT_EQ(maps_.state().services.begin()->second.backends.size(), 0u);
+  // Persisted: a restarted agent finishes it.
+  auto state = Controller::parseState(endpoint::readFile(dir_ + "/workloads.json").value());
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  EXPECT_EQ(state->terminating.size(), 1u);
+  EXPECT_EQ(state->instances.size(), 0u);
+  wl_->finishTerminations();  // within the grace period: nothing happens
+  EXPECT_TRUE(wl_->terminating());
+
+  // An agent restart (the process is no longer its child) with no grace
+  // left: SIGKILL at the first round, removed at the next once it is gone.
+  procs_.disown(pid);
+  make(std::chrono::milliseconds(0));
+  EXPECT_TRUE(wl_->terminating());  // restored from the state file
+  wl_->finishTerminations();
+  EXPECT_EQ(procs_.state().size(), 0u);  // killed (init reaps what is not our child)
+  wl_->finishTerminations();
+  EXPECT_FALSE(wl_->terminating());
+  EXPECT_EQ(procs_.state().size(), 0u);
+  EXPECT_EQ(mgr_->findByName("default", "deathstar"), nullptr);
+  EXPECT_EQ(wl_->podsJson("default").size(), 0u);
+}
+
+TEST_F(ControllerFakeTest, SameNameIsRecreatedOnlyAfterTheOldPodIsGone) {
+  ASSERT_TRUE(wl_->apply(manifests()).ok());
+  const pid_t old_pid = procs_.state().begin()->first;
+  procs_.ignore(old_pid, SIGTERM);
+  auto m = manifests();
+  m.pods.at(0).spec.containers.at(0).command = {"sleep", "1000"};  // a changed spec replaces the pod
+  ASSERT_TRUE(wl_->apply(m).ok());
+  EXPECT_TRUE(wl_->terminating());
+  ASSERT_EQ(procs_.state().size(), 1u);  // only the old process: the new one waits for the name
+  auto pods = wl_->podsJson("default");
+  ASSERT_EQ(pods.size(), 1u);
+  EXPECT_EQ(pods[0]["status"], "Terminating");
+  procs_.exit(old_pid, 0);  // it goes after all
+  wl_->finishTerminations();
+  EXPECT_FALSE(wl_->terminating());
+  ASSERT_EQ(procs_.state().size(), 1u);
+  EXPECT_EQ(procs_.state().begin()->second.argv, (std::vector<std::string>{"sleep", "1000"}));
+  pods = wl_->podsJson("default");
+  ASSERT_EQ(pods.size(), 1u);
+  EXPECT_EQ(pods[0]["status"], "Running");
 }
 
 TEST_F(ControllerFakeTest, SpawnFailureLeavesNoProcess) {

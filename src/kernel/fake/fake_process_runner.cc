@@ -40,6 +40,7 @@ bool FakeProcessRunner::listensOnTcp(pid_t pid, uint16_t port) {
 void FakeProcessRunner::signalGroup(pid_t pid, int sig) {
   auto it = procs_.find(pid);
   if (it == procs_.end() || !it->second.running || sig == 0) return;
+  if (sig != SIGKILL && it->second.ignored.count(sig)) return;
   exit(pid, 128 + sig);
 }
 

@@ -26,6 +26,7 @@ class FakeProcessRunner final : public ProcessRunner {
     bool running = true;  // false: a zombie until reaped
     int exit_code = -1;
     std::set<uint16_t> listening;
+    std::set<int> ignored;  // signals it ignores (trap '' TERM)
     bool operator==(const Process&) const = default;
   };
   using State = std::map<pid_t, Process>;  // not yet reaped
@@ -34,6 +35,8 @@ class FakeProcessRunner final : public ProcessRunner {
   // The process ends by itself with this exit code.
   void exit(pid_t pid, int code);
   void listen(pid_t pid, uint16_t port) { procs_.at(pid).listening.insert(port); }
+  // The process ignores sig (SIGKILL cannot be ignored).
+  void ignore(pid_t pid, int sig) { procs_.at(pid).ignored.insert(sig); }
   // Forgets pid as if another agent run adopted it (not our child).
   void disown(pid_t pid) { children_.erase(pid); }
 
