@@ -533,7 +533,11 @@ bool Controller::processAlive(Instance& inst) {
 
 Status Controller::removeInstanceResources(const Instance& inst) {
   Status st = okStatus();
-  if (eps_.find(inst.endpoint_id)) st = eps_.remove(inst.endpoint_id);
+  // By id, or by name for a pod restored from the terminating list (ids are
+  // not in the state file; its name cannot be re-used while it terminates).
+  const endpoint::Endpoint* ep = eps_.find(inst.endpoint_id);
+  if (!ep) ep = eps_.findByName(inst.ns, inst.name);
+  if (ep) st = eps_.remove(ep->id);
   std::string dir = podDir(inst);
   for (const char* f : {"/log", "/hosts", "/resolv.conf"}) ::unlink((dir + f).c_str());
   ::rmdir(dir.c_str());
