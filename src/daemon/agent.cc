@@ -118,6 +118,29 @@ std::optional<uint32_t> parseId(const std::string& s) {
   return v;
 }
 
+// A scrape-time source that calls `fn` at most once per `interval` and
+// answers with its last result in between (an error is not cached: the next
+// scrape tries again). Safe for concurrent scrapes.
+template <class T>
+std::function<Result<T>()> cachedFor(std::chrono::seconds interval, std::function<Result<T>()> fn) {
+  struct Cache {
+    std::mutex mu;
+    std::chrono::steady_clock::time_point at{};
+    T value{};
+  };
+  auto cache = std::make_shared<Cache>();
+  return [interval, fn = std::move(fn), cache]() -> Result<T> {
+    std::lock_guard lk(cache->mu);
+    const auto now = std::chrono::steady_clock::now();
+    if (cache->at != std::chrono::steady_clock::time_point{} && now - cache->at < interval) return cache->value;
+    auto fresh = fn();
+    if (!fresh) return fresh.error();
+    cache->value = std::move(*fresh);
+    cache->at = now;
+    return cache->value;
+  };
+}
+
 }  // namespace
 
 Agent::Agent(const Config& cfg) : cfg_(cfg), started_(std::chrono::steady_clock::now()) {}
@@ -138,13 +161,12 @@ Status Agent::init() {
   // cilium_agent_bootstrap_seconds: each phase's time, under Cilium's scope names.
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
-  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   auto cidr = endpoint::Cidr4::parse(cfg_.pod_cidr);
   if (!cidr) return cidr.error().wrap("--pod-cidr");
   MB_TRY(ensureBpffs());
   MB_TRY_CTX(endpoint::makeDirs(cfg_.state_dir), "--state-dir");
   boot_to_real_ns_ = bootToRealtimeOffsetNs();
-  const double early_init = since(t_start);
+  const double early_init = secondsSince(t_start);
 
   const auto t_bpf = Clock::now();
   kernel::DatapathOptions dopt;
@@ -152,7 +174,7 @@ Status Agent::init() {
   auto dp = kernel::Datapath::open(dopt);
   if (!dp) return dp.error().wrap("load BPF datapath");
   dp_ = std::move(*dp);
-  const double bpf_base = since(t_bpf);
+  const double bpf_base = secondsSince(t_bpf);
 
   metrics_ = std::make_unique<metrics::AgentMetrics>();
   metrics_->setLegacyNames(cfg_.metrics_legacy_names);
@@ -171,52 +193,27 @@ Status Agent::init() {
     return out;
   });
   // Map pressure needs an entry count per map, i.e. a walk over every map
-  // (conntrack included: O(entries) syscalls). A scrape every few seconds
-  // from several Prometheus servers must not turn into continuous map walks,
-  // so the walk runs at most once per kMapPressureInterval and scrapes in
-  // between get the last result (fill ratios move slowly; Cilium also
-  // updates this gauge periodically, not per scrape).
-  struct PressureCache {
-    std::mutex mu;
-    std::chrono::steady_clock::time_point at{};
-    std::vector<metrics::MapPressure> rows;
-  };
-  auto pressure = std::make_shared<PressureCache>();
-  metrics_->registerMapPressureSource([dpp, pressure]() -> Result<std::vector<metrics::MapPressure>> {
-    constexpr auto kMapPressureInterval = std::chrono::seconds(5);
-    std::lock_guard lk(pressure->mu);
-    auto now = std::chrono::steady_clock::now();
-    if (pressure->at != std::chrono::steady_clock::time_point{} && now - pressure->at < kMapPressureInterval)
-      return pressure->rows;
+  // (conntrack included: O(entries) syscalls); the system-wide BPF memory a
+  // walk over every map and program id. A scrape every few seconds from
+  // several Prometheus servers must not turn into continuous walks, so each
+  // runs at most once per 5 s and scrapes in between get the last result
+  // (these move slowly; Cilium also updates them periodically, not per scrape).
+  constexpr auto kWalkInterval = std::chrono::seconds(5);
+  metrics_->registerMapPressureSource(cachedFor<std::vector<metrics::MapPressure>>(kWalkInterval, [dpp]()
+      -> Result<std::vector<metrics::MapPressure>> {
     auto usage = dpp->mapUsage();
     if (!usage) return usage.error();
     std::vector<metrics::MapPressure> out;
     for (const auto& u : *usage)
       if (u.max_entries > 0) out.push_back({u.name, static_cast<double>(u.entries) / u.max_entries, u.max_entries});
-    pressure->rows = out;
-    pressure->at = now;
     return out;
-  });
-
-  // System-wide BPF memory: one walk over every map and program id, so at
-  // most once per 5 s as the map pressure walk.
-  struct MemoryCache {
-    std::mutex mu;
-    std::chrono::steady_clock::time_point at{};
-    metrics::BpfMemory value;
-  };
-  auto memory = std::make_shared<MemoryCache>();
-  metrics_->registerBpfMemorySource([memory]() -> Result<std::vector<metrics::BpfMemory>> {
-    std::lock_guard lk(memory->mu);
-    auto now = std::chrono::steady_clock::now();
-    if (memory->at == std::chrono::steady_clock::time_point{} || now - memory->at >= std::chrono::seconds(5)) {
-      auto u = kernel::systemBpfMemory();
-      if (!u) return u.error();
-      memory->value = {u->maps_bytes, u->progs_bytes};
-      memory->at = now;
-    }
-    return std::vector<metrics::BpfMemory>{memory->value};
-  });
+  }));
+  metrics_->registerBpfMemorySource(cachedFor<std::vector<metrics::BpfMemory>>(kWalkInterval, []()
+      -> Result<std::vector<metrics::BpfMemory>> {
+    auto u = kernel::systemBpfMemory();
+    if (!u) return u.error();
+    return std::vector<metrics::BpfMemory>{{u->maps_bytes, u->progs_bytes}};
+  }));
   // One node: this one, known from the start (the cluster mode adds the others).
   metrics_->setNodes(1);
   metrics_->recordNodeEvent("update", "local");
@@ -260,21 +257,21 @@ Status Agent::init() {
     updatePolicyMetrics();
     refreshCookieNames();
   }
-  metrics_->setBootstrapSeconds("restore", true, since(t_restore));
+  metrics_->setBootstrapSeconds("restore", true, secondsSince(t_restore));
   const auto t_workloads = Clock::now();
   MB_TRY_CTX(startWorkloads(), "workloads (--service-cidr " + cfg_.service_cidr + ")");
-  metrics_->setBootstrapSeconds("workloadsInit", true, since(t_workloads));
+  metrics_->setBootstrapSeconds("workloadsInit", true, secondsSince(t_workloads));
   if (cfg_.enable_l7_proxy) {
     const auto t_proxy = Clock::now();
     MB_TRY_CTX(startProxy(), "L7 proxy (--enable-l7-proxy=false disables it)");
-    metrics_->setBootstrapSeconds("proxyStart", true, since(t_proxy));
+    metrics_->setBootstrapSeconds("proxyStart", true, secondsSince(t_proxy));
   }
   startWorkloadLoop();
 
   if (cfg_.enable_health_checking) {
     const auto t_health = Clock::now();
     MB_TRY_CTX(startHealth(), "health checking (--enable-health-checking=false disables it)");
-    metrics_->setBootstrapSeconds("healthCheck", true, since(t_health));
+    metrics_->setBootstrapSeconds("healthCheck", true, secondsSince(t_health));
   }
 
   const auto t_api = Clock::now();
@@ -285,7 +282,7 @@ Status Agent::init() {
   api_ = std::make_unique<api::HttpServer>(cfg_.api_socket);
   registerRoutes();
   MB_TRY_CTX(api_->start(), "serve API on " + cfg_.api_socket);
-  metrics_->setBootstrapSeconds("initAPI", true, since(t_api));
+  metrics_->setBootstrapSeconds("initAPI", true, secondsSince(t_api));
 
   syncEventFlags();  // nobody watches yet
   event_thread_ = std::thread([this] { eventLoop(); });
@@ -316,7 +313,7 @@ Status Agent::init() {
     });
   }
   gc_thread_ = std::thread([this] { gcLoop(); });
-  metrics_->setBootstrapSeconds("overall", true, since(t_start));
+  metrics_->setBootstrapSeconds("overall", true, secondsSince(t_start));
   return okStatus();
 }
 

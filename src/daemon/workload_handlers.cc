@@ -250,14 +250,17 @@ Response Agent::deletePod(const Request& req) {
 void Agent::awaitPodStops() {
   // A pod may take its whole grace period (3 s) to stop. The wait holds no
   // agent lock: every other API call and the workload loop go on meanwhile.
-  // The controller's processes are reaped with waitpid or checked by start
-  // time, which no fd can wait for, so this checks every 20 ms; each check
-  // takes the lock only for finishTerminations().
-  const auto deadline = std::chrono::steady_clock::now() + workload::ControllerConfig{}.stop_grace +
-                        std::chrono::seconds(2);
+  // It checks every 20 ms, taking the lock only for finishTerminations():
+  // the process seam (kernel::ProcessRunner) reaps and compares start times
+  // but offers nothing to block on (a pidfd would be that; not there yet).
+  // It waits for every terminating pod, so a delete that overlaps another
+  // pod's slow stop can wait for that one too (bounded the same way).
+  std::chrono::steady_clock::time_point deadline;
   for (;;) {
     {
       MutexLock lk(mu_);
+      if (deadline == std::chrono::steady_clock::time_point{})
+        deadline = std::chrono::steady_clock::now() + workloads_->stopGrace() + std::chrono::seconds(2);
       workloads_->finishTerminations();
       if (!workloads_->terminating()) return;
     }

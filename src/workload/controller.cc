@@ -505,26 +505,6 @@ Status Controller::startProcess(Instance& inst) {
   return okStatus();
 }
 
-void Controller::stopProcess(Instance& inst) {
-  if (inst.pid <= 0) return;
-  pid_t pid = inst.pid;
-  bool alive = inst.own_child ? true : procs_.startTime(pid) == inst.start_time;
-  if (alive) {
-    procs_.signalGroup(pid, SIGTERM);
-    auto deadline = Clock::now() + std::chrono::seconds(3);
-    bool gone = false;
-    while (!gone && Clock::now() < deadline) {
-      gone = inst.own_child ? procs_.reap(pid, false).state != kernel::ReapResult::State::Running
-                            : procs_.startTime(pid) != inst.start_time;
-      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    procs_.signalGroup(pid, SIGKILL);  // the rest of the group, or a process that ignored SIGTERM
-    if (!gone && inst.own_child) procs_.reap(pid, true);
-  }
-  inst.pid = 0;
-  inst.start_time = 0;
-}
-
 bool Controller::processAlive(Instance& inst) {
   if (inst.pid <= 0) return false;
   if (inst.own_child) return procs_.reap(inst.pid, false).state == kernel::ReapResult::State::Running;
@@ -894,28 +874,26 @@ Result<std::string> Controller::logFile(const std::string& ns, const std::string
 
 Status Controller::removeAll() {
   Status first = okStatus();
-  for (auto& [k, i] : terminating_) {
-    i.own_child = false;
-    stopProcess(i);
-    if (auto st = removeInstanceResources(i); !st.ok() && first.ok()) first = st;
-  }
-  terminating_.clear();
+  // Nothing is wanted any more: every pod gets SIGTERM at once and goes the
+  // way of a deleted pod (terminating set, finishTerminations). This runs in
+  // `membraned cleanup`, with no agent to keep answering, so it waits here.
+  pods_.clear();
+  deployments_.clear();
   std::vector<std::string> all;
   for (const auto& [k, i] : instances_) all.push_back(k);
-  for (auto& [k, i] : instances_) {
-    // After a restart nothing is our child: stop by pid + start time.
-    i.own_child = false;
-    stopProcess(i);
+  for (const auto& k : all)
+    if (auto st = destroyInstance(k); !st.ok() && first.ok()) first = st;
+  const auto deadline = Clock::now() + cfg_.stop_grace + std::chrono::seconds(2);
+  for (;;) {
+    finishTerminations();
+    if (terminating_.empty() || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  for (const auto& k : all) {
-    auto st = destroyInstance(k);
-    if (!st.ok() && first.ok()) first = st;
-  }
+  for (const auto& [k, i] : terminating_)
+    if (first.ok()) first = Error(ETIMEDOUT, fmt::format("pod {}: process {} did not end after SIGKILL", k, i.pid));
   for (const auto& [k, s] : services_)
     for (const auto& [pp, be] : s.synced) dp_.deleteService(htonl(s.cluster_ip), pp.first, pp.second).ok();
   services_.clear();
-  pods_.clear();
-  deployments_.clear();
   namespaces_.clear();
   const auto& c = cfg_.service_cidr;
   auto st = net_.removeUnreachableRoute(htonl(c.network), c.prefix_len);

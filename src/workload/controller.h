@@ -99,6 +99,7 @@ class Controller {
 
   // Pods that got SIGTERM and whose process has not exited yet.
   bool terminating() const { return !terminating_.empty(); }
+  std::chrono::milliseconds stopGrace() const { return cfg_.stop_grace; }
   // Removes the terminating pods whose process exited (SIGKILL for those past
   // stop_grace), then re-creates what waited for their names. Never blocks
   // for long (a SIGKILLed child is reaped at once).
@@ -161,7 +162,6 @@ class Controller {
   Status save() const;
   Status createInstance(Instance inst);
   Status startProcess(Instance& inst);
-  void stopProcess(Instance& inst);  // blocking (removeAll only)
   // Starts the pod's termination (SIGTERM, into terminating_) or, without a
   // live process, removes it at once.
   Status destroyInstance(const std::string& key);

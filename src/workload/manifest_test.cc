@@ -6,7 +6,6 @@
 #include <fstream>
 #include <sstream>
 
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 namespace membrane::workload {
@@ -47,31 +46,38 @@ TEST(Manifest, StarWarsApp) {
 // (spec.serviceAccountName, or the deprecated spec.serviceAccount; Kubernetes
 // defaults it to "default"): parsed, validated with a location, persisted.
 TEST(Manifest, ServiceAccountName) {
-  const std::string pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{}"
-                          "  containers:\n  - name: c\n    image: tgraf/netperf\n";
-  auto none = parseManifests(fmt::format(fmt::runtime(pod), ""), "p.yaml");
-  ASSERT_TRUE(none.ok()) << firstError(none);
-  EXPECT_EQ(none.manifests.pods.at(0).spec.service_account, "default");
-  auto named = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: r2.d2-unit\n"), "p.yaml");
-  ASSERT_TRUE(named.ok()) << firstError(named);
-  EXPECT_EQ(named.manifests.pods.at(0).spec.service_account, "r2.d2-unit");
-  auto alias = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccount: old\n"), "p.yaml");
-  ASSERT_TRUE(alias.ok()) << firstError(alias);
-  EXPECT_EQ(alias.manifests.pods.at(0).spec.service_account, "old");
-  // Both: serviceAccountName wins, whatever the order (as in Kubernetes).
-  auto both = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: new\n  serviceAccount: old\n"), "p.yaml");
-  ASSERT_TRUE(both.ok()) << firstError(both);
-  EXPECT_EQ(both.manifests.pods.at(0).spec.service_account, "new");
-
-  auto bad = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: Vader\n"), "p.yaml");
-  EXPECT_FALSE(bad.ok());
-  EXPECT_EQ(firstError(bad),
-            "p.yaml:6:23: spec.serviceAccountName: 'Vader' is not a valid service account name (lowercase letters, "
-            "digits, '-' and '.', starting and ending with a letter or digit, at most 63 characters)");
-  auto list = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: [a]\n"), "p.yaml");
-  EXPECT_EQ(firstError(list), "p.yaml:6:23: spec.serviceAccountName: expected a string, got a list");
-  auto tooLong = parseManifests(fmt::format(fmt::runtime(pod), "  serviceAccountName: " + std::string(64, 'a') + "\n"), "p.yaml");
-  EXPECT_FALSE(tooLong.ok());
+  auto parse = [](const std::string& spec_lines) {
+    return parseManifests("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n" + spec_lines +
+                              "  containers:\n  - name: c\n    image: tgraf/netperf\n",
+                          "p.yaml");
+  };
+  const std::pair<std::string, std::string> accepted[] = {
+      {"", "default"},
+      {"  serviceAccountName: r2.d2-unit\n", "r2.d2-unit"},
+      {"  serviceAccount: old\n", "old"},
+      // Both: serviceAccountName wins, whatever the order (as in Kubernetes).
+      {"  serviceAccountName: new\n  serviceAccount: old\n", "new"},
+  };
+  for (const auto& [lines, want] : accepted) {
+    auto r = parse(lines);
+    ASSERT_TRUE(r.ok()) << lines << firstError(r);
+    EXPECT_EQ(r.manifests.pods.at(0).spec.service_account, want) << lines;
+  }
+  const std::string invalid = "is not a valid service account name (lowercase letters, digits, '-' and '.', "
+                              "starting and ending with a letter or digit, at most 63 characters)";
+  const std::string too_long(64, 'a');
+  const std::pair<std::string, std::string> refused[] = {
+      {"  serviceAccountName: Vader\n", "p.yaml:6:23: spec.serviceAccountName: 'Vader' " + invalid},
+      {"  serviceAccountName: [a]\n", "p.yaml:6:23: spec.serviceAccountName: expected a string, got a list"},
+      {"  serviceAccountName: " + too_long + "\n",
+       "p.yaml:6:23: spec.serviceAccountName: '" + too_long + "' " + invalid},
+  };
+  for (const auto& [lines, want] : refused) {
+    auto r = parse(lines);
+    EXPECT_FALSE(r.ok()) << lines;
+    EXPECT_EQ(firstError(r), want);
+  }
+  auto named = parse("  serviceAccountName: r2.d2-unit\n");
 
   // The state file keeps it; a state written before it existed reads "default".
   nlohmann::json j = named.manifests.pods.at(0);
