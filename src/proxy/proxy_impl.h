@@ -14,8 +14,9 @@
 // Threads: the loop thread runs every method except the ones marked "control
 // thread", which run on whatever thread calls Proxy::applyConfig() etc.
 // State the loop thread alone touches is in LoopState; everything else in Impl
-// is shared and says what guards it. No loop method blocks on a lock a control
-// thread holds for long (only cfg_mu, for a pointer copy, and listeners_mu).
+// is shared and says what guards it. The loop takes two locks: cfg_mu after
+// a config change (a pointer copy), and listeners_mu once per batch to free
+// retired listeners (apply() holds it while it opens sockets).
 #pragma once
 
 #include <sys/epoll.h>
@@ -75,7 +76,8 @@ struct LoopState {
   std::shared_ptr<const ProxyConfig> loop_cfg;  // the config requests are decided with (currentConfig())
   uint64_t loop_gen = 0;                        // Impl::cfg_gen that loop_cfg was taken at
   BufferPool pool;
-  // idle: every live connection (idle_timeout, or linger_timeout once lingering);
+  // idle: every live connection (idle_timeout, or linger_timeout once lingering:
+  // a shorter deadline behind longer ones, so it fires no sooner than they do);
   // hdr: first byte of a request head -> end of head; conn_timers: upstream connect.
   TimerList idle, hdr, conn_timers;
   std::vector<Conn*> graveyard;  // destroyed in this event batch, deleted by reap()
@@ -86,7 +88,7 @@ struct LoopState {
 struct Proxy::Impl : LoopState {
   explicit Impl(ProxyOptions o) : LoopState(o.buffer_size), opts(std::move(o)) {}
 
-  // --- shared, set before start() ---------------------------------------------
+  // --- shared with other threads -------------------------------------------
   const ProxyOptions opts;
   ProxyStats stats;  // atomics: the loop writes, anyone reads
   AccessLog log;     // thread-safe (access_log.h)
@@ -173,7 +175,8 @@ struct Proxy::Impl : LoopState {
   void flushUpstream(Conn* c);  // writes uout; failUpstream(Reset) on error
   void closeUpstream(Conn* c);
   void abortUpstream(Conn* c);  // closeUpstream() with a reset instead of a FIN
-  // Requests still waiting for the upstream get a local 503 ('err' logged).
+  // Requests still waiting for the upstream get a local 503 ('err' logged); a
+  // response already half relayed, or a tunnel, ends with the client connection.
   void failUpstream(Conn* c, UpstreamError err);
 
   // --- request_log.cc -------------------------------------------------------
