@@ -74,6 +74,7 @@ Result<std::unique_ptr<ProxyManager>> ProxyManager::start(const ProxyManagerConf
   std::unique_ptr<ProxyManager> m(new ProxyManager(cfg));
   pid_t pid = readPid(cfg.pidfile);
   if (isOurProxy(pid, cfg.control_socket) && healthy(cfg.control_socket)) {
+    MutexLock lk(m->state_mu_);
     m->pid_ = pid;
     m->adopted_ = true;
     spdlog::info("L7 proxy: adopted running membrane-proxy pid {} ({})", pid, cfg.control_socket);
@@ -138,9 +139,12 @@ Status ProxyManager::spawn() {
     ::_exit(127);
   }
   ::close(logfd);
-  pid_ = pid;
-  child_ = true;
-  adopted_ = false;
+  {
+    MutexLock lk(state_mu_);
+    pid_ = pid;
+    child_ = true;
+    adopted_ = false;
+  }
   auto wrote = endpoint::writeFileAtomic(cfg_.pidfile, fmt::format("{}\n", pid));
   if (!wrote.ok()) spdlog::warn("L7 proxy pidfile: {}", wrote.error().message);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -153,6 +157,7 @@ Status ProxyManager::spawn() {
     }
     int st = 0;
     if (::waitpid(pid, &st, WNOHANG) == pid) {
+      MutexLock lk(state_mu_);
       pid_ = -1;
       return Error(EIO, fmt::format("membrane-proxy exited at start (status {}); see {}", st, cfg_.log_file));
     }
@@ -163,6 +168,7 @@ Status ProxyManager::spawn() {
 }
 
 bool ProxyManager::alive() {
+  MutexLock lk(state_mu_);  // a waitpid(WNOHANG) and two /proc reads: short
   if (pid_ <= 0) return false;
   if (child_) {
     int st = 0;
@@ -173,11 +179,16 @@ bool ProxyManager::alive() {
 
 Status ProxyManager::ensureRunning() {
   if (alive()) return okStatus();
-  spdlog::warn("L7 proxy pid {} is gone; starting a new one", pid_);
+  spdlog::warn("L7 proxy pid {} is gone; starting a new one", pid());
   MB_TRY(spawn());
-  if (!last_config_.empty()) {
+  std::string last;
+  {
+    MutexLock lk(state_mu_);
+    last = last_config_;
+  }
+  if (!last.empty()) {
     api::HttpClient c(cfg_.control_socket, std::chrono::seconds(10));
-    auto r = c.request("PUT", "/v1/config", last_config_);
+    auto r = c.request("PUT", "/v1/config", last);
     if (!r) return r.error().wrap("re-push L7 config");
   }
   return okStatus();
@@ -195,6 +206,7 @@ Status ProxyManager::push(const json& config) {
   }
   auto ok = proxy::configReplyFromJson(json::parse(r->body, nullptr, false));
   if (!ok) return ok.error().wrap("push L7 config to membrane-proxy");
+  MutexLock lk(state_mu_);
   last_config_ = std::move(body);
   return okStatus();
 }
