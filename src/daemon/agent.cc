@@ -288,30 +288,7 @@ Status Agent::init() {
   event_thread_ = std::thread([this] { eventLoop(); });
   if (proxy_) {
     accesslog_thread_ = std::thread([this] { accessLogLoop(); });
-    // A dead proxy means L7 traffic fails closed (no listener); bring it back
-    // with the current config.
-    proxy_supervisor_thread_ = std::thread([this] {
-      while (!stopping_) {
-        {
-          std::unique_lock lk(gc_mu_);
-          gc_cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
-        }
-        if (stopping_) break;
-        const auto t0 = std::chrono::steady_clock::now();
-        bool ok = true;
-        if (!proxy_->running()) {
-          MutexLock change(change_mu_);
-          MutexLock lk(mu_);
-          if (!proxy_->running()) {
-            if (auto st = syncProxy(); !st.ok()) {
-              spdlog::error("L7 proxy restart: {}", st.error().message);
-              ok = false;
-            }
-          }
-        }
-        metrics_->recordControllerRun(kControllerProxy, ok, secondsSince(t0));
-      }
-    });
+    proxy_supervisor_thread_ = std::thread([this] { proxySupervisorLoop(); });
   }
   gc_thread_ = std::thread([this] { gcLoop(); });
   metrics_->setBootstrapSeconds("overall", true, secondsSince(t_start));
@@ -323,6 +300,7 @@ void Agent::stop() {
   stopped_ = true;
   stopping_ = true;
   if (accesslog_wake_) accesslog_wake_->notify();
+  if (supervisor_wake_) supervisor_wake_->notify();
   if (health_) health_->stop();
   gc_cv_.notify_all();
   hub_.closeAll();
@@ -502,6 +480,9 @@ Status Agent::startProxy() {
   auto wake = Wakeup::create();
   if (!wake) return wake.error().wrap("L7 access-log relay");
   accesslog_wake_ = std::make_unique<Wakeup>(std::move(*wake));
+  auto sup_wake = Wakeup::create();
+  if (!sup_wake) return sup_wake.error().wrap("L7 proxy supervisor");
+  supervisor_wake_ = std::make_unique<Wakeup>(std::move(*sup_wake));
   // Before any monitor client or proxy restart: the relay waits for these.
   const Wakeup* w = accesslog_wake_.get();
   hub_.setOnChange([w] { w->notify(); });
@@ -529,6 +510,34 @@ Status Agent::startProxy() {
   MutexLock change(change_mu_);
   MutexLock lk(mu_);
   return syncProxy();
+}
+
+// A dead proxy means L7 traffic fails closed (no listener): bring it back
+// with the current config as soon as it exits. The thread blocks on the
+// proxy's pidfd (no clock); only while no proxy runs (a start failed) does
+// it retry, every second.
+void Agent::proxySupervisorLoop() {
+  while (!stopping_) {
+    auto exit_fd = proxy_->exitFd();
+    pollfd p[2] = {{supervisor_wake_->fd(), POLLIN, 0}, {exit_fd ? exit_fd->get() : -1, POLLIN, 0}};
+    while (::poll(p, 2, exit_fd ? -1 : 1000) < 0 && errno == EINTR) {
+    }
+    if (p[0].revents) supervisor_wake_->drain();
+    if (stopping_) break;
+    const auto t0 = std::chrono::steady_clock::now();
+    bool ok = true;
+    if (!proxy_->running()) {
+      MutexLock change(change_mu_);
+      MutexLock lk(mu_);
+      if (!proxy_->running()) {  // a change may have restarted it meanwhile
+        if (auto st = syncProxy(); !st.ok()) {
+          spdlog::error("L7 proxy restart: {}", st.error().message);
+          ok = false;
+        }
+      }
+    }
+    metrics_->recordControllerRun(kControllerProxy, ok, secondsSince(t0));
+  }
 }
 
 json Agent::proxyStatusJson() {

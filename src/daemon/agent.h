@@ -256,7 +256,11 @@ class Agent {
   nlohmann::json proxyStatusJson() REQUIRES(mu_);  // GET /v1/healthz "proxy"
   std::thread accesslog_thread_;
   std::unique_ptr<Wakeup> accesslog_wake_;  // set by startProxy, before the relay thread and any monitor client
-  std::thread proxy_supervisor_thread_;  // restarts a dead proxy within ~1 s
+  // Restarts a dead proxy as soon as it exits (blocks on its pidfd and on
+  // supervisor_wake_, which stop() notifies).
+  std::thread proxy_supervisor_thread_;
+  std::unique_ptr<Wakeup> supervisor_wake_;  // set by startProxy
+  void proxySupervisorLoop() EXCLUDES(change_mu_, mu_);
   // Endpoint IP (host order) -> {id, labels} for l7 monitor events; written by
   // realizeProxy, read by the access-log thread.
   Mutex l7_peers_mu_;

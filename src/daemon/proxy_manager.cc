@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -175,6 +176,18 @@ bool ProxyManager::alive() {
     if (::waitpid(pid_, &st, WNOHANG) == pid_) return false;  // reaped
   }
   return isOurProxy(pid_, cfg_.control_socket);
+}
+
+Result<UniqueFd> ProxyManager::exitFd() {
+  const pid_t p = pid();
+  if (p <= 0) return Error(ESRCH, "no membrane-proxy process");
+  // The raw syscall: glibc 2.36's <sys/pidfd.h> lacks extern "C" (C++ callers fail to link).
+  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, p, 0)));
+  if (!fd.valid()) return Error::fromErrno(errno, fmt::format("pidfd_open membrane-proxy pid {}", p));
+  // Opened after the pid was read: make sure it still names our proxy (not a
+  // successor spawned meanwhile, nor a recycled pid).
+  if (!alive() || pid() != p) return Error(ESRCH, fmt::format("membrane-proxy pid {} is gone", p));
+  return fd;
 }
 
 Status ProxyManager::ensureRunning() {

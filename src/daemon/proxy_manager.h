@@ -97,6 +97,10 @@ class ProxyManager {
   // once a new proxy started (or on the next wake), never on a clock.
   void relayAccessLog(const Wakeup& wake, const RelayHooks& hooks) const;
 
+  // A pidfd of the running proxy process: poll() reports it readable once
+  // that process exits, so a supervisor blocks instead of polling on a
+  // clock. ESRCH when no proxy runs now.
+  Result<UniqueFd> exitFd() EXCLUDES(state_mu_);
   // True while the proxy process is alive (reaps it if it was our child).
   bool running() EXCLUDES(state_mu_) { return alive(); }
   pid_t pid() const EXCLUDES(state_mu_) {
