@@ -38,6 +38,7 @@ void Proxy::Impl::destroy(Conn* c) {
   if (c->dead) return;
   c->dead = true;
   idle.disarm(c);
+  linger_timers.disarm(c);
   hdr.disarm(c);
   conn_timers.disarm(c);
   if (c->cfd) epoll_ctl(ep.get(), EPOLL_CTL_DEL, c->cfd.get(), nullptr);
@@ -69,7 +70,10 @@ void Proxy::Impl::linger(Conn* c) {
     return;
   }
   c->lingering = true;
-  idle.arm(c, now + opts.linger_timeout);  // not extended by what arrives
+  // Its own list: on the idle list this deadline would wait behind the
+  // (longer) idle deadlines armed before it.
+  idle.disarm(c);
+  linger_timers.arm(c, now + opts.linger_timeout);  // not extended by what arrives
   epollSet(c->cfd.get(), &c->cmask, EPOLLIN, tagOf(c, kTagClient));
 }
 

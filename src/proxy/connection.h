@@ -78,7 +78,7 @@ struct Conn {
   Clock::time_point msg_start;
   std::vector<Pending> pending;  // ring of max_pipelined entries, allocated once
   size_t p_head = 0, p_count = 0;
-  TimerLink idle_link, hdr_link, conn_link;
+  TimerLink idle_link, linger_link, hdr_link, conn_link;
 
   Pending& front() { return pending[p_head]; }
   Pending& back() { return pending[(p_head + p_count - 1) % pending.size()]; }

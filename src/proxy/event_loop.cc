@@ -67,7 +67,8 @@ void Proxy::Impl::run() {
     buffers_peak.store(pool.peakInUse(), std::memory_order_relaxed);
   }
   // Shutdown: close everything.
-  while (Conn* c = idle.front()) destroy(c);
+  for (TimerList* t : {&idle, &linger_timers})
+    while (Conn* c = t->front()) destroy(c);
   reap();
 }
 
@@ -79,7 +80,7 @@ void Proxy::Impl::wakeLoop() {
 
 int Proxy::Impl::nextTimeoutMs() {
   Clock::time_point next = Clock::time_point::max();
-  for (TimerList* t : {&idle, &hdr, &conn_timers})
+  for (TimerList* t : {&idle, &linger_timers, &hdr, &conn_timers})
     if (Conn* c = t->front()) next = std::min(next, t->link(c).deadline);
   if (next == Clock::time_point::max()) return 1000;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(next - now).count() + 1;
@@ -101,8 +102,12 @@ void Proxy::Impl::expireTimers() {
   }
   while (Conn* c = idle.front()) {
     if (idle.link(c).deadline > now) break;
-    if (!c->lingering) stats.timeouts_idle.fetch_add(1);
+    stats.timeouts_idle.fetch_add(1);
     destroy(c);
+  }
+  while (Conn* c = linger_timers.front()) {
+    if (linger_timers.link(c).deadline > now) break;
+    destroy(c);  // the client never ended its side: not an idle timeout
   }
 }
 

@@ -71,15 +71,20 @@ struct ListenerSock {
 // derives from it so the loop's methods name its members directly.
 struct LoopState {
   explicit LoopState(size_t buffer_size)
-      : pool(buffer_size), idle(&Conn::idle_link), hdr(&Conn::hdr_link), conn_timers(&Conn::conn_link) {}
+      : pool(buffer_size),
+        idle(&Conn::idle_link),
+        linger_timers(&Conn::linger_link),
+        hdr(&Conn::hdr_link),
+        conn_timers(&Conn::conn_link) {}
 
   std::shared_ptr<const ProxyConfig> loop_cfg;  // the config requests are decided with (currentConfig())
   uint64_t loop_gen = 0;                        // Impl::cfg_gen that loop_cfg was taken at
   BufferPool pool;
-  // idle: every live connection (idle_timeout, or linger_timeout once lingering:
-  // a shorter deadline behind longer ones, so it fires no sooner than they do);
+  // One list per timeout, so each list's head is its next deadline (timer_list.h).
+  // Every live connection is on exactly one of idle (idle_timeout, re-armed by
+  // traffic) and linger_timers (linger_timeout from linger(), not extended);
   // hdr: first byte of a request head -> end of head; conn_timers: upstream connect.
-  TimerList idle, hdr, conn_timers;
+  TimerList idle, linger_timers, hdr, conn_timers;
   std::vector<Conn*> graveyard;  // destroyed in this event batch, deleted by reap()
   size_t conn_count = 0;
   Clock::time_point now;  // taken after each epoll_wait: one clock read per batch
@@ -131,7 +136,8 @@ struct Proxy::Impl : LoopState {
   // EPOLL_CTL_MOD of 'fd' to 'want' unless *cur already is; updates *cur.
   void epollSet(int fd, uint32_t* cur, uint32_t want, uint64_t tag);
   int nextTimeoutMs();  // until the earliest timer, at most 1 s
-  void expireTimers();  // header: 408 + close; connect: failUpstream(Timeout); idle: destroy
+  // header: 408 + close; connect: failUpstream(Timeout); idle, linger: destroy
+  void expireTimers();
   void reap();          // deletes the graveyard
   // Any thread: makes the loop run a batch soon (to see 'stopping', 'reset_peak').
   void wakeLoop();
@@ -145,7 +151,9 @@ struct Proxy::Impl : LoopState {
   void touch(Conn* c);  // re-arms the idle timer
   // Closes both sockets now and queues 'c' for reap(); idempotent.
   void destroy(Conn* c);
-  void linger(Conn* c);  // FIN to the client, then discard its bytes until EOF
+  // FIN to the client, then discard its bytes until EOF or linger_timeout
+  // (moves 'c' from the idle list to linger_timers).
+  void linger(Conn* c);
   void drainLingering(Conn* c, uint32_t events);
 
   // --- requests.cc ----------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "src/proxy/timer_list.h"
 
+#include "membrane/result.h"
 #include "src/proxy/connection.h"
 
 namespace membrane::proxy {
@@ -8,6 +9,7 @@ TimerLink& TimerList::link(Conn* c) const { return c->*link_; }
 
 void TimerList::arm(Conn* c, Clock::time_point deadline) {
   disarm(c);
+  MB_CHECK(!tail_ || link(tail_).deadline <= deadline);
   TimerLink& l = link(c);
   l.deadline = deadline;
   l.linked = true;

@@ -1,4 +1,4 @@
-// TimerList: the proxy's connection timeouts (header, connect, idle/linger),
+// TimerList: the proxy's connection timeouts (header, connect, idle, linger),
 // one intrusive list per timeout duration (proxy_impl.h, LoopState).
 //
 // Every timer of a list has the same duration, so deadlines are appended in
@@ -30,8 +30,10 @@ struct TimerLink {
 class TimerList {
  public:
   explicit TimerList(TimerLink Conn::*link) : link_(link) {}
-  // (Re)arms 'c' at 'deadline', at the tail. Expiry looks at the head only:
-  // a deadline earlier than one armed before it fires no sooner than that one.
+  // (Re)arms 'c' at 'deadline', at the tail. Expiry looks at the head only,
+  // so 'deadline' must be no earlier than any deadline in the list (checked):
+  // arm every entry with now + the list's one timeout. A shorter timeout
+  // needs a list of its own, else it fires no sooner than the entries before it.
   void arm(Conn* c, Clock::time_point deadline);
   void disarm(Conn* c);  // no-op when not armed
   Conn* front() const { return head_; }
