@@ -141,8 +141,10 @@ Clock::time_point Controller::now() const { return cfg_.now ? cfg_.now() : Clock
 
 void Controller::saveRuntime() {
   auto st = save();
-  if (!st.ok() && !save_pending_) spdlog::warn("save workloads: {} (retrying)", st.error().message);
-  save_pending_ = !st.ok();
+  unsaved_ = !st.ok();
+  const std::string error = st.ok() ? "" : st.error().message;
+  if (!error.empty() && error != save_error_) spdlog::warn("save workloads: {} (retrying)", error);
+  save_error_ = error;
 }
 
 void Controller::setDesired(Desired d) {
@@ -831,6 +833,7 @@ void Controller::syncServices() {
       if (cur == s.synced.end() || cur->second != be)
         spdlog::info("service {} {}:{}: {} backends", k, ipv4HostOrderToString(s.cluster_ip), pp.first, be.size());
       s.synced[pp] = be;
+      unsaved_ = true;  // what the datapath holds (a restarted agent deletes frontends by it)
       if (cfg_.on_service_event) cfg_.on_service_event("update");
     }
     for (auto it = s.synced.begin(); it != s.synced.end();) {
@@ -846,6 +849,7 @@ void Controller::syncServices() {
       }
       if (cfg_.on_service_event) cfg_.on_service_event("delete");
       it = s.synced.erase(it);
+      unsaved_ = true;
     }
     s.fresh = false;
   }
@@ -887,7 +891,7 @@ void Controller::tick() {
     auto it = before.find(k);
     if (it == before.end() || it->second != std::make_pair(i.pid, i.restarts)) changed = true;
   }
-  if (changed || save_pending_) saveRuntime();
+  if (changed || unsaved_) saveRuntime();
 }
 
 json Controller::podsJson(const std::string& ns) const {

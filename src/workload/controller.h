@@ -193,7 +193,8 @@ class Controller {
   std::string podDir(const Instance& i) const;
   std::chrono::steady_clock::time_point now() const;
   Status save() const;
-  // save() after a reconcile (pids, phases): a failure is logged and retried by tick().
+  // save() after a reconcile (pids, phases, service frontends): a failure is
+  // logged and retried by tick().
   void saveRuntime();
   // What apply/remove change, for undoing a change whose save failed.
   struct Desired {
@@ -229,7 +230,8 @@ class Controller {
   kernel::PodNetworks& net_;
   kernel::ProcessRunner& procs_;
   endpoint::StateFiles& files_;
-  bool save_pending_ = false;  // the last saveRuntime() failed
+  bool unsaved_ = false;  // workloads.json is behind (a failed save, a frontend written by tick())
+  std::string save_error_;  // of the last save (logged once)
   // Frontends (vip host order, port, proto) of deleted services whose delete
   // failed: retried by syncServices(); their addresses are not handed out.
   std::set<std::tuple<uint32_t, uint16_t, uint8_t>> stale_frontends_;
