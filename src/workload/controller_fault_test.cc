@@ -556,5 +556,26 @@ TEST_F(ControllerFaultTest, RestoreFailsAtEveryStepAndANewStartRestores) {
   EXPECT_EQ(joined(tolerated), "4:upsertService");
 }
 
+// Issue 10: a pod phase the controller does not know (a hand edit, a newer
+// agent's file) fails the start with the file and the field, and the file is
+// left as it was.
+TEST_F(ControllerFaultTest, UnknownPodPhaseInTheStateFileNamesFileAndField) {
+  auto w = world([](World& w) { ASSERT_TRUE(w.call([&] { return applied(w, kPod); }).ok()); });
+  const std::string path = w->state_dir + "/workloads.json";
+  auto j = nlohmann::json::parse(endpoint::readFile(path).value());
+  ASSERT_EQ(j["instances"][0]["phase"], "Running");
+  EXPECT_EQ(w->wl->podJson("default", "deathstar").value()["phase"], "Running");
+  j["instances"][0]["phase"] = "Evicted";
+  ASSERT_TRUE(endpoint::writeFileAtomic(path, j.dump(1)).ok());
+  w->restartController();
+  auto st = w->wl->init();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, EINVAL);
+  EXPECT_THAT(st.error().message,
+              ::testing::StartsWith(path + ": instances[0].phase: unknown pod phase 'Evicted' (expected Pending, "
+                                           "Running, Waiting, Succeeded or Failed); fix the field"));
+  EXPECT_EQ(endpoint::readFile(path).value(), j.dump(1));
+}
+
 }  // namespace
 }  // namespace membrane::workload
