@@ -799,7 +799,7 @@ Response Agent::healthz(const Request&) {
   MutexLock lk(mu_, std::adopt_lock);
   size_t not_ready = 0;
   for (const auto* ep : eps_->list())
-    if (ep->state != endpoint::kStateReady) ++not_ready;
+    if (ep->state != endpoint::EndpointState::Ready) ++not_ready;
   const std::string held = heldMessage();
   std::string status = not_ready || !held.empty() ? "degraded" : "ok";
   std::string message = not_ready ? fmt::format("{} endpoints not ready", not_ready) : "";
