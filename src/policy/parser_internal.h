@@ -116,6 +116,10 @@ class Parser {
   bool peerRule(const YAML::Node& n, const std::string& path, Direction dir, bool deny, const Policy& p,
                 PeerRule& pr);
   bool entities(const YAML::Node& n, const std::string& path, PeerRule& pr);
+  // An IPv4 CIDR `text` (given at `at`) as its network, host order with the
+  // host bits cleared, and its prefix length; reports a malformed or IPv6 one.
+  std::optional<std::pair<uint32_t, int>> network(const YAML::Node& at, const std::string& path,
+                                                  const std::string& text);
   std::optional<CidrRule> cidrRule(const YAML::Node& at, const std::string& path, const std::string& text);
   // fromCIDRSet / toCIDRSet item and NetworkPolicy ipBlock: {<cidr_field>, except[]}.
   std::optional<CidrRule> cidrSet(const YAML::Node& n, const std::string& path, const ObjectSpec& spec,

@@ -15,6 +15,9 @@ namespace membrane::policy::detail {
 
 namespace {
 
+// The netmask of a prefix length 0-32, host byte order.
+uint32_t prefixMask(int len) { return len == 0 ? 0 : ~uint32_t{0} << (32 - len); }
+
 // Parses "a.b.c.d[/n]" into a normalized network. Returns an error message on failure.
 std::variant<std::pair<uint32_t, int>, std::string> parseCidr(std::string_view text) {
   std::string s(text);
@@ -32,8 +35,7 @@ std::variant<std::pair<uint32_t, int>, std::string> parseCidr(std::string_view t
   if (inet_pton(AF_INET, addr.c_str(), &a) != 1)
     return fmt::format("invalid CIDR '{}': '{}' is not an IPv4 address", text, addr);
   uint32_t host = ntohl(a.s_addr);
-  uint32_t mask = len == 0 ? 0 : ~uint32_t{0} << (32 - len);
-  return std::make_pair(host & mask, len);
+  return std::make_pair(host & prefixMask(len), len);
 }
 
 std::string formatCidr(uint32_t net, int len) {
@@ -155,13 +157,20 @@ bool Parser::entities(const YAML::Node& n, const std::string& path, PeerRule& pr
   return ok;
 }
 
-std::optional<CidrRule> Parser::cidrRule(const YAML::Node& at, const std::string& path, const std::string& text) {
+std::optional<std::pair<uint32_t, int>> Parser::network(const YAML::Node& at, const std::string& path,
+                                                        const std::string& text) {
   auto parsed = parseCidr(text);
   if (auto* msg = std::get_if<std::string>(&parsed)) {
     error(at, path, *msg);
     return std::nullopt;
   }
-  auto [net, len] = std::get<0>(parsed);
+  return std::get<0>(parsed);
+}
+
+std::optional<CidrRule> Parser::cidrRule(const YAML::Node& at, const std::string& path, const std::string& text) {
+  auto parsed = network(at, path, text);
+  if (!parsed) return std::nullopt;
+  auto [net, len] = *parsed;
   return CidrRule{formatCidr(net, len), {}};
 }
 
@@ -177,12 +186,9 @@ std::optional<CidrRule> Parser::cidrSet(const YAML::Node& n, const std::string& 
   const std::string cpath = join(path, cidr_field);
   auto s = string(it->second.value, cpath);
   if (!s) return std::nullopt;
-  auto parsed = parseCidr(*s);
-  if (auto* msg = std::get_if<std::string>(&parsed)) {
-    error(it->second.value, cpath, *msg);
-    return std::nullopt;
-  }
-  auto [net, len] = std::get<0>(parsed);
+  auto parsed = network(it->second.value, cpath, *s);
+  if (!parsed) return std::nullopt;
+  auto [net, len] = *parsed;
   CidrRule out{formatCidr(net, len), {}};
   if (auto e = f->find("except"); e != f->end()) {
     const YAML::Node& l = e->second.value;
@@ -191,14 +197,10 @@ std::optional<CidrRule> Parser::cidrSet(const YAML::Node& n, const std::string& 
     for (size_t i = 0; i < l.size(); ++i) {
       auto es = string(l[i], index(epath, i));
       if (!es) return std::nullopt;
-      auto ep = parseCidr(*es);
-      if (auto* msg = std::get_if<std::string>(&ep)) {
-        error(l[i], index(epath, i), *msg);
-        return std::nullopt;
-      }
-      auto [enet, elen] = std::get<0>(ep);
-      uint32_t mask = len == 0 ? 0 : ~uint32_t{0} << (32 - len);
-      if (elen < len || (enet & mask) != net) {
+      auto ep = network(l[i], index(epath, i), *es);
+      if (!ep) return std::nullopt;
+      auto [enet, elen] = *ep;
+      if (elen < len || (enet & prefixMask(len)) != net) {
         error(l[i], index(epath, i),
               fmt::format("except '{}' is not contained in '{}'", *es, out.cidr));
         return std::nullopt;
