@@ -23,7 +23,14 @@ deps:
 	  echo "installing: $$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (needs apt-get install $$missing)"; exit 1; fi; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	  if printf '%s\n' $$missing | grep -qx prometheus && [ -d /run/systemd/system ] && \
+	     systemctl is-active -q prometheus 2>/dev/null; then \
+	    echo "make deps: Debian started a system Prometheus service on :9090 with the package; membrane"; \
+	    echo "  uses the package's binaries only (the demo runs its own on 127.0.0.1:9090): stopping and"; \
+	    echo "  disabling prometheus.service (systemctl enable --now prometheus brings it back)"; \
+	    systemctl disable --now -q prometheus; \
+	  fi; \
 	fi
 
 $(BUILD)/build.ninja: CMakeLists.txt

@@ -144,9 +144,15 @@ if [ $stop = 1 ]; then
 fi
 
 # A port taken by something that is not ours: say which and how to choose another.
+# Debian's prometheus package starts a system service on :9090 where systemd runs (`make deps`
+# stops the one it installed; one installed before is the user's).
+prometheus_service_hint=""
+if systemctl is-active -q prometheus 2>/dev/null; then
+  prometheus_service_hint=" (the system's prometheus.service listens there: 'systemctl stop prometheus', or pick another port)"
+fi
 port_free_or_die() {  # port_free_or_die PORT ENVVAR
   if ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; then
-    die "port $1 is already in use ($(ss -ltnpH "sport = :$1" | sed 's/.*users:((\("[^"]*"\).*/\1/' | head -1)); pick another with $2=PORT make demo"
+    die "port $1 is already in use ($(ss -ltnpH "sport = :$1" | sed 's/.*users:((\("[^"]*"\).*/\1/' | head -1)); pick another with $2=PORT make demo${prometheus_service_hint:-}"
   fi
 }
 
