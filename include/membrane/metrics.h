@@ -110,6 +110,8 @@ inline constexpr std::string_view kIdentityTypes[] = {"node_local", "cluster_loc
                                                       "remote_node"};
 // cilium_identity_label_sources{source}: the sources membrane's identities use.
 inline constexpr std::string_view kIdentityLabelSources[] = {"k8s", "reserved", "cidr"};
+// cilium_policy_selector_match_count_max{class}: Cilium's selector classes.
+inline constexpr std::string_view kSelectorClasses[] = {"world", "cluster", "fqdn", "other"};
 // "/v1/endpoint/1204" -> "/v1/endpoint" (cilium_agent_api_process_time_seconds{path}).
 std::string apiShortPath(std::string_view path);
 
@@ -188,6 +190,15 @@ class AgentMetrics {
   // pass's result.
   void recordConntrackGc(CtFamily family, CtProtocol protocol, bool completed, double seconds,
                          uint64_t alive, uint64_t deleted);
+  // The map walk of one GC pass:
+  // cilium_datapath_conntrack_dump_resets_total{area="conntrack",
+  // name="dump_interrupts",family} += restarts (an entry vanished under the
+  // iterator and the walk continued from wherever the kernel put it, possibly
+  // the map's start), and
+  // cilium_datapath_conntrack_gc_key_fallbacks_total{family,protocol} +=
+  // fallbacks (the walk went back to the previous key instead). Adding 0
+  // creates the series, so both exist from the first pass.
+  void recordConntrackWalk(CtFamily family, uint64_t restarts, uint64_t tcp_fallbacks, uint64_t other_fallbacks);
 
   // --- the agent itself -----------------------------------------------------
   // cilium_agent_bootstrap_seconds{scope,outcome="success"|"fail"}: how long
@@ -222,6 +233,47 @@ class AgentMetrics {
   // cilium_services_events_total{action="update"|"delete"}: one service
   // frontend written to or removed from the datapath. Both always present.
   void recordServiceEvent(std::string_view action);
+  // cilium_service_implementation_delay{action="update"|"delete"}: seconds
+  // from the change of a service or of its backends (a manifest applied, a
+  // backend pod becoming ready or going away) to its datapath entries being
+  // written. Both actions always present.
+  void observeServiceImplementationDelay(std::string_view action, double seconds);
+
+  // --- policy updates caused by identities and the policy trigger ------------
+  // cilium_policy_incremental_update_duration{scope="global"}: seconds for a
+  // newly learned (or vanished) identity to reach every endpoint's policy
+  // map. Always present.
+  void observePolicyIncrementalUpdate(double seconds);
+  // cilium_policy_selector_match_count_max{class}: the most identities one
+  // selector of the loaded policy selects, per class (kSelectorClasses,
+  // always present); whole snapshot.
+  void setSelectorMatchCountMax(const std::map<std::string, int>& max_by_class);
+  // cilium_triggers_policy_update_total{reason}: one request to regenerate
+  // every endpoint because policy or identities changed (Cilium's reason
+  // strings, e.g. "policy rules added").
+  void recordPolicyUpdateTrigger(std::string_view reason);
+  // One run of that regeneration:
+  // cilium_triggers_policy_update_call_duration_seconds{type="duration"} its
+  // run time, {type="latency"} the time from the request to the run's start,
+  // and cilium_triggers_policy_update_folds = requests merged into the run
+  // beyond the first (Cilium's trigger semantics).
+  void observePolicyUpdateRun(double duration_seconds, double latency_seconds, int folds);
+
+  // --- ipcache -----------------------------------------------------------------
+  // cilium_ipcache_events_total{type="upsert"|"delete"}: an ipcache entry
+  // written or removed. cilium_ipcache_errors_total{type,error}: a write
+  // that did not take effect, with Cilium's error values ("invalid_prefix",
+  // "no_such_prefix", ...).
+  void recordIpcacheEvent(std::string_view type);
+  void recordIpcacheError(std::string_view type, std::string_view error);
+
+  // --- BPF syscalls (off by default: enableMetrics) ----------------------------
+  // True when cilium_bpf_syscall_duration_seconds is enabled; callers skip
+  // timing otherwise, so the default costs nothing.
+  bool bpfSyscallDurationEnabled() const;
+  // cilium_bpf_syscall_duration_seconds{operation,outcome="success"|"fail"};
+  // ignored unless enabled.
+  void observeBpfSyscall(std::string_view operation, bool success, double seconds);
 
   // --- IPAM ----------------------------------------------------------------
   // cilium_ip_addresses{family="ipv4"}: allocated addresses (the pods' and
@@ -257,7 +309,24 @@ class AgentMetrics {
   // (= cilium_endpoint_regenerations_total), cilium_identity_count (the sum of
   // cilium_identity). The old counters had no _total suffix; they are exposed
   // untyped so that `promtool check metrics` stays clean (PromQL reads them alike).
+  // Also cilium_datapath_errors_total{area,name,family} (Cilium <= 1.9, dashboard
+  // 6658's "Datapath Errors"), which counted the same conntrack dump
+  // interrupts under the same labels: a copy of
+  // cilium_datapath_conntrack_dump_resets_total.
   void setLegacyNames(bool on);
+
+  // --- --metrics: Cilium's list of metrics to enable or disable ----------------
+  // Each item is "+NAME" (enable a metric that is off by default: only
+  // cilium_bpf_syscall_duration_seconds is) or "-NAME" (leave that family out
+  // of every scrape); items may also be separated by spaces or commas within
+  // one string, as Helm passes them. NAME is a family name as exposed
+  // (histograms without _bucket/_sum/_count). Fails with EINVAL, changing
+  // nothing, on an item without +/- or a name membrane does not export.
+  // Call before the metrics are served.
+  Status enableMetrics(const std::vector<std::string>& items);
+  // Every family name membrane can expose (legacy names and off-by-default
+  // ones included), sorted: what --metrics accepts.
+  static const std::vector<std::string>& knownFamilies();
 
   // --- output ----------------------------------------------------------------
   // The /metrics body (Prometheus text format 0.0.4): every family, sorted by
