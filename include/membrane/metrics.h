@@ -112,6 +112,22 @@ inline constexpr std::string_view kIdentityTypes[] = {"node_local", "cluster_loc
 inline constexpr std::string_view kIdentityLabelSources[] = {"k8s", "reserved", "cidr"};
 // cilium_policy_selector_match_count_max{class}: Cilium's selector classes.
 inline constexpr std::string_view kSelectorClasses[] = {"world", "cluster", "fqdn", "other"};
+// cilium_errors_warnings_total{level}: Cilium's level names since it logs
+// through slog (1.18: "WARN", "ERROR"; logrus-era agents wrote "warning",
+// "error").
+inline constexpr std::string_view kLogLevelWarning = "WARN";
+inline constexpr std::string_view kLogLevelError = "ERROR";
+// cilium_policy_implementation_delay{source} of a change made over the API
+// (Cilium's source.LocalAPI).
+inline constexpr std::string_view kPolicySourceApi = "api";
+// cilium_nodes_all_events_received_total{event_type}: Cilium's node manager
+// counts a node added or updated as "add", a removal as "delete".
+inline constexpr std::string_view kNodeEventAdd = "add";
+inline constexpr std::string_view kNodeEventDelete = "delete";
+// cilium_triggers_policy_update_total{reason}: Cilium's reason strings.
+inline constexpr std::string_view kTriggerPolicyAdded = "policy rules added";
+inline constexpr std::string_view kTriggerPolicyDeleted = "policy rules deleted";
+inline constexpr std::string_view kTriggerIdentities = "one or more identities created or deleted";
 // "/v1/endpoint/1204" -> "/v1/endpoint" (cilium_agent_api_process_time_seconds{path}).
 std::string apiShortPath(std::string_view path);
 

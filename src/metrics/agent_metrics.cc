@@ -35,24 +35,24 @@ using prometheus::Gauge;
 using prometheus::Histogram;
 using prometheus::MetricFamily;
 
-// Go's GOARCH spelling, as Cilium's cilium_version{arch} carries it.
+// Cilium's cilium_version{arch}: Go's GOOS/GOARCH ("linux/amd64").
 constexpr const char* goArch() {
 #if defined(__x86_64__)
-  return "amd64";
+  return "linux/amd64";
 #elif defined(__aarch64__)
-  return "arm64";
+  return "linux/arm64";
 #elif defined(__i386__)
-  return "386";
+  return "linux/386";
 #elif defined(__arm__)
-  return "arm";
+  return "linux/arm";
 #elif defined(__riscv) && __riscv_xlen == 64
-  return "riscv64";
+  return "linux/riscv64";
 #elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  return "ppc64le";
+  return "linux/ppc64le";
 #elif defined(__s390x__)
-  return "s390x";
+  return "linux/s390x";
 #else
-  return "unknown";
+  return "linux/unknown";
 #endif
 }
 
@@ -313,7 +313,8 @@ struct AgentMetrics::Impl {
       controller_runs.Add({{"status", status}});
       controller_duration.Add({{"status", status}}, kDefaultBuckets);
     }
-    for (const char* level : {"warning", "error"}) errors_warnings.Add({{"level", level}, {"subsystem", "daemon"}});
+    for (auto level : {kLogLevelWarning, kLogLevelError})
+      errors_warnings.Add({{"level", std::string(level)}, {"subsystem", "daemon"}});
     for (const char* action : {"update", "delete"}) {
       service_events.Add({{"action", action}});
       service_delay.Add({{"action", action}}, kRegenerationBuckets);
@@ -324,7 +325,7 @@ struct AgentMetrics::Impl {
         .Set(1);
     // Exported at 0 from the start: a series born at its first observation hides that
     // observation from rate()/histogram_quantile() (the dashboards' "Policy Apply Latency").
-    policy_implementation_delay.Add({{"source", "local-api"}}, kRegenerationBuckets);
+    policy_implementation_delay.Add({{"source", std::string(kPolicySourceApi)}}, kRegenerationBuckets);
   }
 
   // Everything a scrape shows, sorted by family name and series labels so

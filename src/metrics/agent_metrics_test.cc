@@ -160,11 +160,11 @@ TEST(BpfMemory, FromSourceAndFailure) {
 TEST(AgentMetrics, NodesAndNodeEvents) {
   AgentMetrics m;
   m.setNodes(1);
-  m.recordNodeEvent("update", "local");
+  m.recordNodeEvent("add", "local");
   EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_num"), (std::vector<Sample>{{"cilium_nodes_all_num", {}, 1}}));
   EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_events_received_total"),
             (std::vector<Sample>{
-                {"cilium_nodes_all_events_received_total", {{"event_type", "update"}, {"source", "local"}}, 1}}));
+                {"cilium_nodes_all_events_received_total", {{"event_type", "add"}, {"source", "local"}}, 1}}));
 }
 
 TEST(AgentMetrics, DefaultsAndTypedUpdates) {
@@ -257,8 +257,8 @@ TEST(AgentMetrics, AgentControllersApiLogsAndIpam) {
   EXPECT_EQ(value("cilium_controllers_failing", {}), 0);
   EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "success"}}), 0);
   EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "failure"}}), 0);
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 0);
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "WARN"}, {"subsystem", "daemon"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "ERROR"}, {"subsystem", "daemon"}}), 0);
   for (auto src : kIdentityLabelSources) EXPECT_EQ(value("cilium_identity_label_sources", {{"source", std::string(src)}}), 0);
 
   m.declareController("a");
@@ -285,11 +285,11 @@ TEST(AgentMetrics, AgentControllersApiLogsAndIpam) {
   EXPECT_EQ(apiShortPath("/v1/healthz"), "/v1/healthz");
   EXPECT_EQ(apiShortPath("/"), "/");
 
-  m.recordLogLine("warning", "daemon");
-  m.recordLogLine("warning", "daemon");
-  m.recordLogLine("error", "daemon");
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 2);
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 1);
+  m.recordLogLine("WARN", "daemon");
+  m.recordLogLine("WARN", "daemon");
+  m.recordLogLine("ERROR", "daemon");
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "WARN"}, {"subsystem", "daemon"}}), 2);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "ERROR"}, {"subsystem", "daemon"}}), 1);
 
   m.setBootstrapSeconds("overall", true, 1.5);
   m.setBootstrapSeconds("bpfBase", true, 0.25);
@@ -402,13 +402,13 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
       [] { return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2}}); });
   m.setBootstrapSeconds("overall", true, 0.4);
   m.observeApiCall("/v1/endpoint/12", "GET", 200, 0.001);
-  m.recordLogLine("warning", "daemon");
+  m.recordLogLine("WARN", "daemon");
   m.declareController("ct-map-gc");
   m.recordControllerRun("ct-map-gc", false, 0.2);
   m.setIpv4Addresses(4, 254);
   m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 8}});
   m.setNodes(1);
-  m.recordNodeEvent("update", "local");
+  m.recordNodeEvent("add", "local");
   m.registerBpfMemorySource([] { return Result<std::vector<BpfMemory>>(std::vector<BpfMemory>{{4096, 8192}}); });
   m.registerMapPressureSource([] {
     return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2, 16384}});

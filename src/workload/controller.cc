@@ -32,6 +32,8 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
 // "docker.io/cilium/starwars:v1.0@sha256:…" -> "cilium/starwars".
 std::string imageName(std::string image) {
   if (auto at = image.find('@'); at != std::string::npos) image.resize(at);
@@ -339,6 +341,7 @@ Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
       svc.cluster_ip = *ip;
       svc.created = nowRfc3339();
       services_[k] = svc;
+      serviceInputsChanged();
       out.push_back(fmt::format("service/{} created", s.meta.name));
     } else {
       it->second.obj = s;
@@ -391,9 +394,10 @@ Result<std::vector<std::string>> Controller::remove(const Manifests& m) {
   for (const auto& s : m.services) {
     auto it = services_.find(key(s.meta.ns, s.meta.name));
     if (it == services_.end()) continue;
+    const auto removed_at = Clock::now();
     for (const auto& [pp, be] : it->second.synced)
       if (dp_.deleteService(htonl(it->second.cluster_ip), pp.first, pp.second).ok() && cfg_.on_service_event)
-        cfg_.on_service_event("delete");
+        cfg_.on_service_event("delete", secondsSince(removed_at));
     services_.erase(it);
     out.push_back(fmt::format("service \"{}\" deleted", s.meta.name));
   }
@@ -529,6 +533,7 @@ Status Controller::destroyInstance(const std::string& k) {
   if (it == instances_.end()) return okStatus();
   Instance inst = std::move(it->second);
   instances_.erase(it);
+  if (inst.ready) serviceInputsChanged();
   inst.ready = false;  // no longer a service backend
   if (processAlive(inst)) {
     procs_.signalGroup(inst.pid, SIGTERM);
@@ -655,6 +660,7 @@ void Controller::superviseProcesses() {
       if (!exited) {
         bool ready = true;
         for (uint16_t port : impliedPorts(i.spec.containers.at(0))) ready = ready && procs_.listensOnTcp(i.pid, port);
+        if (ready != i.ready) serviceInputsChanged();
         i.ready = ready;
         continue;
       }
@@ -662,6 +668,7 @@ void Controller::superviseProcesses() {
       spdlog::info("pod {}: process {} exited ({})", k, i.pid, code);
       i.pid = 0;
       i.start_time = 0;
+      if (i.ready) serviceInputsChanged();
       i.ready = false;
       i.last_exit = code;
       const std::string& rp = i.spec.restart_policy;
@@ -685,7 +692,14 @@ void Controller::superviseProcesses() {
   }
 }
 
+void Controller::serviceInputsChanged() {
+  if (!services_changed_at_) services_changed_at_ = Clock::now();
+}
+
 void Controller::syncServices() {
+  // Every write of this pass implements the changes seen since the last one.
+  const auto changed_at = services_changed_at_.value_or(Clock::now());
+  services_changed_at_.reset();
   for (auto& [k, s] : services_) {
     std::map<std::pair<uint16_t, uint8_t>, std::vector<std::pair<uint32_t, uint16_t>>> want;
     for (const auto& sp : s.obj.ports) {
@@ -725,7 +739,7 @@ void Controller::syncServices() {
       if (cur == s.synced.end() || cur->second != be)
         spdlog::info("service {} {}:{}: {} backends", k, ipv4HostOrderToString(s.cluster_ip), pp.first, be.size());
       s.synced[pp] = be;
-      if (cfg_.on_service_event) cfg_.on_service_event("update");
+      if (cfg_.on_service_event) cfg_.on_service_event("update", secondsSince(changed_at));
     }
     for (auto it = s.synced.begin(); it != s.synced.end();) {
       if (want.count(it->first)) {
@@ -733,7 +747,7 @@ void Controller::syncServices() {
         continue;
       }
       if (dp_.deleteService(htonl(s.cluster_ip), it->first.first, it->first.second).ok() && cfg_.on_service_event)
-        cfg_.on_service_event("delete");
+        cfg_.on_service_event("delete", secondsSince(changed_at));
       it = s.synced.erase(it);
     }
     s.fresh = false;
