@@ -80,7 +80,8 @@ fi
 [ -n "${MEMBRANE_DEMO_PROXY_RULE_PRIORITY:-}" ] && agent_flags+=(--proxy-rule-priority "$MEMBRANE_DEMO_PROXY_RULE_PRIORITY")
 [ -n "${MEMBRANE_DEMO_PROXY_CHAIN:-}" ] && agent_flags+=(--proxy-iptables-chain "$MEMBRANE_DEMO_PROXY_CHAIN")
 # Short conntrack-GC and health-probe intervals: their charts get data within the demo's minutes.
-run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-interval 5 --metrics-legacy-names true)
+run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-interval 5 --metrics-legacy-names true
+           --metrics +cilium_bpf_syscall_duration_seconds)
 
 membrane() { "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} "$@"; }
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
