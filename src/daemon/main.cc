@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--metrics-legacy-names", cfg.metrics_legacy_names,
                  "Also export the Cilium <= 1.4 names that grafana.com dashboard 6658 and old alert rules query "
-                 "(cilium_policy_count, cilium_policy_import_errors, cilium_endpoint_regenerations, cilium_datapath_errors_total, "
+                 "(cilium_policy_count, cilium_policy_import_errors, cilium_endpoint_regenerations, "
+                 "cilium_datapath_errors_total, "
                  "cilium_identity_count) as copies of the modern series; off by default: duplicate series cost")
       ->capture_default_str();
   app.add_option("--metrics", cfg.metrics,
