@@ -136,7 +136,7 @@ enum class CtFamily { Ipv4, Ipv6 };          // "ipv4", "ipv6"
 enum class CtProtocol { Tcp, NonTcp };       // "TCP", "non-TCP"
 
 // cilium_version labels. Defaults: the build's version and git revision, and
-// the Go-style arch of the build ("amd64", "arm64", ...).
+// Go's GOOS/GOARCH of the build ("linux/amd64", "linux/arm64", ...).
 struct BuildInfo {
   std::string version;
   std::string revision;
@@ -178,7 +178,7 @@ class AgentMetrics {
   // counts cilium_policy_import_errors_total (as Cilium does for imports).
   void recordPolicyChange(bool success);
   // cilium_policy_implementation_delay{source}: seconds from a policy change
-  // arriving (source "local-api" for the REST API) to its map entries being
+  // arriving (source kPolicySourceApi, "api", for the REST API) to its map entries being
   // written for every endpoint.
   void observePolicyImplementationDelay(std::string_view source, double seconds);
   // cilium_policy_endpoint_enforcement_status{enforcement}: whole snapshot,
@@ -226,8 +226,8 @@ class AgentMetrics {
   // call answered. path is cut after its second component, as Cilium cuts it
   // ("/v1/endpoint/1204" -> "/v1/endpoint"), so ids never become series.
   void observeApiCall(std::string_view path, std::string_view method, int return_code, double seconds);
-  // cilium_errors_warnings_total{level="warning"|"error",subsystem}: one log
-  // line at that level.
+  // cilium_errors_warnings_total{level=kLogLevelWarning|kLogLevelError,subsystem}:
+  // one log line at that level.
   void recordLogLine(std::string_view level, std::string_view subsystem);
   // One run of a named periodic task ("controller", as Cilium calls them):
   // cilium_controllers_runs_total{status="success"|"failure"},
@@ -241,7 +241,7 @@ class AgentMetrics {
   // --- nodes -----------------------------------------------------------------
   // cilium_nodes_all_num: nodes this agent knows (itself included).
   void setNodes(int64_t n);
-  // cilium_nodes_all_events_received_total{event_type="update"|"delete",source}:
+  // cilium_nodes_all_events_received_total{event_type=kNodeEventAdd|kNodeEventDelete,source}:
   // one node event (source "local" for the agent's own node).
   void recordNodeEvent(std::string_view event_type, std::string_view source);
 
