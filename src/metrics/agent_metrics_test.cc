@@ -665,11 +665,12 @@ TEST(AgentMetrics, KnownFamiliesCoverEveryExposedFamily) {
     s.upstream_reply_seconds.push_back({"", "http", "totalTime", {}, 1, 0.1});
     return Result<std::vector<L7Stats>>(std::vector<L7Stats>{s});
   });
+  const std::string text = m.renderText();
   const auto& known = AgentMetrics::knownFamilies();
   std::set<std::string> seen;
   for (const auto& line : [&] {
          std::vector<std::string> v;
-         std::istringstream in(m.renderText());
+         std::istringstream in(text);
          for (std::string l; std::getline(in, l);)
            if (l.rfind("# TYPE ", 0) == 0) v.push_back(l.substr(7, l.find(' ', 7) - 7));
          return v;
@@ -677,6 +678,11 @@ TEST(AgentMetrics, KnownFamiliesCoverEveryExposedFamily) {
     seen.insert(line);
   for (const auto& f : seen) EXPECT_TRUE(std::binary_search(known.begin(), known.end(), f)) << f;
   EXPECT_EQ(seen.size(), known.size());  // and nothing in the list that cannot appear
+  // Every family at once, the new histograms' _bucket/_sum/_count and the
+  // legacy copies included, is clean for promtool.
+  auto [rc, out] = promtoolCheckMetrics(text);
+  EXPECT_EQ(out, "") << "--- input ---\n" << text;
+  EXPECT_EQ(rc, 0) << out;
 }
 
 }  // namespace
