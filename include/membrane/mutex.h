@@ -4,6 +4,8 @@
 //   TimedMutex  a mutex whose lock can be awaited for a bounded time.
 //   MutexLock   the scoped lock for both (std::lock_guard is not annotated,
 //               so the analysis would not know the lock is held).
+//   MutexUnlock the reverse: releases a held lock for its scope (slow I/O in
+//               the middle of a locked section), takes it again at the end.
 //
 // Why TimedMutex is not std::timed_mutex: libstdc++ 12 implements
 // try_lock_for with pthread_mutex_clocklock, which clang 14's ThreadSanitizer
@@ -88,6 +90,25 @@ class SCOPED_CAPABILITY MutexLock {
  private:
   M& mu_;
 };
+// Releases a lock the caller holds for its scope and re-acquires it at the
+// end. Guarded state must not be touched inside (the analysis checks it), and
+// whatever the caller read before may have changed after (other threads ran).
+// The destructor is RELEASE() by clang's convention for scoped capabilities:
+// it ends the scope, which for this class means "held again".
+template <class M>
+class SCOPED_CAPABILITY MutexUnlock {
+ public:
+  explicit MutexUnlock(M& mu) RELEASE(mu) : mu_(mu) { mu_.unlock(); }
+  ~MutexUnlock() RELEASE() { mu_.lock(); }
+  MutexUnlock(const MutexUnlock&) = delete;
+  MutexUnlock& operator=(const MutexUnlock&) = delete;
+
+ private:
+  M& mu_;
+};
+template <class M>
+MutexUnlock(M&) -> MutexUnlock<M>;
+
 template <class M>
 MutexLock(M&) -> MutexLock<M>;
 template <class M>

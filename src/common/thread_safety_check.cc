@@ -15,6 +15,19 @@ class Counter {
     ++value_;
 #endif
   }
+  // Slow work in the middle of a locked section releases the lock for it
+  // (MutexUnlock); the analysis rejects guarded state touched meanwhile.
+  void addAroundSlowWork() {
+    membrane::MutexLock lk(mu_);
+    ++value_;
+    {
+      membrane::MutexUnlock unlocked(mu_);
+#ifdef TOUCHED_WHILE_UNLOCKED
+      ++value_;  // the defect: the lock is released here
+#endif
+    }
+    ++value_;  // held again
+  }
   int read() {
     if (!mu_.try_lock_for(std::chrono::milliseconds(1))) return -1;
     membrane::MutexLock lk(mu_, std::adopt_lock);
@@ -31,5 +44,6 @@ class Counter {
 int useCounter() {
   Counter c;
   c.add();
+  c.addAroundSlowWork();
   return c.read();
 }

@@ -306,29 +306,7 @@ Status Agent::init() {
   event_thread_ = std::thread([this] { eventLoop(); });
   if (proxy_) {
     accesslog_thread_ = std::thread([this] { accessLogLoop(); });
-    // A dead proxy means L7 traffic fails closed (no listener); bring it back
-    // with the current config.
-    proxy_supervisor_thread_ = std::thread([this] {
-      while (!stopping_) {
-        {
-          std::unique_lock lk(gc_mu_);
-          gc_cv_.wait_for(lk, std::chrono::milliseconds(500), [this] { return stopping_.load(); });
-        }
-        if (stopping_) break;
-        const auto t0 = std::chrono::steady_clock::now();
-        bool ok = true;
-        {
-          MutexLock lk(mu_);
-          if (!proxy_->running()) {
-            if (auto st = syncProxy(); !st.ok()) {
-              spdlog::error("L7 proxy restart: {}", st.error().message);
-              ok = false;
-            }
-          }
-        }
-        metrics_->recordControllerRun(kControllerProxy, ok, secondsSince(t0));
-      }
-    });
+    proxy_supervisor_thread_ = std::thread([this] { proxySupervisorLoop(); });
   }
   gc_thread_ = std::thread([this] { gcLoop(); });
   metrics_->setBootstrapSeconds("overall", true, secondsSince(t_start));
@@ -340,6 +318,7 @@ void Agent::stop() {
   stopped_ = true;
   stopping_ = true;
   if (accesslog_wake_) accesslog_wake_->notify();
+  if (supervisor_wake_) supervisor_wake_->notify();
   if (health_) health_->stop();
   gc_cv_.notify_all();
   hub_.closeAll();
@@ -410,6 +389,7 @@ Status Agent::startHealth() {
   std::string netns_name;
   uint32_t gateway_be = 0;
   {
+    MutexLock change(change_mu_);
     MutexLock lk(mu_);
     auto ep = eps_->ensureHealthEndpoint();
     if (!ep) return ep.error();
@@ -518,6 +498,9 @@ Status Agent::startProxy() {
   auto wake = Wakeup::create();
   if (!wake) return wake.error().wrap("L7 access-log relay");
   accesslog_wake_ = std::make_unique<Wakeup>(std::move(*wake));
+  auto sup_wake = Wakeup::create();
+  if (!sup_wake) return sup_wake.error().wrap("L7 proxy supervisor");
+  supervisor_wake_ = std::make_unique<Wakeup>(std::move(*sup_wake));
   // Before any monitor client or proxy restart: the relay waits for these.
   const Wakeup* w = accesslog_wake_.get();
   hub_.setOnChange([w] { w->notify(); });
@@ -542,8 +525,37 @@ Status Agent::startProxy() {
       s.upstream_reply_seconds.push_back({h.error, h.protocol_l7, h.scope, h.buckets, h.count, h.sum});
     return std::vector<metrics::L7Stats>{s};
   });
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   return syncProxy();
+}
+
+// A dead proxy means L7 traffic fails closed (no listener): bring it back
+// with the current config as soon as it exits. The thread blocks on the
+// proxy's pidfd (no clock); only while no proxy runs (a start failed) does
+// it retry, every second.
+void Agent::proxySupervisorLoop() {
+  while (!stopping_) {
+    auto exit_fd = proxy_->exitFd();
+    pollfd p[2] = {{supervisor_wake_->fd(), POLLIN, 0}, {exit_fd ? exit_fd->get() : -1, POLLIN, 0}};
+    while (::poll(p, 2, exit_fd ? -1 : 1000) < 0 && errno == EINTR) {
+    }
+    if (p[0].revents) supervisor_wake_->drain();
+    if (stopping_) break;
+    const auto t0 = std::chrono::steady_clock::now();
+    bool ok = true;
+    if (!proxy_->running()) {
+      MutexLock change(change_mu_);
+      MutexLock lk(mu_);
+      if (!proxy_->running()) {  // a change may have restarted it meanwhile
+        if (auto st = syncProxy(); !st.ok()) {
+          spdlog::error("L7 proxy restart: {}", st.error().message);
+          ok = false;
+        }
+      }
+    }
+    metrics_->recordControllerRun(kControllerProxy, ok, secondsSince(t0));
+  }
 }
 
 json Agent::proxyStatusJson() {
@@ -552,45 +564,49 @@ json Agent::proxyStatusJson() {
   return {{"status", up ? "ok" : "down"},
           {"pid", proxy_->pid()},
           {"ip", ipv4HostOrderToString(eps_->config().pod_cidr.network + 1)},
-          {"redirects", proxy_redirects_},
+          {"redirects", proxy_redirects_.load()},
           {"ports", fmt::format("{}-{}", l7_ports_.ingress, l7_ports_.egress)},
           {"control_socket", cfg_.proxy_control_socket}};
 }
 
-Status Agent::syncProxy() {
-  if (!proxy_) return okStatus();
-  MB_TRY(proxy_->ensureRunning());
+Agent::ProxyPlan Agent::planProxy() {
+  ProxyPlan plan;
   std::vector<L7Endpoint> eps;
   std::map<uint32_t, std::vector<policy::NamedPort>> named_ports;
-  std::map<uint32_t, L7Peer> peers;
   for (const auto* ep : eps_->list()) {
     eps.push_back({ep->ipv4, ep->identity, ep->labels});
     if (!ep->named_ports.empty()) named_ports[ep->ipv4] = ep->named_ports;
-    L7Peer& p = peers[ep->ipv4];
+    L7Peer& p = plan.peers[ep->ipv4];
     p.id = ep->id;
     for (const auto& l : ep->labels) p.labels.push_back(l.toString());
-  }
-  {
-    MutexLock lk(l7_peers_mu_);
-    l7_peers_ = std::move(peers);
   }
   // The node's own address (gateway) is the host identity, as in the ipcache.
   std::vector<std::pair<uint32_t, uint32_t>> extra{
       {eps_->config().pod_cidr.network + 1, static_cast<uint32_t>(labels::Reserved::Host)}};
-  auto config =
+  plan.config =
       buildProxyConfig(++proxy_revision_, l7_ports_, repo_.policies(), eps, eps_->identityRefs(), extra, named_ports);
-  MB_TRY(proxy_->push(config));
-  proxy_redirects_ = countRedirects(config);
   // Host -> pod traffic to an ingress L7 port is hair-pinned back into the
   // stack through the pod's veth with the node's own source address; the
   // kernel drops that as a martian unless the veth accepts local sources
   // (from_endpoint's anti-spoofing already stops pods from using them).
   std::set<std::string> l7_ips;
-  for (const auto& e : config["endpoints"])
+  for (const auto& e : plan.config["endpoints"])
     if (!e["ingress"].empty()) l7_ips.insert(e["ip"].get<std::string>());
-  for (const auto* ep : eps_->list()) {
-    if (!l7_ips.count(ipv4HostOrderToString(ep->ipv4)) || ep->host_ifname.empty()) continue;
-    std::string path = "/proc/sys/net/ipv4/conf/" + ep->host_ifname + "/accept_local";
+  for (const auto* ep : eps_->list())
+    if (l7_ips.count(ipv4HostOrderToString(ep->ipv4)) && !ep->host_ifname.empty())
+      plan.accept_local.push_back("/proc/sys/net/ipv4/conf/" + ep->host_ifname + "/accept_local");
+  return plan;
+}
+
+Status Agent::realizeProxy(ProxyPlan plan) {
+  MB_TRY(proxy_->ensureRunning());
+  MB_TRY(proxy_->push(plan.config));
+  proxy_redirects_ = countRedirects(plan.config);
+  {
+    MutexLock lk(l7_peers_mu_);
+    l7_peers_ = std::move(plan.peers);
+  }
+  for (const auto& path : plan.accept_local) {
     if (FILE* f = std::fopen(path.c_str(), "w")) {
       std::fputs("1", f);
       std::fclose(f);
@@ -599,6 +615,15 @@ Status Agent::syncProxy() {
     }
   }
   return okStatus();
+}
+
+Status Agent::syncProxy() {
+  if (!proxy_) return okStatus();
+  ProxyPlan plan = planProxy();
+  // The slow part without the state lock: readers go on; writers wait for
+  // the change lock, which the caller holds.
+  MutexUnlock unlocked(mu_);
+  return realizeProxy(std::move(plan));
 }
 
 // The proxy's access log, relayed to `membrane monitor --type l7`: one
@@ -794,7 +819,7 @@ Response Agent::healthz(const Request&) {
   MutexLock lk(mu_, std::adopt_lock);
   size_t not_ready = 0;
   for (const auto* ep : eps_->list())
-    if (ep->state != endpoint::kStateReady) ++not_ready;
+    if (ep->state != endpoint::EndpointState::Ready) ++not_ready;
   const std::string held = heldMessage();
   std::string status = not_ready || !held.empty() ? "degraded" : "ok";
   std::string message = not_ready ? fmt::format("{} endpoints not ready", not_ready) : "";
@@ -885,11 +910,13 @@ Response Agent::createEndpoint(const Request& req) {
     if (!np) return Response::error(400, fmt::format("create endpoint {}/{}: {}", ns, name, np.error().message));
     named_ports = std::move(*np);
   }
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   auto ep = eps_->create(name, ns, user, named_ports);
   if (!ep) return errorResponse(ep.error());
+  json created = endpoint::toApiJson(*ep);
   if (auto l7 = syncProxy(); !l7.ok()) spdlog::error("L7 proxy config after creating {}: {}", name, l7.error().message);
-  return Response::json(201, endpoint::toApiJson(*ep));
+  return Response::json(201, created);
 }
 
 Response Agent::getEndpoint(const Request& req) {
@@ -902,6 +929,7 @@ Response Agent::getEndpoint(const Request& req) {
 }
 
 Response Agent::deleteEndpoint(const Request& req) {
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   auto id = parseId(req.param("id"));
   if (!id) return Response::error(400, fmt::format("endpoint id '{}' is not a number", req.param("id")));
@@ -1027,6 +1055,7 @@ Response Agent::patchEndpointConfig(const Request& req) {
     set = true;
   }
   if (!set) return Response::error(400, "no option given (supported: PolicyAuditMode)");
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   auto st = eps_->setAuditMode(*id, audit);
   if (!st.ok()) return errorResponse(st.error());
@@ -1059,6 +1088,7 @@ Response Agent::putNamespace(const Request& req) {
     if (!lab) return Response::error(400, lab.error().message);
     ls.add(*lab);
   }
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   const std::string ns = req.param("name");
   auto st = eps_->setNamespaceLabels(ns, ls);
@@ -1149,7 +1179,7 @@ void Agent::waitPolicy(const Request& req, std::shared_ptr<api::PendingResponse>
 }
 
 uint64_t Agent::realizedRevision() {
-  uint64_t realized = repo_.revision();
+  uint64_t realized = std::min(repo_.revision(), committed_revision_);
   for (const auto* ep : eps_->list()) realized = std::min<uint64_t>(realized, ep->policy_revision);
   return realized;
 }

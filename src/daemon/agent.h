@@ -6,11 +6,25 @@
 //   kernel ring buffer ──> event thread ──> monitor hub ──> `membrane monitor`
 //   kernel per-CPU maps ──(read at scrape)──> /metrics
 //
-// Every API call runs under one agent lock (mu_): the endpoint manager,
-// identity allocator and policy repository are not thread-safe by design.
-// Scrapes read BPF maps directly, without the lock. Who holds what is
-// annotated for clang's thread-safety analysis (GUARDED_BY / REQUIRES /
-// EXCLUDES), checked as an error in the sanitizer builds of `make test`.
+// Two locks order the agent's state (the endpoint manager, identity
+// allocator and policy repository are not thread-safe by design):
+//   change_mu_  serialises every CHANGE (policy import/delete, endpoint and
+//               namespace changes, workload apply/delete and the workload
+//               loop's tick, proxy starts). It is held across the slow steps
+//               of a change: the L7 proxy push and restart, /proc writes,
+//               the state file's write.
+//   mu_         guards the state itself; every reader and writer holds it,
+//               but only for in-memory work and fast map syscalls. A change
+//               releases it (MutexUnlock) around its slow steps, so readers
+//               (status, healthz, endpoint/policy/identity listings) answer
+//               while a proxy push or restart is in progress.
+// Order: change_mu_ before mu_. Because every writer holds change_mu_,
+// a change that released mu_ finds the state as it left it; readers may see
+// a change's intermediate state (policy wait does not: it answers only for
+// committed revisions). Scrapes read BPF maps directly, without either lock.
+// Who holds what is annotated for clang's thread-safety analysis
+// (GUARDED_BY / REQUIRES / EXCLUDES), checked as an error in the sanitizer
+// builds of `make test`.
 #pragma once
 
 #include <atomic>
@@ -84,7 +98,8 @@ class Agent {
   void gcLoop();
   // Policy changes and their state file (src/daemon/policy_handlers.cc).
   Status loadPolicyState() REQUIRES(mu_);
-  Status savePolicyState() REQUIRES(mu_);
+  // Writes policy.json with mu_ released around the write (and fsync).
+  Status savePolicyState() REQUIRES(change_mu_, mu_);
   void updatePolicyMetrics() REQUIRES(mu_);
   // A stored import that no longer loads (loadPolicyState): kept as stored,
   // with the keys ("Kind/ns/name") still waiting for a fix or a delete.
@@ -102,13 +117,13 @@ class Agent {
   PolicySnapshot policySnapshot() const REQUIRES(mu_);
   // Realize (unless held) and persist the current policy; the error names the step.
   // reason: the policy update trigger's (metrics::kTriggerPolicy*).
-  Status commitPolicyChange(std::string_view reason) REQUIRES(mu_);
+  Status commitPolicyChange(std::string_view reason) REQUIRES(change_mu_, mu_);
   // Puts `before` back and realizes it again.
-  Status rollbackPolicyChange(PolicySnapshot before) REQUIRES(mu_);
+  Status rollbackPolicyChange(PolicySnapshot before) REQUIRES(change_mu_, mu_);
   // commit, or roll back and answer with what failed.
   api::Response finishPolicyChange(PolicySnapshot before, const std::string& what, std::string_view reason,
                                    std::chrono::steady_clock::time_point t0, nlohmann::json ok_body)
-      REQUIRES(mu_);
+      REQUIRES(change_mu_, mu_);
   std::string heldMessage() const REQUIRES(mu_);  // "" when nothing is held
   void applyHold() REQUIRES(mu_);                 // held_ -> endpoint manager hold + metric
 
@@ -157,8 +172,22 @@ class Agent {
   // Until the pods a workload change is stopping are gone (bounded by their
   // grace period), without holding mu_ while waiting.
   void awaitPodStops() EXCLUDES(mu_);
-  // L7: pushes the proxy config computed from policies + endpoints (holds mu_).
-  Status syncProxy() REQUIRES(mu_) EXCLUDES(l7_peers_mu_);
+  // L7: the proxy config computed from policies + endpoints (planProxy, under
+  // mu_), pushed with mu_ released (realizeProxy: a restart of a dead proxy,
+  // the push, the veths' accept_local). Callers hold the change lock, which
+  // also orders the pushes (revisions only go up).
+  struct L7Peer {
+    uint32_t id = 0;
+    std::vector<std::string> labels;
+  };
+  struct ProxyPlan {
+    nlohmann::json config;
+    std::map<uint32_t, L7Peer> peers;  // endpoint IP (host order) -> id, labels
+    std::vector<std::string> accept_local;  // /proc/sys paths to set to 1
+  };
+  ProxyPlan planProxy() REQUIRES(mu_);
+  Status realizeProxy(ProxyPlan plan) REQUIRES(change_mu_) EXCLUDES(mu_, l7_peers_mu_);
+  Status syncProxy() REQUIRES(change_mu_, mu_) EXCLUDES(l7_peers_mu_);
   Status startProxy() EXCLUDES(mu_);
   void accessLogLoop();
   // GET /v1/monitor: subscribes the stream to the hub and returns; the
@@ -170,7 +199,9 @@ class Agent {
   void syncEventFlags();
 
   Config cfg_;
-  // The agent lock (see the header comment). Timed so that GET /v1/healthz
+  // The change lock (see the header comment): taken before mu_.
+  Mutex change_mu_;
+  // The state lock (see the header comment). Timed so that GET /v1/healthz
   // can stop waiting for a slow operation and answer from healthz_cache_
   // (membrane::TimedMutex, not std::timed_mutex: see mutex.h).
   TimedMutex mu_;
@@ -220,17 +251,21 @@ class Agent {
   std::unique_ptr<ProxyManager> proxy_;
   L7Ports l7_ports_;
   uint64_t proxy_revision_ GUARDED_BY(mu_) = 0;
-  size_t proxy_redirects_ GUARDED_BY(mu_) = 0;  // in the last config the proxy accepted
+  std::atomic<size_t> proxy_redirects_{0};  // in the last config the proxy accepted
+  // The policy revision of the last change that completed (realized, pushed,
+  // persisted): GET /v1/policy/wait never answers for a change in progress,
+  // which may still be rolled back.
+  uint64_t committed_revision_ GUARDED_BY(mu_) = 0;
   nlohmann::json proxyStatusJson() REQUIRES(mu_);  // GET /v1/healthz "proxy"
   std::thread accesslog_thread_;
   std::unique_ptr<Wakeup> accesslog_wake_;  // set by startProxy, before the relay thread and any monitor client
-  std::thread proxy_supervisor_thread_;  // restarts a dead proxy within ~1 s
+  // Restarts a dead proxy as soon as it exits (blocks on its pidfd and on
+  // supervisor_wake_, which stop() notifies).
+  std::thread proxy_supervisor_thread_;
+  std::unique_ptr<Wakeup> supervisor_wake_;  // set by startProxy
+  void proxySupervisorLoop() EXCLUDES(change_mu_, mu_);
   // Endpoint IP (host order) -> {id, labels} for l7 monitor events; written by
-  // syncProxy (under mu_), read by the access-log thread.
-  struct L7Peer {
-    uint32_t id = 0;
-    std::vector<std::string> labels;
-  };
+  // realizeProxy, read by the access-log thread.
   Mutex l7_peers_mu_;
   std::map<uint32_t, L7Peer> l7_peers_ GUARDED_BY(l7_peers_mu_);
   void publishAccessLogLine(std::string_view line) EXCLUDES(l7_peers_mu_);

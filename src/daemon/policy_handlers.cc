@@ -121,6 +121,7 @@ Status Agent::loadPolicyState() {
       it = (!live.count(*it) || in_repo.count(*it)) ? h.keys.erase(it) : std::next(it);
   std::erase_if(held_, [](const HeldImport& h) { return h.keys.empty(); });
   applyHold();
+  committed_revision_ = repo_.revision();
   if (!held_.empty()) spdlog::error("restoring policies: {}", heldMessage());
   spdlog::info("restored {} policies (revision {}), {} held", repo_.policies().size(), repo_.revision(), held_.size());
   return okStatus();
@@ -154,7 +155,9 @@ Status Agent::savePolicyState() {
   }
   json state = {{"version", 1}, {"revision", repo_.revision()}, {"imports", imports},
                 {"live", json(std::vector<std::string>(live.begin(), live.end()))}};
-  return endpoint::writeFileAtomic(cfg_.state_dir + "/policy.json", state.dump(1) + "\n");
+  std::string text = state.dump(1) + "\n";
+  MutexUnlock unlocked(mu_);  // a write and an fsync: readers go on meanwhile
+  return endpoint::writeFileAtomic(cfg_.state_dir + "/policy.json", text);
 }
 
 Agent::PolicySnapshot Agent::policySnapshot() const { return {repo_, policy_imports_, held_}; }
@@ -207,6 +210,7 @@ Response Agent::finishPolicyChange(PolicySnapshot before, const std::string& wha
     spdlog::error("{}", msg);
     return Response::error(500, msg);
   }
+  committed_revision_ = repo_.revision();
   refreshCookieNames();
   updatePolicyMetrics();
   metrics_->recordPolicyChange(true);
@@ -227,6 +231,7 @@ Response Agent::importPolicy(const Request& req) {
   std::string source = body.value("source", "policy");
   std::string content = body["content"];
   auto parsed = policy::parsePolicies(content, source);
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   if (!parsed.ok()) {
     metrics_->recordPolicyChange(false);
@@ -293,6 +298,7 @@ Response Agent::importPolicy(const Request& req) {
 
 Response Agent::deletePolicy(const Request& req) {
   auto t0 = std::chrono::steady_clock::now();
+  MutexLock change(change_mu_);
   MutexLock lk(mu_);
   PolicySnapshot before = policySnapshot();
   std::vector<std::string> deleted;

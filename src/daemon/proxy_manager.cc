@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -74,6 +75,7 @@ Result<std::unique_ptr<ProxyManager>> ProxyManager::start(const ProxyManagerConf
   std::unique_ptr<ProxyManager> m(new ProxyManager(cfg));
   pid_t pid = readPid(cfg.pidfile);
   if (isOurProxy(pid, cfg.control_socket) && healthy(cfg.control_socket)) {
+    MutexLock lk(m->state_mu_);
     m->pid_ = pid;
     m->adopted_ = true;
     spdlog::info("L7 proxy: adopted running membrane-proxy pid {} ({})", pid, cfg.control_socket);
@@ -138,9 +140,12 @@ Status ProxyManager::spawn() {
     ::_exit(127);
   }
   ::close(logfd);
-  pid_ = pid;
-  child_ = true;
-  adopted_ = false;
+  {
+    MutexLock lk(state_mu_);
+    pid_ = pid;
+    child_ = true;
+    adopted_ = false;
+  }
   auto wrote = endpoint::writeFileAtomic(cfg_.pidfile, fmt::format("{}\n", pid));
   if (!wrote.ok()) spdlog::warn("L7 proxy pidfile: {}", wrote.error().message);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -153,6 +158,7 @@ Status ProxyManager::spawn() {
     }
     int st = 0;
     if (::waitpid(pid, &st, WNOHANG) == pid) {
+      MutexLock lk(state_mu_);
       pid_ = -1;
       return Error(EIO, fmt::format("membrane-proxy exited at start (status {}); see {}", st, cfg_.log_file));
     }
@@ -163,6 +169,7 @@ Status ProxyManager::spawn() {
 }
 
 bool ProxyManager::alive() {
+  MutexLock lk(state_mu_);  // a waitpid(WNOHANG) and two /proc reads: short
   if (pid_ <= 0) return false;
   if (child_) {
     int st = 0;
@@ -171,13 +178,30 @@ bool ProxyManager::alive() {
   return isOurProxy(pid_, cfg_.control_socket);
 }
 
+Result<UniqueFd> ProxyManager::exitFd() {
+  const pid_t p = pid();
+  if (p <= 0) return Error(ESRCH, "no membrane-proxy process");
+  // The raw syscall: glibc 2.36's <sys/pidfd.h> lacks extern "C" (C++ callers fail to link).
+  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, p, 0)));
+  if (!fd.valid()) return Error::fromErrno(errno, fmt::format("pidfd_open membrane-proxy pid {}", p));
+  // Opened after the pid was read: make sure it still names our proxy (not a
+  // successor spawned meanwhile, nor a recycled pid).
+  if (!alive() || pid() != p) return Error(ESRCH, fmt::format("membrane-proxy pid {} is gone", p));
+  return fd;
+}
+
 Status ProxyManager::ensureRunning() {
   if (alive()) return okStatus();
-  spdlog::warn("L7 proxy pid {} is gone; starting a new one", pid_);
+  spdlog::warn("L7 proxy pid {} is gone; starting a new one", pid());
   MB_TRY(spawn());
-  if (!last_config_.empty()) {
+  std::string last;
+  {
+    MutexLock lk(state_mu_);
+    last = last_config_;
+  }
+  if (!last.empty()) {
     api::HttpClient c(cfg_.control_socket, std::chrono::seconds(10));
-    auto r = c.request("PUT", "/v1/config", last_config_);
+    auto r = c.request("PUT", "/v1/config", last);
     if (!r) return r.error().wrap("re-push L7 config");
   }
   return okStatus();
@@ -195,6 +219,7 @@ Status ProxyManager::push(const json& config) {
   }
   auto ok = proxy::configReplyFromJson(json::parse(r->body, nullptr, false));
   if (!ok) return ok.error().wrap("push L7 config to membrane-proxy");
+  MutexLock lk(state_mu_);
   last_config_ = std::move(body);
   return okStatus();
 }

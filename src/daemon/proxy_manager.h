@@ -7,9 +7,13 @@
 // only when it is gone. The agent pushes the whole L7 config (PUT /v1/config)
 // on every policy/endpoint change and reads /v1/stats at scrape time.
 //
-// Thread-safety: push()/ensureRunning() are called under the agent lock;
-// stats() and relayAccessLog() may run concurrently on other threads (each
-// call uses its own connection); starts() is atomic.
+// Thread-safety: push() and ensureRunning() are slow (a start waits up to
+// 5 s for the new process, a push up to 10 s for its answer) and must be
+// serialised by the caller (the agent's change lock), never run under a lock
+// that API handlers need. running(), pid() and adopted() may be called from
+// any thread meanwhile (state_mu_ guards what they read, and is never held
+// across a wait); stats() and relayAccessLog() too (each call uses its own
+// connection); starts() is atomic.
 #pragma once
 
 #include <sys/types.h>
@@ -24,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "membrane/mutex.h"
 #include "membrane/result.h"
 #include "membrane/unique_fd.h"
 #include "src/proxy/control_protocol.h"
@@ -67,7 +72,7 @@ class ProxyManager {
   // GET /v1/stats. EINVAL naming the field when the reply lacks one
   // (control_protocol.h), EIO when the proxy does not answer 200.
   Result<proxy::StatsReply> stats() const;
-  // Called by spawn() (so under the agent lock) each time a NEW proxy
+  // Called by spawn() (on the thread that started the proxy) each time a NEW proxy
   // process answers, after starts() went up: the access-log relay reconnects
   // then. Set it before the proxy can be restarted (before any thread runs).
   void setOnStart(std::function<void()> fn) { on_start_ = std::move(fn); }
@@ -92,10 +97,20 @@ class ProxyManager {
   // once a new proxy started (or on the next wake), never on a clock.
   void relayAccessLog(const Wakeup& wake, const RelayHooks& hooks) const;
 
+  // A pidfd of the running proxy process: poll() reports it readable once
+  // that process exits, so a supervisor blocks instead of polling on a
+  // clock. ESRCH when no proxy runs now.
+  Result<UniqueFd> exitFd() EXCLUDES(state_mu_);
   // True while the proxy process is alive (reaps it if it was our child).
-  bool running() { return alive(); }
-  pid_t pid() const { return pid_; }
-  bool adopted() const { return adopted_; }
+  bool running() EXCLUDES(state_mu_) { return alive(); }
+  pid_t pid() const EXCLUDES(state_mu_) {
+    MutexLock lk(state_mu_);
+    return pid_;
+  }
+  bool adopted() const EXCLUDES(state_mu_) {
+    MutexLock lk(state_mu_);
+    return adopted_;
+  }
 
   // `membraned cleanup`: stops the proxy named by the pidfile (SIGTERM, then
   // SIGKILL after 5 s) if it is a membrane-proxy process, removes pidfile and socket.
@@ -103,16 +118,17 @@ class ProxyManager {
 
  private:
   explicit ProxyManager(ProxyManagerConfig cfg) : cfg_(std::move(cfg)) {}
-  Status spawn();
-  bool alive();
+  Status spawn() EXCLUDES(state_mu_);
+  bool alive() EXCLUDES(state_mu_);
 
   ProxyManagerConfig cfg_;
   std::function<void()> on_start_;
   std::atomic<uint64_t> starts_{0};
-  pid_t pid_ = -1;
-  bool adopted_ = false;
-  bool child_ = false;  // spawned by this agent (reap it with waitpid)
-  std::string last_config_;
+  mutable Mutex state_mu_;  // short sections only: no wait, no RPC under it
+  pid_t pid_ GUARDED_BY(state_mu_) = -1;
+  bool adopted_ GUARDED_BY(state_mu_) = false;
+  bool child_ GUARDED_BY(state_mu_) = false;  // spawned by this agent (reap it with waitpid)
+  std::string last_config_ GUARDED_BY(state_mu_);
 };
 
 }  // namespace membrane::daemon

@@ -121,6 +121,7 @@ void Agent::workloadLoop() {
     const auto t0 = std::chrono::steady_clock::now();
     bool ok = true;
     {
+      MutexLock change(change_mu_);
       MutexLock lk(mu_);
       workloads_->tick();
       if (eps_->generation() != last_generation) {
@@ -185,6 +186,7 @@ Response Agent::applyManifests(const Request& req) {
                                                                                                   : "created"));
   }
   {
+    MutexLock change(change_mu_);
     MutexLock lk(mu_);
     for (const auto& d : docs) {
       auto r = workloads_->apply(d.manifests);
@@ -218,6 +220,7 @@ Response Agent::deleteManifests(const Request& req) {
       else if (r.status != 404) return r;
     }
   {
+    MutexLock change(change_mu_);
     MutexLock lk(mu_);
     for (const auto& d : docs) {
       auto r = workloads_->remove(d.manifests);
@@ -242,6 +245,7 @@ Response Agent::listPods(const Request& req) {
 
 Response Agent::deletePod(const Request& req) {
   {
+    MutexLock change(change_mu_);
     MutexLock lk(mu_);
     auto st = workloads_->deletePod(req.param("namespace"), req.param("name"));
     if (!st.ok()) return statusError(st.error());
@@ -261,6 +265,7 @@ void Agent::awaitPodStops() {
   std::chrono::steady_clock::time_point deadline;
   for (;;) {
     {
+      MutexLock change(change_mu_);
       MutexLock lk(mu_);
       if (deadline == std::chrono::steady_clock::time_point{})
         deadline = std::chrono::steady_clock::now() + workloads_->stopGrace() + std::chrono::seconds(2);

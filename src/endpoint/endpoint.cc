@@ -13,12 +13,24 @@ std::string macToString(const std::array<uint8_t, 6>& m) {
 }
 
 namespace {
+const state::Names<EndpointState, 7> kEndpointStates{"endpoint state",
+                                                     {{{EndpointState::Creating, "creating"},
+                                                       {EndpointState::WaitingForIdentity, "waiting-for-identity"},
+                                                       {EndpointState::Regenerating, "regenerating"},
+                                                       {EndpointState::Ready, "ready"},
+                                                       {EndpointState::Disconnecting, "disconnecting"},
+                                                       {EndpointState::Restoring, "restoring"},
+                                                       {EndpointState::NotReady, "not-ready"}}}};
+
 nlohmann::json labelList(const labels::LabelSet& ls) {
   auto arr = nlohmann::json::array();
   for (const auto& l : ls) arr.push_back(l.toString());
   return arr;
 }
 }  // namespace
+
+std::string_view toString(EndpointState s) { return kEndpointStates.toString(s); }
+Result<EndpointState> parseEndpointState(std::string_view s) { return kEndpointStates.parse(s); }
 
 nlohmann::json toApiJson(const Endpoint& ep) {
   return {
@@ -28,7 +40,7 @@ nlohmann::json toApiJson(const Endpoint& ep) {
       {"labels", labelList(ep.labels)},
       {"identity", ep.identity},
       {"ipv4", ipv4HostOrderToString(ep.ipv4)},
-      {"state", ep.state},
+      {"state", toString(ep.state)},
       {"policy",
        {{"ingress", {{"enforcing", ep.ingress_enforced}, {"audit", ep.ingress_audit}, {"policies", ep.ingress_policies}}},
         {"egress", {{"enforcing", ep.egress_enforced}, {"audit", ep.egress_audit}, {"policies", ep.egress_policies}}},
@@ -138,7 +150,7 @@ Result<Endpoint> fromStateJson(const nlohmann::json& j) {
     if (!np) return np.error();
     ep.named_ports = std::move(*np);
   }
-  ep.state = kStateRestoring;
+  ep.state = EndpointState::Restoring;
   return ep;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -16,14 +17,13 @@
 
 namespace membrane::endpoint {
 
-// Cilium's endpoint states (api/v1 models; `cilium_endpoint_state` label values).
-inline constexpr const char* kStateCreating = "creating";
-inline constexpr const char* kStateWaitingForIdentity = "waiting-for-identity";
-inline constexpr const char* kStateRegenerating = "regenerating";
-inline constexpr const char* kStateReady = "ready";
-inline constexpr const char* kStateDisconnecting = "disconnecting";
-inline constexpr const char* kStateRestoring = "restoring";
-inline constexpr const char* kStateNotReady = "not-ready";
+// Cilium's endpoint states (api/v1 models): the API's "state" and the
+// `cilium_endpoint_state` label values spell them as toString() does. Not in
+// the state file: a restored endpoint starts as Restoring.
+enum class EndpointState { Creating, WaitingForIdentity, Regenerating, Ready, Disconnecting, Restoring, NotReady };
+std::string_view toString(EndpointState s);
+// Cilium's word back to the state; EINVAL naming the known words otherwise.
+Result<EndpointState> parseEndpointState(std::string_view s);
 
 struct Endpoint {
   uint32_t id = 0;
@@ -33,7 +33,7 @@ struct Endpoint {
   labels::LabelSet labels;       // identity-relevant: user labels + namespace + cluster
   uint32_t identity = 0;
   uint32_t ipv4 = 0;             // host byte order
-  std::string state = kStateCreating;
+  EndpointState state = EndpointState::Creating;
   std::string netns_name;
   std::string netns_path;
   std::string host_ifname;

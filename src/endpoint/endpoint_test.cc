@@ -28,10 +28,36 @@ TEST(Endpoint, StateRoundTrip) {
   EXPECT_EQ(back->labels, ep.labels);
   EXPECT_EQ(back->identity, 257u);
   EXPECT_EQ(back->ipv4, ep.ipv4);
-  EXPECT_EQ(back->state, kStateRestoring);
+  EXPECT_EQ(back->state, EndpointState::Restoring);
   auto api = toApiJson(ep);
   EXPECT_EQ(api["ipv4"], "10.200.0.7");
   EXPECT_EQ(api["labels"][0], "k8s:class=xwing");
+}
+
+// Issue 10: endpoint states are an enum; the API (and the
+// cilium_endpoint_state label) spell them exactly as Cilium does.
+TEST(Endpoint, StatesRoundTripThroughCiliumsWords) {
+  const std::vector<std::pair<EndpointState, std::string>> all = {
+      {EndpointState::Creating, "creating"},         {EndpointState::WaitingForIdentity, "waiting-for-identity"},
+      {EndpointState::Regenerating, "regenerating"}, {EndpointState::Ready, "ready"},
+      {EndpointState::Disconnecting, "disconnecting"}, {EndpointState::Restoring, "restoring"},
+      {EndpointState::NotReady, "not-ready"}};
+  for (const auto& [state, word] : all) {
+    EXPECT_EQ(toString(state), word);
+    auto back = parseEndpointState(word);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(*back, state) << word;
+    Endpoint ep;
+    ep.state = state;
+    EXPECT_EQ(toApiJson(ep)["state"], word);
+  }
+  auto bad = parseEndpointState("Ready");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, EINVAL);
+  EXPECT_EQ(bad.error().message,
+            "unknown endpoint state 'Ready' (expected creating, waiting-for-identity, regenerating, ready, "
+            "disconnecting, restoring or not-ready)");
+  EXPECT_FALSE(parseEndpointState("").ok());
 }
 
 TEST(Endpoint, BadStateIsAnError) {

@@ -93,8 +93,16 @@ kernel::PolicyMapValue toMapValue(const policy::PolicyEntry& e, const policy::Po
 }  // namespace
 
 Manager::Manager(ManagerConfig cfg, kernel::DatapathMaps& dp, kernel::PodNetworks& net,
-                 identity::IdentityAllocator& ids, const policy::Repository& repo, metrics::AgentMetrics& metrics)
-    : cfg_(std::move(cfg)), dp_(dp), net_(net), ids_(ids), repo_(repo), metrics_(metrics), ipam_(cfg_.pod_cidr) {}
+                 identity::IdentityAllocator& ids, const policy::Repository& repo, metrics::AgentMetrics& metrics,
+                 StateFiles& files)
+    : cfg_(std::move(cfg)),
+      dp_(dp),
+      net_(net),
+      ids_(ids),
+      repo_(repo),
+      metrics_(metrics),
+      files_(files),
+      ipam_(cfg_.pod_cidr) {}
 
 Manager::~Manager() = default;
 
@@ -206,7 +214,7 @@ Status Manager::saveNamespaces() {
     for (const auto& l : ls) labels[l.key] = l.value;
     j[ns] = labels;
   }
-  return writeFileAtomic(cfg_.state_dir + "/namespaces.json", j.dump(2) + "\n");
+  return files_.write(cfg_.state_dir + "/namespaces.json", j.dump(2) + "\n");
 }
 
 Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet& ns_labels) {
@@ -240,7 +248,7 @@ Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet
   });
   // New identities first (the old ones stay held until the end).
   for (auto& [id, ep] : eps_) {
-    if (ep.ns != ns || ep.health || ep.state == kStateDisconnecting) continue;
+    if (ep.ns != ns || ep.health || ep.state == EndpointState::Disconnecting) continue;
     labels::LabelSet next = labelsFor(ns, ep.user_labels);
     if (next == ep.labels) continue;
     auto ident = ids_.allocate(next);
@@ -264,7 +272,7 @@ Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet
   undo.add([this, previous, had_ns_file, ns_file] {
     auto now = std::move(ns_labels_);
     ns_labels_ = previous;
-    logIfError(had_ns_file ? saveNamespaces() : removeFile(ns_file), "rollback namespaces.json");
+    logIfError(had_ns_file ? saveNamespaces() : files_.remove(ns_file), "rollback namespaces.json");
     ns_labels_ = std::move(now);
   });
   for (auto& m : moves) {
@@ -315,7 +323,7 @@ Status Manager::restoreOne(Endpoint ep, bool* transient) {
   ep.host_ifindex = net->host_ifindex;
   ep.mac = net->pod_mac;
   ep.host_mac = net->host_mac;
-  ep.state = kStateRestoring;
+  ep.state = EndpointState::Restoring;
   uint32_t id = ep.id;
   eps_.emplace(id, std::move(ep));
   ++generation_;
@@ -418,7 +426,7 @@ Status Manager::syncCidrIdentities() {
 
 
 Status Manager::writeState(const Endpoint& ep) {
-  return writeFileAtomic(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id), toStateJson(ep).dump(2) + "\n");
+  return files_.write(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id), toStateJson(ep).dump(2) + "\n");
 }
 
 Result<Endpoint> Manager::create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
@@ -471,7 +479,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   MB_ASSIGN(ep.ipv4, ipam_.allocate());
   undo.add([this, ip = ep.ipv4] { ipam_.release(ip); });
 
-  ep.state = kStateWaitingForIdentity;
+  ep.state = EndpointState::WaitingForIdentity;
   auto ident = ids_.allocate(ep.labels);
   if (!ident) return ident.error().wrap(what + ": allocate identity");
   ep.identity = ident->id;
@@ -498,7 +506,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
 
   // Policy entries and endpoint flags first, programs last: the endpoint is
   // enforced from its very first packet.
-  ep.state = kStateRegenerating;
+  ep.state = EndpointState::Regenerating;
   auto refs = allRefs();
   undo.add([this, id = ep.id] { logIfError(dp_.deletePolicy(id), "rollback policy entries"); });
   // Registered before regenerate(), which writes the endpoint maps last: a
@@ -514,14 +522,14 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   MB_TRY_CTX(dp_.upsertIpcache(htonl(ep.ipv4), 32, ep.identity), what + ": ipcache");
   undo.add([this, ip = htonl(ep.ipv4)] { logIfError(dp_.deleteIpcache(ip, 32), "rollback ipcache"); });
   MB_TRY_CTX(dp_.attach(ep.host_ifindex), what + ": attach BPF programs to " + ep.host_ifname);
-  ep.state = kStateReady;
+  ep.state = EndpointState::Ready;
   // writeFileAtomic can fail after the rename (fsync of the directory): the
   // file must not survive, or the next start restores an endpoint that was
   // never created. A file that was there before (an endpoint whose restore
   // failed, kept for the operator) is not ours to remove.
   const std::string state_file = fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id);
   if (::access(state_file.c_str(), F_OK) != 0)
-    undo.add([state_file] { logIfError(removeFile(state_file), "rollback state file"); });
+    undo.add([this, state_file] { logIfError(files_.remove(state_file), "rollback state file"); });
   MB_TRY_CTX(writeState(ep), what + ": save state");
   undo.dismiss();
 
@@ -549,7 +557,7 @@ Status Manager::remove(uint32_t id) {
   auto it = eps_.find(id);
   if (it == eps_.end()) return Error::notFound(fmt::format("endpoint {} not found", id));
   Endpoint& ep = it->second;
-  ep.state = kStateDisconnecting;
+  ep.state = EndpointState::Disconnecting;
   uint32_t ip_be = htonl(ep.ipv4);
   // Map entries first (the veth, and with it the programs, goes next), keep going on errors so that
   // every trace is attempted, report the first failure.
@@ -565,7 +573,7 @@ Status Manager::remove(uint32_t id) {
   // The map entry may be gone whatever the outcome: forget what was written.
   written_ep_.erase(id);
   // The state file goes last, and only when everything else is gone.
-  if (first.ok()) note(removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
+  if (first.ok()) note(files_.remove(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, ep.id)));
   if (!first.ok()) {
     // Nothing here can be undone (the netns may be gone): the endpoint stays
     // listed as disconnecting, with its state file, identity and address, so
@@ -739,26 +747,26 @@ Result<RegenerationStats> Manager::regenerateAll() {
   Status first;
   for (auto& [id, ep] : eps_) {
     // A delete that failed halfway: its entries must not come back.
-    if (ep.state == kStateDisconnecting) continue;
-    std::string prev = ep.state;
-    ep.state = kStateRegenerating;
+    if (ep.state == EndpointState::Disconnecting) continue;
+    const EndpointState prev = ep.state;
+    ep.state = EndpointState::Regenerating;
     auto st = regenerate(ep, refs, peer_ports, &cache);
     if (!st.ok()) {
-      ep.state = kStateNotReady;
+      ep.state = EndpointState::NotReady;
       spdlog::error("{}", st.error().message);
       if (first.ok()) first = st;
       continue;
     }
-    if (prev == kStateRestoring) {
+    if (prev == EndpointState::Restoring) {
       // A restored endpoint gets its programs re-attached (replacing the old agent's instance atomically).
       auto at = dp_.attach(ep.host_ifindex);
       if (!at.ok()) {
-        ep.state = kStateNotReady;
+        ep.state = EndpointState::NotReady;
         if (first.ok()) first = at;
         continue;
       }
     }
-    ep.state = kStateReady;
+    ep.state = EndpointState::Ready;
     metrics_.recordEndpointRegeneration(true);
     ++stats.endpoints;
   }
@@ -795,8 +803,8 @@ void Manager::updateMetrics() {
   std::map<std::string, int> states, enforcement;
   int regenerating = 0;
   for (const auto& [_, ep] : eps_) {
-    states[ep.state]++;
-    if (ep.state == kStateRegenerating) ++regenerating;
+    states[std::string(toString(ep.state))]++;
+    if (ep.state == EndpointState::Regenerating) ++regenerating;
     std::string e = ep.ingress_enforced && ep.egress_enforced ? "both"
                     : ep.ingress_enforced                     ? "ingress"
                     : ep.egress_enforced                      ? "egress"
@@ -842,7 +850,7 @@ Status Manager::removeAll() {
     uint32_t ip_be = htonl(ep.ipv4);
     auto st = net_.deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be);
     if (st.ok()) st = dp_.deletePolicy(id);
-    if (st.ok()) st = removeFile(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, id));
+    if (st.ok()) st = files_.remove(fmt::format("{}/endpoints/{}.json", cfg_.state_dir, id));
     if (!st.ok() && first.ok()) first = st.error().wrap(fmt::format("remove unrestored endpoint {} {}/{}", id, ep.ns, ep.name));
   }
   unrestored_.clear();

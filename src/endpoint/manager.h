@@ -22,6 +22,7 @@
 #include "membrane/result.h"
 #include "src/endpoint/endpoint.h"
 #include "src/endpoint/ipam.h"
+#include "src/endpoint/state_store.h"
 
 namespace membrane::kernel {
 class DatapathMaps;
@@ -57,10 +58,11 @@ struct RegenerationStats {
 class Manager {
  public:
   // dp and net: the kernel (kernel::Datapath, kernel::linuxPodNetworks()) or
-  // the fakes of src/kernel/fake/ in tests; every argument must outlive the
-  // manager.
+  // the fakes of src/kernel/fake/ in tests; files: where state files are
+  // written (a fault-injecting wrapper in tests); every argument must outlive
+  // the manager.
   Manager(ManagerConfig cfg, kernel::DatapathMaps& dp, kernel::PodNetworks& net, identity::IdentityAllocator& ids,
-          const policy::Repository& repo, metrics::AgentMetrics& metrics);
+          const policy::Repository& repo, metrics::AgentMetrics& metrics, StateFiles& files = diskStateFiles());
   ~Manager();
 
   // Host side (gateway device, unreachable route for the pod CIDR, datapath
@@ -186,6 +188,7 @@ class Manager {
   identity::IdentityAllocator& ids_;
   const policy::Repository& repo_;
   metrics::AgentMetrics& metrics_;
+  StateFiles& files_;
   Ipam ipam_;
   std::map<uint32_t, Endpoint> eps_;
   // Endpoints read from a state file that init() could not restore (kept for removeAll).

@@ -1,5 +1,5 @@
 // endpoint::Manager against the in-memory kernel fakes, with a failure
-// injected at every kernel call of each operation in turn (no root).
+// injected at every kernel call and state-file write of each operation in turn (no root).
 //
 // For each operation: a reference run without faults counts its fallible
 // kernel calls; then, for N = 1..count, a fresh world is built the same way,
@@ -16,7 +16,6 @@
 #include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include <fmt/format.h>
@@ -29,6 +28,7 @@
 #include "membrane/policy_repository.h"
 #include "src/endpoint/manager.h"
 #include "src/endpoint/state_store.h"
+#include "src/kernel/fake/describe.h"
 #include "src/kernel/fake/fake_datapath_maps.h"
 #include "src/kernel/fake/fake_pod_networks.h"
 #include "src/kernel/fake/faults.h"
@@ -86,51 +86,14 @@ spec:
 
 labels::LabelSet userLabels(std::string_view text) { return labels::parseLabels(text).value(); }
 
-std::string hex(const void* p, size_t n) {
-  std::string out;
-  for (size_t i = 0; i < n; ++i) out += fmt::format("{:02x}", static_cast<const uint8_t*>(p)[i]);
-  return out;
-}
-
-std::string describe(const kernel::FakeDatapathMaps::State& s) {
-  std::ostringstream o;
-  o << "config " << hex(&s.config, sizeof s.config) << "\n";
-  for (const auto& [ifx, e] : s.endpoints) o << "endpoint " << ifx << " " << hex(&e, sizeof e) << "\n";
-  for (const auto& [k, id] : s.ipcache) o << "ipcache " << ipv4HostOrderToString(ntohl(k.first)) << "/" << int(k.second) << " " << id << "\n";
-  for (const auto& [ep, entries] : s.policy)
-    for (const auto& [k, v] : entries)
-      o << "policy " << ep << " " << k.identity << ":" << k.dport << "/" << int(k.proto) << " dir " << int(k.direction)
-        << " deny " << v.deny << " proxy " << v.proxy_port << " cookie " << v.cookie << "\n";
-  for (const auto& [k, sv] : s.services) o << "service " << std::get<0>(k) << ":" << std::get<1>(k) << "\n";
-  for (uint32_t a : s.attached) o << "attached " << a << "\n";
-  for (uint32_t ip : s.ct_ips) o << "ct " << ipv4HostOrderToString(ntohl(ip)) << "\n";
-  return o.str();
-}
-
-std::string describe(const kernel::FakePodNetworks::State& s) {
-  std::ostringstream o;
-  for (const auto& [n, gw] : s.host_devices) o << "host device " << n << " " << ipv4HostOrderToString(ntohl(gw)) << "\n";
-  for (const auto& [c, l] : s.unreachable_routes) o << "unreachable " << ipv4HostOrderToString(ntohl(c)) << "/" << int(l) << "\n";
-  for (const auto& [n, p] : s.pods)
-    o << "pod " << n << " " << p.spec.host_ifname << " " << ipv4HostOrderToString(ntohl(p.spec.ipv4_be)) << " ifindex "
-      << p.net.host_ifindex << "\n";
-  return o.str();
-}
+using kernel::describe;
+using kernel::withoutCreated;
 
 // Everything a failed call must leave as it was (or a retry must complete).
 struct Snapshot {
   std::string maps, net, files, endpoints, identities, namespaces;
   uint64_t generation = 0;
 };
-
-// "created" is a wall-clock time: equal within one world, not across worlds.
-std::string withoutCreated(std::string text) {
-  for (size_t at; (at = text.find("\"created\"")) != std::string::npos;) {
-    size_t end = text.find_first_of(",}\n", at);
-    text.erase(at, end - at);
-  }
-  return text;
-}
 
 struct World {
   explicit World(const std::string& dir) : state_dir(dir) {
@@ -151,7 +114,7 @@ struct World {
     mc.pod_cidr = Cidr4::parse("10.99.0.0/24").value();
     mc.host_device = "mbf_host";
     mc.bpf_root = "/sys/fs/bpf/membrane-fault-test";
-    mgr = std::make_unique<Manager>(mc, fdp, fnet, *ids, repo, metrics);
+    mgr = std::make_unique<Manager>(mc, fdp, fnet, *ids, repo, metrics, files);
   }
 
   Snapshot snapshot() const {
@@ -181,6 +144,7 @@ struct World {
   kernel::FaultInjector faults;
   kernel::FaultyDatapathMaps fdp{maps, faults};
   kernel::FaultyPodNetworks fnet{net, faults};
+  kernel::FaultyStateFiles files{diskStateFiles(), faults};
   std::unique_ptr<identity::IdentityAllocator> ids;
   policy::Repository repo;
   metrics::AgentMetrics metrics;
@@ -316,7 +280,7 @@ TEST_F(ManagerFaultTest, CreateFailsAtEveryStepAndLeavesNothing) {
   auto tolerated = everyFault(*this, WORLD, c);
   // The regeneration of the others after the endpoint exists is best effort
   // (manager.h): faults there are logged, and the next regeneration completes.
-  EXPECT_EQ(joined(tolerated), "6:syncPolicy 7:syncPolicy 8:syncPolicy");
+  EXPECT_EQ(joined(tolerated), "7:syncPolicy 8:syncPolicy 9:syncPolicy");
 }
 
 TEST_F(ManagerFaultTest, FirstCreateFailsAtEveryStepAndLeavesNothing) {
@@ -325,7 +289,7 @@ TEST_F(ManagerFaultTest, FirstCreateFailsAtEveryStepAndLeavesNothing) {
   c.op = [](World& w) { return createPod(w, "deathstar", "org=empire,class=deathstar"); };
   c.context = "create endpoint default/deathstar";
   auto tolerated = everyFault(*this, WORLD, c);
-  EXPECT_EQ(joined(tolerated), "6:syncPolicy");  // the best-effort regeneration after it
+  EXPECT_EQ(joined(tolerated), "7:syncPolicy");  // the best-effort regeneration after it
 }
 
 TEST_F(ManagerFaultTest, DeleteFailsAtEveryStepAndARetryFinishes) {
@@ -339,7 +303,7 @@ TEST_F(ManagerFaultTest, DeleteFailsAtEveryStepAndARetryFinishes) {
     const Snapshot now = w.snapshot();
     const auto* ep = w.mgr->findByName("default", "deathstar");
     ASSERT_NE(ep, nullptr) << why;
-    EXPECT_EQ(ep->state, kStateDisconnecting) << why;
+    EXPECT_EQ(ep->state, EndpointState::Disconnecting) << why;
     EXPECT_EQ(now.files, before.files) << why;
     EXPECT_EQ(now.identities, before.identities) << why;
     EXPECT_EQ(now.generation, before.generation) << why;
@@ -347,7 +311,7 @@ TEST_F(ManagerFaultTest, DeleteFailsAtEveryStepAndARetryFinishes) {
   };
   c.retry = [](World& w) { return w.mgr->remove(1); };
   auto tolerated = everyFault(*this, WORLD, c);
-  EXPECT_EQ(joined(tolerated), "6:syncPolicy");  // the best-effort regeneration after it
+  EXPECT_EQ(joined(tolerated), "7:syncPolicy");  // the best-effort regeneration after it
 }
 
 TEST_F(ManagerFaultTest, RegenerateFailsAtEveryStepAndARetryFinishes) {
@@ -410,6 +374,37 @@ TEST_F(ManagerFaultTest, RestoreFailsAtEveryStepAndARestartRestoresEverything) {
   auto tolerated = everyFault(*this, WORLD, c);
   // Listing the endpoint map for stale entries is best effort (logged; the next start retries).
   EXPECT_EQ(joined(tolerated), "10:listEndpoints");
+}
+
+// A state file that cannot be written (disk full) fails the operation that
+// changes it, and the operation changes nothing (the loops above fail these
+// writes too: "writeStateFile" is one of the steps they count).
+TEST_F(ManagerFaultTest, FailedStateWritesFailTheOperationAndChangeNothing) {
+  auto w = world(basePods);
+  Snapshot before = w->snapshot();
+  w->faults.failNth(1, ENOSPC, "writeStateFile");
+  auto ep = w->mgr->create("tiefighter", "default", userLabels("org=empire"));
+  ASSERT_FALSE(ep.ok());
+  EXPECT_EQ(ep.error().code, ENOSPC);
+  EXPECT_EQ(ep.error().message, "create endpoint default/tiefighter: save state: injected fault: writeStateFile call 1: "
+                                "No space left on device");
+  expectSame(before, w->snapshot(), "create");
+
+  w->faults.failNth(1, ENOSPC, "writeStateFile");  // namespaces.json
+  auto st = w->mgr->setNamespaceLabels("default", userLabels("team=blue"));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message, "label namespace default: injected fault: writeStateFile call 1: No space left on device");
+  expectSame(before, w->snapshot(), "label namespace");
+
+  w->faults.failNth(2, ENOSPC, "writeStateFile");  // the second pod's state file
+  st = w->mgr->setNamespaceLabels("default", userLabels("team=blue"));
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().message,
+            "label namespace default: save state of deathstar: injected fault: writeStateFile call 2: No space left on "
+            "device");
+  expectSame(before, w->snapshot(), "label namespace (endpoint state)");
+  w->faults.clear();
+  ASSERT_TRUE(w->mgr->setNamespaceLabels("default", userLabels("team=blue")).ok());
 }
 
 // Regression: a state file that init() skipped (damaged) was overwritten by

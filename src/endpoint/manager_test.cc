@@ -120,7 +120,7 @@ TEST_F(ManagerTest, FailedCreateLeavesNoTraceAndRetryIsComplete) {
   auto ep = mgr_->create("xwing", "default", user);
   ASSERT_TRUE(ep.ok()) << ep.error().message;
   EXPECT_EQ(ep->id, 1u);
-  EXPECT_EQ(ep->state, kStateReady);
+  EXPECT_EQ(ep->state, EndpointState::Ready);
 
   // Pod -> gateway (the host): no policy, so it must be forwarded and answered.
   const uint64_t not_ready_before = drops(*dp_, MB_DROP_EP_NOT_READY);

@@ -6,11 +6,13 @@
 // instead of dying on an exception. Header-only, pure, thread-safe.
 #pragma once
 
+#include <array>
 #include <limits>
 #include <map>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -132,6 +134,48 @@ Result<T> field(const Json& obj, const std::string& path, std::string_view key, 
   auto it = obj.find(std::string(key));
   if (it == obj.end() || it->is_null()) return fallback;
   return as<T>(*it, join(path, key));
+}
+
+// The words of a closed set (an enum class) as the API and the state files
+// spell them: one table per enum gives its toString/parse pair, so the words
+// are written once. `what` names the set in errors ("pod phase").
+template <typename E, size_t N>
+struct Names {
+  std::string_view what;
+  std::array<std::pair<E, std::string_view>, N> words;
+
+  // Every enumerator is in the table (a missing one is a programming error).
+  std::string_view toString(E e) const {
+    for (const auto& [v, w] : words)
+      if (v == e) return w;
+    MB_CHECK(false && "enumerator missing from its Names table");
+    return {};
+  }
+  // EINVAL "unknown pod phase 'Crashed' (expected Pending, Running or Failed)"
+  // for a word not in the table (case-sensitive, as Kubernetes and Cilium are).
+  Result<E> parse(std::string_view s) const {
+    for (const auto& [v, w] : words)
+      if (w == s) return v;
+    std::string expected;
+    for (size_t i = 0; i < N; ++i)
+      expected += fmt::format("{}{}", i == 0 ? "" : i + 1 == N ? " or " : ", ", words[i].second);
+    return Error::invalid(fmt::format("unknown {} '{}' (expected {})", what, s, expected));
+  }
+};
+
+// Field `key` of `obj` as one of names' words (fallback when absent or null);
+// errors name the field: "instances[0].phase: unknown pod phase 'Crashed' (...)".
+template <typename E, size_t N>
+Result<E> enumField(const Json& obj, const std::string& path, std::string_view key, const Names<E, N>& names,
+                    E fallback) {
+  if (!obj.is_object()) return typeError(path, "an object", obj);
+  auto it = obj.find(std::string(key));
+  if (it == obj.end() || it->is_null()) return fallback;
+  auto word = as<std::string>(*it, join(path, key));
+  if (!word) return word.error();
+  auto v = names.parse(*word);
+  if (!v) return v.error().wrap(join(path, key));
+  return *v;
 }
 
 }  // namespace membrane::endpoint::state

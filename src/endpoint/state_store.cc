@@ -114,4 +114,17 @@ Result<std::vector<std::string>> listFiles(const std::string& dir, const std::st
   return out;
 }
 
+namespace {
+class DiskStateFiles final : public StateFiles {
+ public:
+  Status write(const std::string& path, const std::string& content) override { return writeFileAtomic(path, content); }
+  Status remove(const std::string& path) override { return removeFile(path); }
+};
+}  // namespace
+
+StateFiles& diskStateFiles() {
+  static DiskStateFiles files;
+  return files;
+}
+
 }  // namespace membrane::endpoint

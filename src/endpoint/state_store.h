@@ -17,4 +17,20 @@ Status makeDirs(const std::string& path, int mode = 0700);
 // Regular files in dir whose names end with suffix (sorted). Missing dir => empty.
 Result<std::vector<std::string>> listFiles(const std::string& dir, const std::string& suffix);
 
+// The seam for writing and removing state files (endpoints/<id>.json,
+// namespaces.json, workloads.json), so that tests can fail a write like any
+// kernel call (kernel::FaultyStateFiles in src/kernel/fake). The endpoint
+// manager and the workload controller write every state file through one.
+class StateFiles {
+ public:
+  virtual ~StateFiles() = default;
+  // writeFileAtomic(path, content) (mode 0600): the old or the new file, never half.
+  virtual Status write(const std::string& path, const std::string& content) = 0;
+  // removeFile(path): ok if absent.
+  virtual Status remove(const std::string& path) = 0;
+};
+
+// The real filesystem (writeFileAtomic, removeFile). Stateless, thread-safe.
+StateFiles& diskStateFiles();
+
 }  // namespace membrane::endpoint

@@ -331,6 +331,20 @@ TEST(PolicyParserDiagnostics, BadCidr) {
             "p.yaml:8:14: spec.egress[0].toCIDR[0]: invalid CIDR '10.0.0.0/33': prefix length must be 0-32");
   EXPECT_EQ(oneError(std::string(kHeader) + "  egress:\n  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [11.0.0.0/16]}]\n"),
             "p.yaml:8:45: spec.egress[0].toCIDRSet[0].except[0]: except '11.0.0.0/16' is not contained in '10.0.0.0/8'");
+  EXPECT_EQ(oneError(std::string(kHeader) + "  egress:\n  - toCIDRSet: [{cidr: 10.0.0.0/33}]\n"),
+            "p.yaml:8:24: spec.egress[0].toCIDRSet[0].cidr: invalid CIDR '10.0.0.0/33': prefix length must be 0-32");
+  EXPECT_EQ(oneError(std::string(kHeader) + "  egress:\n  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [10.1.0.0/x]}]\n"),
+            "p.yaml:8:45: spec.egress[0].toCIDRSet[0].except[0]: invalid CIDR '10.1.0.0/x': prefix length must be 0-32");
+  EXPECT_EQ(oneError(std::string(kHeader) + "  egress:\n  - toCIDRSet: [{cidr: 10.0.0.0/8, except: [0.0.0.0/0]}]\n"),
+            "p.yaml:8:45: spec.egress[0].toCIDRSet[0].except[0]: except '0.0.0.0/0' is not contained in '10.0.0.0/8'");
+}
+
+// A /0 set contains every except (its mask is 0, not a shift by 32).
+TEST(PolicyParser, CidrSetOfEverything) {
+  auto r = parsePolicies(std::string(kHeader) + "  egress:\n  - toCIDRSet: [{cidr: 1.2.3.4/0, except: [10.0.0.0/8]}]\n",
+                         "p.yaml");
+  ASSERT_TRUE(r.ok()) << allDiagnostics(r);
+  EXPECT_EQ(r.policies[0].rules[0].egress[0].cidrs, (std::vector<CidrRule>{{"0.0.0.0/0", {"10.0.0.0/8"}}}));
 }
 
 TEST(PolicyParserDiagnostics, Unsupported) {

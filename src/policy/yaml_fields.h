@@ -1,5 +1,5 @@
 // Small helpers shared by the two YAML front ends that report diagnostics
-// with a field path: the policy parser (src/policy/parser.cc) and the
+// with a field path: the policy parser (src/policy/parser*.cc) and the
 // manifest parser (src/workload/manifest.cc). Header-only so the libFuzzer
 // build of the policy parser needs no extra source. Pure, thread-safe.
 #pragma once

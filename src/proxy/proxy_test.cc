@@ -281,6 +281,18 @@ TEST_F(ProxyTest, ClosingErrorResponseIsNotLostToAReset) {
   EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }));
 }
 
+// A connection the proxy lingers on: a malformed head (answered 400, closing)
+// followed by bytes the proxy must drain; the client keeps its side open.
+UniqueFd openLingering(uint16_t port) {
+  UniqueFd fd = connectTo(port);
+  Reader r(fd.get());
+  EXPECT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHost a-missing-colon\r\n\r\nmore"));
+  Message m = readMessage(r, true);
+  EXPECT_EQ(m.status, 400);
+  EXPECT_TRUE(r.eof());  // the proxy's FIN comes with the response, not after the linger
+  return fd;
+}
+
 // Draining is bounded: a client that never ends its side is closed after
 // linger_timeout, and that is not counted as an idle timeout.
 TEST_F(ProxyTest, LingeringCloseIsBoundedByTheLingerTimeout) {
@@ -289,16 +301,43 @@ TEST_F(ProxyTest, LingeringCloseIsBoundedByTheLingerTimeout) {
   o.linger_timeout = 300ms;
   startProxy(server_.addr(), o);
   uint64_t idle_before = proxy_->stats().timeouts_idle.load();
-  UniqueFd fd = connectTo(port_);
-  Reader r(fd.get());
-  ASSERT_TRUE(sendAll(fd.get(), "GET /echo HTTP/1.1\r\nHost a-missing-colon\r\n\r\nmore"));
-  Message m = readMessage(r, true);
-  EXPECT_EQ(m.status, 400);
-  EXPECT_TRUE(r.eof());  // the proxy's FIN comes with the response, not after the linger
+  UniqueFd fd = openLingering(port_);
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 0; }, 3s));
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 200ms);
   EXPECT_EQ(proxy_->stats().timeouts_idle.load(), idle_before);
+}
+
+// The linger deadline is not queued behind the longer idle deadlines of
+// connections accepted earlier: with a 60 s idle timeout, a connection that
+// lingers after one that is idle is still closed after linger_timeout (a
+// slowloris client that never closes must not hold its socket for the idle
+// timeout), and the idle one stays open and served.
+TEST_F(ProxyTest, LingeringCloseIsNotDelayedByEarlierIdleConnections) {
+  proxy_.reset();
+  ProxyOptions o;
+  o.idle_timeout = 60s;
+  o.linger_timeout = 300ms;
+  startProxy(server_.addr(), o);
+  UniqueFd idle_fd = connectTo(port_);
+  ASSERT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 1; }));
+  UniqueFd lingering_fd = openLingering(port_);
+  EXPECT_EQ(proxy_->stats().connections_active.load(), 2u);
+  EXPECT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 1; }, 3s))
+      << "the lingering connection is still open";
+  EXPECT_EQ(proxy_->stats().timeouts_idle.load(), 0u);
+  Reader r(idle_fd.get());
+  ASSERT_TRUE(sendAll(idle_fd.get(), "POST /v1/request-landing HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"));
+  EXPECT_EQ(readMessage(r, true).status, 200);
+}
+
+// stop() closes every connection, lingering ones included.
+TEST_F(ProxyTest, StopClosesLingeringConnections) {
+  UniqueFd idle_fd = connectTo(port_);
+  UniqueFd lingering_fd = openLingering(port_);
+  ASSERT_TRUE(waitFor([&] { return proxy_->stats().connections_active.load() == 2; }));
+  proxy_->stop();
+  EXPECT_EQ(proxy_->stats().connections_active.load(), 0u);
 }
 
 // --- L7 bypass: what the policy judged is what the server gets -------------

@@ -98,7 +98,17 @@ json namedPorts(const PodSpec& spec) {
   return arr;
 }
 
+const endpoint::state::Names<PodPhase, 5> kPodPhases{"pod phase",
+                                                     {{{PodPhase::Pending, "Pending"},
+                                                       {PodPhase::Running, "Running"},
+                                                       {PodPhase::Waiting, "Waiting"},
+                                                       {PodPhase::Succeeded, "Succeeded"},
+                                                       {PodPhase::Failed, "Failed"}}}};
+
 }  // namespace
+
+std::string_view toString(PodPhase p) { return kPodPhases.toString(p); }
+Result<PodPhase> parsePodPhase(std::string_view s) { return kPodPhases.parse(s); }
 
 Result<std::vector<std::string>> resolveCommand(const Container& c, const std::string& deathstar_script) {
   if (!c.command.empty()) {
@@ -124,10 +134,39 @@ std::vector<uint16_t> impliedPorts(const Container& c) {
 }
 
 Controller::Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::DatapathMaps& dp,
-                       kernel::PodNetworks& net, kernel::ProcessRunner& procs)
-    : cfg_(std::move(cfg)), eps_(eps), dp_(dp), net_(net), procs_(procs) {}
+                       kernel::PodNetworks& net, kernel::ProcessRunner& procs, endpoint::StateFiles& files)
+    : cfg_(std::move(cfg)), eps_(eps), dp_(dp), net_(net), procs_(procs), files_(files) {}
 
 Controller::~Controller() = default;
+
+Clock::time_point Controller::now() const { return cfg_.now ? cfg_.now() : Clock::now(); }
+
+void Controller::saveRuntime() {
+  auto st = save();
+  unsaved_ = !st.ok();
+  const std::string error = st.ok() ? "" : st.error().message;
+  if (!error.empty() && error != save_error_) spdlog::warn("save workloads: {} (retrying)", error);
+  save_error_ = error;
+}
+
+void Controller::setDesired(Desired d) {
+  pods_ = std::move(d.pods);
+  deployments_ = std::move(d.deployments);
+  services_ = std::move(d.services);
+  namespaces_ = std::move(d.namespaces);
+}
+
+labels::LabelSet Controller::namespaceLabels(const std::string& ns) const {
+  auto all = eps_.namespaces();
+  auto it = all.find(ns);
+  return it == all.end() ? labels::LabelSet() : it->second;
+}
+
+void Controller::restoreNamespaceLabels(const std::vector<std::pair<std::string, labels::LabelSet>>& before) {
+  for (auto it = before.rbegin(); it != before.rend(); ++it)
+    if (auto st = eps_.setNamespaceLabels(it->first, it->second); !st.ok())
+      spdlog::error("undo the labels of namespace {}: {}", it->first, st.error().message);
+}
 
 std::string Controller::podDir(const Instance& i) const {
   return fmt::format("{}/pods/{}_{}", cfg_.state_dir, i.ns, i.name);
@@ -188,7 +227,7 @@ Result<Controller::State> Controller::parseState(std::string_view text) {
       MB_ASSIGN(i.start_time, st::field<uint64_t>(ij, p, "start_time", 0));
       MB_ASSIGN(i.restarts, st::field<int>(ij, p, "restarts", 0));
       MB_ASSIGN(i.last_exit, st::field<int>(ij, p, "last_exit", -1));
-      MB_ASSIGN(i.phase, st::field<std::string>(ij, p, "phase", "Pending"));
+      MB_ASSIGN(i.phase, st::enumField(ij, p, "phase", kPodPhases, PodPhase::Pending));
       MB_ASSIGN(i.created, st::field<std::string>(ij, p, "created", ""));
       MB_ASSIGN(i.seq, st::field<uint64_t>(ij, p, "seq", 0));
       if (i.spec.containers.size() != 1) {
@@ -246,7 +285,7 @@ Status Controller::save() const {
                               {"start_time", i.start_time},
                               {"restarts", i.restarts},
                               {"last_exit", i.last_exit},
-                              {"phase", i.phase},
+                              {"phase", toString(i.phase)},
                               {"created", i.created},
                               {"seq", i.seq}};
   };
@@ -256,7 +295,7 @@ Status Controller::save() const {
   // processes outlive the agent like every pod's.
   j["terminating"] = json::array();
   for (const auto& [k, i] : terminating_) j["terminating"].push_back(instance(i));
-  return endpoint::writeFileAtomic(cfg_.state_dir + "/workloads.json", j.dump(1));
+  return files_.write(cfg_.state_dir + "/workloads.json", j.dump(1));
 }
 
 Status Controller::init() {
@@ -273,7 +312,7 @@ Status Controller::init() {
     i.own_child = false;
     if (i.pid > 0 && procs_.startTime(i.pid) == i.start_time && i.start_time != 0) {
       procs_.signalGroup(i.pid, SIGTERM);  // the SIGTERM may have been lost with the old agent; a new grace period
-      i.stop_deadline = Clock::now() + cfg_.stop_grace;
+      i.stop_deadline = now() + cfg_.stop_grace;
     } else {
       i.pid = 0;
       i.start_time = 0;
@@ -288,13 +327,13 @@ Status Controller::init() {
     // Adopt a process that is still the one we started (pid reuse check).
     if (i.pid > 0 && procs_.startTime(i.pid) == i.start_time && i.start_time != 0) {
       i.own_child = false;
-      i.started_at = Clock::now();
+      i.started_at = now();
       spdlog::info("pod {}/{}: re-adopted running process {}", i.ns, i.name, i.pid);
     } else if (i.pid > 0) {
       spdlog::info("pod {}/{}: process {} ended while the agent was away", i.ns, i.name, i.pid);
       i.pid = 0;
       i.start_time = 0;
-      if (i.phase == "Running") i.phase = "Waiting";
+      if (i.phase == PodPhase::Running) i.phase = PodPhase::Waiting;
     }
     // The hosts file is rewritten on the first sync (cache empty).
   }
@@ -323,11 +362,25 @@ Status Controller::validate(const Manifests& m) const {
 }
 
 Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
+  // The desired state changes (and is saved) before any pod, process or
+  // service is touched: a failure up to the save undoes it (header contract).
+  const Desired before = desired();
+  std::vector<std::pair<std::string, labels::LabelSet>> relabeled;  // namespace -> its labels before
+  auto undo = [&] {
+    restoreNamespaceLabels(relabeled);
+    setDesired(before);
+  };
   std::vector<std::string> out;
+  std::vector<std::string> replaced;  // instances whose spec changed
   for (const auto& n : m.namespaces) {
     bool existed = namespaces_.count(n.meta.name);
+    labels::LabelSet was = namespaceLabels(n.meta.name);
+    if (auto st = eps_.setNamespaceLabels(n.meta.name, toLabelSet(n.meta.labels)); !st.ok()) {
+      undo();
+      return st.error().wrap("namespace " + n.meta.name);
+    }
+    relabeled.emplace_back(n.meta.name, std::move(was));
     namespaces_[n.meta.name] = n.meta.labels;
-    MB_TRY_CTX(eps_.setNamespaceLabels(n.meta.name, toLabelSet(n.meta.labels)), "namespace " + n.meta.name);
     out.push_back(fmt::format("namespace/{} {}", n.meta.name, existed ? "configured" : "created"));
   }
   for (const auto& s : m.services) {
@@ -337,7 +390,10 @@ Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
       Service svc;
       svc.obj = s;
       auto ip = allocateClusterIp();
-      if (!ip) return ip.error().wrap(fmt::format("service {}", k));
+      if (!ip) {
+        undo();
+        return ip.error().wrap(fmt::format("service {}", k));
+      }
       svc.cluster_ip = *ip;
       svc.created = nowRfc3339();
       services_[k] = svc;
@@ -352,12 +408,9 @@ Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
     auto k = key(d.meta.ns, d.meta.name);
     bool existed = deployments_.count(k);
     // A changed pod template replaces the pods (all at once: no rolling update).
-    if (existed && (json(deployments_[k].spec) != json(d.spec) || deployments_[k].template_labels != d.template_labels)) {
-      std::vector<std::string> old;
+    if (existed && (json(deployments_[k].spec) != json(d.spec) || deployments_[k].template_labels != d.template_labels))
       for (const auto& [ik, i] : instances_)
-        if (i.ns == d.meta.ns && i.owner == d.meta.name) old.push_back(ik);
-      for (const auto& ik : old) destroyInstance(ik).ok();
-    }
+        if (i.ns == d.meta.ns && i.owner == d.meta.name) replaced.push_back(ik);
     deployments_[k] = d;
     out.push_back(fmt::format("deployment.apps/{} {}", d.meta.name, existed ? "configured" : "created"));
   }
@@ -365,64 +418,93 @@ Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
     auto k = key(p.meta.ns, p.meta.name);
     bool existed = pods_.count(k);
     if (existed && (json(pods_[k].spec) != json(p.spec) || pods_[k].meta.labels != p.meta.labels))
-      destroyInstance(k).ok();
+      replaced.push_back(k);
     pods_[k] = p;
     out.push_back(fmt::format("pod/{} {}", p.meta.name, existed ? "configured" : "created"));
   }
+  if (auto st = save(); !st.ok()) {
+    undo();
+    return st.error().wrap("save " + cfg_.state_dir + "/workloads.json");
+  }
+  for (const auto& k : replaced) destroyInstance(k);
   reconcile();
-  MB_TRY_CTX(save(), "save " + cfg_.state_dir + "/workloads.json");
+  saveRuntime();
   return out;
 }
 
 Result<std::vector<std::string>> Controller::remove(const Manifests& m) {
+  // As apply(): the desired state first, undone when it cannot be saved.
+  const Desired before = desired();
+  std::vector<std::pair<std::string, labels::LabelSet>> relabeled;
+  auto undo = [&] {
+    restoreNamespaceLabels(relabeled);
+    setDesired(before);
+  };
   std::vector<std::string> out;
+  std::vector<std::string> doomed;  // instances
+  std::vector<std::tuple<uint32_t, uint16_t, uint8_t>> frontends;
   for (const auto& p : m.pods) {
     auto k = key(p.meta.ns, p.meta.name);
     if (!pods_.erase(k)) continue;
-    destroyInstance(k).ok();
+    doomed.push_back(k);
     out.push_back(fmt::format("pod \"{}\" deleted", p.meta.name));
   }
   for (const auto& d : m.deployments) {
     auto k = key(d.meta.ns, d.meta.name);
     if (!deployments_.erase(k)) continue;
-    std::vector<std::string> owned;
     for (const auto& [ik, i] : instances_)
-      if (i.ns == d.meta.ns && i.owner == d.meta.name) owned.push_back(ik);
-    for (const auto& ik : owned) destroyInstance(ik).ok();
+      if (i.ns == d.meta.ns && i.owner == d.meta.name) doomed.push_back(ik);
     out.push_back(fmt::format("deployment.apps \"{}\" deleted", d.meta.name));
   }
   for (const auto& s : m.services) {
     auto it = services_.find(key(s.meta.ns, s.meta.name));
     if (it == services_.end()) continue;
-    const auto removed_at = Clock::now();
-    for (const auto& [pp, be] : it->second.synced)
-      if (dp_.deleteService(htonl(it->second.cluster_ip), pp.first, pp.second).ok() && cfg_.on_service_event)
-        cfg_.on_service_event("delete", secondsSince(removed_at));
+    for (const auto& [pp, be] : it->second.synced) frontends.emplace_back(it->second.cluster_ip, pp.first, pp.second);
+    serviceInputsChanged();  // the frontends go in the next syncServices()
     services_.erase(it);
     out.push_back(fmt::format("service \"{}\" deleted", s.meta.name));
   }
   for (const auto& n : m.namespaces) {
-    if (!namespaces_.erase(n.meta.name)) continue;
-    eps_.setNamespaceLabels(n.meta.name, {}).ok();
+    if (!namespaces_.count(n.meta.name)) continue;
+    labels::LabelSet was = namespaceLabels(n.meta.name);
+    if (auto st = eps_.setNamespaceLabels(n.meta.name, {}); !st.ok()) {
+      undo();
+      return st.error().wrap("namespace " + n.meta.name);
+    }
+    relabeled.emplace_back(n.meta.name, std::move(was));
+    namespaces_.erase(n.meta.name);
     out.push_back(fmt::format("namespace \"{}\" deleted", n.meta.name));
   }
+  if (auto st = save(); !st.ok()) {
+    undo();
+    return st.error().wrap("save " + cfg_.state_dir + "/workloads.json");
+  }
+  for (const auto& k : doomed) destroyInstance(k);
+  stale_frontends_.insert(frontends.begin(), frontends.end());  // deleted by syncServices (reconcile)
   reconcile();
-  MB_TRY_CTX(save(), "save " + cfg_.state_dir + "/workloads.json");
+  saveRuntime();
   return out;
 }
 
 Status Controller::deletePod(const std::string& ns, const std::string& name) {
   auto k = key(ns, name);
   if (!instances_.count(k)) return Error::notFound(fmt::format("pod {}/{} not found", ns, name));
+  const Desired before = desired();
   pods_.erase(k);  // a bare pod is gone for good; a Deployment's is replaced
-  MB_TRY(destroyInstance(k));
+  if (auto st = save(); !st.ok()) {
+    setDesired(before);
+    return st.error().wrap(fmt::format("delete pod {}/{}: save {}/workloads.json", ns, name, cfg_.state_dir));
+  }
+  destroyInstance(k);
   reconcile();
-  return save();
+  saveRuntime();
+  return okStatus();
 }
 
 Result<uint32_t> Controller::allocateClusterIp() const {
   std::set<uint32_t> used;
   for (const auto& [k, s] : services_) used.insert(s.cluster_ip);
+  for (const auto& f : stale_frontends_) used.insert(std::get<0>(f));
   const auto& c = cfg_.service_cidr;
   for (uint32_t ip = c.network + 1; ip < c.network + c.size() - 1; ++ip)
     if (!used.count(ip)) return ip;
@@ -488,7 +570,7 @@ Status Controller::startProcess(Instance& inst) {
   ps.log_file = dir + "/log";
   auto pid = procs_.spawn(ps);
   if (!pid) {
-    inst.phase = "Failed";
+    inst.phase = PodPhase::Failed;
     inst.last_exit = 127;
     std::string line = "membrane: " + pid.error().message + "\n";
     int fd = ::open(ps.log_file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -497,15 +579,15 @@ Status Controller::startProcess(Instance& inst) {
       ::close(fd);
     }
     // Retried with back-off like a crash (the command may appear later).
-    inst.next_start = Clock::now() + std::chrono::seconds(std::min(30, 1 << std::min(inst.restarts, 5)));
+    inst.next_start = now() + std::chrono::seconds(std::min(30, 1 << std::min(inst.restarts, 5)));
     return pid.error();
   }
   inst.pid = *pid;
   inst.start_time = procs_.startTime(*pid);
   inst.own_child = true;
-  inst.phase = "Running";
+  inst.phase = PodPhase::Running;
   inst.ready = false;
-  inst.started_at = Clock::now();
+  inst.started_at = now();
   return okStatus();
 }
 
@@ -528,29 +610,36 @@ Status Controller::removeInstanceResources(const Instance& inst) {
   return st;
 }
 
-Status Controller::destroyInstance(const std::string& k) {
+void Controller::destroyInstance(const std::string& k) {
   auto it = instances_.find(k);
-  if (it == instances_.end()) return okStatus();
+  if (it == instances_.end()) return;
   Instance inst = std::move(it->second);
   instances_.erase(it);
   if (inst.ready) serviceInputsChanged();
   inst.ready = false;  // no longer a service backend
   if (processAlive(inst)) {
     procs_.signalGroup(inst.pid, SIGTERM);
-    inst.stop_deadline = Clock::now() + cfg_.stop_grace;
+    inst.stop_deadline = now() + cfg_.stop_grace;
     terminating_[k] = std::move(inst);
-    return okStatus();
+    return;
   }
   if (inst.pid > 0) procs_.signalGroup(inst.pid, SIGKILL);  // what the command left behind in its group
-  return removeInstanceResources(inst);
+  inst.pid = 0;
+  inst.start_time = 0;
+  if (auto st = removeInstanceResources(inst); !st.ok()) {
+    // Nothing else would ever remove its endpoint: finishTerminations() retries.
+    spdlog::warn("remove pod {}: {} (retrying)", k, st.error().message);
+    inst.stop_error = st.error().message;
+    terminating_[k] = std::move(inst);
+  }
 }
 
 void Controller::finishTerminations() {
-  bool finished = false;
+  bool finished = false, changed = false;
   for (auto it = terminating_.begin(); it != terminating_.end();) {
     Instance& inst = it->second;
     if (processAlive(inst)) {
-      if (Clock::now() < inst.stop_deadline) {
+      if (now() < inst.stop_deadline) {
         ++it;
         continue;
       }
@@ -564,14 +653,25 @@ void Controller::finishTerminations() {
         continue;
       }
     }
-    if (inst.pid > 0) procs_.signalGroup(inst.pid, SIGKILL);  // what the command left behind in its group
-    if (auto st = removeInstanceResources(inst); !st.ok()) spdlog::warn("remove pod {}: {}", it->first, st.error().message);
+    if (inst.pid > 0) {
+      procs_.signalGroup(inst.pid, SIGKILL);  // what the command left behind in its group
+      // Gone (reaped): a retry below must not signal the pid again (it may be reused).
+      inst.pid = 0;
+      inst.start_time = 0;
+      changed = true;
+    }
+    if (auto st = removeInstanceResources(inst); !st.ok()) {
+      if (st.error().message != inst.stop_error)
+        spdlog::warn("remove pod {}: {} (retrying)", it->first, st.error().message);
+      inst.stop_error = st.error().message;
+      ++it;
+      continue;
+    }
     it = terminating_.erase(it);
     finished = true;
   }
-  if (!finished) return;
-  reconcile();  // names that waited for their old pod
-  if (auto st = save(); !st.ok()) spdlog::warn("save workloads: {}", st.error().message);
+  if (finished) reconcile();  // names that waited for their old pod
+  if (finished || changed) saveRuntime();
 }
 
 void Controller::reconcile() {
@@ -584,10 +684,7 @@ void Controller::reconcile() {
   }
   for (auto it = create_failures_.begin(); it != create_failures_.end();)
     it = pods_.count(it->first) || deployments_.count(it->first) ? std::next(it) : create_failures_.erase(it);
-  for (const auto& k : doomed) {
-    auto st = destroyInstance(k);
-    if (!st.ok()) spdlog::warn("remove pod {}: {}", k, st.error().message);
-  }
+  for (const auto& k : doomed) destroyInstance(k);
   for (const auto& [k, p] : pods_) {
     if (instances_.count(k) || terminating_.count(k)) continue;  // the old pod must be gone first (its netns name)
     Instance i;
@@ -610,7 +707,7 @@ void Controller::reconcile() {
       i.labels = d.template_labels;
       i.spec = d.spec;
       if (!mayCreate(k)) break;
-      do i.name = d.meta.name + "-" + randomSuffix();
+      do i.name = d.meta.name + "-" + (cfg_.name_suffix ? cfg_.name_suffix() : randomSuffix());
       while (instances_.count(key(i.ns, i.name)) || terminating_.count(key(i.ns, i.name)) ||
              eps_.findByName(i.ns, i.name));
       if (auto st = createInstance(i); !st.ok()) {
@@ -623,7 +720,7 @@ void Controller::reconcile() {
     if (static_cast<int>(owned.size()) > d.replicas) {
       std::sort(owned.begin(), owned.end(),
                 [&](const auto& a, const auto& b) { return instances_[a].seq > instances_[b].seq; });
-      for (size_t n = 0; n < owned.size() - static_cast<size_t>(d.replicas); ++n) destroyInstance(owned[n]).ok();
+      for (size_t n = 0; n < owned.size() - static_cast<size_t>(d.replicas); ++n) destroyInstance(owned[n]);
     }
   }
   superviseProcesses();
@@ -633,7 +730,7 @@ void Controller::reconcile() {
 
 bool Controller::mayCreate(const std::string& k) const {
   auto it = create_failures_.find(k);
-  return it == create_failures_.end() || Clock::now() >= it->second.retry;
+  return it == create_failures_.end() || now() >= it->second.retry;
 }
 
 void Controller::createFailed(const std::string& k, const std::string& owner, const std::string& message) {
@@ -641,11 +738,11 @@ void Controller::createFailed(const std::string& k, const std::string& owner, co
   if (f.message != message) spdlog::warn("create pod {}: {} (retrying every 5 s)", k, message);
   f.message = message;
   f.owner = owner;
-  f.retry = Clock::now() + std::chrono::seconds(5);
+  f.retry = now() + std::chrono::seconds(5);
 }
 
 void Controller::superviseProcesses() {
-  auto now = Clock::now();
+  const auto t = now();
   for (auto& [k, i] : instances_) {
     if (i.pid > 0) {
       bool exited = false;
@@ -673,18 +770,19 @@ void Controller::superviseProcesses() {
       i.last_exit = code;
       const std::string& rp = i.spec.restart_policy;
       if (rp == "Never" || (rp == "OnFailure" && code == 0)) {
-        i.phase = code == 0 ? "Succeeded" : "Failed";
+        i.phase = code == 0 ? PodPhase::Succeeded : PodPhase::Failed;
         continue;
       }
       // Back-off restarts from a crash loop; a process that ran a while starts over at 1 s.
-      if (now - i.started_at > std::chrono::seconds(60)) i.restarts = 0;
-      i.phase = "Waiting";
-      i.next_start = now + std::chrono::seconds(std::min(30, 1 << std::min(i.restarts, 5)));
+      if (t - i.started_at > std::chrono::seconds(60)) i.restarts = 0;
+      i.phase = PodPhase::Waiting;
+      i.next_start = t + std::chrono::seconds(std::min(30, 1 << std::min(i.restarts, 5)));
       continue;
     }
-    if ((i.phase == "Waiting" || i.phase == "Pending" || i.phase == "Failed") && now >= i.next_start &&
-        !(i.phase == "Failed" && i.spec.restart_policy == "Never") && eps_.find(i.endpoint_id)) {
-      bool restart = i.phase != "Pending";
+    if ((i.phase == PodPhase::Waiting || i.phase == PodPhase::Pending || i.phase == PodPhase::Failed) &&
+        t >= i.next_start && !(i.phase == PodPhase::Failed && i.spec.restart_policy == "Never") &&
+        eps_.find(i.endpoint_id)) {
+      bool restart = i.phase != PodPhase::Pending;
       auto st = startProcess(i);
       if (restart) ++i.restarts;
       if (!st.ok()) spdlog::warn("pod {}: {}", k, st.error().message);
@@ -700,6 +798,16 @@ void Controller::syncServices() {
   // Every write of this pass implements the changes seen since the last one.
   const auto changed_at = services_changed_at_.value_or(Clock::now());
   services_changed_at_.reset();
+  for (auto it = stale_frontends_.begin(); it != stale_frontends_.end();) {
+    const auto& [vip, port, proto] = *it;
+    if (auto st = dp_.deleteService(htonl(vip), port, proto); !st.ok()) {
+      spdlog::warn("delete service frontend {}:{}: {} (retrying)", ipv4HostOrderToString(vip), port, st.error().message);
+      ++it;
+      continue;
+    }
+    if (cfg_.on_service_event) cfg_.on_service_event("delete", secondsSince(changed_at));
+    it = stale_frontends_.erase(it);
+  }
   for (auto& [k, s] : services_) {
     std::map<std::pair<uint16_t, uint8_t>, std::vector<std::pair<uint32_t, uint16_t>>> want;
     for (const auto& sp : s.obj.ports) {
@@ -739,6 +847,7 @@ void Controller::syncServices() {
       if (cur == s.synced.end() || cur->second != be)
         spdlog::info("service {} {}:{}: {} backends", k, ipv4HostOrderToString(s.cluster_ip), pp.first, be.size());
       s.synced[pp] = be;
+      unsaved_ = true;  // what the datapath holds (a restarted agent deletes frontends by it)
       if (cfg_.on_service_event) cfg_.on_service_event("update", secondsSince(changed_at));
     }
     for (auto it = s.synced.begin(); it != s.synced.end();) {
@@ -746,9 +855,15 @@ void Controller::syncServices() {
         ++it;
         continue;
       }
-      if (dp_.deleteService(htonl(s.cluster_ip), it->first.first, it->first.second).ok() && cfg_.on_service_event)
-        cfg_.on_service_event("delete", secondsSince(changed_at));
+      // A port the service no longer has: kept in synced (and retried) until its frontend is gone.
+      if (auto st = dp_.deleteService(htonl(s.cluster_ip), it->first.first, it->first.second); !st.ok()) {
+        spdlog::warn("service {}: {}", k, st.error().message);
+        ++it;
+        continue;
+      }
+      if (cfg_.on_service_event) cfg_.on_service_event("delete", secondsSince(changed_at));
       it = s.synced.erase(it);
+      unsaved_ = true;
     }
     s.fresh = false;
   }
@@ -790,21 +905,22 @@ void Controller::tick() {
     auto it = before.find(k);
     if (it == before.end() || it->second != std::make_pair(i.pid, i.restarts)) changed = true;
   }
-  if (changed) {
-    auto st = save();
-    if (!st.ok()) spdlog::warn("save workloads: {}", st.error().message);
-  }
+  if (changed || unsaved_) saveRuntime();
 }
 
 json Controller::podsJson(const std::string& ns) const {
   json arr = json::array();
   auto row = [&](const Instance& i, bool terminating) {
     if (!ns.empty() && i.ns != ns) return;
-    std::string status = i.phase;
-    if (i.phase == "Waiting") status = i.restarts > 0 || i.last_exit != 0 ? "CrashLoopBackOff" : "Pending";
-    if (i.phase == "Succeeded") status = "Completed";
-    if (i.phase == "Failed") status = "Error";
-    if (i.phase == "Pending") status = "ContainerCreating";
+    // kubectl's STATUS words for each phase.
+    std::string_view status;
+    switch (i.phase) {
+      case PodPhase::Pending: status = "ContainerCreating"; break;
+      case PodPhase::Running: status = "Running"; break;
+      case PodPhase::Waiting: status = i.restarts > 0 || i.last_exit != 0 ? "CrashLoopBackOff" : "Pending"; break;
+      case PodPhase::Succeeded: status = "Completed"; break;
+      case PodPhase::Failed: status = "Error"; break;
+    }
     if (terminating) status = "Terminating";  // kubectl's word for a pod between SIGTERM and gone
     arr.push_back({{"name", i.name},
                    {"namespace", i.ns},
@@ -812,7 +928,7 @@ json Controller::podsJson(const std::string& ns) const {
                    {"labels", i.labels},
                    {"ready", i.ready},
                    {"status", status},
-                   {"phase", i.phase},
+                   {"phase", toString(i.phase)},
                    {"restarts", i.restarts},
                    {"last_exit_code", i.last_exit},
                    {"pid", i.pid},
@@ -895,8 +1011,7 @@ Status Controller::removeAll() {
   deployments_.clear();
   std::vector<std::string> all;
   for (const auto& [k, i] : instances_) all.push_back(k);
-  for (const auto& k : all)
-    if (auto st = destroyInstance(k); !st.ok() && first.ok()) first = st;
+  for (const auto& k : all) destroyInstance(k);
   const auto deadline = Clock::now() + cfg_.stop_grace + std::chrono::seconds(2);
   for (;;) {
     finishTerminations();
@@ -904,15 +1019,19 @@ Status Controller::removeAll() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   for (const auto& [k, i] : terminating_)
-    if (first.ok()) first = Error(ETIMEDOUT, fmt::format("pod {}: process {} did not end after SIGKILL", k, i.pid));
+    if (first.ok())
+      first = i.pid > 0 ? Error(ETIMEDOUT, fmt::format("pod {}: process {} did not end after SIGKILL", k, i.pid))
+                        : Error(EIO, fmt::format("pod {}: {}", k, i.stop_error));
   for (const auto& [k, s] : services_)
     for (const auto& [pp, be] : s.synced) dp_.deleteService(htonl(s.cluster_ip), pp.first, pp.second).ok();
   services_.clear();
+  for (const auto& [vip, port, proto] : stale_frontends_) dp_.deleteService(htonl(vip), port, proto).ok();
+  stale_frontends_.clear();
   namespaces_.clear();
   const auto& c = cfg_.service_cidr;
   auto st = net_.removeUnreachableRoute(htonl(c.network), c.prefix_len);
   if (!st.ok() && first.ok()) first = st;
-  endpoint::removeFile(cfg_.state_dir + "/workloads.json").ok();
+  files_.remove(cfg_.state_dir + "/workloads.json").ok();
   ::rmdir((cfg_.state_dir + "/pods").c_str());
   return first;
 }

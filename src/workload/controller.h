@@ -11,11 +11,25 @@
 //   terminating set; finishTerminations() (tick, and the agent while an API
 //   call waits for it WITHOUT the agent lock) removes it once its process has
 //   exited, or SIGKILLs it after ControllerConfig::stop_grace. A name whose
-//   old pod is still terminating is re-created only after that.
+//   old pod is still terminating is re-created only after that. A pod whose
+//   removal fails (its endpoint) stays terminating and is retried.
 // - apply()/remove() take validated manifests (validate() first: it checks
 //   what the parser cannot, e.g. an image that is not built in and has no
 //   command) and change the desired state, persist it
 //   (<state_dir>/workloads.json, atomically) and reconcile once.
+// - Failures (tested with a fault injected at every kernel call and state
+//   write: controller_fault_test.cc). apply(), remove() and deletePod() change
+//   nothing when they fail: the desired state (and namespace labels) is
+//   changed and saved before any pod, process or service is touched, and a
+//   failure up to there undoes it. What the reconcile after that cannot do is
+//   not an error of the call but retried by tick(), leaving nothing half
+//   done: a pod whose creation fails has no endpoint and is listed as
+//   CreateContainerError (retried every 5 s); a process that fails to start
+//   is Failed and restarted with back-off (a restart, as in Kubernetes); a
+//   service frontend that cannot be written or deleted is retried. The
+//   runtime record saved after the reconcile (pids, phases) is retried by
+//   tick() when its save fails. init() that fails leaves the kernel and the
+//   state file as they were, and a new controller's init() retries.
 // - tick() (every ~250 ms) reaps and restarts processes per restartPolicy
 //   with back-off (1 s doubling to 30 s), keeps Deployments at their replica
 //   count (a deleted pod is recreated under a new name), follows readiness
@@ -33,14 +47,18 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string_view>
+#include <tuple>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "membrane/labels.h"
 #include "membrane/result.h"
 #include "src/endpoint/ipam.h"
+#include "src/endpoint/state_store.h"
 #include "src/workload/manifest.h"
 
 namespace membrane::kernel {
@@ -67,7 +85,19 @@ struct ControllerConfig {
   // How long a pod has between SIGTERM and SIGKILL (Kubernetes'
   // terminationGracePeriodSeconds; membrane's pods have 3 s).
   std::chrono::milliseconds stop_grace{3000};
+  // Tests: the clock of back-offs, retries and grace periods (empty: steady_clock),
+  // and the suffix of a Deployment's pod names (empty: 5 random characters).
+  std::function<std::chrono::steady_clock::time_point()> now{};
+  std::function<std::string()> name_suffix{};
 };
+
+// A pod's phase as membrane tracks it: Kubernetes' PodPhase words, plus
+// Waiting (crashed, backing off before a restart: CrashLoopBackOff in the
+// listing). The API's "phase" and workloads.json spell them as toString() does.
+enum class PodPhase { Pending, Running, Waiting, Succeeded, Failed };
+std::string_view toString(PodPhase p);
+// The word back to the phase; EINVAL naming the known words otherwise.
+Result<PodPhase> parsePodPhase(std::string_view s);
 
 // The command a container runs: its command+args, or a built-in image's.
 // EINVAL with how to fix it for any other image without `command`.
@@ -79,9 +109,10 @@ class Controller {
  public:
   // dp, net, procs: the kernel (kernel::Datapath, kernel::linuxPodNetworks(),
   // kernel::linuxProcessRunner()) or the fakes of src/kernel/fake/ in tests;
-  // every argument must outlive the controller.
+  // files: where workloads.json is written (a fault-injecting wrapper in
+  // tests); every argument must outlive the controller.
   Controller(ControllerConfig cfg, endpoint::Manager& eps, kernel::DatapathMaps& dp, kernel::PodNetworks& net,
-             kernel::ProcessRunner& procs);
+             kernel::ProcessRunner& procs, endpoint::StateFiles& files = endpoint::diskStateFiles());
   ~Controller();
 
   // Service CIDR route and datapath config, state restore, process adoption, one reconcile.
@@ -130,7 +161,7 @@ class Controller {
     bool own_child = false;  // started by this agent run (waitpid), else adopted
     int restarts = 0;
     int last_exit = -1;
-    std::string phase = "Pending";  // Pending Running Waiting Succeeded Failed
+    PodPhase phase = PodPhase::Pending;
     bool ready = false;
     std::string created;
     uint64_t seq = 0;  // creation order (timestamps tie within a second): scale-down removes the newest
@@ -138,6 +169,7 @@ class Controller {
     std::chrono::steady_clock::time_point started_at{};
     std::string hosts_written;
     std::chrono::steady_clock::time_point stop_deadline{};  // terminating: SIGKILL after this
+    std::string stop_error;  // terminating: why the last removal failed (retried)
   };
   struct Service {
     ServiceObject obj;
@@ -163,12 +195,29 @@ class Controller {
 
  private:
   std::string podDir(const Instance& i) const;
+  std::chrono::steady_clock::time_point now() const;
   Status save() const;
+  // save() after a reconcile (pids, phases, service frontends): a failure is
+  // logged and retried by tick().
+  void saveRuntime();
+  // What apply/remove change, for undoing a change whose save failed.
+  struct Desired {
+    std::map<std::string, PodObject> pods;
+    std::map<std::string, DeploymentObject> deployments;
+    std::map<std::string, Service> services;
+    std::map<std::string, Labels> namespaces;
+  };
+  Desired desired() const { return {pods_, deployments_, services_, namespaces_}; }
+  void setDesired(Desired d);
+  // Labels namespace ns had in the endpoint manager (for an undo).
+  labels::LabelSet namespaceLabels(const std::string& ns) const;
+  void restoreNamespaceLabels(const std::vector<std::pair<std::string, labels::LabelSet>>& before);
   Status createInstance(Instance inst);
   Status startProcess(Instance& inst);
   // Starts the pod's termination (SIGTERM, into terminating_) or, without a
-  // live process, removes it at once.
-  Status destroyInstance(const std::string& key);
+  // live process, removes it at once (a removal that fails leaves it in
+  // terminating_, retried by finishTerminations()).
+  void destroyInstance(const std::string& key);
   bool processAlive(Instance& inst);
   Status removeInstanceResources(const Instance& inst);  // endpoint, pod dir
   void reconcile();
@@ -184,6 +233,12 @@ class Controller {
   kernel::DatapathMaps& dp_;
   kernel::PodNetworks& net_;
   kernel::ProcessRunner& procs_;
+  endpoint::StateFiles& files_;
+  bool unsaved_ = false;  // workloads.json is behind (a failed save, a frontend written by tick())
+  std::string save_error_;  // of the last save (logged once)
+  // Frontends (vip host order, port, proto) of deleted services whose delete
+  // failed: retried by syncServices(); their addresses are not handed out.
+  std::set<std::tuple<uint32_t, uint16_t, uint8_t>> stale_frontends_;
   std::map<std::string, PodObject> pods_;               // ns/name -> bare pods
   std::map<std::string, DeploymentObject> deployments_;  // ns/name
   std::map<std::string, Service> services_;              // ns/name

@@ -75,6 +75,47 @@ TEST(ControllerState, WrongTypesNameTheField) {
   EXPECT_EQ(with("/pods/0", 3), "pods[0]: expected an object, got a number");
 }
 
+// Issue 10: pod phases are an enum; workloads.json and the API spell them
+// as Kubernetes does, and an unknown word in the file names the field.
+TEST(ControllerState, PodPhasesRoundTripAndAnUnknownOneNamesTheField) {
+  const std::vector<std::pair<PodPhase, std::string>> all = {{PodPhase::Pending, "Pending"},
+                                                             {PodPhase::Running, "Running"},
+                                                             {PodPhase::Waiting, "Waiting"},
+                                                             {PodPhase::Succeeded, "Succeeded"},
+                                                             {PodPhase::Failed, "Failed"}};
+  for (const auto& [phase, word] : all) {
+    EXPECT_EQ(toString(phase), word);
+    auto back = parsePodPhase(word);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    EXPECT_EQ(*back, phase) << word;
+    nlohmann::json j = goodState();
+    j["instances"][0]["phase"] = word;
+    auto r = Controller::parseState(j.dump());
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->instances.at("default/xwing").phase, phase) << word;
+  }
+  EXPECT_EQ(message(Controller::parseState([] {
+              nlohmann::json j = goodState();
+              j["instances"][0]["phase"] = "Crashed";
+              return j.dump();
+            }())),
+            "instances[0].phase: unknown pod phase 'Crashed' (expected Pending, Running, Waiting, Succeeded or Failed)");
+  EXPECT_EQ(message(Controller::parseState([] {
+              nlohmann::json j = goodState();
+              j["instances"][0]["phase"] = 3;
+              return j.dump();
+            }())),
+            "instances[0].phase: expected a string, got a number");
+  // Absent: a pod not started yet.
+  nlohmann::json j = goodState();
+  j["instances"][0].erase("phase");
+  auto r = Controller::parseState(j.dump());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->instances.at("default/xwing").phase, PodPhase::Pending);
+  EXPECT_EQ(parsePodPhase("running").error().message,
+            "unknown pod phase 'running' (expected Pending, Running, Waiting, Succeeded or Failed)");
+}
+
 TEST(ControllerState, MissingFieldsNonObjectsAndTruncatedText) {
   auto without = [](const std::string& pointer) {
     nlohmann::json j = goodState();

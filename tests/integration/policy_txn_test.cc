@@ -2,6 +2,7 @@
 // agent: a change that cannot be realized or persisted changes nothing (the
 // kernel maps, the repository, the state file), and a stored policy that no
 // longer loads after a restart is held, never dropped.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <string>
 
+#include "src/api/http_client.h"
 #include "tests/integration/agent_fixture.h"
 
 namespace membrane::testing {
@@ -133,6 +135,67 @@ TEST_F(PolicyTransaction, ARealizationThatFailsHalfwayIsRolledBackOnEveryEndpoin
   EXPECT_EQ(failures() - failed, 1);
   auto st = cli({"status", "--brief"});
   EXPECT_EQ(st.out, "OK\n");
+}
+
+// The slow steps of a change (the L7 proxy push, the state file's write) run
+// with the state lock released (issue 10 item 3): while a push waits for a
+// proxy that does not answer (stopped with SIGSTOP here; in real life a proxy
+// restart or an overloaded proxy), status, healthz and the listings answer at
+// once, and GET /v1/policy/wait does not call the change realized before it
+// completed (it could still be rolled back). Before, every reader waited for
+// the push (up to its 10 s timeout).
+TEST_F(PolicyTransaction, ReadersAnswerWhileAProxyPushWaits) {
+  using namespace std::chrono_literals;
+  const Pod web = createPod("web", "app=web");
+  createPod("db", "app=db");
+  const pid_t proxy = std::atoi(readFileOrEmpty(state_dir_ + "/proxy.pid").c_str());
+  ASSERT_GT(proxy, 0);
+  const std::string path = dir_ + "/web-from-db.yaml";
+  std::ofstream(path) << fromDb(ns_, "web-from-db", "{port: \"80\", protocol: TCP}");
+  api::HttpClient client(socket_, std::chrono::seconds(2));
+  auto get = [&](const std::string& target) {
+    auto r = client.request("GET", target);
+    EXPECT_TRUE(r.ok()) << target << ": " << (r.ok() ? "" : r.error().message);
+    return r.ok() ? *r : api::Response{};
+  };
+  const uint64_t before = nlohmann::json::parse(get("/v1/policy").body)["revision"].get<uint64_t>();
+
+  ASSERT_EQ(::kill(proxy, SIGSTOP), 0);
+  struct Resume {
+    pid_t pid;
+    ~Resume() { ::kill(pid, SIGCONT); }  // also when an assertion ends the test
+  } resume{proxy};
+  Child import = Child::spawn({bin("membrane"), "--socket", socket_, "policy", "import", path}, dir_ + "/import.log");
+  // The endpoints realize the change before the push, so the kernel's policy
+  // shows it while the push waits.
+  ASSERT_TRUE(waitFor([&] { return get("/v1/bpf/policy/" + std::to_string(web.id)).body.find("\"port\":80") !=
+                                   std::string::npos; },
+                      5s));
+  const uint64_t revision = nlohmann::json::parse(get("/v1/policy").body)["revision"].get<uint64_t>();
+  EXPECT_EQ(revision, before + 1);
+  for (int i = 0; i < 5; ++i) {
+    for (const char* target : {"/v1/healthz", "/v1/endpoint", "/v1/policy", "/v1/identity", "/v1/namespace"}) {
+      const auto t0 = std::chrono::steady_clock::now();
+      auto r = get(target);
+      const auto took = std::chrono::steady_clock::now() - t0;
+      EXPECT_EQ(r.status, 200) << target;
+      EXPECT_LT(took, 100ms) << target << " took "
+                             << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
+      if (std::string(target) == "/v1/healthz") {
+        auto j = nlohmann::json::parse(r.body);
+        EXPECT_EQ(j["status"], "ok") << r.body;
+        EXPECT_FALSE(j.contains("busy_seconds")) << "healthz found the state lock taken: " << r.body;
+      }
+    }
+  }
+  // Not realized while the push is pending.
+  EXPECT_EQ(get(fmt::format("/v1/policy/wait?revision={}&timeout=0", revision)).status, 408);
+
+  ASSERT_EQ(::kill(proxy, SIGCONT), 0);
+  EXPECT_EQ(import.stop(0, std::chrono::seconds(10)), 0) << readFileOrEmpty(dir_ + "/import.log");
+  auto done = get(fmt::format("/v1/policy/wait?revision={}&timeout=5", revision));
+  EXPECT_EQ(done.status, 200) << done.body;
+  EXPECT_NE(stateFile().find("web-from-db"), std::string::npos);
 }
 
 class HeldPolicy : public PolicyTransaction {

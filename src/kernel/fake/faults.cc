@@ -91,4 +91,9 @@ Result<std::vector<uint32_t>> FaultyPodNetworks::hostAddresses() { MB_FAULT("hos
 
 Result<pid_t> FaultyProcessRunner::spawn(const PodProcessSpec& spec) { MB_FAULT("spawn", inner_.spawn(spec)); }
 
+Status FaultyStateFiles::write(const std::string& path, const std::string& content) {
+  MB_FAULT("writeStateFile", inner_.write(path, content));
+}
+Status FaultyStateFiles::remove(const std::string& path) { MB_FAULT("removeStateFile", inner_.remove(path)); }
+
 }  // namespace membrane::kernel

@@ -1,8 +1,10 @@
 // Fault injection for the kernel seams: wrappers around DatapathMaps,
-// PodNetworks and ProcessRunner that fail one chosen call.
+// PodNetworks, ProcessRunner and the state files (endpoint::StateFiles) that
+// fail one chosen call.
 //
 // One FaultInjector is shared by the wrappers of a test, so "the Nth kernel
-// call of an operation" counts across all three. Arm it with failNth(n, err,
+// call of an operation" counts across all four (a state-file write is a step
+// like a map write). Arm it with failNth(n, err,
 // method): the nth fallible call from then on (of `method`, e.g.
 // "createPodNetwork", or of any method when empty) returns
 // Error(err, "injected fault: <method> call <n>: <strerror(err)>") without
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "src/endpoint/state_store.h"
 #include "src/kernel/datapath_maps.h"
 #include "src/kernel/pod_networks.h"
 #include "src/kernel/process_runner.h"
@@ -97,6 +100,18 @@ class FaultyProcessRunner final : public ProcessRunner {
 
  private:
   ProcessRunner& inner_;
+  FaultInjector& f_;
+};
+
+// Methods "writeStateFile" and "removeStateFile". A failed call changes no file.
+class FaultyStateFiles final : public endpoint::StateFiles {
+ public:
+  FaultyStateFiles(endpoint::StateFiles& inner, FaultInjector& faults) : inner_(inner), f_(faults) {}
+  Status write(const std::string& path, const std::string& content) override;
+  Status remove(const std::string& path) override;
+
+ private:
+  endpoint::StateFiles& inner_;
   FaultInjector& f_;
 };
 

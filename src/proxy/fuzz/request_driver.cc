@@ -490,7 +490,7 @@ void checkAccessLine(const AccessRecord& r, const std::string& line) {
 
 // --- one connection ---------------------------------------------------------
 
-// proxy.cc's Pending.
+// Pending (connection.h), as the access log needs it.
 struct Entry {
   bool forward = false;
   int status = 0;
