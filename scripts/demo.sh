@@ -80,7 +80,8 @@ fi
 [ -n "${MEMBRANE_DEMO_PROXY_RULE_PRIORITY:-}" ] && agent_flags+=(--proxy-rule-priority "$MEMBRANE_DEMO_PROXY_RULE_PRIORITY")
 [ -n "${MEMBRANE_DEMO_PROXY_CHAIN:-}" ] && agent_flags+=(--proxy-iptables-chain "$MEMBRANE_DEMO_PROXY_CHAIN")
 # Short conntrack-GC and health-probe intervals: their charts get data within the demo's minutes.
-run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-interval 5 --metrics-legacy-names true)
+run_flags=(--ct-gc-interval 5 --enable-health-checking true --health-check-interval 5 --metrics-legacy-names true
+           --metrics +cilium_bpf_syscall_duration_seconds)
 
 membrane() { "$bin/membrane" ${cli_flags[@]+"${cli_flags[@]}"} "$@"; }
 bold() { printf '\n\033[1m%s\033[0m\n' "$*"; }
@@ -234,7 +235,7 @@ prom_sync() {
 # The metrics each step reports: name -> PromQL (values as Prometheus sees them after prom_sync).
 metric_names=(drops_ingress_policy drops_egress_policy drop_bytes_ingress_policy drops_egress_spoofed forwards
   l7_received l7_forwarded l7_denied policies revision policy_changes_ok policy_changes_failed import_errors
-  endpoints endpoints_enforcing_ingress)
+  endpoints endpoints_enforcing_ingress policy_trigger_runs identity_updates map_syscalls map_ops_untimed)
 declare -A metric_query=(
   [drops_ingress_policy]='sum(cilium_drop_count_total{job="membrane",direction="INGRESS",reason="Policy denied"})'
   [drops_egress_policy]='sum(cilium_drop_count_total{job="membrane",direction="EGRESS",reason="Policy denied"})'
@@ -251,6 +252,12 @@ declare -A metric_query=(
   [import_errors]='sum(cilium_policy_import_errors_total{job="membrane"})'
   [endpoints]='sum(cilium_endpoint_count{job="membrane"})'
   [endpoints_enforcing_ingress]='sum(cilium_policy_endpoint_enforcement_status{job="membrane",enforcement=~"ingress|both"})'
+  [policy_trigger_runs]='sum(cilium_triggers_policy_update_total{job="membrane",reason=~"policy rules .*"})'
+  [identity_updates]='sum(cilium_policy_incremental_update_duration_count{job="membrane"})'
+  [map_syscalls]='sum(cilium_bpf_syscall_duration_seconds_count{job="membrane"})'
+  # Map syscalls counted but not timed: only those before --metrics took effect (the datapath's
+  # open), so constant. One query, so one scrape: the two counters cannot be from different ones.
+  [map_ops_untimed]='sum(cilium_bpf_map_ops_total{job="membrane"}) - sum(cilium_bpf_syscall_duration_seconds_count{job="membrane"})'
 )
 declare -A snap  # snap[STEP.METRIC] = value at the end of STEP
 # The same counters read from the agent's own /metrics (not through Prometheus), so a step's

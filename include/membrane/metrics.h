@@ -110,6 +110,24 @@ inline constexpr std::string_view kIdentityTypes[] = {"node_local", "cluster_loc
                                                       "remote_node"};
 // cilium_identity_label_sources{source}: the sources membrane's identities use.
 inline constexpr std::string_view kIdentityLabelSources[] = {"k8s", "reserved", "cidr"};
+// cilium_policy_selector_match_count_max{class}: Cilium's selector classes.
+inline constexpr std::string_view kSelectorClasses[] = {"world", "cluster", "fqdn", "other"};
+// cilium_errors_warnings_total{level}: Cilium's level names since it logs
+// through slog (1.18: "WARN", "ERROR"; logrus-era agents wrote "warning",
+// "error").
+inline constexpr std::string_view kLogLevelWarning = "WARN";
+inline constexpr std::string_view kLogLevelError = "ERROR";
+// cilium_policy_implementation_delay{source} of a change made over the API
+// (Cilium's source.LocalAPI).
+inline constexpr std::string_view kPolicySourceApi = "api";
+// cilium_nodes_all_events_received_total{event_type}: Cilium's node manager
+// counts a node added or updated as "add", a removal as "delete".
+inline constexpr std::string_view kNodeEventAdd = "add";
+inline constexpr std::string_view kNodeEventDelete = "delete";
+// cilium_triggers_policy_update_total{reason}: Cilium's reason strings.
+inline constexpr std::string_view kTriggerPolicyAdded = "policy rules added";
+inline constexpr std::string_view kTriggerPolicyDeleted = "policy rules deleted";
+inline constexpr std::string_view kTriggerIdentities = "one or more identities created or deleted";
 // "/v1/endpoint/1204" -> "/v1/endpoint" (cilium_agent_api_process_time_seconds{path}).
 std::string apiShortPath(std::string_view path);
 
@@ -118,7 +136,7 @@ enum class CtFamily { Ipv4, Ipv6 };          // "ipv4", "ipv6"
 enum class CtProtocol { Tcp, NonTcp };       // "TCP", "non-TCP"
 
 // cilium_version labels. Defaults: the build's version and git revision, and
-// the Go-style arch of the build ("amd64", "arm64", ...).
+// Go's GOOS/GOARCH of the build ("linux/amd64", "linux/arm64", ...).
 struct BuildInfo {
   std::string version;
   std::string revision;
@@ -160,7 +178,7 @@ class AgentMetrics {
   // counts cilium_policy_import_errors_total (as Cilium does for imports).
   void recordPolicyChange(bool success);
   // cilium_policy_implementation_delay{source}: seconds from a policy change
-  // arriving (source "local-api" for the REST API) to its map entries being
+  // arriving (source kPolicySourceApi, "api", for the REST API) to its map entries being
   // written for every endpoint.
   void observePolicyImplementationDelay(std::string_view source, double seconds);
   // cilium_policy_endpoint_enforcement_status{enforcement}: whole snapshot,
@@ -188,6 +206,15 @@ class AgentMetrics {
   // pass's result.
   void recordConntrackGc(CtFamily family, CtProtocol protocol, bool completed, double seconds,
                          uint64_t alive, uint64_t deleted);
+  // The map walk of one GC pass:
+  // cilium_datapath_conntrack_dump_resets_total{area="conntrack",
+  // name="dump_interrupts",family} += restarts (an entry vanished under the
+  // iterator and the walk continued from wherever the kernel put it, possibly
+  // the map's start), and
+  // cilium_datapath_conntrack_gc_key_fallbacks_total{family,protocol} +=
+  // fallbacks (the walk went back to the previous key instead). Adding 0
+  // creates the series, so both exist from the first pass.
+  void recordConntrackWalk(CtFamily family, uint64_t restarts, uint64_t tcp_fallbacks, uint64_t other_fallbacks);
 
   // --- the agent itself -----------------------------------------------------
   // cilium_agent_bootstrap_seconds{scope,outcome="success"|"fail"}: how long
@@ -199,8 +226,8 @@ class AgentMetrics {
   // call answered. path is cut after its second component, as Cilium cuts it
   // ("/v1/endpoint/1204" -> "/v1/endpoint"), so ids never become series.
   void observeApiCall(std::string_view path, std::string_view method, int return_code, double seconds);
-  // cilium_errors_warnings_total{level="warning"|"error",subsystem}: one log
-  // line at that level.
+  // cilium_errors_warnings_total{level=kLogLevelWarning|kLogLevelError,subsystem}:
+  // one log line at that level.
   void recordLogLine(std::string_view level, std::string_view subsystem);
   // One run of a named periodic task ("controller", as Cilium calls them):
   // cilium_controllers_runs_total{status="success"|"failure"},
@@ -214,7 +241,7 @@ class AgentMetrics {
   // --- nodes -----------------------------------------------------------------
   // cilium_nodes_all_num: nodes this agent knows (itself included).
   void setNodes(int64_t n);
-  // cilium_nodes_all_events_received_total{event_type="update"|"delete",source}:
+  // cilium_nodes_all_events_received_total{event_type=kNodeEventAdd|kNodeEventDelete,source}:
   // one node event (source "local" for the agent's own node).
   void recordNodeEvent(std::string_view event_type, std::string_view source);
 
@@ -222,6 +249,47 @@ class AgentMetrics {
   // cilium_services_events_total{action="update"|"delete"}: one service
   // frontend written to or removed from the datapath. Both always present.
   void recordServiceEvent(std::string_view action);
+  // cilium_service_implementation_delay{action="update"|"delete"}: seconds
+  // from the change of a service or of its backends (a manifest applied, a
+  // backend pod becoming ready or going away) to its datapath entries being
+  // written. Both actions always present.
+  void observeServiceImplementationDelay(std::string_view action, double seconds);
+
+  // --- policy updates caused by identities and the policy trigger ------------
+  // cilium_policy_incremental_update_duration{scope="global"}: seconds for a
+  // newly learned (or vanished) identity to reach every endpoint's policy
+  // map. Always present.
+  void observePolicyIncrementalUpdate(double seconds);
+  // cilium_policy_selector_match_count_max{class}: the most identities one
+  // selector of the loaded policy selects, per class (kSelectorClasses,
+  // always present); whole snapshot.
+  void setSelectorMatchCountMax(const std::map<std::string, int>& max_by_class);
+  // cilium_triggers_policy_update_total{reason}: one request to regenerate
+  // every endpoint because policy or identities changed (Cilium's reason
+  // strings, e.g. "policy rules added").
+  void recordPolicyUpdateTrigger(std::string_view reason);
+  // One run of that regeneration:
+  // cilium_triggers_policy_update_call_duration_seconds{type="duration"} its
+  // run time, {type="latency"} the time from the request to the run's start,
+  // and cilium_triggers_policy_update_folds = requests merged into the run
+  // beyond the first (Cilium's trigger semantics).
+  void observePolicyUpdateRun(double duration_seconds, double latency_seconds, int folds);
+
+  // --- ipcache -----------------------------------------------------------------
+  // cilium_ipcache_events_total{type="upsert"|"delete"}: an ipcache entry
+  // written or removed. cilium_ipcache_errors_total{type,error}: a write
+  // that did not take effect, with Cilium's error values ("invalid_prefix",
+  // "no_such_prefix", ...).
+  void recordIpcacheEvent(std::string_view type);
+  void recordIpcacheError(std::string_view type, std::string_view error);
+
+  // --- BPF syscalls (off by default: enableMetrics) ----------------------------
+  // True when cilium_bpf_syscall_duration_seconds is enabled; callers skip
+  // timing otherwise, so the default costs nothing.
+  bool bpfSyscallDurationEnabled() const;
+  // cilium_bpf_syscall_duration_seconds{operation,outcome="success"|"fail"};
+  // ignored unless enabled.
+  void observeBpfSyscall(std::string_view operation, bool success, double seconds);
 
   // --- IPAM ----------------------------------------------------------------
   // cilium_ip_addresses{family="ipv4"}: allocated addresses (the pods' and
@@ -257,7 +325,24 @@ class AgentMetrics {
   // (= cilium_endpoint_regenerations_total), cilium_identity_count (the sum of
   // cilium_identity). The old counters had no _total suffix; they are exposed
   // untyped so that `promtool check metrics` stays clean (PromQL reads them alike).
+  // Also cilium_datapath_errors_total{area,name,family} (Cilium <= 1.9, dashboard
+  // 6658's "Datapath Errors"), which counted the same conntrack dump
+  // interrupts under the same labels: a copy of
+  // cilium_datapath_conntrack_dump_resets_total.
   void setLegacyNames(bool on);
+
+  // --- --metrics: Cilium's list of metrics to enable or disable ----------------
+  // Each item is "+NAME" (enable a metric that is off by default: only
+  // cilium_bpf_syscall_duration_seconds is) or "-NAME" (leave that family out
+  // of every scrape); items may also be separated by spaces or commas within
+  // one string, as Helm passes them. NAME is a family name as exposed
+  // (histograms without _bucket/_sum/_count). Fails with EINVAL, changing
+  // nothing, on an item without +/- or a name membrane does not export.
+  // Call before the metrics are served.
+  Status enableMetrics(const std::vector<std::string>& items);
+  // Every family name membrane can expose (legacy names and off-by-default
+  // ones included), sorted: what --metrics accepts.
+  static const std::vector<std::string>& knownFamilies();
 
   // --- output ----------------------------------------------------------------
   // The /metrics body (Prometheus text format 0.0.4): every family, sorted by

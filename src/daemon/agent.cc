@@ -143,6 +143,21 @@ std::optional<uint32_t> parseId(const std::string& s) {
   return v;
 }
 
+// The datapath's reports, as metrics (the kernel module knows no AgentMetrics).
+class Agent::DatapathMetrics final : public kernel::DatapathObserver {
+ public:
+  explicit DatapathMetrics(metrics::AgentMetrics& m) : m_(m) {}
+  void ipcacheEvent(std::string_view type) override { m_.recordIpcacheEvent(type); }
+  void ipcacheError(std::string_view type, std::string_view error) override { m_.recordIpcacheError(type, error); }
+  bool timeMapSyscalls() const override { return m_.bpfSyscallDurationEnabled(); }
+  void mapSyscall(std::string_view operation, bool success, double seconds) override {
+    m_.observeBpfSyscall(operation, success, seconds);
+  }
+
+ private:
+  metrics::AgentMetrics& m_;
+};
+
 Agent::Agent(const Config& cfg) : cfg_(cfg), started_(std::chrono::steady_clock::now()) {}
 
 Agent::~Agent() { stop(); }
@@ -178,6 +193,9 @@ Status Agent::init() {
 
   metrics_ = std::make_unique<metrics::AgentMetrics>();
   metrics_->setLegacyNames(cfg_.metrics_legacy_names);
+  MB_TRY(metrics_->enableMetrics(cfg_.metrics));
+  dp_observer_ = std::make_unique<DatapathMetrics>(*metrics_);
+  dp_->setObserver(dp_observer_.get());
   metrics_->setBootstrapSeconds("earlyInit", true, early_init);
   metrics_->setBootstrapSeconds("bpfBase", true, bpf_base);
   logMetricsSink()->attach(metrics_.get());
@@ -216,7 +234,7 @@ Status Agent::init() {
   }));
   // One node: this one, known from the start (the cluster mode adds the others).
   metrics_->setNodes(1);
-  metrics_->recordNodeEvent("update", "local");
+  metrics_->recordNodeEvent(metrics::kNodeEventAdd, "local");
 
   metrics_->registerMapOpsSource([dpp]() -> Result<std::vector<metrics::MapOps>> {
     std::vector<metrics::MapOps> out;
@@ -381,10 +399,12 @@ void Agent::gcLoop() {
       metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, false, secs, 0, 0);
       metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::NonTcp, false, secs, 0, 0);
     } else {
-      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, true, secs, gc->tcp_alive,
-                                  gc->tcp_deleted);
-      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::NonTcp, true, secs, gc->other_alive,
-                                  gc->other_deleted);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::Tcp, gc->completed, secs,
+                                  gc->tcp_alive, gc->tcp_deleted);
+      metrics_->recordConntrackGc(metrics::CtFamily::Ipv4, metrics::CtProtocol::NonTcp, gc->completed, secs,
+                                  gc->other_alive, gc->other_deleted);
+      metrics_->recordConntrackWalk(metrics::CtFamily::Ipv4, gc->interrupts, gc->tcp_key_fallbacks,
+                                    gc->other_key_fallbacks);
       if (gc->deleted()) spdlog::debug("conntrack GC: {} expired entries deleted", gc->deleted());
     }
   }

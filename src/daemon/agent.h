@@ -116,11 +116,12 @@ class Agent {
   };
   PolicySnapshot policySnapshot() const REQUIRES(mu_);
   // Realize (unless held) and persist the current policy; the error names the step.
-  Status commitPolicyChange() REQUIRES(change_mu_, mu_);
+  // reason: the policy update trigger's (metrics::kTriggerPolicy*).
+  Status commitPolicyChange(std::string_view reason) REQUIRES(change_mu_, mu_);
   // Puts `before` back and realizes it again.
   Status rollbackPolicyChange(PolicySnapshot before) REQUIRES(change_mu_, mu_);
   // commit, or roll back and answer with what failed.
-  api::Response finishPolicyChange(PolicySnapshot before, const std::string& what,
+  api::Response finishPolicyChange(PolicySnapshot before, const std::string& what, std::string_view reason,
                                    std::chrono::steady_clock::time_point t0, nlohmann::json ok_body)
       REQUIRES(change_mu_, mu_);
   std::string heldMessage() const REQUIRES(mu_);  // "" when nothing is held
@@ -213,6 +214,8 @@ class Agent {
   identity::IdentityAllocator ids_ GUARDED_BY(mu_);
   policy::Repository repo_ GUARDED_BY(mu_);
   std::unique_ptr<metrics::AgentMetrics> metrics_;
+  class DatapathMetrics;  // kernel::DatapathObserver -> metrics_ (agent.cc)
+  std::unique_ptr<DatapathMetrics> dp_observer_;
   std::unique_ptr<endpoint::Manager> eps_ PT_GUARDED_BY(mu_);  // set once in init()
   std::unique_ptr<metrics::MetricsServer> metrics_server_;
   std::unique_ptr<api::HttpServer> api_;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace membrane::daemon {
 
@@ -14,6 +15,7 @@ struct Config {
   std::string service_cidr = "10.96.0.0/16";  // ClusterIPs of Services (membrane apply)
   std::string prometheus_serve_addr = ":9962";
   bool metrics_legacy_names = false;  // also export Cilium <= 1.4 names (dashboard 6658)
+  std::vector<std::string> metrics;   // --metrics: +NAME / -NAME (AgentMetrics::enableMetrics)
   std::string host_device = "membrane_host";  // dummy device holding the pods' gateway address
   std::string enable_policy = "default";     // default | always | never
   bool policy_audit_mode = false;

@@ -4,11 +4,11 @@ namespace membrane::daemon {
 
 void LogMetricsSink::sink_it_(const spdlog::details::log_msg& msg) {
   if (!metrics_) return;
-  // Cilium's level names (logrus): "warning" and "error"; critical counts as an error.
+  // Cilium's level names (metrics::kLogLevel*); critical counts as an error.
   if (msg.level == spdlog::level::warn)
-    metrics_->recordLogLine("warning", subsystem_);
+    metrics_->recordLogLine(metrics::kLogLevelWarning, subsystem_);
   else if (msg.level == spdlog::level::err || msg.level == spdlog::level::critical)
-    metrics_->recordLogLine("error", subsystem_);
+    metrics_->recordLogLine(metrics::kLogLevelError, subsystem_);
 }
 
 std::shared_ptr<LogMetricsSink> logMetricsSink() {

@@ -31,8 +31,8 @@ TEST(LogMetricsSink, CountsWarningsAndErrorsWhileAttached) {
   log.critical("four: counts as an error");
   sink->detach();
   log.error("after detach: not counted");
-  EXPECT_EQ(count(m, "warning"), 2);
-  EXPECT_EQ(count(m, "error"), 2);
+  EXPECT_EQ(count(m, "WARN"), 2);
+  EXPECT_EQ(count(m, "ERROR"), 2);
 }
 
 }  // namespace

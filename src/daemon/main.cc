@@ -99,8 +99,15 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-legacy-names", cfg.metrics_legacy_names,
                  "Also export the Cilium <= 1.4 names that grafana.com dashboard 6658 and old alert rules query "
                  "(cilium_policy_count, cilium_policy_import_errors, cilium_endpoint_regenerations, "
+                 "cilium_datapath_errors_total, "
                  "cilium_identity_count) as copies of the modern series; off by default: duplicate series cost")
       ->capture_default_str();
+  app.add_option("--metrics", cfg.metrics,
+                 "Metrics to enable or disable, Cilium's syntax: +NAME enables a metric that is off by default "
+                 "(cilium_bpf_syscall_duration_seconds: the duration of every BPF map syscall the agent makes), "
+                 "-NAME leaves a metric out of /metrics; repeat the flag or separate items by spaces or commas, "
+                 "e.g. --metrics '+cilium_bpf_syscall_duration_seconds -cilium_identity_label_sources'. NAME is "
+                 "the exposed family name (docs/metrics.md); an unknown name is an error");
   app.add_option("--host-device", cfg.host_device, "Name of the host dummy device holding the gateway address")
       ->capture_default_str();
   app.add_option("--enable-policy", cfg.enable_policy,

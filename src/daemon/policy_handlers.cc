@@ -162,10 +162,10 @@ Status Agent::savePolicyState() {
 
 Agent::PolicySnapshot Agent::policySnapshot() const { return {repo_, policy_imports_, held_}; }
 
-Status Agent::commitPolicyChange() {
+Status Agent::commitPolicyChange(std::string_view reason) {
   if (held_.empty()) {
     applyHold();  // lifts a hold this change resolved
-    auto regen = eps_->regenerateAll();
+    auto regen = eps_->triggerPolicyUpdate(reason);
     if (!regen) return regen.error().wrap("realize on the endpoints");
     MB_TRY_CTX(syncProxy(), "push to the L7 proxy");
   } else {
@@ -192,9 +192,9 @@ Status Agent::rollbackPolicyChange(PolicySnapshot before) {
   return okStatus();
 }
 
-Response Agent::finishPolicyChange(PolicySnapshot before, const std::string& what,
+Response Agent::finishPolicyChange(PolicySnapshot before, const std::string& what, std::string_view reason,
                                    std::chrono::steady_clock::time_point t0, json ok_body) {
-  Status st = commitPolicyChange();
+  Status st = commitPolicyChange(reason);
   if (!st.ok()) {
     Status rb = rollbackPolicyChange(std::move(before));
     refreshCookieNames();
@@ -219,7 +219,7 @@ Response Agent::finishPolicyChange(PolicySnapshot before, const std::string& wha
     ok_body["held"] = heldMessage();
     return Response::json(202, ok_body);
   }
-  metrics_->observePolicyImplementationDelay("local-api", secondsSince(t0));
+  metrics_->observePolicyImplementationDelay(metrics::kPolicySourceApi, secondsSince(t0));
   return Response::json(200, ok_body);
 }
 
@@ -290,7 +290,7 @@ Response Agent::importPolicy(const Request& req) {
     return errorResponse(r.error());
   }
   policy_imports_.push_back({{"source", source}, {"content", content}, {"keys", keys}});
-  Response resp = finishPolicyChange(std::move(before), "policy " + source, t0,
+  Response resp = finishPolicyChange(std::move(before), "policy " + source, metrics::kTriggerPolicyAdded, t0,
                                      {{"revision", repo_.revision()}, {"imported", names}});
   if (resp.status < 300) spdlog::info("policy import {}: {} policies, revision {}", source, names.size(), repo_.revision());
   return resp;
@@ -339,7 +339,7 @@ Response Agent::deletePolicy(const Request& req) {
     if (!r && !fixes) return errorResponse(r.error());
     if (r) deleted.insert(deleted.end(), r->begin(), r->end());
   }
-  return finishPolicyChange(std::move(before), "policy delete", t0,
+  return finishPolicyChange(std::move(before), "policy delete", metrics::kTriggerPolicyDeleted, t0,
                             {{"revision", repo_.revision()}, {"deleted", deleted}});
 }
 

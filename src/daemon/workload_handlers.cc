@@ -96,7 +96,10 @@ Status Agent::startWorkloads() {
                                       cfg_.service_cidr, cfg_.pod_cidr));
   metrics::AgentMetrics* m = metrics_.get();
   workload::ControllerConfig wc{cfg_.state_dir, *svc, findDeathstar(),
-                                [m](std::string_view action) { m->recordServiceEvent(action); }};
+                                [m](std::string_view action, double delay_seconds) {
+                                  m->recordServiceEvent(action);
+                                  m->observeServiceImplementationDelay(action, delay_seconds);
+                                }};
   MutexLock lk(mu_);
   workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_, kernel::linuxPodNetworks(),
                                                       kernel::linuxProcessRunner());

@@ -285,7 +285,7 @@ Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet
     ids_.release(m.old.identity);
     undo.add([this, &m] { logIfError(ids_.restore(m.old.identity, m.old.labels), "rollback identity"); });
   }
-  auto r = regenerateAll();
+  auto r = triggerPolicyUpdate(metrics::kTriggerIdentities);
   if (!r.ok()) {
     undo.run();
     // The previous policy, realized again (the failed run wrote part of the new one).
@@ -545,7 +545,8 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   // other pods already hold changes nothing for anyone else).
   // Its named ports change what other endpoints' egress rules resolve to.
   if (ident->refs == 1 || !named_ports.empty()) {
-    if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after create: {}", r.error().message);
+    if (auto r = ident->refs == 1 ? triggerPolicyUpdate(metrics::kTriggerIdentities) : regenerateAll(); !r.ok())
+      spdlog::warn("regenerate after create: {}", r.error().message);
   } else {
     updateMetrics();
   }
@@ -584,7 +585,8 @@ Status Manager::remove(uint32_t id) {
     return first.error().wrap(fmt::format("delete endpoint {}", id));
   }
   ids_.release(ep.identity);
-  const bool others_change = !ids_.lookup(ep.identity).has_value() || !ep.named_ports.empty();
+  const bool identity_gone = !ids_.lookup(ep.identity).has_value();
+  const bool others_change = identity_gone || !ep.named_ports.empty();
   ipam_.release(ep.ipv4);
   spdlog::info("endpoint {} {}/{} deleted", id, ep.ns, ep.name);
   eps_.erase(it);
@@ -592,7 +594,9 @@ Status Manager::remove(uint32_t id) {
   // Other endpoints' entries can only change when an identity disappears:
   // a pod sharing its identity with others changes no selector's result.
   if (others_change) {
-    if (auto r = regenerateAll(); !r.ok()) spdlog::warn("regenerate after delete: {}", r.error().message);
+    // Only named ports changed: not a run of the policy trigger (no identity, no rule changed).
+    if (auto r = identity_gone ? triggerPolicyUpdate(metrics::kTriggerIdentities) : regenerateAll(); !r.ok())
+      spdlog::warn("regenerate after delete: {}", r.error().message);
   } else {
     updateMetrics();
   }
@@ -718,6 +722,19 @@ Status Manager::setAuditMode(uint32_t id, std::optional<bool> audit) {
   return okStatus();
 }
 
+Result<RegenerationStats> Manager::triggerPolicyUpdate(std::string_view reason) {
+  const auto requested = Clock::now();
+  metrics_.recordPolicyUpdateTrigger(reason);
+  // Synchronous under the caller's lock: the latency is only the time to get
+  // here, and no second request can be folded into this run.
+  const auto t0 = Clock::now();
+  auto r = regenerateAll();
+  const double took = secondsSince(t0);
+  metrics_.observePolicyUpdateRun(took, std::chrono::duration<double>(t0 - requested).count(), 0);
+  if (reason == metrics::kTriggerIdentities && r.ok()) metrics_.observePolicyIncrementalUpdate(took);
+  return r;
+}
+
 Result<RegenerationStats> Manager::regenerateAll() {
   auto t0 = Clock::now();
   RegenerationStats stats;
@@ -754,6 +771,28 @@ Result<RegenerationStats> Manager::regenerateAll() {
     ++stats.endpoints;
   }
   stats.seconds = secondsSince(t0);
+  // cilium_policy_selector_match_count_max{class}: every peer selector the
+  // resolution used, with what it selected. Cilium's classes: "world" for a
+  // selector selecting outside the cluster (world or a CIDR identity),
+  // "cluster" for one selecting the node's reserved identities (toEntities:
+  // host, health, ...), "fqdn" (membrane has no toFQDNs), "other" for the
+  // rest (label selectors of pods).
+  if (policy_hold_.empty()) {
+    std::map<std::string, int> max_by_class;
+    for (const auto& [rule, ids] : cache.selections.peers) {
+      const char* cls = "other";
+      for (uint32_t id : ids) {
+        if (id == MB_ID_WORLD || identity::isLocalScope(id)) {
+          cls = "world";
+          break;
+        }
+        if (id < identity::kMinAllocated) cls = "cluster";
+      }
+      int& m = max_by_class[cls];
+      m = std::max(m, static_cast<int>(ids.size()));
+    }
+    metrics_.setSelectorMatchCountMax(max_by_class);
+  }
   updateMetrics();
   if (!first.ok()) return first.error();
   return stats;

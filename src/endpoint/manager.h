@@ -126,6 +126,14 @@ class Manager {
   // the others are realized; the first error is returned, and the next call
   // converges.
   Result<RegenerationStats> regenerateAll();
+  // regenerateAll() as a run of Cilium's policy update trigger: because
+  // policy (reason metrics::kTriggerPolicyAdded/Deleted) or identities
+  // (metrics::kTriggerIdentities) changed. Counts
+  // cilium_triggers_policy_update_total{reason} and times the run
+  // (cilium_triggers_policy_update_call_duration_seconds; folds 0: every
+  // request runs at once, none is merged); an identity change's run is also
+  // cilium_policy_incremental_update_duration.
+  Result<RegenerationStats> triggerPolicyUpdate(std::string_view reason);
 
   // Policy hold: the agent could not load a stored policy on start, so the
   // policy set is incomplete. While `reason` is non-empty no endpoint is

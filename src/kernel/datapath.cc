@@ -1,4 +1,5 @@
 #include "src/kernel/datapath.h"
+#include "src/kernel/map_walk.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -126,6 +128,51 @@ Result<std::vector<K>> allKeys(int fd, const char* map_name) {
   }
   return keys;
 }
+
+}  // namespace
+
+namespace {
+constexpr std::array<std::string_view, 4> kCountedMapNames = {MB_MAP_POLICY, MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP,
+                                                              MB_MAP_IPCACHE};
+constexpr std::array<std::string_view, 4> kOpNames = {"update", "delete", "lookup", "getNextKey"};
+}  // namespace
+
+template <typename Call>
+int Datapath::mapCall(MapId map, MapOp op, Call&& call) {
+  // Cilium's outcome is "fail" for any error; the normal end of an iteration
+  // and deleting what is already gone are not failures here (callers accept them).
+  auto outcome = [op](int ret) {
+    return ret != 0 && !(ret == -ENOENT && (op == MapOp::GetNextKey || op == MapOp::Delete));
+  };
+  int ret;
+  if (time_syscalls_) {
+    const auto t0 = std::chrono::steady_clock::now();
+    ret = call();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    observer_->mapSyscall(kOpNames[static_cast<size_t>(op)], !outcome(ret), secs);
+  } else {
+    ret = call();
+  }
+  ops_[static_cast<size_t>(map)][static_cast<size_t>(op)][outcome(ret) ? 1 : 0].fetch_add(1,
+                                                                                      std::memory_order_relaxed);
+  return ret;
+}
+
+void Datapath::setObserver(DatapathObserver* observer) {
+  observer_ = observer;
+  time_syscalls_ = observer != nullptr && observer->timeMapSyscalls();
+}
+
+void Datapath::ipcacheEvent(std::string_view type, std::string_view error) {
+  if (observer_ == nullptr) return;
+  if (error.empty()) {
+    observer_->ipcacheEvent(type);
+  } else {
+    observer_->ipcacheError(type, error);
+  }
+}
+
+namespace {
 
 size_t possibleCpus() {
   int n = libbpf_num_possible_cpus();
@@ -317,23 +364,25 @@ Status Datapath::upsertEndpoint(const mb_endpoint_info& ep) {
   mb_endpoint_ip_key ip_key{};
   ip_key.ipv4 = ep.ipv4;
   ip_key.family = 4;
-  int r = countOp(MapId::EndpointsByIp, MapOp::Update,
-                  bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key, &ep, BPF_ANY));
+  int r = mapCall(MapId::EndpointsByIp, MapOp::Update,
+              [&] { return bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key, &ep, BPF_ANY); });
   if (r) return bpfError(r, what + ": " MB_MAP_ENDPOINTS_BY_IP);
-  r = countOp(MapId::Endpoints, MapOp::Update,
-              bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex, &ep, BPF_ANY));
+  r = mapCall(MapId::Endpoints, MapOp::Update,
+              [&] { return bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex, &ep, BPF_ANY); });
   if (r) return bpfError(r, what + ": " MB_MAP_ENDPOINTS);
   return okStatus();
 }
 
 Status Datapath::deleteEndpoint(uint32_t ifindex, uint32_t ipv4_be) {
   const std::string what = "delete endpoint " + ipString(ipv4_be) + " (" + ifName(ifindex) + ")";
-  int r = countOp(MapId::Endpoints, MapOp::Delete, bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex));
+  int r = mapCall(MapId::Endpoints, MapOp::Delete,
+                  [&] { return bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxc_v1), &ifindex); });
   if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_ENDPOINTS);
   mb_endpoint_ip_key ip_key{};
   ip_key.ipv4 = ipv4_be;
   ip_key.family = 4;
-  r = countOp(MapId::EndpointsByIp, MapOp::Delete, bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key));
+  r = mapCall(MapId::EndpointsByIp, MapOp::Delete,
+              [&] { return bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_lxcip_v1), &ip_key); });
   if (r && r != -ENOENT) return bpfError(r, what + ": " MB_MAP_ENDPOINTS_BY_IP);
   return okStatus();
 }
@@ -369,21 +418,35 @@ Result<mb_ipcache_key> ipcacheKey(uint32_t ipv4_be, uint8_t prefix_len) {
 Status Datapath::upsertIpcache(uint32_t ipv4_be, uint8_t prefix_len, uint32_t identity) {
   const std::string what = "write ipcache " + ipString(ipv4_be) + "/" + std::to_string(prefix_len);
   auto key = ipcacheKey(ipv4_be, prefix_len);
-  if (!key) return key.error().wrap(what);
+  if (!key) {
+    ipcacheEvent("upsert", "invalid_prefix");
+    return key.error().wrap(what);
+  }
   mb_remote_info info{};
   info.identity = identity;
-  int r = countOp(MapId::Ipcache, MapOp::Update,
-                  bpf_map_update_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key, &info, BPF_ANY));
+  const int fd = bpf_map__fd(skel_->maps.mb_ipcache_v1);
+  int r = mapCall(MapId::Ipcache, MapOp::Update, [&] { return bpf_map_update_elem(fd, &*key, &info, BPF_ANY); });
+  // A failed map write is cilium_bpf_map_ops_total{outcome="fail"}, not an ipcache event.
   if (r) return bpfError(r, what);
+  ipcacheEvent("upsert", "");
   return okStatus();
 }
 
 Status Datapath::deleteIpcache(uint32_t ipv4_be, uint8_t prefix_len) {
   const std::string what = "delete ipcache " + ipString(ipv4_be) + "/" + std::to_string(prefix_len);
   auto key = ipcacheKey(ipv4_be, prefix_len);
-  if (!key) return key.error().wrap(what);
-  int r = countOp(MapId::Ipcache, MapOp::Delete, bpf_map_delete_elem(bpf_map__fd(skel_->maps.mb_ipcache_v1), &*key));
-  if (r && r != -ENOENT) return bpfError(r, what);
+  if (!key) {
+    ipcacheEvent("delete", "invalid_prefix");
+    return key.error().wrap(what);
+  }
+  const int fd = bpf_map__fd(skel_->maps.mb_ipcache_v1);
+  int r = mapCall(MapId::Ipcache, MapOp::Delete, [&] { return bpf_map_delete_elem(fd, &*key); });
+  if (r == -ENOENT) {
+    ipcacheEvent("delete", "no_such_prefix");  // not an error for the caller
+    return okStatus();
+  }
+  if (r) return bpfError(r, what);
+  ipcacheEvent("delete", "");
   return okStatus();
 }
 
@@ -395,7 +458,7 @@ Result<std::vector<Datapath::IpcacheEntry>> Datapath::listIpcache() {
   for (const auto& k : keys) {
     mb_remote_info info{};
     if (k.family != 4 || k.prefixlen < MB_IPCACHE_STATIC_PREFIX) continue;
-    if (countOp(MapId::Ipcache, MapOp::Lookup, bpf_map_lookup_elem(fd, &k, &info)) != 0) continue;  // gone meanwhile
+    if (mapCall(MapId::Ipcache, MapOp::Lookup, [&] { return bpf_map_lookup_elem(fd, &k, &info); }) != 0) continue;  // gone meanwhile
     out.push_back({k.ip[0], static_cast<uint8_t>(k.prefixlen - MB_IPCACHE_STATIC_PREFIX), info.identity});
   }
   return out;
@@ -404,19 +467,7 @@ Result<std::vector<Datapath::IpcacheEntry>> Datapath::listIpcache() {
 // ---------------------------------------------------------------------------
 // policy
 
-namespace {
-constexpr std::array<std::string_view, 4> kCountedMapNames = {MB_MAP_POLICY, MB_MAP_ENDPOINTS, MB_MAP_ENDPOINTS_BY_IP,
-                                                              MB_MAP_IPCACHE};
-constexpr std::array<std::string_view, 4> kOpNames = {"update", "delete", "lookup", "getNextKey"};
-}  // namespace
 
-int Datapath::countOp(MapId map, MapOp op, int ret) {
-  // Cilium's outcome is "fail" for any error; the normal end of an iteration
-  // and deleting what is already gone are not failures here (callers accept them).
-  const bool fail = ret != 0 && !(ret == -ENOENT && (op == MapOp::GetNextKey || op == MapOp::Delete));
-  ops_[static_cast<size_t>(map)][static_cast<size_t>(op)][fail ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
-  return ret;
-}
 
 std::vector<MapOpCount> Datapath::mapOps() const {
   std::vector<MapOpCount> out;
@@ -441,12 +492,12 @@ Status Datapath::loadPolicyShadow() {
   mb_policy_key cur{}, next{};
   const void* prev = nullptr;
   for (;;) {
-    int r = countOp(MapId::Policy, MapOp::GetNextKey, bpf_map_get_next_key(fd, prev, &next));
+    int r = mapCall(MapId::Policy, MapOp::GetNextKey, [&] { return bpf_map_get_next_key(fd, prev, &next); });
     if (r == -ENOENT) break;
     if (r) return bpfError(r, "read realized policy: iterate " MB_MAP_POLICY);
     cur = next;
     prev = &cur;
-    r = countOp(MapId::Policy, MapOp::Lookup, bpf_map_lookup_elem(fd, &cur, values.data()));
+    r = mapCall(MapId::Policy, MapOp::Lookup, [&] { return bpf_map_lookup_elem(fd, &cur, values.data()); });
     if (r == -ENOENT) continue;
     if (r) return bpfError(r, "read realized policy: " MB_MAP_POLICY);
     shadow[cur.ep_id][fromBpf(cur)] = fromBpf(values.get(0));
@@ -486,14 +537,15 @@ Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
     bool updated = false;
     if (it != have.end()) {
       // Keep the per-CPU counters: rewrite only the policy fields.
-      int r = countOp(MapId::Policy, MapOp::Lookup, bpf_map_lookup_elem(fd, &raw, values.data()));
+      int r = mapCall(MapId::Policy, MapOp::Lookup, [&] { return bpf_map_lookup_elem(fd, &raw, values.data()); });
       if (r == 0) {
         for (size_t c = 0; c < cpus; ++c) {
           mb_policy_value v = values.get(c);
           applyValue(v, want);
           values.set(c, v);
         }
-        r = countOp(MapId::Policy, MapOp::Update, bpf_map_update_elem(fd, &raw, values.data(), BPF_EXIST));
+        r = mapCall(MapId::Policy, MapOp::Update,
+                    [&] { return bpf_map_update_elem(fd, &raw, values.data(), BPF_EXIST); });
         if (r == 0) updated = true;
         else if (r != -ENOENT) return bpfError(r, what + ": update entry");
       } else if (r != -ENOENT) {
@@ -504,7 +556,8 @@ Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
       mb_policy_value v{};
       applyValue(v, want);
       for (size_t c = 0; c < cpus; ++c) values.set(c, v);
-      int r = countOp(MapId::Policy, MapOp::Update, bpf_map_update_elem(fd, &raw, values.data(), BPF_ANY));
+      int r = mapCall(MapId::Policy, MapOp::Update,
+                      [&] { return bpf_map_update_elem(fd, &raw, values.data(), BPF_ANY); });
       if (r) {
         return bpfError(r, what + ": add entry" +
                                (r == -E2BIG || r == -ENOMEM ? " (" MB_MAP_POLICY " is full)" : ""));
@@ -525,7 +578,7 @@ Result<PolicySyncStats> Datapath::syncPolicy(uint32_t ep_id,
       continue;
     }
     mb_policy_key raw = toBpf(ep_id, it->first);
-    int r = countOp(MapId::Policy, MapOp::Delete, bpf_map_delete_elem(fd, &raw));
+    int r = mapCall(MapId::Policy, MapOp::Delete, [&] { return bpf_map_delete_elem(fd, &raw); });
     if (r && r != -ENOENT) return bpfError(r, what + ": delete entry");
     it = have.erase(it);
     ++stats.deleted;
@@ -543,7 +596,7 @@ Result<std::vector<PolicyEntryStat>> Datapath::dumpPolicy(uint32_t ep_id) {
   if (ep == policy_shadow_.end()) return out;
   for (const auto& [key, _] : ep->second) {
     mb_policy_key raw = toBpf(ep_id, key);
-    int r = countOp(MapId::Policy, MapOp::Lookup, bpf_map_lookup_elem(fd, &raw, values.data()));
+    int r = mapCall(MapId::Policy, MapOp::Lookup, [&] { return bpf_map_lookup_elem(fd, &raw, values.data()); });
     if (r == -ENOENT) continue;
     if (r) return bpfError(r, what);
     PolicyEntryStat s;
@@ -615,20 +668,42 @@ Result<std::vector<CtFlow>> Datapath::listCt() {
 }
 
 Result<Datapath::CtGcResult> Datapath::gcCt(uint64_t now_boottime_ns) {
-  auto flows = listCt();
-  if (!flows) return flows.error().wrap("conntrack gc");
   const int fd = bpf_map__fd(skel_->maps.mb_ct4_v2);
+  // The datapath keeps creating and (on TCP close) deleting entries while we
+  // walk: walkMap notices entries vanishing under the iterator.
+  struct Ops {
+    int fd;
+    int getNextKey(const mb_ct_key* prev, mb_ct_key* next) { return bpf_map_get_next_key(fd, prev, next); }
+    int lookup(const mb_ct_key& key, mb_ct_entry* value) { return bpf_map_lookup_elem(fd, &key, value); }
+  } ops{fd};
   CtGcResult res;
-  for (const auto& f : *flows) {
-    const bool tcp = f.key.proto == IPPROTO_TCP;
-    if (f.entry.expires_ns >= now_boottime_ns) {
-      ++(tcp ? res.tcp_alive : res.other_alive);
-      continue;
-    }
-    int r = bpf_map_delete_elem(fd, &f.key);
-    if (r == 0) ++(tcp ? res.tcp_deleted : res.other_deleted);
-    else if (r != -ENOENT) return bpfError(r, "conntrack gc: delete entry");
+  MapWalkStats walk;
+  int delete_error = 0;
+  const int r = walkMap<mb_ct_key, mb_ct_entry>(
+      ops, bpf_map__max_entries(skel_->maps.mb_ct4_v2), walk,
+      [&](const mb_ct_key& key, const mb_ct_entry& entry) {
+        const bool tcp = key.proto == IPPROTO_TCP;
+        if (entry.expires_ns >= now_boottime_ns) {
+          ++(tcp ? res.tcp_alive : res.other_alive);
+          return;
+        }
+        int d = bpf_map_delete_elem(fd, &key);
+        if (d == 0) {
+          ++(tcp ? res.tcp_deleted : res.other_deleted);
+        } else if (d != -ENOENT && delete_error == 0) {
+          delete_error = d;
+        }
+      },
+      [&](const mb_ct_key& vanished) {
+        ++(vanished.proto == IPPROTO_TCP ? res.tcp_key_fallbacks : res.other_key_fallbacks);
+      });
+  if (r == -E2BIG) {
+    res.completed = false;  // the map kept changing: the next pass continues the work
+  } else if (r) {
+    return bpfError(r, "conntrack gc: walk " MB_MAP_CT);
   }
+  if (delete_error) return bpfError(delete_error, "conntrack gc: delete entry");
+  res.interrupts = walk.interrupts;
   return res;
 }
 

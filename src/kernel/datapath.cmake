@@ -24,3 +24,6 @@ membrane_test(NAME datapath_bpf_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/datapath_bpf_test.cc
   LIBS membrane_datapath membrane_packet_builder PkgConfig::LIBBPF
   LABEL bpf)
+membrane_test(NAME map_walk_test
+  SOURCES ${CMAKE_CURRENT_LIST_DIR}/map_walk_test.cc
+  LABEL unit)

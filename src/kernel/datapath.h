@@ -34,6 +34,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bpf/shared/datapath.h"
@@ -84,6 +85,25 @@ struct MapOpCount {
   std::string operation;
   std::string outcome;
   uint64_t count = 0;
+};
+
+// What the datapath reports as it goes, for the agent's metrics (the kernel
+// module does not depend on metrics: the daemon adapts this to AgentMetrics).
+// Called on the thread making the map call; implementations must be
+// thread-safe and quick.
+class DatapathObserver {
+ public:
+  virtual ~DatapathObserver() = default;
+  // An ipcache write that took effect: type "upsert" or "delete".
+  virtual void ipcacheEvent(std::string_view type) = 0;
+  // One that did not: error "invalid_prefix" (prefix length > 32) or
+  // "no_such_prefix" (a delete of an entry that is not there), Cilium's values.
+  virtual void ipcacheError(std::string_view type, std::string_view error) = 0;
+  // Whether to time map syscalls (cilium_bpf_syscall_duration_seconds is off
+  // by default: no clock is read then). Asked once, at setObserver().
+  virtual bool timeMapSyscalls() const = 0;
+  // One timed map syscall (the ones MapOpCount counts), operation as there.
+  virtual void mapSyscall(std::string_view operation, bool success, double seconds) = 0;
 };
 
 struct MapUsage {
@@ -162,6 +182,11 @@ class Datapath : public DatapathMaps {
 
   // Map syscall counters since open(), sorted by (map, operation, outcome).
   std::vector<MapOpCount> mapOps() const;
+  // Reports ipcache events and (if it asks) map syscall timings to
+  // `observer` from now on; nullptr stops. Call before other threads use
+  // this object (the agent does, right after open()); `observer` must
+  // outlive it or be replaced.
+  void setObserver(DatapathObserver* observer);
 
   // Metrics map summed over CPUs, sorted by (reason, direction).
   Result<std::vector<MetricsEntry>> readMetrics();
@@ -190,9 +215,16 @@ class Datapath : public DatapathMaps {
   struct CtGcResult {
     size_t tcp_alive = 0, tcp_deleted = 0;
     size_t other_alive = 0, other_deleted = 0;
+    // The map walk (map_walk.h): restarts after an entry vanished under the
+    // iterator, and key fallbacks by the protocol of the vanished entry.
+    uint64_t interrupts = 0;
+    uint64_t tcp_key_fallbacks = 0, other_key_fallbacks = 0;
+    bool completed = true;  // false: the walk hit its bound before the end (entries may linger)
     size_t deleted() const { return tcp_deleted + other_deleted; }
   };
-  // Deletes entries with expires_ns < now_boottime_ns; counts what it kept and removed.
+  // Deletes entries with expires_ns < now_boottime_ns in one walk of the map
+  // (walkMap: safe against entries vanishing meanwhile); counts what it kept
+  // and removed.
   Result<CtGcResult> gcCt(uint64_t now_boottime_ns);
   // Deletes entries with ipv4_be as source or destination, and service
   // entries that pin a flow to ipv4_be as backend.
@@ -220,8 +252,11 @@ class Datapath : public DatapathMaps {
 
   enum class MapId : uint8_t { Policy, Endpoints, EndpointsByIp, Ipcache, kCount };
   enum class MapOp : uint8_t { Update, Delete, Lookup, GetNextKey, kCount };
-  // Records one syscall's outcome (ret: 0 or -errno) and returns ret.
-  int countOp(MapId map, MapOp op, int ret);
+  // Runs one map syscall (`call` returns 0 or -errno), counts its outcome,
+  // times it when the observer asks for it, and returns its result.
+  template <typename Call>
+  int mapCall(MapId map, MapOp op, Call&& call);
+  void ipcacheEvent(std::string_view type, std::string_view error);
 
   std::unique_ptr<membrane_datapath, SkelDeleter> skel_;
   std::string bpf_root_;
@@ -229,6 +264,8 @@ class Datapath : public DatapathMaps {
   std::map<uint32_t, std::map<PolicyMapKey, PolicyMapValue>> policy_shadow_ GUARDED_BY(policy_mu_);  // ep_id -> realized entries
   // [map][op][0 success, 1 fail]
   std::atomic<uint64_t> ops_[static_cast<size_t>(MapId::kCount)][static_cast<size_t>(MapOp::kCount)][2] = {};
+  DatapathObserver* observer_ = nullptr;  // set before concurrent use (setObserver)
+  bool time_syscalls_ = false;
 };
 
 // Consumer of the events ring buffer. Move-only RAII owner of the libbpf

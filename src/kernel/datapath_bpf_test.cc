@@ -23,6 +23,7 @@
 #include "membrane/unique_fd.h"
 
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -707,6 +708,64 @@ TEST_F(DatapathBpfTest, ConntrackGcAndFlush) {
   EXPECT_EQ(all->tcp_deleted, 1u);
   EXPECT_EQ(all->other_deleted, 0u);
   EXPECT_EQ(all->tcp_alive + all->other_alive, 0u);
+  // Nothing else touched the map meanwhile: one clean walk each time.
+  for (const auto* gc : {&*none, &*all}) {
+    EXPECT_TRUE(gc->completed);
+    EXPECT_EQ(gc->interrupts, 0u);
+    EXPECT_EQ(gc->tcp_key_fallbacks + gc->other_key_fallbacks, 0u);
+  }
+}
+
+// What the datapath reports to its observer (cilium_ipcache_events_total,
+// cilium_ipcache_errors_total, cilium_bpf_syscall_duration_seconds), against
+// the real maps: exactly one report per ipcache change, and exactly one timed
+// syscall per call cilium_bpf_map_ops_total counts, with the same outcome.
+TEST_F(DatapathBpfTest, ObserverSeesIpcacheChangesAndEveryCountedSyscall) {
+  struct Recorder final : DatapathObserver {
+    std::vector<std::string> ipcache;                  // "upsert", "delete/no_such_prefix", ...
+    std::map<std::pair<std::string, bool>, int> calls;  // (operation, success) -> timed syscalls
+    bool time = true;
+    void ipcacheEvent(std::string_view type) override { ipcache.emplace_back(type); }
+    void ipcacheError(std::string_view type, std::string_view error) override {
+      ipcache.push_back(std::string(type) + "/" + std::string(error));
+    }
+    bool timeMapSyscalls() const override { return time; }
+    void mapSyscall(std::string_view operation, bool success, double seconds) override {
+      EXPECT_GE(seconds, 0.0);
+      ++calls[{std::string(operation), success}];
+    }
+  } rec;
+  auto opsByOperation = [this] {
+    std::map<std::pair<std::string, bool>, int> out;
+    for (const auto& c : dp_->mapOps()) out[{c.operation, c.outcome == "success"}] += static_cast<int>(c.count);
+    return out;
+  };
+  const auto before = opsByOperation();
+  dp_->setObserver(&rec);
+  ASSERT_TRUE(dp_->upsertIpcache(ipv4Be("198.51.100.7"), 32, kRemoteId).ok());
+  ASSERT_TRUE(dp_->deleteIpcache(ipv4Be("198.51.100.7"), 32).ok());
+  ASSERT_TRUE(dp_->deleteIpcache(ipv4Be("198.51.100.7"), 32).ok());  // already gone: not an error
+  EXPECT_FALSE(dp_->upsertIpcache(ipv4Be("198.51.100.7"), 33, kRemoteId).ok());
+  EXPECT_FALSE(dp_->deleteIpcache(ipv4Be("198.51.100.7"), 33).ok());
+  ASSERT_TRUE(dp_->upsertEndpoint(src_).ok());
+  auto listed = dp_->listIpcache();
+  ASSERT_TRUE(listed.ok()) << listed.error().message;
+  dp_->setObserver(nullptr);
+  ASSERT_TRUE(dp_->upsertIpcache(ipv4Be("198.51.100.8"), 32, kRemoteId).ok());  // not reported
+
+  EXPECT_EQ(rec.ipcache, (std::vector<std::string>{"upsert", "delete", "delete/no_such_prefix",
+                                                   "upsert/invalid_prefix", "delete/invalid_prefix"}));
+  // 3 ipcache writes, 2 endpoint map writes, 1 lookup per listed entry (the
+  // walk's getNextKey calls are not counted); the delete of a missing entry
+  // is a success, as cilium_bpf_map_ops_total counts it.
+  std::map<std::pair<std::string, bool>, int> want = {
+      {{"update", true}, 3}, {{"delete", true}, 2}, {{"lookup", true}, static_cast<int>(listed->size())}};
+  EXPECT_EQ(rec.calls, want);
+  auto after = opsByOperation();
+  for (const auto& [k, n] : before) after[k] -= n;
+  std::erase_if(after, [](const auto& kv) { return kv.second == 0; });
+  ++want[{"update", true}];  // the unobserved write is counted all the same
+  EXPECT_EQ(after, want);
 }
 
 TEST_F(DatapathBpfTest, ReopenReusesPinnedMaps) {

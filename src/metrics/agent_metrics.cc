@@ -10,6 +10,7 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -34,24 +35,24 @@ using prometheus::Gauge;
 using prometheus::Histogram;
 using prometheus::MetricFamily;
 
-// Go's GOARCH spelling, as Cilium's cilium_version{arch} carries it.
+// Cilium's cilium_version{arch}: Go's GOOS/GOARCH ("linux/amd64").
 constexpr const char* goArch() {
 #if defined(__x86_64__)
-  return "amd64";
+  return "linux/amd64";
 #elif defined(__aarch64__)
-  return "arm64";
+  return "linux/arm64";
 #elif defined(__i386__)
-  return "386";
+  return "linux/386";
 #elif defined(__arm__)
-  return "arm";
+  return "linux/arm";
 #elif defined(__riscv) && __riscv_xlen == 64
-  return "riscv64";
+  return "linux/riscv64";
 #elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  return "ppc64le";
+  return "linux/ppc64le";
 #elif defined(__s390x__)
-  return "s390x";
+  return "linux/s390x";
 #else
-  return "unknown";
+  return "linux/unknown";
 #endif
 }
 
@@ -63,6 +64,48 @@ const Histogram::BucketBoundaries kRegenerationBuckets = {1e-5, 1e-4, 1e-3, 1e-2
 const Histogram::BucketBoundaries kHealthLatencyBuckets = {.001, .002, .004, .008, .016, .032, .064,
                                                            .128, .256, .512, 1.024, 2.048, 4.096, 8.192};
 const Histogram::BucketBoundaries kDefaultBuckets = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
+// cilium_bpf_syscall_duration_seconds: a map syscall takes microseconds, so
+// Prometheus' default buckets (5 ms and up) would put every one in the first;
+// 1 µs to ~1 s in factors of 4 instead.
+const Histogram::BucketBoundaries kSyscallBuckets = {1e-6,      4e-6,      1.6e-5,   6.4e-5,  2.56e-4,
+                                                     1.024e-3,  4.096e-3,  1.6384e-2, 6.5536e-2, 2.62144e-1,
+                                                     1.048576};
+
+constexpr const char* kSyscallDurationFamily = "cilium_bpf_syscall_duration_seconds";
+
+// Every family name a scrape can contain (see AgentMetrics::knownFamilies).
+// A unit test renders a fully populated scrape and checks each family is here.
+const std::vector<std::string> kKnownFamilies = [] {
+  std::vector<std::string> v = {
+      "cilium_agent_api_process_time_seconds", "cilium_agent_bootstrap_seconds", "cilium_bpf_map_capacity",
+      "cilium_bpf_map_ops_total", "cilium_bpf_map_pressure", "cilium_bpf_maps_virtual_memory_max_bytes",
+      "cilium_bpf_progs_virtual_memory_max_bytes", kSyscallDurationFamily, "cilium_controllers_failing",
+      "cilium_controllers_runs_duration_seconds", "cilium_controllers_runs_total",
+      "cilium_datapath_conntrack_dump_resets_total", "cilium_datapath_conntrack_gc_duration_seconds",
+      "cilium_datapath_conntrack_gc_entries", "cilium_datapath_conntrack_gc_key_fallbacks_total",
+      "cilium_datapath_conntrack_gc_runs_total", "cilium_datapath_errors_total", "cilium_drop_bytes_total",
+      "cilium_drop_count_total", "cilium_endpoint", "cilium_endpoint_count", "cilium_endpoint_regenerating",
+      "cilium_endpoint_regeneration_time_stats_seconds", "cilium_endpoint_regenerations",
+      "cilium_endpoint_regenerations_total", "cilium_endpoint_state", "cilium_errors_warnings_total",
+      "cilium_forward_bytes_total", "cilium_forward_count_total", "cilium_identity", "cilium_identity_count",
+      "cilium_identity_label_sources", "cilium_ip_addresses", "cilium_ipam_capacity", "cilium_ipcache_errors_total",
+      "cilium_ipcache_events_total", "cilium_node_health_connectivity_latency_seconds",
+      "cilium_node_health_connectivity_status", "cilium_nodes_all_events_received_total", "cilium_nodes_all_num",
+      "cilium_policy", "cilium_policy_change_total", "cilium_policy_count",
+      "cilium_policy_endpoint_enforcement_status", "cilium_policy_implementation_delay",
+      "cilium_policy_import_errors", "cilium_policy_import_errors_total", "cilium_policy_incremental_update_duration",
+      "cilium_policy_l7_denied_total", "cilium_policy_l7_forwarded_total", "cilium_policy_l7_parse_errors_total",
+      "cilium_policy_l7_received_total", "cilium_policy_l7_total", "cilium_policy_max_revision",
+      "cilium_policy_selector_match_count_max", "cilium_process_cpu_seconds_total", "cilium_process_max_fds",
+      "cilium_process_open_fds", "cilium_process_resident_memory_bytes", "cilium_process_start_time_seconds",
+      "cilium_process_virtual_memory_bytes", "cilium_proxy_redirects", "cilium_proxy_upstream_reply_seconds",
+      "cilium_service_implementation_delay", "cilium_services_events_total",
+      "cilium_triggers_policy_update_call_duration_seconds", "cilium_triggers_policy_update_folds",
+      "cilium_triggers_policy_update_total", "cilium_unreachable_health_endpoints", "cilium_unreachable_nodes",
+      "cilium_version", "membrane_policy_held"};
+  std::sort(v.begin(), v.end());
+  return v;
+}();
 
 Family<Gauge>& gauge(prometheus::Registry& r, const char* name, const char* help) {
   return prometheus::BuildGauge().Name(name).Help(help).Register(r);
@@ -242,19 +285,47 @@ struct AgentMetrics::Impl {
         identity_label_sources(gauge(registry, "cilium_identity_label_sources",
                                      "Number of identities which contain at least one label of the given label "
                                      "source"),
-                               "source", kIdentityLabelSources) {
+                               "source", kIdentityLabelSources),
+        service_delay(histogram(registry, "cilium_service_implementation_delay",
+                                "Duration in seconds to propagate the data plane programming of a service, its "
+                                "network and endpoints from the time the service or the service pod was changed")),
+        incremental_update(histogram(registry, "cilium_policy_incremental_update_duration",
+                                     "The time taken for newly learned identities to be added to the policy system, "
+                                     "including BPF policy maps")
+                               .Add({{"scope", "global"}}, kRegenerationBuckets)),
+        selector_match_max(gauge(registry, "cilium_policy_selector_match_count_max",
+                                 "The maximum number of identities selected by a network policy selector"),
+                           "class", kSelectorClasses),
+        ct_dump_resets(counter(registry, "cilium_datapath_conntrack_dump_resets_total",
+                               "Number of conntrack dump resets. Happens when a BPF entry gets removed while "
+                               "dumping the map is in progress")),
+        ct_key_fallbacks(counter(registry, "cilium_datapath_conntrack_gc_key_fallbacks_total",
+                                 "Number of times a key fallback was needed when iterating over the BPF map")),
+        ipcache_events(counter(registry, "cilium_ipcache_events_total", "Number of events interacting with the ipcache")),
+        ipcache_errors(counter(registry, "cilium_ipcache_errors_total", "Number of errors interacting with the ipcache")),
+        trigger_total(counter(registry, "cilium_triggers_policy_update_total",
+                              "Total number of policy update trigger invocations labeled by reason")),
+        trigger_folds(gauge(registry, "cilium_triggers_policy_update_folds", "Current number of folds").Add({})),
+        trigger_duration(histogram(registry, "cilium_triggers_policy_update_call_duration_seconds",
+                                   "Duration of policy update trigger")),
+        syscall_duration(histogram(registry, kSyscallDurationFamily, "Duration of eBPF system call performed")) {
     for (const char* status : {"success", "failure"}) {
       controller_runs.Add({{"status", status}});
       controller_duration.Add({{"status", status}}, kDefaultBuckets);
     }
-    for (const char* level : {"warning", "error"}) errors_warnings.Add({{"level", level}, {"subsystem", "daemon"}});
-    for (const char* action : {"update", "delete"}) service_events.Add({{"action", action}});
+    for (auto level : {kLogLevelWarning, kLogLevelError})
+      errors_warnings.Add({{"level", std::string(level)}, {"subsystem", "daemon"}});
+    for (const char* action : {"update", "delete"}) {
+      service_events.Add({{"action", action}});
+      service_delay.Add({{"action", action}}, kRegenerationBuckets);
+    }
+    for (const char* type : {"duration", "latency"}) trigger_duration.Add({{"type", type}}, kRegenerationBuckets);
     gauge(registry, "cilium_version", "Cilium version")
         .Add({{"version", build.version}, {"revision", build.revision}, {"arch", build.arch}})
         .Set(1);
     // Exported at 0 from the start: a series born at its first observation hides that
     // observation from rate()/histogram_quantile() (the dashboards' "Policy Apply Latency").
-    policy_implementation_delay.Add({{"source", "local-api"}}, kRegenerationBuckets);
+    policy_implementation_delay.Add({{"source", std::string(kPolicySourceApi)}}, kRegenerationBuckets);
   }
 
   // Everything a scrape shows, sorted by family name and series labels so
@@ -272,7 +343,10 @@ struct AgentMetrics::Impl {
     append(detail::processFamilies());
     if (legacy_names.load()) append(legacyFamilies(all));
 
-    std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
+    {
+      std::lock_guard lk(selection_mu);
+      std::erase_if(all, [this](const MetricFamily& f) { return f.metric.empty() || disabled.count(f.name) > 0; });
+    }
     // Cilium declares cilium_endpoint_count a gauge, and promtool's lint
     // rejects a gauge whose name ends in _count. The seed (and dashboards)
     // use that exact name, so keep it and expose it untyped: PromQL treats
@@ -331,6 +405,21 @@ struct AgentMetrics::Impl {
   Family<Counter>& service_events;
   Family<Counter>& node_events;
   SnapshotGauge identity_label_sources;
+  Family<Histogram>& service_delay;
+  Histogram& incremental_update;
+  SnapshotGauge selector_match_max;
+  Family<Counter>& ct_dump_resets;
+  Family<Counter>& ct_key_fallbacks;
+  Family<Counter>& ipcache_events;
+  Family<Counter>& ipcache_errors;
+  Family<Counter>& trigger_total;
+  Gauge& trigger_folds;
+  Family<Histogram>& trigger_duration;
+  Family<Histogram>& syscall_duration;
+  // --metrics: read on every syscall, hence atomic; the rest under selection_mu.
+  std::atomic<bool> syscall_duration_enabled{false};
+  std::mutex selection_mu;
+  std::set<std::string> disabled;  // families left out of scrapes (selection_mu)
   std::mutex controllers_mu;
   std::map<std::string, bool> controller_failed;  // name -> last run failed (controllers_mu)
   // Copies of modern families under their Cilium <= 1.4 names (setLegacyNames).
@@ -363,6 +452,14 @@ struct AgentMetrics::Impl {
       prometheus::ClientMetric m;
       m.untyped.value = sum;
       c.metric.push_back(m);
+      out.push_back(std::move(c));
+    }
+    // Cilium <= 1.9 counted conntrack dump interrupts as a datapath error, under the
+    // very labels dump_resets_total has now; a counter named _total needs no untyping.
+    if (const auto* f = find("cilium_datapath_conntrack_dump_resets_total")) {
+      MetricFamily c = *f;
+      c.name = "cilium_datapath_errors_total";
+      c.help = "Number of errors that occurred in the datapath or datapath management";
       out.push_back(std::move(c));
     }
     return out;
@@ -502,6 +599,94 @@ void AgentMetrics::registerBpfMemorySource(BpfMemorySource source) { impl_->bpf_
 
 void AgentMetrics::recordServiceEvent(std::string_view action) {
   impl_->service_events.Add({{"action", std::string(action)}}).Increment();
+}
+
+void AgentMetrics::observeServiceImplementationDelay(std::string_view action, double seconds) {
+  impl_->service_delay.Add({{"action", std::string(action)}}, kRegenerationBuckets).Observe(seconds);
+}
+
+void AgentMetrics::observePolicyIncrementalUpdate(double seconds) { impl_->incremental_update.Observe(seconds); }
+
+void AgentMetrics::setSelectorMatchCountMax(const std::map<std::string, int>& s) { impl_->selector_match_max.set(s); }
+
+void AgentMetrics::recordPolicyUpdateTrigger(std::string_view reason) {
+  impl_->trigger_total.Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void AgentMetrics::observePolicyUpdateRun(double duration_seconds, double latency_seconds, int folds) {
+  impl_->trigger_duration.Add({{"type", "duration"}}, kRegenerationBuckets).Observe(duration_seconds);
+  impl_->trigger_duration.Add({{"type", "latency"}}, kRegenerationBuckets).Observe(latency_seconds);
+  impl_->trigger_folds.Set(folds);
+}
+
+void AgentMetrics::recordConntrackWalk(CtFamily family, uint64_t restarts, uint64_t tcp_fallbacks,
+                                       uint64_t other_fallbacks) {
+  const std::string fam = ctFamily(family);
+  impl_->ct_dump_resets.Add({{"area", "conntrack"}, {"name", "dump_interrupts"}, {"family", fam}})
+      .Increment(static_cast<double>(restarts));
+  impl_->ct_key_fallbacks.Add({{"family", fam}, {"protocol", ctProtocol(CtProtocol::Tcp)}})
+      .Increment(static_cast<double>(tcp_fallbacks));
+  impl_->ct_key_fallbacks.Add({{"family", fam}, {"protocol", ctProtocol(CtProtocol::NonTcp)}})
+      .Increment(static_cast<double>(other_fallbacks));
+}
+
+void AgentMetrics::recordIpcacheEvent(std::string_view type) {
+  impl_->ipcache_events.Add({{"type", std::string(type)}}).Increment();
+}
+void AgentMetrics::recordIpcacheError(std::string_view type, std::string_view error) {
+  impl_->ipcache_errors.Add({{"type", std::string(type)}, {"error", std::string(error)}}).Increment();
+}
+
+bool AgentMetrics::bpfSyscallDurationEnabled() const {
+  return impl_->syscall_duration_enabled.load(std::memory_order_relaxed);
+}
+void AgentMetrics::observeBpfSyscall(std::string_view operation, bool success, double seconds) {
+  if (!bpfSyscallDurationEnabled()) return;
+  impl_->syscall_duration
+      .Add({{"operation", std::string(operation)}, {"outcome", success ? "success" : "fail"}}, kSyscallBuckets)
+      .Observe(seconds);
+}
+
+const std::vector<std::string>& AgentMetrics::knownFamilies() { return kKnownFamilies; }
+
+Status AgentMetrics::enableMetrics(const std::vector<std::string>& items) {
+  bool syscalls = impl_->syscall_duration_enabled.load();
+  std::set<std::string> disabled;
+  {
+    std::lock_guard lk(impl_->selection_mu);
+    disabled = impl_->disabled;
+  }
+  for (const auto& item : items) {
+    std::string_view rest = item;
+    while (!rest.empty()) {
+      const size_t start = rest.find_first_not_of(" ,\t");
+      if (start == std::string_view::npos) break;
+      rest.remove_prefix(start);
+      const size_t end = rest.find_first_of(" ,\t");
+      const std::string_view tok = rest.substr(0, end);
+      rest.remove_prefix(end == std::string_view::npos ? rest.size() : end);
+      if (tok.size() < 2 || (tok[0] != '+' && tok[0] != '-'))
+        return Error::invalid("--metrics: \"" + std::string(tok) +
+                              "\" must be +NAME (enable) or -NAME (disable), e.g. "
+                              "+cilium_bpf_syscall_duration_seconds");
+      const std::string name(tok.substr(1));
+      if (!std::binary_search(kKnownFamilies.begin(), kKnownFamilies.end(), name))
+        return Error::invalid("--metrics: unknown metric \"" + name +
+                              "\" (a family name as exposed on /metrics, without _bucket/_sum/_count; "
+                              "docs/metrics.md lists them)");
+      const bool on = tok[0] == '+';
+      if (name == kSyscallDurationFamily) syscalls = on;
+      if (on) {
+        disabled.erase(name);
+      } else {
+        disabled.insert(name);
+      }
+    }
+  }
+  impl_->syscall_duration_enabled = syscalls;
+  std::lock_guard lk(impl_->selection_mu);
+  impl_->disabled = std::move(disabled);
+  return okStatus();
 }
 
 void AgentMetrics::setNodes(int64_t n) { impl_->nodes_all.Set(static_cast<double>(n)); }

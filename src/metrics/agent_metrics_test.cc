@@ -160,11 +160,11 @@ TEST(BpfMemory, FromSourceAndFailure) {
 TEST(AgentMetrics, NodesAndNodeEvents) {
   AgentMetrics m;
   m.setNodes(1);
-  m.recordNodeEvent("update", "local");
+  m.recordNodeEvent("add", "local");
   EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_num"), (std::vector<Sample>{{"cilium_nodes_all_num", {}, 1}}));
   EXPECT_EQ(withPrefix(m.samples(), "cilium_nodes_all_events_received_total"),
             (std::vector<Sample>{
-                {"cilium_nodes_all_events_received_total", {{"event_type", "update"}, {"source", "local"}}, 1}}));
+                {"cilium_nodes_all_events_received_total", {{"event_type", "add"}, {"source", "local"}}, 1}}));
 }
 
 TEST(AgentMetrics, DefaultsAndTypedUpdates) {
@@ -257,8 +257,8 @@ TEST(AgentMetrics, AgentControllersApiLogsAndIpam) {
   EXPECT_EQ(value("cilium_controllers_failing", {}), 0);
   EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "success"}}), 0);
   EXPECT_EQ(value("cilium_controllers_runs_total", {{"status", "failure"}}), 0);
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 0);
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "WARN"}, {"subsystem", "daemon"}}), 0);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "ERROR"}, {"subsystem", "daemon"}}), 0);
   for (auto src : kIdentityLabelSources) EXPECT_EQ(value("cilium_identity_label_sources", {{"source", std::string(src)}}), 0);
 
   m.declareController("a");
@@ -285,11 +285,11 @@ TEST(AgentMetrics, AgentControllersApiLogsAndIpam) {
   EXPECT_EQ(apiShortPath("/v1/healthz"), "/v1/healthz");
   EXPECT_EQ(apiShortPath("/"), "/");
 
-  m.recordLogLine("warning", "daemon");
-  m.recordLogLine("warning", "daemon");
-  m.recordLogLine("error", "daemon");
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "warning"}, {"subsystem", "daemon"}}), 2);
-  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "error"}, {"subsystem", "daemon"}}), 1);
+  m.recordLogLine("WARN", "daemon");
+  m.recordLogLine("WARN", "daemon");
+  m.recordLogLine("ERROR", "daemon");
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "WARN"}, {"subsystem", "daemon"}}), 2);
+  EXPECT_EQ(value("cilium_errors_warnings_total", {{"level", "ERROR"}, {"subsystem", "daemon"}}), 1);
 
   m.setBootstrapSeconds("overall", true, 1.5);
   m.setBootstrapSeconds("bpfBase", true, 0.25);
@@ -402,13 +402,13 @@ TEST(Promtool, FullyPopulatedOutputPassesCheckMetrics) {
       [] { return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2}}); });
   m.setBootstrapSeconds("overall", true, 0.4);
   m.observeApiCall("/v1/endpoint/12", "GET", 200, 0.001);
-  m.recordLogLine("warning", "daemon");
+  m.recordLogLine("WARN", "daemon");
   m.declareController("ct-map-gc");
   m.recordControllerRun("ct-map-gc", false, 0.2);
   m.setIpv4Addresses(4, 254);
   m.setIdentityLabelSources({{"k8s", 3}, {"reserved", 8}});
   m.setNodes(1);
-  m.recordNodeEvent("update", "local");
+  m.recordNodeEvent("add", "local");
   m.registerBpfMemorySource([] { return Result<std::vector<BpfMemory>>(std::vector<BpfMemory>{{4096, 8192}}); });
   m.registerMapPressureSource([] {
     return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2, 16384}});
@@ -522,6 +522,167 @@ TEST(AgentMetrics, ConcurrentUpdatesAndScrapes) {
   s = find(all, "cilium_endpoint_state", {{"endpoint_state", "ready"}});
   ASSERT_NE(s, nullptr);
   EXPECT_EQ(s->value, 499);
+}
+
+}  // namespace
+}  // namespace membrane::metrics
+
+namespace membrane::metrics {
+namespace {
+
+// Issue 12 item 2: the families added last, exact values.
+TEST(AgentMetrics, IdentityTriggerServiceIpcacheAndConntrackWalk) {
+  AgentMetrics m;
+  auto all = m.samples();
+  auto value = [&](const std::string& name, const Labels& l) {
+    const Sample* s = find(all, name, l);
+    return s ? s->value : -1;
+  };
+  // Present from the start at 0 (rate() and histogram_quantile() see the first event).
+  EXPECT_EQ(value("cilium_policy_incremental_update_duration_count", {{"scope", "global"}}), 0);
+  EXPECT_EQ(value("cilium_service_implementation_delay_count", {{"action", "update"}}), 0);
+  EXPECT_EQ(value("cilium_triggers_policy_update_call_duration_seconds_count", {{"type", "duration"}}), 0);
+  EXPECT_EQ(value("cilium_triggers_policy_update_folds", {}), 0);
+  for (auto c : kSelectorClasses) EXPECT_EQ(value("cilium_policy_selector_match_count_max", {{"class", std::string(c)}}), 0);
+  EXPECT_EQ(value("cilium_datapath_conntrack_dump_resets_total",
+                  {{"area", "conntrack"}, {"name", "dump_interrupts"}, {"family", "ipv4"}}), -1);  // first GC pass
+
+  m.observePolicyIncrementalUpdate(0.003);
+  m.observePolicyIncrementalUpdate(0.5);
+  m.setSelectorMatchCountMax({{"other", 3}, {"world", 1}});
+  m.observeServiceImplementationDelay("update", 0.25);
+  m.recordPolicyUpdateTrigger(kTriggerPolicyAdded);
+  m.recordPolicyUpdateTrigger(kTriggerPolicyAdded);
+  m.recordPolicyUpdateTrigger(kTriggerIdentities);
+  m.observePolicyUpdateRun(0.02, 0.001, 0);
+  m.recordIpcacheEvent("upsert");
+  m.recordIpcacheEvent("upsert");
+  m.recordIpcacheError("delete", "no_such_prefix");
+  m.recordConntrackWalk(CtFamily::Ipv4, 2, 1, 0);
+  m.recordConntrackWalk(CtFamily::Ipv4, 1, 0, 3);
+  all = m.samples();
+  EXPECT_EQ(value("cilium_policy_incremental_update_duration_count", {{"scope", "global"}}), 2);
+  EXPECT_DOUBLE_EQ(value("cilium_policy_incremental_update_duration_sum", {{"scope", "global"}}), 0.503);
+  EXPECT_EQ(value("cilium_policy_incremental_update_duration_bucket", {{"scope", "global"}, {"le", "0.01"}}), 1);
+  EXPECT_EQ(value("cilium_policy_selector_match_count_max", {{"class", "other"}}), 3);
+  EXPECT_EQ(value("cilium_policy_selector_match_count_max", {{"class", "world"}}), 1);
+  EXPECT_EQ(value("cilium_policy_selector_match_count_max", {{"class", "cluster"}}), 0);
+  EXPECT_EQ(value("cilium_service_implementation_delay_count", {{"action", "update"}}), 1);
+  EXPECT_DOUBLE_EQ(value("cilium_service_implementation_delay_sum", {{"action", "update"}}), 0.25);
+  EXPECT_EQ(value("cilium_service_implementation_delay_count", {{"action", "delete"}}), 0);
+  EXPECT_EQ(value("cilium_triggers_policy_update_total", {{"reason", "policy rules added"}}), 2);
+  EXPECT_EQ(value("cilium_triggers_policy_update_total", {{"reason", "one or more identities created or deleted"}}), 1);
+  EXPECT_EQ(value("cilium_triggers_policy_update_call_duration_seconds_count", {{"type", "duration"}}), 1);
+  EXPECT_DOUBLE_EQ(value("cilium_triggers_policy_update_call_duration_seconds_sum", {{"type", "duration"}}), 0.02);
+  EXPECT_DOUBLE_EQ(value("cilium_triggers_policy_update_call_duration_seconds_sum", {{"type", "latency"}}), 0.001);
+  EXPECT_EQ(value("cilium_triggers_policy_update_folds", {}), 0);
+  EXPECT_EQ(value("cilium_ipcache_events_total", {{"type", "upsert"}}), 2);
+  EXPECT_EQ(value("cilium_ipcache_errors_total", {{"type", "delete"}, {"error", "no_such_prefix"}}), 1);
+  EXPECT_EQ(value("cilium_datapath_conntrack_dump_resets_total",
+                  {{"area", "conntrack"}, {"name", "dump_interrupts"}, {"family", "ipv4"}}), 3);
+  EXPECT_EQ(value("cilium_datapath_conntrack_gc_key_fallbacks_total", {{"family", "ipv4"}, {"protocol", "TCP"}}), 1);
+  EXPECT_EQ(value("cilium_datapath_conntrack_gc_key_fallbacks_total", {{"family", "ipv4"}, {"protocol", "non-TCP"}}),
+            3);
+  // The 6658-era name of the same counter, only with --metrics-legacy-names.
+  EXPECT_EQ(value("cilium_datapath_errors_total", {{"area", "conntrack"}, {"name", "dump_interrupts"}, {"family", "ipv4"}}),
+            -1);
+  m.setLegacyNames(true);
+  all = m.samples();
+  EXPECT_EQ(value("cilium_datapath_errors_total", {{"area", "conntrack"}, {"name", "dump_interrupts"}, {"family", "ipv4"}}),
+            3);
+  auto [rc, out] = promtoolCheckMetrics(m.renderText());
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(rc, 0);
+}
+
+// --metrics, Cilium's +NAME/-NAME list: the syscall histogram is off until enabled.
+TEST(AgentMetrics, MetricsOptionEnablesDisablesAndRejectsUnknownNames) {
+  AgentMetrics m;
+  EXPECT_FALSE(m.bpfSyscallDurationEnabled());
+  m.observeBpfSyscall("update", true, 2e-6);  // ignored while off
+  EXPECT_TRUE(withPrefix(m.samples(), "cilium_bpf_syscall_duration_seconds").empty());
+
+  auto bad = m.enableMetrics({"+cilium_bpf_syscall_duration_second"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, EINVAL);
+  EXPECT_THAT(bad.error().message, testing::HasSubstr("unknown metric \"cilium_bpf_syscall_duration_second\""));
+  auto no_sign = m.enableMetrics({"cilium_policy"});
+  ASSERT_FALSE(no_sign.ok());
+  EXPECT_THAT(no_sign.error().message, testing::HasSubstr("must be +NAME (enable) or -NAME (disable)"));
+  EXPECT_FALSE(m.bpfSyscallDurationEnabled());  // a failed call changes nothing
+
+  ASSERT_TRUE(m.enableMetrics({"+cilium_bpf_syscall_duration_seconds -cilium_identity_label_sources,-cilium_policy"}).ok());
+  EXPECT_TRUE(m.bpfSyscallDurationEnabled());
+  m.observeBpfSyscall("update", true, 2e-6);
+  m.observeBpfSyscall("update", true, 3e-6);
+  m.observeBpfSyscall("getNextKey", false, 1e-3);
+  auto all = m.samples();
+  auto value = [&](const std::string& name, const Labels& l) {
+    const Sample* s = find(all, name, l);
+    return s ? s->value : -1;
+  };
+  EXPECT_EQ(value("cilium_bpf_syscall_duration_seconds_count", {{"operation", "update"}, {"outcome", "success"}}), 2);
+  EXPECT_DOUBLE_EQ(value("cilium_bpf_syscall_duration_seconds_sum", {{"operation", "update"}, {"outcome", "success"}}),
+                   5e-6);
+  EXPECT_EQ(value("cilium_bpf_syscall_duration_seconds_bucket",
+                  {{"operation", "update"}, {"outcome", "success"}, {"le", "4e-06"}}), 2);
+  EXPECT_EQ(value("cilium_bpf_syscall_duration_seconds_count", {{"operation", "getNextKey"}, {"outcome", "fail"}}), 1);
+  EXPECT_TRUE(withPrefix(all, "cilium_identity_label_sources").empty());
+  EXPECT_EQ(value("cilium_policy", {}), -1);
+  EXPECT_EQ(value("cilium_policy_max_revision", {}), 0);  // only the named family goes
+  auto [rc, out] = promtoolCheckMetrics(m.renderText());
+  EXPECT_EQ(out, "");
+  EXPECT_EQ(rc, 0);
+}
+
+// knownFamilies() is what --metrics validates against: every family a fully
+// populated scrape contains must be in it.
+TEST(AgentMetrics, KnownFamiliesCoverEveryExposedFamily) {
+  AgentMetrics m;
+  ASSERT_TRUE(m.enableMetrics({"+cilium_bpf_syscall_duration_seconds"}).ok());
+  m.setLegacyNames(true);
+  m.observeBpfSyscall("update", true, 1e-6);
+  m.recordConntrackGc(CtFamily::Ipv4, CtProtocol::Tcp, true, 0.01, 1, 0);
+  m.recordConntrackWalk(CtFamily::Ipv4, 0, 0, 0);
+  m.recordIpcacheEvent("upsert");
+  m.recordIpcacheError("delete", "no_such_prefix");
+  m.recordPolicyUpdateTrigger(kTriggerPolicyAdded);
+  m.observeRegenerationTime("total", true, 0.1);
+  m.setBootstrapSeconds("overall", true, 1);
+  m.observeApiCall("/v1/healthz", "GET", 200, 0.001);
+  m.recordNodeEvent(kNodeEventAdd, "local");
+  m.observeNodeConnectivityLatency("node", "icmp", 0.001);
+  m.setNodeConnectivityStatus("node", 1, 0, 0);
+  m.registerDatapathSource([] { return Result<std::vector<DatapathCounter>>(fakeRows()); });
+  m.registerMapPressureSource([] {
+    return Result<std::vector<MapPressure>>(std::vector<MapPressure>{{"mb_policy_v1", 0.2, 16384}});
+  });
+  m.registerMapOpsSource([] { return Result<std::vector<MapOps>>(std::vector<MapOps>{{"mb_policy_v1", "update", "success", 1}}); });
+  m.registerBpfMemorySource([] { return Result<std::vector<BpfMemory>>(std::vector<BpfMemory>{{1, 2}}); });
+  m.registerL7Source([] {
+    L7Stats s;
+    s.redirects_http = 1;
+    s.upstream_reply_seconds.push_back({"", "http", "totalTime", {}, 1, 0.1});
+    return Result<std::vector<L7Stats>>(std::vector<L7Stats>{s});
+  });
+  const std::string text = m.renderText();
+  const auto& known = AgentMetrics::knownFamilies();
+  std::set<std::string> seen;
+  for (const auto& line : [&] {
+         std::vector<std::string> v;
+         std::istringstream in(text);
+         for (std::string l; std::getline(in, l);)
+           if (l.rfind("# TYPE ", 0) == 0) v.push_back(l.substr(7, l.find(' ', 7) - 7));
+         return v;
+       }())
+    seen.insert(line);
+  for (const auto& f : seen) EXPECT_TRUE(std::binary_search(known.begin(), known.end(), f)) << f;
+  EXPECT_EQ(seen.size(), known.size());  // and nothing in the list that cannot appear
+  // Every family at once, the new histograms' _bucket/_sum/_count and the
+  // legacy copies included, is clean for promtool.
+  auto [rc, out] = promtoolCheckMetrics(text);
+  EXPECT_EQ(out, "") << "--- input ---\n" << text;
+  EXPECT_EQ(rc, 0) << out;
 }
 
 }  // namespace

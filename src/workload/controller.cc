@@ -32,6 +32,8 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+double secondsSince(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
 // "docker.io/cilium/starwars:v1.0@sha256:…" -> "cilium/starwars".
 std::string imageName(std::string image) {
   if (auto at = image.find('@'); at != std::string::npos) image.resize(at);
@@ -395,6 +397,7 @@ Result<std::vector<std::string>> Controller::apply(const Manifests& m) {
       svc.cluster_ip = *ip;
       svc.created = nowRfc3339();
       services_[k] = svc;
+      serviceInputsChanged();
       out.push_back(fmt::format("service/{} created", s.meta.name));
     } else {
       it->second.obj = s;
@@ -457,6 +460,7 @@ Result<std::vector<std::string>> Controller::remove(const Manifests& m) {
     auto it = services_.find(key(s.meta.ns, s.meta.name));
     if (it == services_.end()) continue;
     for (const auto& [pp, be] : it->second.synced) frontends.emplace_back(it->second.cluster_ip, pp.first, pp.second);
+    serviceInputsChanged();  // the frontends go in the next syncServices()
     services_.erase(it);
     out.push_back(fmt::format("service \"{}\" deleted", s.meta.name));
   }
@@ -611,6 +615,7 @@ void Controller::destroyInstance(const std::string& k) {
   if (it == instances_.end()) return;
   Instance inst = std::move(it->second);
   instances_.erase(it);
+  if (inst.ready) serviceInputsChanged();
   inst.ready = false;  // no longer a service backend
   if (processAlive(inst)) {
     procs_.signalGroup(inst.pid, SIGTERM);
@@ -752,6 +757,7 @@ void Controller::superviseProcesses() {
       if (!exited) {
         bool ready = true;
         for (uint16_t port : impliedPorts(i.spec.containers.at(0))) ready = ready && procs_.listensOnTcp(i.pid, port);
+        if (ready != i.ready) serviceInputsChanged();
         i.ready = ready;
         continue;
       }
@@ -759,6 +765,7 @@ void Controller::superviseProcesses() {
       spdlog::info("pod {}: process {} exited ({})", k, i.pid, code);
       i.pid = 0;
       i.start_time = 0;
+      if (i.ready) serviceInputsChanged();
       i.ready = false;
       i.last_exit = code;
       const std::string& rp = i.spec.restart_policy;
@@ -783,7 +790,14 @@ void Controller::superviseProcesses() {
   }
 }
 
+void Controller::serviceInputsChanged() {
+  if (!services_changed_at_) services_changed_at_ = Clock::now();
+}
+
 void Controller::syncServices() {
+  // Every write of this pass implements the changes seen since the last one.
+  const auto changed_at = services_changed_at_.value_or(Clock::now());
+  services_changed_at_.reset();
   for (auto it = stale_frontends_.begin(); it != stale_frontends_.end();) {
     const auto& [vip, port, proto] = *it;
     if (auto st = dp_.deleteService(htonl(vip), port, proto); !st.ok()) {
@@ -791,7 +805,7 @@ void Controller::syncServices() {
       ++it;
       continue;
     }
-    if (cfg_.on_service_event) cfg_.on_service_event("delete");
+    if (cfg_.on_service_event) cfg_.on_service_event("delete", secondsSince(changed_at));
     it = stale_frontends_.erase(it);
   }
   for (auto& [k, s] : services_) {
@@ -834,7 +848,7 @@ void Controller::syncServices() {
         spdlog::info("service {} {}:{}: {} backends", k, ipv4HostOrderToString(s.cluster_ip), pp.first, be.size());
       s.synced[pp] = be;
       unsaved_ = true;  // what the datapath holds (a restarted agent deletes frontends by it)
-      if (cfg_.on_service_event) cfg_.on_service_event("update");
+      if (cfg_.on_service_event) cfg_.on_service_event("update", secondsSince(changed_at));
     }
     for (auto it = s.synced.begin(); it != s.synced.end();) {
       if (want.count(it->first)) {
@@ -847,7 +861,7 @@ void Controller::syncServices() {
         ++it;
         continue;
       }
-      if (cfg_.on_service_event) cfg_.on_service_event("delete");
+      if (cfg_.on_service_event) cfg_.on_service_event("delete", secondsSince(changed_at));
       it = s.synced.erase(it);
       unsaved_ = true;
     }

@@ -46,6 +46,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <tuple>
@@ -76,8 +77,11 @@ struct ControllerConfig {
   endpoint::Cidr4 service_cidr;
   std::string deathstar_script;  // the bundled cilium/starwars server
   // Called for every service frontend written to the datapath ("update") or
-  // removed from it ("delete"): cilium_services_events_total{action}. May be empty.
-  std::function<void(std::string_view action)> on_service_event;
+  // removed from it ("delete"): cilium_services_events_total{action}, with the
+  // seconds since the change that caused it was seen (the service applied or
+  // deleted, a backend pod becoming ready, unready or gone):
+  // cilium_service_implementation_delay{action}. May be empty.
+  std::function<void(std::string_view action, double delay_seconds)> on_service_event;
   // How long a pod has between SIGTERM and SIGKILL (Kubernetes'
   // terminationGracePeriodSeconds; membrane's pods have 3 s).
   std::chrono::milliseconds stop_grace{3000};
@@ -238,6 +242,10 @@ class Controller {
   std::map<std::string, PodObject> pods_;               // ns/name -> bare pods
   std::map<std::string, DeploymentObject> deployments_;  // ns/name
   std::map<std::string, Service> services_;              // ns/name
+  // When a change that can move service backends was first seen and not yet
+  // written by syncServices() (cilium_service_implementation_delay).
+  std::optional<std::chrono::steady_clock::time_point> services_changed_at_;
+  void serviceInputsChanged();
   std::map<std::string, Labels> namespaces_;             // applied Namespace objects
   std::map<std::string, Instance> instances_;            // ns/name -> running pods
   std::map<std::string, Instance> terminating_;          // ns/name -> pods stopping (see the contract)

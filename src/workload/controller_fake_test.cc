@@ -69,7 +69,10 @@ class ControllerFakeTest : public ::testing::Test {
     auto st = mgr_->init();
     ASSERT_TRUE(st.ok()) << st.error().message;
     ControllerConfig cc{dir_, endpoint::Cidr4::parse("10.97.0.0/24").value(), "",
-                        [this](std::string_view action) { service_events_[std::string(action)]++; }};
+                        [this](std::string_view action, double delay) {
+                          service_events_[std::string(action)]++;
+                          service_delays_.push_back(delay);
+                        }};
     wl_ = std::make_unique<Controller>(cc, *mgr_, fdp_, fnet_, fprocs_);
     st = wl_->init();
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -99,6 +102,7 @@ class ControllerFakeTest : public ::testing::Test {
   std::unique_ptr<endpoint::Manager> mgr_;
   std::unique_ptr<Controller> wl_;
   std::map<std::string, int> service_events_;  // cilium_services_events_total{action}
+  std::vector<double> service_delays_;         // cilium_service_implementation_delay, one per event
 };
 
 TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
@@ -137,6 +141,9 @@ TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
   EXPECT_EQ(net_.state().pods.size(), 0u);
   EXPECT_EQ(maps_.state().services.size(), 0u);
   EXPECT_EQ(service_events_, (std::map<std::string, int>{{"update", 2}, {"delete", 1}}));
+  // One implementation delay per datapath write, each from a change this test made moments before.
+  ASSERT_EQ(service_delays_.size(), 3u);
+  for (double d : service_delays_) EXPECT_TRUE(d >= 0 && d < 60) << d;
 }
 
 // Issue 10: stopping a pod never blocks the caller. SIGTERM moves it to

@@ -25,12 +25,6 @@ NO_KVSTORE = "kvstore: membrane has no kvstore until cluster mode (issue 13)"
 NO_K8S = "Kubernetes API watchers: membrane reads manifests, not a Kubernetes API server"
 NO_IPV6 = "IPv6: membrane's datapath is IPv4 only"
 NO_DNS = "DNS proxy: membrane has no DNS proxy (toFQDNs)"
-NO_SYSCALL = ("cilium_bpf_syscall_duration_seconds: off by default in Cilium too; membrane counts "
-              "map syscalls in cilium_bpf_map_ops_total")
-NO_DUMP_RESETS = "cilium_datapath_conntrack_dump_resets_total: not exported yet"
-NO_INCREMENTAL = "cilium_policy_incremental_update_duration: not exported yet"
-NO_TRIGGERS = "cilium_triggers_policy_update_*: not exported yet"
-NO_DATAPATH_ERRORS = "cilium_datapath_errors_total (Cilium <= 1.9): not exported yet"
 
 CT4 = [("cilium_datapath_conntrack_gc_entries", f'family="ipv4",protocol="{p}",status="{s}"')
        for p in ("TCP", "non-TCP") for s in ("alive", "deleted")]
@@ -54,10 +48,10 @@ PANELS = [
     ("helm", "# API calls (max node)", API[:1], DATA),
     ("helm", "API return codes (average node)", API[:1], DATA),
     ("helm", "API return codes (sum all nodes)", API[:1], DATA),
-    ("helm", "# system calls (average node)", [("cilium_bpf_syscall_duration_seconds_count", "")], NO_SYSCALL),
-    ("helm", "# system calls (max node)", [("cilium_bpf_syscall_duration_seconds_count", "")], NO_SYSCALL),
-    ("helm", "system call latency (avg node)", [("cilium_bpf_syscall_duration_seconds_sum", "")], NO_SYSCALL),
-    ("helm", "system call latency (max node)", [("cilium_bpf_syscall_duration_seconds_sum", "")], NO_SYSCALL),
+    ("helm", "# system calls (average node)", [("cilium_bpf_syscall_duration_seconds_count", "")], DATA),
+    ("helm", "# system calls (max node)", [("cilium_bpf_syscall_duration_seconds_count", "")], DATA),
+    ("helm", "system call latency (avg node)", [("cilium_bpf_syscall_duration_seconds_sum", "")], DATA),
+    ("helm", "system call latency (max node)", [("cilium_bpf_syscall_duration_seconds_sum", "")], DATA),
     ("helm", "map ops (average node)", [("cilium_bpf_map_ops_total", "")], DATA),
     ("helm", "map ops (max node)", [("cilium_bpf_map_ops_total", "")], DATA),
     ("helm", "map ops (sum failures)", [("cilium_bpf_map_ops_total", 'outcome="fail"')], EVENT),
@@ -73,7 +67,7 @@ PANELS = [
     ("helm", "IPv4 Conntrack Non-TCP", CT4[2:], DATA),
     ("helm", "IPv6 Conntrack Non-TCP", CT6[2:], NO_IPV6),
     ("helm", "Allocated Addresses", [("cilium_ip_addresses", "")], DATA),
-    ("helm", "Datapath Conntrack Dump Resets", [("cilium_datapath_conntrack_dump_resets_total", "")], NO_DUMP_RESETS),
+    ("helm", "Datapath Conntrack Dump Resets", [("cilium_datapath_conntrack_dump_resets_total", "")], DATA),
     ("helm", "Service Updates", [("cilium_services_events_total", "")], DATA),
     ("helm", "Connectivity Health", [("cilium_unreachable_nodes", ""), ("cilium_unreachable_health_endpoints", "")],
      DATA),
@@ -87,7 +81,7 @@ PANELS = [
     ("helm", "Policy Denies: L3/L4", [("cilium_drop_count_total", 'reason="Policy denied"')], DATA),
     ("helm", "Policy Denies: L7", [("cilium_policy_l7_total", 'rule="denied"')], DATA),
     ("helm", "Policy Identity Update Latency", [("cilium_policy_incremental_update_duration_bucket", "")],
-     NO_INCREMENTAL),
+     DATA),
     ("helm", "Policy Apply Latency", [("cilium_policy_implementation_delay_bucket", "")], DATA),
     ("helm", "Endpoints policy enforcement status", [("cilium_policy_endpoint_enforcement_status", "")], DATA),
     ("helm", "Proxy Redirects", [("cilium_proxy_redirects", "")], DATA),
@@ -124,7 +118,7 @@ PANELS = [
     ("6658", "Open file descriptors", [("cilium_process_open_fds", "")], DATA),
     ("6658", "API call latency", API, DATA),
     ("6658", "# API calls / API return codes", API[:1], DATA),
-    ("6658", "# system calls / system call latency", [("cilium_bpf_syscall_duration_seconds_count", "")], NO_SYSCALL),
+    ("6658", "# system calls / system call latency", [("cilium_bpf_syscall_duration_seconds_count", "")], DATA),
     ("6658", "map ops", [("cilium_bpf_map_ops_total", "")], DATA),
     ("6658", "kvstore operations, latency, events", [("cilium_kvstore_operations_duration_seconds_count", "")],
      NO_KVSTORE),
@@ -132,7 +126,7 @@ PANELS = [
      DATA),
     ("6658", "IPv4 Conntrack TCP / Non-TCP", CT4, DATA),
     ("6658", "Allocated Addresses", [("cilium_ip_addresses", "")], DATA),
-    ("6658", "Datapath Errors", [("cilium_datapath_errors_total", "")], NO_DATAPATH_ERRORS),
+    ("6658", "Datapath Errors", [("cilium_datapath_errors_total", "")], DATA),
     ("6658", "Service Updates", [("cilium_services_events_total", "")], DATA),
     ("6658", "Connectivity Health", [("cilium_unreachable_nodes", ""), ("cilium_unreachable_health_endpoints", "")],
      DATA),
@@ -145,7 +139,7 @@ PANELS = [
     ("6658", "Proxy response time (Avg, Max) / DNS proxy requests",
      [("cilium_proxy_upstream_reply_seconds_count", ""), ("cilium_proxy_upstream_reply_seconds_sum", ""),
       ("cilium_policy_l7_total", 'rule="parse_errors"')], DATA),
-    ("6658", "Policy Trigger Duration / Runs", [("cilium_triggers_policy_update_total", "")], NO_TRIGGERS),
+    ("6658", "Policy Trigger Duration / Runs", [("cilium_triggers_policy_update_total", "")], DATA),
     ("6658", "Endpoints policy enforcement status", [("cilium_policy_endpoint_enforcement_status", "")], DATA),
     ("6658", "Proxy Redirects", [("cilium_proxy_redirects", "")], DATA),
     ("6658", "Policies Per Node", [("cilium_policy_count", ""), ("cilium_policy_import_errors", "")], DATA),

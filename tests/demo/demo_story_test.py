@@ -202,6 +202,23 @@ def checkMetrics(res):
           f"L7: agent /metrics drops +{ad('spoof', 'l7', 'drops_ingress_policy')}, monitor saw {drops7}")
     for key, want in (("l7_requests", 3 * rounds), ("l7_forwarded", rounds), ("l7_denied", 2 * rounds)):
         check(mon[key] == want, f"membrane monitor --type l7 saw {key} = {mon[key]}, want {want}")
+    # The policy update trigger runs once per policy change (the L3/L4 import, the L7 replace), and
+    # identities change only while deploying: the 3 new label sets (deathstar, tiefighter, xwing)
+    # each reach every endpoint's policy once. The health endpoint's reserved identity (4) is known
+    # from the start, and the second deathstar pod shares the first one's identity.
+    check(m["deploy"]["policy_trigger_runs"] == 0, f"after deploy: {m['deploy']['policy_trigger_runs']} policy "
+          "trigger runs for policy changes, want 0")
+    check(m["deploy"]["identity_updates"] == 3,
+          f"after deploy: {m['deploy']['identity_updates']} identity updates, want 3")
+    steps = ["deploy", "no_policy", "l3_l4", "spoof", "l7"]
+    for before, after in zip(steps, steps[1:]):
+        changes = 1 if after in ("l3_l4", "l7") else 0
+        for name, want in (("policy_trigger_runs", changes), ("identity_updates", 0), ("map_ops_untimed", 0)):
+            check(d(before, after, name) == want,
+                  f"{after} step: {name} changed by {d(before, after, name)}, want +{want}")
+    # --metrics +cilium_bpf_syscall_duration_seconds: every counted map syscall since the agent's
+    # start is timed (map_ops_untimed constant above); the L3/L4 import writes policy entries.
+    check(d("no_policy", "l3_l4", "map_syscalls") > 0, "L3/L4 step: no map syscall timed for the policy import")
 
 
 def checkAgainstAgent(res, metrics_port):

@@ -42,7 +42,7 @@ def exposition(n):
             out.append(f"{name}{{{lbl}}} {value}" if lbl else f"{name} {value}")
 
     family("cilium_version", "gauge", "Cilium agent version",
-           [((("version", "0.1.0"), ("revision", "fixture"), ("arch", "amd64")), 1)])
+           [((("version", "0.1.0"), ("revision", "fixture"), ("arch", "linux/amd64")), 1)])
     family("cilium_endpoint_count", "untyped", "Number of endpoints", [((), 3)])
     family("cilium_endpoint", "gauge", "Number of endpoints", [((), 3)])
     family("cilium_endpoint_regenerating", "gauge", "Endpoints regenerating", [((), 0)])
@@ -109,7 +109,7 @@ def exposition(n):
                           n, ["0.001", "0.002", "0.004", "0.008", "0.016", "1", "8"], 0.0005))
     out.append("# HELP cilium_policy_implementation_delay Policy change to datapath")
     out.append("# TYPE cilium_policy_implementation_delay histogram")
-    out.extend(_histogram("cilium_policy_implementation_delay", [(("source", "local-api"),)],
+    out.extend(_histogram("cilium_policy_implementation_delay", [(("source", "api"),)],
                           n, ["0.0001", "0.001", "0.01", "0.1", "1"], 0.0005))
     family("cilium_process_cpu_seconds_total", "counter", "CPU", [((), 0.01 * n)])
     family("cilium_process_resident_memory_bytes", "gauge", "RSS", [((), 20 * 1024 * 1024)])
