@@ -162,6 +162,10 @@ class Agent {
   // Workloads (src/daemon/workload_handlers.cc): membrane apply/delete/get/logs.
   Status startWorkloads() EXCLUDES(mu_);     // the controller and its restore (init), no thread yet
   void startWorkloadLoop();    // the tick thread, once the proxy is up
+  // ControllerConfig::unlocked: fn (a pod process start) with mu_ released.
+  // The controller calls it from inside its own calls, which all run under
+  // mu_; the analysis cannot follow the std::function, so it is told here.
+  void runWithoutStateLock(const std::function<void()>& fn) REQUIRES(mu_);
   void workloadLoop() EXCLUDES(mu_);
   api::Response applyManifests(const api::Request& req) EXCLUDES(mu_);
   api::Response deleteManifests(const api::Request& req) EXCLUDES(mu_);

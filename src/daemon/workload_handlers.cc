@@ -100,10 +100,18 @@ Status Agent::startWorkloads() {
                                   m->recordServiceEvent(action);
                                   m->observeServiceImplementationDelay(action, delay_seconds);
                                 }};
+  // The controller is only ever called with mu_ held (workloads_ is
+  // PT_GUARDED_BY(mu_)); its process starts run with mu_ released.
+  wc.unlocked = [this](const std::function<void()>& fn) NO_THREAD_SAFETY_ANALYSIS { runWithoutStateLock(fn); };
   MutexLock lk(mu_);
   workloads_ = std::make_unique<workload::Controller>(wc, *eps_, *dp_, kernel::linuxPodNetworks(),
                                                       kernel::linuxProcessRunner());
   return workloads_->init();
+}
+
+void Agent::runWithoutStateLock(const std::function<void()>& fn) {
+  MutexUnlock unlocked(mu_);
+  fn();
 }
 
 void Agent::startWorkloadLoop() {

@@ -568,7 +568,14 @@ Status Controller::startProcess(Instance& inst) {
   ps.resolv_file = dir + "/resolv.conf";
   ps.hostname = inst.name;
   ps.log_file = dir + "/log";
-  auto pid = procs_.spawn(ps);
+  std::optional<Result<pid_t>> spawned;
+  const auto start = [&] { spawned = procs_.spawn(ps); };
+  if (cfg_.unlocked) {
+    cfg_.unlocked(start);
+  } else {
+    start();
+  }
+  Result<pid_t>& pid = *spawned;
   if (!pid) {
     inst.phase = PodPhase::Failed;
     inst.last_exit = 127;

@@ -73,6 +73,11 @@ class ControllerFakeTest : public ::testing::Test {
                           service_events_[std::string(action)]++;
                           service_delays_.push_back(delay);
                         }};
+    cc.unlocked = [this](const std::function<void()>& fn) {
+      const size_t before = procs_.state().size();
+      fn();
+      started_unlocked_ += procs_.state().size() - before;
+    };
     wl_ = std::make_unique<Controller>(cc, *mgr_, fdp_, fnet_, fprocs_);
     st = wl_->init();
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -103,7 +108,16 @@ class ControllerFakeTest : public ::testing::Test {
   std::unique_ptr<Controller> wl_;
   std::map<std::string, int> service_events_;  // cilium_services_events_total{action}
   std::vector<double> service_delays_;         // cilium_service_implementation_delay, one per event
+  size_t started_unlocked_ = 0;                // processes started inside ControllerConfig::unlocked
 };
+
+// A pod's process starts with the caller's lock released (the agent's state
+// lock: API readers answer while a reconcile waits for fork + exec).
+TEST_F(ControllerFakeTest, PodProcessesStartInsideTheUnlockedHook) {
+  ASSERT_TRUE(wl_->apply(manifests()).ok());
+  ASSERT_EQ(procs_.state().size(), 1u);
+  EXPECT_EQ(started_unlocked_, 1u);  // every start (apply, tick's restarts: one function) goes through it
+}
 
 TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
   auto r = wl_->apply(manifests());
