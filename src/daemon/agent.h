@@ -255,6 +255,9 @@ class Agent {
   std::unique_ptr<ProxyManager> proxy_;
   L7Ports l7_ports_;
   uint64_t proxy_revision_ GUARDED_BY(mu_) = 0;
+  // eps_->generation() of the last config planned for the proxy: the
+  // workload loop syncs only when the endpoint set changed since.
+  uint64_t proxy_generation_ GUARDED_BY(mu_) = ~uint64_t{0};
   std::atomic<size_t> proxy_redirects_{0};  // in the last config the proxy accepted
   // The policy revision of the last change that completed (realized, pushed,
   // persisted): GET /v1/policy/wait never answers for a change in progress,

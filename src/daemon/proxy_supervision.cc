@@ -98,6 +98,7 @@ json Agent::proxyStatusJson() {
 
 Agent::ProxyPlan Agent::planProxy() {
   ProxyPlan plan;
+  proxy_generation_ = eps_->generation();
   std::vector<L7Endpoint> eps;
   std::map<uint32_t, std::vector<policy::NamedPort>> named_ports;
   for (const auto* ep : eps_->list()) {

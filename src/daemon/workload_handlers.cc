@@ -123,8 +123,9 @@ void Agent::startWorkloadLoop() {
 void Agent::workloadLoop() {
   // Pods come and go inside tick() (endpoint manager calls, not API calls):
   // when the endpoint set changed, the L7 proxy needs the new IP -> identity
-  // map, as after PUT/DELETE /v1/endpoint.
-  uint64_t last_generation = ~uint64_t{0};  // first tick: sync once
+  // map, unless a push since the last change already carried it (an API
+  // call's own sync: pushing again would be redundant, and while a proxy
+  // does not answer it would hold the change lock for the push's timeout).
   while (!stopping_) {
     const auto t0 = std::chrono::steady_clock::now();
     bool ok = true;
@@ -132,8 +133,7 @@ void Agent::workloadLoop() {
       MutexLock change(change_mu_);
       MutexLock lk(mu_);
       workloads_->tick();
-      if (eps_->generation() != last_generation) {
-        last_generation = eps_->generation();
+      if (proxy_ && eps_->generation() != proxy_generation_) {
         if (auto l7 = syncProxy(); !l7.ok()) {
           spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
           ok = false;
