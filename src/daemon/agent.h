@@ -173,9 +173,9 @@ class Agent {
   api::Response deletePod(const api::Request& req) EXCLUDES(mu_);
   api::Response listDeployments(const api::Request& req) EXCLUDES(mu_);
   api::Response listServices(const api::Request& req) EXCLUDES(mu_);
-  // Until the pods a workload change is stopping are gone (bounded by their
-  // grace period), without holding mu_ while waiting.
-  void awaitPodStops() EXCLUDES(mu_);
+  // Until `pods` ("ns/name", those a workload change began stopping) are
+  // gone (bounded by their grace period), without holding mu_ while waiting.
+  void awaitPodStops(const std::set<std::string>& pods) EXCLUDES(change_mu_, mu_);
   // L7: the proxy config computed from policies + endpoints (planProxy, under
   // mu_), pushed with mu_ released (realizeProxy: a restart of a dead proxy,
   // the push, the veths' accept_local). Callers hold the change lock, which

@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -22,6 +21,7 @@
 
 #include "src/api/http_client.h"
 #include "src/endpoint/state_store.h"
+#include "src/kernel/process_runner.h"
 
 namespace membrane::daemon {
 namespace {
@@ -181,9 +181,8 @@ bool ProxyManager::alive() {
 Result<UniqueFd> ProxyManager::exitFd() {
   const pid_t p = pid();
   if (p <= 0) return Error(ESRCH, "no membrane-proxy process");
-  // The raw syscall: glibc 2.36's <sys/pidfd.h> lacks extern "C" (C++ callers fail to link).
-  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, p, 0)));
-  if (!fd.valid()) return Error::fromErrno(errno, fmt::format("pidfd_open membrane-proxy pid {}", p));
+  auto fd = kernel::openPidfd(p, "membrane-proxy");
+  if (!fd) return fd.error();
   // Opened after the pid was read: make sure it still names our proxy (not a
   // successor spawned meanwhile, nor a recycled pid).
   if (!alive() || pid() != p) return Error(ESRCH, fmt::format("membrane-proxy pid {} is gone", p));

@@ -6,8 +6,10 @@
 // parsed and validated before anything changes; policy documents then go
 // through the same import path as `membrane policy import` (PUT /v1/policy),
 // the other kinds to the workload controller.
+#include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <filesystem>
 #include <set>
@@ -30,6 +32,13 @@ namespace {
 using nlohmann::json;
 using api::Request;
 using api::Response;
+
+// The pods a change began stopping: terminating after it, not before.
+std::set<std::string> newlyStopping(const std::set<std::string>& before, const std::set<std::string>& after) {
+  std::set<std::string> out;
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(), std::inserter(out, out.end()));
+  return out;
+}
 
 // The bundled cilium/starwars server: <exe>/../share/membrane/deathstar.py
 // (build tree and `make install`), else the source tree's copy.
@@ -193,16 +202,19 @@ Response Agent::applyManifests(const Request& req) {
                                     existed.count(fmt::format("{}/{}/{}", p.kind, p.ns, p.name)) ? "configured"
                                                                                                   : "created"));
   }
+  std::set<std::string> stopping;
   {
     MutexLock change(change_mu_);
     MutexLock lk(mu_);
+    const auto before = workloads_->terminatingKeys();
     for (const auto& d : docs) {
       auto r = workloads_->apply(d.manifests);
       if (!r) return statusError(r.error());
       for (const auto& l : *r) lines.push_back(l);
     }
+    stopping = newlyStopping(before, workloads_->terminatingKeys());
   }
-  awaitPodStops();  // replaced pods (a changed spec, scale-down) are gone, their successors created
+  awaitPodStops(stopping);  // replaced pods (a changed spec, scale-down) are gone, their successors created
   return Response::json(200, {{"applied", lines}});
 }
 
@@ -227,16 +239,19 @@ Response Agent::deleteManifests(const Request& req) {
                                     p.name));
       else if (r.status != 404) return r;
     }
+  std::set<std::string> stopping;
   {
     MutexLock change(change_mu_);
     MutexLock lk(mu_);
+    const auto before = workloads_->terminatingKeys();
     for (const auto& d : docs) {
       auto r = workloads_->remove(d.manifests);
       if (!r) return statusError(r.error());
       for (const auto& l : *r) lines.push_back(l);
     }
+    stopping = newlyStopping(before, workloads_->terminatingKeys());
   }
-  awaitPodStops();  // as kubectl delete waits: the pods are gone when this answers
+  awaitPodStops(stopping);  // as kubectl delete waits: the pods are gone when this answers
   return Response::json(200, {{"deleted", lines}});
 }
 
@@ -252,36 +267,46 @@ Response Agent::listPods(const Request& req) {
 }
 
 Response Agent::deletePod(const Request& req) {
+  std::set<std::string> stopping;
   {
     MutexLock change(change_mu_);
     MutexLock lk(mu_);
+    const auto before = workloads_->terminatingKeys();
     auto st = workloads_->deletePod(req.param("namespace"), req.param("name"));
     if (!st.ok()) return statusError(st.error());
+    stopping = newlyStopping(before, workloads_->terminatingKeys());
   }
-  awaitPodStops();
+  awaitPodStops(stopping);
   return Response::json(200, {{"deleted", req.param("name")}});
 }
 
-void Agent::awaitPodStops() {
+void Agent::awaitPodStops(const std::set<std::string>& pods) {
   // A pod may take its whole grace period (3 s) to stop. The wait holds no
   // agent lock: every other API call and the workload loop go on meanwhile.
-  // It checks every 20 ms, taking the lock only for finishTerminations():
-  // the process seam (kernel::ProcessRunner) reaps and compares start times
-  // but offers nothing to block on (a pidfd would be that; not there yet).
-  // It waits for every terminating pod, so a delete that overlaps another
-  // pod's slow stop can wait for that one too (bounded the same way).
+  // It blocks in poll(2) on the pods' exit fds (pidfds), waking when one
+  // exits or when a SIGKILL is due, and takes the locks only to finish the
+  // terminations. Only `pods` (those this call stopped) are waited for:
+  // another call's slow stop does not hold this one up.
+  if (pods.empty()) return;
   std::chrono::steady_clock::time_point deadline;
   for (;;) {
+    workload::Controller::StopWait wait;
     {
       MutexLock change(change_mu_);
       MutexLock lk(mu_);
       if (deadline == std::chrono::steady_clock::time_point{})
         deadline = std::chrono::steady_clock::now() + workloads_->stopGrace() + std::chrono::seconds(2);
       workloads_->finishTerminations();
-      if (!workloads_->terminating()) return;
+      wait = workloads_->stopWait(pods);
     }
-    if (std::chrono::steady_clock::now() >= deadline || stopping_) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (wait.done) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline || stopping_) return;
+    const auto until = std::min(wait.recheck_at, deadline);
+    std::vector<pollfd> fds;
+    for (const auto& fd : wait.exit_fds) fds.push_back({fd.get(), POLLIN, 0});
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(until - now).count();
+    ::poll(fds.data(), fds.size(), static_cast<int>(std::max<int64_t>(ms, 0)));  // EINTR: look again
   }
 }
 

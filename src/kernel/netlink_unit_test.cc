@@ -3,10 +3,14 @@
 #include "src/kernel/netlink.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "membrane/ipv4.h"
 #include "src/kernel/netlink_test_util.h"
 #include "src/kernel/netns.h"
+#include "src/kernel/process_runner.h"
 
 namespace membrane::kernel {
 namespace {
@@ -71,6 +75,37 @@ TEST(HostDevice, PeerName) {
 }
 
 TEST(Ipv4, ToString) { EXPECT_EQ(ipv4HostOrderToString(ntohl(ipv4("10.233.7.42"))), "10.233.7.42"); }
+
+// The pod process seam's exit fd (a pidfd): readable exactly when the
+// process has exited, before it is reaped; ESRCH for no process.
+TEST(LinuxProcessRunner, ExitFdBecomesReadableWhenTheProcessExits) {
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {  // waits for the parent to close its end, then exits 7
+    ::close(pipefd[1]);
+    char c;
+    while (::read(pipefd[0], &c, 1) > 0) {
+    }
+    ::_exit(7);
+  }
+  ::close(pipefd[0]);
+  auto fd = linuxProcessRunner().exitFd(child);
+  ASSERT_TRUE(fd.ok()) << fd.error().message;
+  pollfd pfd{fd->get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 0), 0) << "readable while the child runs";
+  ::close(pipefd[1]);
+  EXPECT_EQ(::poll(&pfd, 1, 10000), 1) << "not readable within 10 s of the exit";
+  auto r = linuxProcessRunner().reap(child, true);
+  EXPECT_EQ(r.state, ReapResult::State::Exited);
+  EXPECT_EQ(r.exit_code, 7);
+
+  auto gone = linuxProcessRunner().exitFd(child);  // reaped: no such process
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, ESRCH);
+  EXPECT_EQ(openPidfd(0, "pod process").error().code, ESRCH);
+}
 
 }  // namespace
 }  // namespace membrane::kernel

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "membrane/result.h"
+#include "membrane/unique_fd.h"
 #include "src/kernel/pod_process.h"
 
 namespace membrane::kernel {
@@ -38,6 +39,12 @@ class ProcessRunner {
   virtual void signalGroup(pid_t pid, int sig) = 0;
   // A child of this process: reaps it if it has exited; block = wait for it.
   virtual ReapResult reap(pid_t pid, bool block) = 0;
+  // An fd that poll(2) reports readable once pid has exited (Linux: a
+  // pidfd), so that a caller can wait for an exit without polling on a
+  // clock. It does not reap. ESRCH when there is no such process. The caller
+  // opens it while it knows pid is still the process it means (our child
+  // not yet reaped, or its start time checked): a pid is reused once reaped.
+  virtual Result<UniqueFd> exitFd(pid_t pid) = 0;
 };
 
 class LinuxProcessRunner final : public ProcessRunner {
@@ -47,7 +54,11 @@ class LinuxProcessRunner final : public ProcessRunner {
   bool listensOnTcp(pid_t pid, uint16_t port) override;
   void signalGroup(pid_t pid, int sig) override;
   ReapResult reap(pid_t pid, bool block) override;
+  Result<UniqueFd> exitFd(pid_t pid) override;
 };
+
+// pidfd_open(2) of pid; `what` names the process in the error.
+Result<UniqueFd> openPidfd(pid_t pid, std::string_view what);
 
 // The process-wide LinuxProcessRunner (stateless, lives forever).
 ProcessRunner& linuxProcessRunner();

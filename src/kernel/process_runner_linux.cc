@@ -1,7 +1,10 @@
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <string>
 
 #include "src/kernel/process_runner.h"
 
@@ -19,6 +22,17 @@ ReapResult LinuxProcessRunner::reap(pid_t pid, bool block) {
     return {ReapResult::State::Exited, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
   if (r < 0 && errno == ECHILD) return {ReapResult::State::NotAChild, -1};
   return {ReapResult::State::Running, -1};
+}
+
+Result<UniqueFd> LinuxProcessRunner::exitFd(pid_t pid) { return openPidfd(pid, "pod process"); }
+
+Result<UniqueFd> openPidfd(pid_t pid, std::string_view what) {
+  const std::string desc = "pidfd_open " + std::string(what) + " pid " + std::to_string(pid);
+  if (pid <= 0) return Error(ESRCH, desc + ": no such process");
+  // The raw syscall: glibc 2.36's <sys/pidfd.h> lacks extern "C" (C++ callers fail to link).
+  UniqueFd fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!fd.valid()) return Error::fromErrno(errno, desc);
+  return fd;
 }
 
 ProcessRunner& linuxProcessRunner() {

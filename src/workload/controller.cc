@@ -641,6 +641,38 @@ void Controller::destroyInstance(const std::string& k) {
   }
 }
 
+std::set<std::string> Controller::terminatingKeys() const {
+  std::set<std::string> keys;
+  for (const auto& [k, inst] : terminating_) keys.insert(k);
+  return keys;
+}
+
+Controller::StopWait Controller::stopWait(const std::set<std::string>& keys) {
+  // A removal that failed is retried this often by a waiting caller (the
+  // workload loop retries on its own tick too).
+  constexpr std::chrono::milliseconds kRetry{100};
+  StopWait w;
+  w.done = true;
+  for (const auto& k : keys) {
+    auto it = terminating_.find(k);
+    if (it == terminating_.end()) continue;
+    w.done = false;
+    Instance& inst = it->second;
+    if (!processAlive(inst)) {
+      w.recheck_at = std::min(w.recheck_at, now() + kRetry);
+      continue;
+    }
+    w.recheck_at = std::min(w.recheck_at, inst.stop_deadline);
+    // Opened while processAlive() just saw our process (a child is not
+    // reaped but here, so its pid cannot have been reused yet).
+    if (auto fd = procs_.exitFd(inst.pid))
+      w.exit_fds.push_back(std::move(*fd));
+    else
+      w.recheck_at = std::min(w.recheck_at, now() + kRetry);  // nothing to block on: look again soon
+  }
+  return w;
+}
+
 void Controller::finishTerminations() {
   bool finished = false, changed = false;
   for (auto it = terminating_.begin(); it != terminating_.end();) {

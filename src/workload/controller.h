@@ -57,6 +57,7 @@
 
 #include "membrane/labels.h"
 #include "membrane/result.h"
+#include "membrane/unique_fd.h"
 #include "src/endpoint/ipam.h"
 #include "src/endpoint/state_store.h"
 #include "src/workload/manifest.h"
@@ -140,6 +141,21 @@ class Controller {
 
   // Pods that got SIGTERM and whose process has not exited yet.
   bool terminating() const { return !terminating_.empty(); }
+  // Their "ns/name" keys. A caller that compares the set before and after
+  // its change knows which pods it began stopping (stopWait).
+  std::set<std::string> terminatingKeys() const;
+  // What a caller waiting for the pods `keys` to be gone blocks on, with
+  // its own lock released: the exit fds (kernel::ProcessRunner::exitFd) of
+  // those still running, and the time (this controller's clock) by which it
+  // must call finishTerminations() again whatever happens: the earliest
+  // SIGKILL deadline, or a short retry for a pod whose process is gone but
+  // whose removal failed. done: none of `keys` is terminating.
+  struct StopWait {
+    bool done = false;
+    std::vector<UniqueFd> exit_fds;
+    std::chrono::steady_clock::time_point recheck_at = std::chrono::steady_clock::time_point::max();
+  };
+  StopWait stopWait(const std::set<std::string>& keys);
   std::chrono::milliseconds stopGrace() const { return cfg_.stop_grace; }
   // Removes the terminating pods whose process exited (SIGKILL for those past
   // stop_grace), then re-creates what waited for their names. Never blocks

@@ -3,6 +3,7 @@
 // a spawn failure leaves no process behind.
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -158,6 +159,40 @@ TEST_F(ControllerFakeTest, PodAndServiceLifecycleThroughTheSeams) {
   // One implementation delay per datapath write, each from a change this test made moments before.
   ASSERT_EQ(service_delays_.size(), 3u);
   for (double d : service_delays_) EXPECT_TRUE(d >= 0 && d < 60) << d;
+}
+
+// stopWait(): what a caller waiting for its own stopping pods blocks on. The
+// exit fd becomes readable when the process ends; recheck_at is the SIGKILL
+// deadline; pods the caller did not name are not its business.
+TEST_F(ControllerFakeTest, StopWaitBlocksOnTheNamedPodsExitFds) {
+  auto t = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  wl_.reset();
+  ControllerConfig cc{dir_, endpoint::Cidr4::parse("10.97.0.0/24").value(), "", {}, std::chrono::seconds(3)};
+  cc.now = [&] { return t; };
+  wl_ = std::make_unique<Controller>(cc, *mgr_, fdp_, fnet_, fprocs_);
+  ASSERT_TRUE(wl_->init().ok());
+  ASSERT_TRUE(wl_->apply(manifests()).ok());
+  ASSERT_EQ(procs_.state().size(), 1u);
+  const pid_t pid = procs_.state().begin()->first;
+  procs_.ignore(pid, SIGTERM);
+
+  EXPECT_TRUE(wl_->stopWait({"default/deathstar"}).done);  // not terminating: nothing to wait for
+  ASSERT_TRUE(wl_->deletePod("default", "deathstar").ok());
+  EXPECT_EQ(wl_->terminatingKeys(), std::set<std::string>{"default/deathstar"});
+  EXPECT_TRUE(wl_->stopWait({"default/other"}).done);
+
+  auto wait = wl_->stopWait({"default/deathstar"});
+  EXPECT_FALSE(wait.done);
+  EXPECT_EQ(wait.recheck_at, t + std::chrono::seconds(3));  // SIGKILL is due then
+  ASSERT_EQ(wait.exit_fds.size(), 1u);
+  pollfd pfd{wait.exit_fds[0].get(), POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 0), 0) << "readable while the process runs";
+
+  procs_.exit(pid, 0);  // it exits by itself after all
+  EXPECT_EQ(::poll(&pfd, 1, 0), 1);
+  wl_->finishTerminations();
+  EXPECT_TRUE(wl_->stopWait({"default/deathstar"}).done);
+  EXPECT_TRUE(wl_->terminatingKeys().empty());
 }
 
 // Issue 10: stopping a pod never blocks the caller. SIGTERM moves it to

@@ -469,5 +469,53 @@ TEST_F(ManifestsTest, ApiAnswersPromptlyWhileAPodIgnoresSigterm) {
   EXPECT_EQ(pods().size(), 0u);
 }
 
+// A delete waits for the pods it stops, not for another call's slow stop:
+// with "stubborn" (ignores SIGTERM) terminating, deleting "quick" (stops on
+// SIGTERM) answers as soon as quick is gone.
+TEST_F(ManifestsTest, DeleteWaitsOnlyForItsOwnPods) {
+  startAgent();
+  std::string path = writeFile(
+      "two.yaml",
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\nspec:\n  containers:\n  - name: c\n"
+      "    image: busybox\n    command: [sh, -c]\n    args: ['trap \"\" TERM; exec sleep 120']\n"
+      "---\n"
+      "apiVersion: v1\nkind: Pod\nmetadata:\n  name: quick\nspec:\n  containers:\n  - name: c\n"
+      "    image: busybox\n    command: [sleep, '120']\n");
+  ASSERT_EQ(cli({"apply", "-n", ns_, "-f", path}).exit_code, 0);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto p = pods();
+        return p.size() == 2 && p[0]["status"] == "Running" && p[1]["status"] == "Running";
+      },
+      std::chrono::seconds(20)))
+      << pods().dump(1);
+
+  const auto t_stubborn = std::chrono::steady_clock::now();
+  Child del = Child::spawn({bin("membrane"), "--socket", socket_, "delete", "pod", "stubborn", "-n", ns_},
+                           dir_ + "/delete.log");
+  auto status_of = [&](const std::string& name) {
+    for (const auto& p : pods())
+      if (p["name"] == name) return p["status"].get<std::string>();
+    return std::string("<gone>");
+  };
+  ASSERT_TRUE(waitFor([&] { return status_of("stubborn") == "Terminating"; }, std::chrono::seconds(3)))
+      << pods().dump(1);
+
+  const auto t_quick = std::chrono::steady_clock::now();
+  auto r = cli({"delete", "pod", "quick", "-n", ns_});
+  const auto quick_took = std::chrono::steady_clock::now() - t_quick;
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "pod \"quick\" deleted\n");
+  EXPECT_EQ(status_of("quick"), "<gone>");
+  EXPECT_EQ(status_of("stubborn"), "Terminating") << "quick's delete answered after stubborn's stop";
+  EXPECT_LT(quick_took, std::chrono::milliseconds(1500))
+      << "deleting quick took " << std::chrono::duration_cast<std::chrono::milliseconds>(quick_took).count()
+      << " ms: it waited for stubborn's grace period";
+
+  EXPECT_EQ(del.stop(0, std::chrono::seconds(10)), 0) << readFileOrEmpty(dir_ + "/delete.log");
+  EXPECT_GE(std::chrono::steady_clock::now() - t_stubborn, std::chrono::milliseconds(2900));
+  EXPECT_EQ(pods().size(), 0u);
+}
+
 }  // namespace
 }  // namespace membrane::testing

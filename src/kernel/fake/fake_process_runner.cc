@@ -1,6 +1,10 @@
 #include "src/kernel/fake/fake_process_runner.h"
 
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace membrane::kernel {
 
@@ -23,6 +27,13 @@ void FakeProcessRunner::exit(pid_t pid, int code) {
   p.running = false;
   p.exit_code = code;
   p.listening.clear();
+  if (auto it = exit_fds_.find(pid); it != exit_fds_.end()) {
+    for (const auto& fd : it->second) {
+      const uint64_t one = 1;
+      (void)!::write(fd.get(), &one, sizeof one);
+    }
+    exit_fds_.erase(it);
+  }
   // Not our child: nobody reaps it, init does.
   if (!children_.count(pid)) procs_.erase(pid);
 }
@@ -55,6 +66,19 @@ ReapResult FakeProcessRunner::reap(pid_t pid, bool block) {
   procs_.erase(pid);
   children_.erase(pid);
   return {ReapResult::State::Exited, code};
+}
+
+Result<UniqueFd> FakeProcessRunner::exitFd(pid_t pid) {
+  auto it = procs_.find(pid);
+  if (it == procs_.end()) return Error(ESRCH, "fake exitFd: no process " + std::to_string(pid));
+  UniqueFd fd(::eventfd(it->second.running ? 0 : 1, EFD_CLOEXEC));
+  if (!fd.valid()) return Error::fromErrno(errno, "fake exitFd: eventfd");
+  if (it->second.running) {
+    UniqueFd keep(::dup(fd.get()));
+    if (!keep.valid()) return Error::fromErrno(errno, "fake exitFd: dup");
+    exit_fds_[pid].push_back(std::move(keep));
+  }
+  return fd;
 }
 
 }  // namespace membrane::kernel

@@ -5,7 +5,8 @@
 // kernel). A process runs until signalGroup() (exit 128 + signal) or exit()
 // ends it; it stays a zombie (startTime 0) until reap(). A blocking reap of a
 // running process ends it with SIGKILL first (a test cannot wait). Ports
-// listen as the test sets them (listen()). Not thread-safe.
+// listen as the test sets them (listen()). exitFd() is an eventfd that the
+// fake makes readable when the process ends. Not thread-safe.
 #pragma once
 
 #include <map>
@@ -45,8 +46,10 @@ class FakeProcessRunner final : public ProcessRunner {
   bool listensOnTcp(pid_t pid, uint16_t port) override;
   void signalGroup(pid_t pid, int sig) override;
   ReapResult reap(pid_t pid, bool block) override;
+  Result<UniqueFd> exitFd(pid_t pid) override;
 
  private:
+  std::map<pid_t, std::vector<UniqueFd>> exit_fds_;  // dups of the eventfds handed out, until the exit
   State procs_;
   std::set<pid_t> children_;
   uint64_t spawns_ = 0;

@@ -90,6 +90,7 @@ Status FaultyPodNetworks::deletePodNetwork(const std::string& netns_name, const 
 Result<std::vector<uint32_t>> FaultyPodNetworks::hostAddresses() { MB_FAULT("hostAddresses", inner_.hostAddresses()); }
 
 Result<pid_t> FaultyProcessRunner::spawn(const PodProcessSpec& spec) { MB_FAULT("spawn", inner_.spawn(spec)); }
+Result<UniqueFd> FaultyProcessRunner::exitFd(pid_t pid) { MB_FAULT("exitFd", inner_.exitFd(pid)); }
 
 Status FaultyStateFiles::write(const std::string& path, const std::string& content) {
   MB_FAULT("writeStateFile", inner_.write(path, content));

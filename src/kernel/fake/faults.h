@@ -97,6 +97,7 @@ class FaultyProcessRunner final : public ProcessRunner {
   bool listensOnTcp(pid_t pid, uint16_t port) override { return inner_.listensOnTcp(pid, port); }
   void signalGroup(pid_t pid, int sig) override { inner_.signalGroup(pid, sig); }
   ReapResult reap(pid_t pid, bool block) override { return inner_.reap(pid, block); }
+  Result<UniqueFd> exitFd(pid_t pid) override;  // method "exitFd"
 
  private:
   ProcessRunner& inner_;
