@@ -258,6 +258,9 @@ Status Agent::init() {
     mc.proxy_port_ingress = l7_ports_.ingress;
     mc.proxy_port_egress = l7_ports_.egress;
   }
+  // Netlink steps of endpoint create/delete run with mu_ released (every
+  // caller holds change_mu_: see runWithoutStateLock).
+  mc.unlocked = [this](const std::function<void()>& fn) NO_THREAD_SAFETY_ANALYSIS { runWithoutStateLock(fn); };
   const auto t_restore = Clock::now();
   {
     // No other thread runs yet; the lock is for the analysis (ids_ and repo_

@@ -162,9 +162,13 @@ class Agent {
   // Workloads (src/daemon/workload_handlers.cc): membrane apply/delete/get/logs.
   Status startWorkloads() EXCLUDES(mu_);     // the controller and its restore (init), no thread yet
   void startWorkloadLoop();    // the tick thread, once the proxy is up
-  // ControllerConfig::unlocked: fn (a pod process start) with mu_ released.
-  // The controller calls it from inside its own calls, which all run under
-  // mu_; the analysis cannot follow the std::function, so it is told here.
+  // ControllerConfig::unlocked and ManagerConfig::unlocked: fn (a pod
+  // process start, a pod network's netlink calls) with mu_ released. The
+  // controller and the endpoint manager call it from inside their own calls,
+  // which all run under change_mu_ and mu_ (change_mu_ keeps every other
+  // writer out meanwhile; readers may run). The analysis cannot follow the
+  // std::function hooks, so the requirement is stated here. (At init, before
+  // any other thread runs, the controller's restore calls it with mu_ alone.)
   void runWithoutStateLock(const std::function<void()>& fn) REQUIRES(mu_);
   void workloadLoop() EXCLUDES(mu_);
   api::Response applyManifests(const api::Request& req) EXCLUDES(mu_);

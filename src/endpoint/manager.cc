@@ -490,7 +490,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   spec.host_ifname = ep.host_ifname;
   spec.ipv4_be = htonl(ep.ipv4);
   spec.gateway_be = htonl(ipam_.gateway());
-  auto net = net_.createPodNetwork(spec);
+  auto net = runUnlocked(cfg_.unlocked, [&] { return net_.createPodNetwork(spec); });
   if (!net) return net.error().wrap(what);
   undo.add([this, spec] {
     logIfError(net_.deletePodNetwork(spec.netns_name, spec.host_ifname, spec.ipv4_be), "rollback pod network");
@@ -569,7 +569,7 @@ Status Manager::remove(uint32_t id) {
   note(dp_.deleteEndpoint(ep.host_ifindex, ip_be));
   note(dp_.deletePolicy(ep.id));
   note(dp_.flushCtFor(ip_be));
-  note(net_.deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be));
+  note(runUnlocked(cfg_.unlocked, [&] { return net_.deletePodNetwork(ep.netns_name, ep.host_ifname, ip_be); }));
   // The map entry may be gone whatever the outcome: forget what was written.
   written_ep_.erase(id);
   // The state file goes last, and only when everything else is gone.

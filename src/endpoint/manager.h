@@ -20,6 +20,7 @@
 #include "membrane/policy.h"
 #include "membrane/policy_repository.h"
 #include "membrane/result.h"
+#include "membrane/unlocked.h"
 #include "src/endpoint/endpoint.h"
 #include "src/endpoint/ipam.h"
 #include "src/endpoint/state_store.h"
@@ -46,6 +47,12 @@ struct ManagerConfig {
   // L7 proxy listener ports written into policy entries with L7 rules (0 = none).
   uint16_t proxy_port_ingress = 0;
   uint16_t proxy_port_egress = 0;
+  // Runs the netlink steps of create() and remove() (a pod's netns, veth,
+  // addresses and routes: kernel::PodNetworks) with the caller's lock
+  // released (membrane/unlocked.h). Inside, the manager touches none of its
+  // state: the new endpoint is not listed yet (its address and identity are
+  // already taken), a removed one is listed as disconnecting.
+  UnlockedHook unlocked{};
 };
 
 struct RegenerationStats {

@@ -114,6 +114,7 @@ struct World {
     mc.pod_cidr = Cidr4::parse("10.99.0.0/24").value();
     mc.host_device = "mbf_host";
     mc.bpf_root = "/sys/fs/bpf/membrane-fault-test";
+    mc.unlocked = unlocked;
     mgr = std::make_unique<Manager>(mc, fdp, fnet, *ids, repo, metrics, files);
   }
 
@@ -149,6 +150,7 @@ struct World {
   policy::Repository repo;
   metrics::AgentMetrics metrics;
   std::unique_ptr<Manager> mgr;
+  UnlockedHook unlocked;  // ManagerConfig::unlocked of the next restart()
 };
 
 void expectSame(const Snapshot& a, const Snapshot& b, const std::string& why, bool ignore_created = false,
@@ -270,6 +272,42 @@ std::string joined(const std::vector<std::string>& v) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : " ") + s;
   return out;
+}
+
+// The netlink steps of create and delete (kernel::PodNetworks) run inside
+// ManagerConfig::unlocked, where the agent releases its state lock: the pod
+// network appears (create) and disappears (delete) inside the hook, and the
+// endpoint is listed only after it (create) / still, as disconnecting (delete).
+TEST_F(ManagerFaultTest, PodNetworkStepsRunInsideTheUnlockedHook) {
+  auto wp = world([](World&) {});
+  World& w = *wp;
+  struct Seen {
+    size_t pods_before, pods_after, listed;
+    std::string state;
+  };
+  std::vector<Seen> seen;
+  w.unlocked = [&](const std::function<void()>& fn) {
+    Seen s{w.net.state().pods.size(), 0, w.mgr->list().size(), ""};
+    if (!w.mgr->list().empty()) s.state = std::string(toString(w.mgr->list().front()->state));
+    fn();
+    s.pods_after = w.net.state().pods.size();
+    seen.push_back(s);
+  };
+  w.restart();
+  ASSERT_TRUE(w.mgr->init().ok());
+  ASSERT_TRUE(createPod(w, "deathstar", "org=empire,class=deathstar").ok());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].pods_before, 0u);
+  EXPECT_EQ(seen[0].pods_after, 1u);
+  EXPECT_EQ(seen[0].listed, 0u);  // not listed before its network exists
+  ASSERT_EQ(w.mgr->list().size(), 1u);
+  ASSERT_TRUE(w.mgr->remove(w.mgr->list().front()->id).ok());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].pods_before, 1u);
+  EXPECT_EQ(seen[1].pods_after, 0u);
+  EXPECT_EQ(seen[1].listed, 1u);
+  EXPECT_EQ(seen[1].state, "disconnecting");
+  EXPECT_TRUE(w.mgr->list().empty());
 }
 
 TEST_F(ManagerFaultTest, CreateFailsAtEveryStepAndLeavesNothing) {

@@ -568,14 +568,7 @@ Status Controller::startProcess(Instance& inst) {
   ps.resolv_file = dir + "/resolv.conf";
   ps.hostname = inst.name;
   ps.log_file = dir + "/log";
-  std::optional<Result<pid_t>> spawned;
-  const auto start = [&] { spawned = procs_.spawn(ps); };
-  if (cfg_.unlocked) {
-    cfg_.unlocked(start);
-  } else {
-    start();
-  }
-  Result<pid_t>& pid = *spawned;
+  Result<pid_t> pid = runUnlocked(cfg_.unlocked, [&] { return procs_.spawn(ps); });
   if (!pid) {
     inst.phase = PodPhase::Failed;
     inst.last_exit = 127;

@@ -58,6 +58,7 @@
 #include "membrane/labels.h"
 #include "membrane/result.h"
 #include "membrane/unique_fd.h"
+#include "membrane/unlocked.h"
 #include "src/endpoint/ipam.h"
 #include "src/endpoint/state_store.h"
 #include "src/workload/manifest.h"
@@ -90,12 +91,11 @@ struct ControllerConfig {
   // and the suffix of a Deployment's pod names (empty: 5 random characters).
   std::function<std::chrono::steady_clock::time_point()> now{};
   std::function<std::string()> name_suffix{};
-  // Runs fn with the caller's lock released, around the one step of a
-  // reconcile that waits on another process: a pod process start (fork,
-  // setns, exec, confirmed over a pipe). The agent passes a function that
-  // releases its state lock, so API readers answer meanwhile; the controller
-  // touches none of its state inside fn. Empty: fn runs in place.
-  std::function<void(const std::function<void()>& fn)> unlocked{};
+  // Runs fn with the caller's lock released (membrane/unlocked.h), around
+  // the one step of a reconcile that waits on another process: a pod process
+  // start (fork, setns, exec, confirmed over a pipe). The endpoint manager
+  // gets the same hook for its netlink steps (ManagerConfig::unlocked).
+  UnlockedHook unlocked{};
 };
 
 // A pod's phase as membrane tracks it: Kubernetes' PodPhase words, plus
