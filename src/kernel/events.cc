@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "membrane/drop_reason.h"
+#include "membrane/rfc3339.h"
 
 namespace membrane::kernel {
 namespace {
@@ -21,23 +22,6 @@ std::string addr(uint32_t ipv4_be, uint16_t port_be, bool with_port) {
   std::string s = buf;
   if (with_port) s += ":" + std::to_string(ntohs(port_be));
   return s;
-}
-
-std::string rfc3339Micros(int64_t realtime_ns) {
-  int64_t sec = realtime_ns / kNsPerSec;
-  int64_t frac = realtime_ns % kNsPerSec;
-  if (frac < 0) {
-    frac += kNsPerSec;
-    sec -= 1;
-  }
-  time_t t = static_cast<time_t>(sec);
-  struct tm tm {};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(frac / 1000));
-  return buf;
 }
 
 }  // namespace

@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <regex>
+
+#include "membrane/rfc3339.h"
 #include "src/kernel/packet_builder.h"
 
 namespace membrane::kernel {
@@ -99,6 +102,16 @@ TEST(EventsTest, Strings) {
   EXPECT_EQ(matchTypeString(MB_MATCH_L3_PROTO), "L3-Proto");
   EXPECT_EQ(matchTypeString(MB_MATCH_PROTO_ONLY), "Proto-Only");
   EXPECT_EQ(matchTypeString(MB_MATCH_NONE), "none");
+}
+
+// The one microsecond formatter (membrane/rfc3339.h) that events and the
+// proxy's access log share.
+TEST(Rfc3339Micros, FormatsUtcToTheMicrosecond) {
+  EXPECT_EQ(rfc3339Micros(0), "1970-01-01T00:00:00.000000Z");
+  EXPECT_EQ(rfc3339Micros(1764012063123456789), "2025-11-24T19:21:03.123456Z");
+  EXPECT_EQ(rfc3339Micros(-1000), "1969-12-31T23:59:59.999999Z");  // rounds down, not toward zero
+  EXPECT_TRUE(std::regex_match(nowRfc3339Micros(), std::regex(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)")))
+      << nowRfc3339Micros();
 }
 
 }  // namespace

@@ -1,29 +1,12 @@
 // What a request leaves behind once answered: its latency in the stats
 // histograms (stats.h) and, when anyone subscribes, access-log records
 // (access_log.h) for the request and for its answer.
-#include <chrono>
-#include <cstdio>
-#include <ctime>
 #include <string>
 
+#include "membrane/rfc3339.h"
 #include "src/proxy/proxy_impl.h"
 
 namespace membrane::proxy {
-namespace {
-
-std::string nowRfc3339() {
-  auto now = std::chrono::system_clock::now();
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count();
-  time_t secs = static_cast<time_t>(us / 1000000);
-  struct tm tm {};
-  gmtime_r(&secs, &tm);
-  char buf[64];
-  size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf + n, sizeof(buf) - n, ".%06lldZ", static_cast<long long>(us % 1000000));
-  return buf;
-}
-
-}  // namespace
 
 void Proxy::Impl::finishEntry(Conn* c, Pending& e, int status) {
   auto total = now - e.start;
@@ -38,7 +21,7 @@ void Proxy::Impl::finishEntry(Conn* c, Pending& e, int status) {
 
 void Proxy::Impl::logLine(Conn* c, const Pending& e, bool response, int status) {
   if (!log.active()) return;
-  const std::string time = nowRfc3339();
+  const std::string time = nowRfc3339Micros();
   const int64_t latency_us =
       response ? std::chrono::duration_cast<std::chrono::microseconds>(now - e.start).count() : 0;
   log.publish(formatAccessRecord(
