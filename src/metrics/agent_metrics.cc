@@ -341,12 +341,14 @@ struct AgentMetrics::Impl {
     if (auto rows = bpf_memory.poll(); rows && !rows->empty()) append(detail::bpfMemoryFamilies(rows->front()));
     if (auto rows = l7.poll(); rows && !rows->empty()) append(detail::l7Families(rows->front()));
     append(detail::processFamilies());
-    if (legacy_names.load()) append(legacyFamilies(all));
-
     {
       std::lock_guard lk(selection_mu);
-      std::erase_if(all, [this](const MetricFamily& f) { return f.metric.empty() || disabled.count(f.name) > 0; });
+      std::erase_if(all, [this](const MetricFamily& f) { return disabled.count(f.name) > 0; });
     }
+    // Copies of what is left: a family left out by --metrics -NAME takes its
+    // legacy name with it.
+    if (legacy_names.load()) append(legacyFamilies(all));
+    std::erase_if(all, [](const MetricFamily& f) { return f.metric.empty(); });
     // Cilium declares cilium_endpoint_count a gauge, and promtool's lint
     // rejects a gauge whose name ends in _count. The seed (and dashboards)
     // use that exact name, so keep it and expose it untyped: PromQL treats

@@ -493,6 +493,15 @@ TEST(AgentMetrics, LegacyNamesAreCopiesBehindTheFlag) {
   auto [rc, out] = promtoolCheckMetrics(text);
   EXPECT_EQ(out, "") << text;
   EXPECT_EQ(rc, 0) << out;
+
+  // --metrics -NAME leaves out the family and its legacy copy: the user
+  // asked for the data to go, not for one of its names.
+  ASSERT_TRUE(m.enableMetrics({"-cilium_policy,-cilium_identity"}).ok());
+  all = m.samples();
+  EXPECT_EQ(value("cilium_policy", {}), -1);
+  EXPECT_EQ(value("cilium_policy_count", {}), -1);
+  EXPECT_EQ(value("cilium_identity_count", {}), -1);
+  EXPECT_EQ(value("cilium_policy_import_errors", {}), 1);  // the others stay
 }
 
 TEST(Promtool, TheCheckIsRealBrokenTextFails) {
