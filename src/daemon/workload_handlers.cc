@@ -142,6 +142,14 @@ void Agent::workloadLoop() {
       MutexLock change(change_mu_);
       MutexLock lk(mu_);
       workloads_->tick();
+      // An endpoint a failed regeneration left not-ready converges here
+      // (with back-off), not only at the next policy change.
+      if (auto r = eps_->retryNotReady(std::chrono::steady_clock::now()); !r.ok()) {
+        spdlog::error("{}", r.error().message);
+        ok = false;
+      } else if (*r > 0) {
+        spdlog::info("not-ready endpoints realized: {} endpoints regenerated", *r);
+      }
       if (proxy_ && eps_->generation() != proxy_generation_) {
         if (auto l7 = syncProxy(); !l7.ok()) {
           spdlog::error("L7 proxy config after pod changes: {}", l7.error().message);
@@ -150,7 +158,8 @@ void Agent::workloadLoop() {
       }
     }
     metrics_->recordControllerRun(kControllerWorkloads, ok, secondsSince(t0));
-    // Pods removed in tick() may have been the last endpoints behind a revision.
+    // Pods removed in tick() may have been the last endpoints behind a
+    // revision; a retried endpoint may have realized one.
     if (policy_waiting_) notifyPolicyWaiters();
     std::unique_lock lk(gc_mu_);
     gc_cv_.wait_for(lk, std::chrono::milliseconds(250), [this] { return stopping_.load(); });

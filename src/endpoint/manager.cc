@@ -735,6 +735,25 @@ Result<RegenerationStats> Manager::triggerPolicyUpdate(std::string_view reason) 
   return r;
 }
 
+Result<size_t> Manager::retryNotReady(std::chrono::steady_clock::time_point now) {
+  const bool any = std::any_of(eps_.begin(), eps_.end(),
+                               [](const auto& kv) { return kv.second.state == EndpointState::NotReady; });
+  if (!any) {
+    retry_backoff_ = std::chrono::milliseconds(0);
+    return size_t{0};
+  }
+  if (retry_backoff_.count() > 0 && now < next_retry_) return size_t{0};
+  auto r = regenerateAll();
+  if (r.ok()) {
+    retry_backoff_ = std::chrono::milliseconds(0);
+    return r->endpoints;
+  }
+  retry_backoff_ = std::min<std::chrono::milliseconds>(
+      retry_backoff_.count() == 0 ? std::chrono::seconds(1) : retry_backoff_ * 2, std::chrono::seconds(30));
+  next_retry_ = now + retry_backoff_;
+  return r.error().wrap(fmt::format("retry not-ready endpoints (next in {} ms)", retry_backoff_.count()));
+}
+
 Result<RegenerationStats> Manager::regenerateAll() {
   auto t0 = Clock::now();
   RegenerationStats stats;

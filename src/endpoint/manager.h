@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -141,6 +142,13 @@ class Manager {
   // request runs at once, none is merged); an identity change's run is also
   // cilium_policy_incremental_update_duration.
   Result<RegenerationStats> triggerPolicyUpdate(std::string_view reason);
+  // Retries regenerateAll() while an endpoint is not-ready (a write failed),
+  // so that it converges without waiting for the next policy change. Runs at
+  // once the first time, then backs off after each failure (1 s, doubling to
+  // 30 s; `now` is the caller's steady clock). Returns how many endpoints a
+  // run realized, 0 when nothing ran (none not-ready, or backing off), or
+  // the run's error.
+  Result<size_t> retryNotReady(std::chrono::steady_clock::time_point now);
 
   // Policy hold: the agent could not load a stored policy on start, so the
   // policy set is incomplete. While `reason` is non-empty no endpoint is
@@ -218,7 +226,10 @@ class Manager {
   };
   std::map<uint32_t, WrittenEndpoint> written_ep_;
   std::map<std::string, labels::LabelSet> ns_labels_;  // namespace -> its labels (user-given)
-  std::string policy_hold_;  // see setPolicyHold()
+  std::string policy_hold_;
+  // retryNotReady()'s back-off: no run before next_retry_; backoff_ 0 = none yet.
+  std::chrono::steady_clock::time_point next_retry_{};
+  std::chrono::milliseconds retry_backoff_{0};  // see setPolicyHold()
   Status heldError(const std::string& what) const;
   // CIDR identities (Cilium's local scope, 1<<24 | n): one per prefix that a
   // policy mentions, labelled with every covering prefix (cidr:…) and

@@ -380,6 +380,50 @@ TEST_F(ManagerFaultTest, RegenerateFailsAtEveryStepAndARetryFinishes) {
   EXPECT_EQ(joined(tolerated), "");
 }
 
+// An endpoint a failed regeneration left not-ready is retried on its own
+// (retryNotReady, called by the agent's workload loop), with back-off
+// (1 s, 2 s, ... 30 s), not only at the next policy change.
+TEST_F(ManagerFaultTest, NotReadyEndpointsAreRetriedWithBackoff) {
+  auto w = world([](World& w) {
+    basePods(w);
+    auto p = policy::parsePolicies(kPolicy2, "alliance.yaml");
+    ASSERT_TRUE(p.ok());
+    ASSERT_TRUE(w.repo.import(p.policies).ok());
+  });
+  auto not_ready = [&] {
+    size_t n = 0;
+    for (const auto* ep : w->mgr->list()) n += ep->state == EndpointState::NotReady;
+    return n;
+  };
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  auto nothing = w->mgr->retryNotReady(t0);  // nothing is not-ready: nothing runs
+  ASSERT_TRUE(nothing.ok());
+  EXPECT_EQ(*nothing, 0u);
+  EXPECT_TRUE(w->faults.calls().empty());
+
+  w->faults.failNth(1, EIO, "syncPolicy");
+  ASSERT_FALSE(w->mgr->regenerateAll().ok());
+  ASSERT_EQ(not_ready(), 1u);
+
+  w->faults.failNth(1, EIO, "syncPolicy");  // the first retry fails too
+  auto r = w->mgr->retryNotReady(t0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.error().message, HasSubstr("injected fault: syncPolicy"));
+  EXPECT_EQ(not_ready(), 1u);
+  w->faults.clear();
+  r = w->mgr->retryNotReady(t0 + std::chrono::milliseconds(999));  // backing off for 1 s
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, 0u);
+  EXPECT_TRUE(w->faults.calls().empty()) << "ran during the back-off";
+  EXPECT_EQ(not_ready(), 1u);
+
+  r = w->mgr->retryNotReady(t0 + std::chrono::seconds(1));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, 2u);  // every endpoint realized
+  EXPECT_EQ(not_ready(), 0u);
+  for (const auto* ep : w->mgr->list()) EXPECT_EQ(ep->state, EndpointState::Ready) << ep->name;
+}
+
 TEST_F(ManagerFaultTest, NamespaceRelabelFailsAtEveryStepAndChangesNothing) {
   FaultCase c;
   c.setup = basePods;
