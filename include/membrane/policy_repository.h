@@ -160,6 +160,10 @@ struct ImportResult {
 // parse time.
 inline constexpr uint32_t kMaxPortRange = 4096;
 
+// A policy's key in the repository: "Kind/namespace/name" (namespace "" for
+// cluster-wide kinds). Importing a policy with an existing key replaces it.
+std::string policyKey(const Policy& p);
+
 class Repository {
  public:
   // Adds the policies, replacing any with the same (kind, namespace, name).
@@ -184,6 +188,16 @@ class Repository {
   // "ns/name" of the policy that owns (or owned: cookies are never reused)
   // `cookie`; "" if unknown.
   std::string policyForCookie(uint32_t cookie) const;
+  // Every cookie handed out or reserved, by policy key ("Kind/ns/name").
+  const std::map<std::string, uint32_t>& cookies() const { return cookie_by_key_; }
+  // Binds `key` to `cookie` before any import of it, so that a restarted
+  // agent gives each policy the cookie its kernel entries carry (the agent
+  // persists cookies()): also a policy it holds without loading it, whose
+  // entries stay in the kernel and whose events must still name it. Binding
+  // a key to the cookie it has already is a no-op. EINVAL: cookie 0 or a key
+  // that is not "Kind/ns/name"; EEXIST: the key or the cookie is bound to
+  // another. Changes nothing on error.
+  Status reserveCookie(const std::string& key, uint32_t cookie);
 
   EndpointPolicy resolve(const labels::LabelSet& subject, const std::vector<IdentityRef>& identities,
                          const NamedPorts& named = {}, SelectionCache* selections = nullptr) const {

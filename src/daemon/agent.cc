@@ -414,8 +414,10 @@ void Agent::gcLoop() {
 }
 
 void Agent::refreshCookieNames() {
+  // Every cookie the repository knows: loaded policies and held ones (whose
+  // entries stay in the kernel).
   std::map<uint32_t, std::string> names;
-  for (const auto& p : repo_.policies()) names[p.cookie] = p.displayName();
+  for (const auto& [key, cookie] : repo_.cookies()) names[cookie] = repo_.policyForCookie(cookie);
   MutexLock lk(cookie_mu_);
   // Keep names of removed policies: events in flight may still carry their cookies.
   for (auto& [c, n] : names) cookie_names_[c] = n;

@@ -35,10 +35,6 @@ using nlohmann::json;
 using api::Request;
 using api::Response;
 
-std::string policyKey(const policy::Policy& p) {
-  return fmt::format("{}/{}/{}", policy::kindName(p.kind), p.namespace_name, p.name);
-}
-
 // "Kind/ns/name" -> {ns, name}
 std::pair<std::string, std::string> keyNamespaceName(const std::string& key) {
   size_t a = key.find('/');
@@ -88,6 +84,12 @@ Status Agent::loadPolicyState() {
   if (!state)
     return Error::invalid(state.error().message + "; fix the field, or move the file away to start without policies");
   const std::set<std::string>& live = state->live;
+  // Cookies first: each policy gets back the cookie its kernel entries carry
+  // (a held one too, so that its entries' events still name it).
+  for (const auto& [key, cookie] : state->cookies)
+    if (auto st = repo_.reserveCookie(key, cookie); !st.ok())
+      spdlog::warn("restoring policies from {}: {} (events may name another policy until it is re-imported)", path,
+                   st.error().message);
   for (const auto& imp : state->imports) {
     const std::string source = imp["source"].get<std::string>();
     std::set<std::string> keys;
@@ -110,12 +112,12 @@ Status Agent::loadPolicyState() {
   }
   std::vector<std::pair<std::string, std::string>> dead;
   for (const auto& p : repo_.policies())
-    if (!live.count(policyKey(p))) dead.emplace_back(p.name, p.namespace_name);
+    if (!live.count(policy::policyKey(p))) dead.emplace_back(p.name, p.namespace_name);
   for (const auto& [n, ns] : dead) (void)repo_.remove(n, ns);
   // Only what was in force matters: a held key that had been deleted, or that
   // an import which still loads provides, is not held.
   std::set<std::string> in_repo;
-  for (const auto& p : repo_.policies()) in_repo.insert(policyKey(p));
+  for (const auto& p : repo_.policies()) in_repo.insert(policy::policyKey(p));
   for (auto& h : held_)
     for (auto it = h.keys.begin(); it != h.keys.end();)
       it = (!live.count(*it) || in_repo.count(*it)) ? h.keys.erase(it) : std::next(it);
@@ -131,7 +133,7 @@ Status Agent::savePolicyState() {
   // Keep only imports that still provide a live policy (the last import of a
   // key provides it), so the file does not grow with every change.
   std::set<std::string> live;
-  for (const auto& p : repo_.policies()) live.insert(policyKey(p));
+  for (const auto& p : repo_.policies()) live.insert(policy::policyKey(p));
   json kept = json::array();
   std::set<std::string> provided;
   for (auto it = policy_imports_.rbegin(); it != policy_imports_.rend(); ++it) {
@@ -153,8 +155,15 @@ Status Agent::savePolicyState() {
     imports.push_back(h.import);
     live.insert(h.keys.begin(), h.keys.end());
   }
-  json state = {{"version", 1}, {"revision", repo_.revision()}, {"imports", imports},
-                {"live", json(std::vector<std::string>(live.begin(), live.end()))}};
+  // The cookies of what is live (held keys included), for the next start.
+  json cookies = json::object();
+  for (const auto& [key, cookie] : repo_.cookies())
+    if (live.count(key)) cookies[key] = cookie;
+  json state = {{"version", 1},
+                {"revision", repo_.revision()},
+                {"imports", imports},
+                {"live", json(std::vector<std::string>(live.begin(), live.end()))},
+                {"cookies", cookies}};
   std::string text = state.dump(1) + "\n";
   MutexUnlock unlocked(mu_);  // a write and an fsync: readers go on meanwhile
   return endpoint::writeFileAtomic(cfg_.state_dir + "/policy.json", text);
@@ -260,8 +269,8 @@ Response Agent::importPolicy(const Request& req) {
   json keys = json::array(), names = json::array();
   std::set<std::string> key_set;
   for (const auto& p : parsed.policies) {
-    keys.push_back(policyKey(p));
-    key_set.insert(policyKey(p));
+    keys.push_back(policy::policyKey(p));
+    key_set.insert(policy::policyKey(p));
     names.push_back(p.displayName());
   }
   PolicySnapshot before = policySnapshot();

@@ -20,6 +20,7 @@ Result<PolicyState> parsePolicyState(std::string_view text) {
     MB_ASSIGN(auto keys, st::field<std::vector<std::string>>(imports[i], p, "keys"));
     out.imports.push_back({{"source", source}, {"content", content}, {"keys", keys}});
   }
+  MB_ASSIGN(out.cookies, (st::field<std::map<std::string, uint32_t>>(j, "", "cookies", {})));
   return out;
 }
 

@@ -2,6 +2,8 @@
 // on start (Agent::loadPolicyState), and the keys of the live policies.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <string_view>
@@ -17,6 +19,9 @@ struct PolicyState {
   // Each {"source", "content", "keys"} as stored (what Agent::policy_imports_ holds).
   std::vector<nlohmann::json> imports;
   std::set<std::string> live;  // "Kind/namespace/name" of the policies in force when it was written
+  // "Kind/namespace/name" -> the cookie its kernel entries carry (files
+  // written before cookies were kept have none).
+  std::map<std::string, uint32_t> cookies;
 };
 
 // policy.json's text -> its imports and live keys. Every field checked:

@@ -13,7 +13,7 @@ std::string message(const Result<PolicyState>& r) { return r.ok() ? std::string(
 nlohmann::json goodState() {
   return nlohmann::json::parse(R"({"version": 1, "revision": 3,
     "imports": [{"source": "p.yaml", "content": "apiVersion: cilium.io/v2\n", "keys": ["CiliumNetworkPolicy/default/p"]}],
-    "live": ["CiliumNetworkPolicy/default/p"]})");
+    "live": ["CiliumNetworkPolicy/default/p"], "cookies": {"CiliumNetworkPolicy/default/p": 7}})");
 }
 
 TEST(PolicyState, GoodStateIsRead) {
@@ -23,9 +23,11 @@ TEST(PolicyState, GoodStateIsRead) {
   EXPECT_EQ(r->imports[0]["source"], "p.yaml");
   EXPECT_EQ(r->imports[0]["keys"], nlohmann::json::array({"CiliumNetworkPolicy/default/p"}));
   EXPECT_EQ(r->live, (std::set<std::string>{"CiliumNetworkPolicy/default/p"}));
-  auto empty = parsePolicyState("{}");
+  EXPECT_EQ(r->cookies, (std::map<std::string, uint32_t>{{"CiliumNetworkPolicy/default/p", 7}}));
+  auto empty = parsePolicyState("{}");  // also a file written before cookies were kept
   ASSERT_TRUE(empty.ok()) << empty.error().message;
   EXPECT_TRUE(empty->imports.empty());
+  EXPECT_TRUE(empty->cookies.empty());
 }
 
 TEST(PolicyState, DamagedStateNamesTheField) {
@@ -41,6 +43,11 @@ TEST(PolicyState, DamagedStateNamesTheField) {
   EXPECT_EQ(with("/imports/0/keys/0", nullptr), "imports[0].keys[0]: expected a string, got null");
   EXPECT_EQ(with("/imports/0", "p.yaml"), "imports[0]: expected an object, got a string");
   EXPECT_EQ(with("/imports", 5), "imports: expected a list, got a number");
+  EXPECT_EQ(with("/cookies/CiliumNetworkPolicy~1default~1p", "7"),
+            "cookies.CiliumNetworkPolicy/default/p: expected a number (0-4294967295), got a string");
+  EXPECT_EQ(with("/cookies/CiliumNetworkPolicy~1default~1p", -1),
+            "cookies.CiliumNetworkPolicy/default/p: -1 is out of range (0-4294967295)");
+  EXPECT_EQ(with("/cookies", nlohmann::json::array()), "cookies: expected an object, got a list");
   nlohmann::json j = goodState();
   j["imports"][0].erase("content");
   EXPECT_EQ(message(parsePolicyState(j.dump())), "imports[0]: missing field 'content'");

@@ -8,10 +8,11 @@
 namespace membrane::policy {
 
 namespace {
+}  // namespace
+
 std::string policyKey(const Policy& p) {
   return fmt::format("{}/{}/{}", kindName(p.kind), p.namespace_name, p.name);
 }
-}  // namespace
 
 Result<ImportResult> Repository::import(std::vector<Policy> policies) {
   if (policies.empty()) return Error::invalid("import: no policies given");
@@ -93,6 +94,25 @@ std::vector<std::string> Repository::removeAll() {
   policies_.clear();
   if (!removed.empty()) ++revision_;
   return removed;
+}
+
+Status Repository::reserveCookie(const std::string& key, uint32_t cookie) {
+  const std::string what = fmt::format("reserve cookie {} for {}", cookie, key);
+  if (cookie == 0) return Error::invalid(what + ": cookie 0 means \"no policy\"");
+  const size_t a = key.find('/');
+  const size_t b = a == std::string::npos ? std::string::npos : key.find('/', a + 1);
+  if (a == 0 || b == std::string::npos || b + 1 == key.size() || key.find('/', b + 1) != std::string::npos)
+    return Error::invalid(what + ": the key must be Kind/namespace/name");
+  if (auto it = cookie_by_key_.find(key); it != cookie_by_key_.end()) {
+    if (it->second == cookie) return okStatus();
+    return Error::exists(fmt::format("{}: the policy has cookie {}", what, it->second));
+  }
+  if (auto it = name_by_cookie_.find(cookie); it != name_by_cookie_.end())
+    return Error::exists(fmt::format("{}: the cookie belongs to {}", what, it->second));
+  const std::string ns = key.substr(a + 1, b - a - 1), name = key.substr(b + 1);
+  cookie_by_key_.emplace(key, cookie);
+  name_by_cookie_.emplace(cookie, ns.empty() ? name : ns + "/" + name);
+  return okStatus();
 }
 
 std::string Repository::policyForCookie(uint32_t cookie) const {

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "membrane/policy_repository.h"
 #include "src/policy/test_util.h"
 
@@ -17,6 +19,40 @@ std::vector<Policy> parse(const std::string& text) {
 std::string cnp(const std::string& name, const std::string& ns, const std::string& org) {
   return "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: " + name + ", namespace: " + ns +
          "}\nspec:\n  endpointSelector: {matchLabels: {org: " + org + "}}\n  ingress: [{}]\n";
+}
+
+// A restarted agent reserves the cookies it persisted before replaying its
+// imports: the policies get them back (whatever the import order), a held
+// policy's cookie names it without it being loaded, and no new policy takes it.
+TEST(Repository, ReservedCookiesAreKeptAndNeverHandedOut) {
+  Repository repo;
+  ASSERT_TRUE(repo.reserveCookie("CiliumNetworkPolicy/ns2/b", 1).ok());
+  ASSERT_TRUE(repo.reserveCookie("CiliumNetworkPolicy/default/held", 2).ok());
+  ASSERT_TRUE(repo.reserveCookie("CiliumClusterwideNetworkPolicy//cw", 5).ok());
+  EXPECT_TRUE(repo.reserveCookie("CiliumNetworkPolicy/ns2/b", 1).ok());  // again: a no-op
+  EXPECT_EQ(repo.policyForCookie(2), "default/held");
+  EXPECT_EQ(repo.policyForCookie(5), "cw");
+
+  ASSERT_TRUE(repo.import(parse(cnp("a", "default", "empire") + "---\n" + cnp("b", "ns2", "empire"))).ok());
+  EXPECT_EQ(repo.policies()[0].cookie, 3u);  // new: the lowest cookie nobody holds
+  EXPECT_EQ(repo.policies()[1].cookie, 1u);  // reserved
+  EXPECT_EQ(repo.cookies(), (std::map<std::string, uint32_t>{{"CiliumClusterwideNetworkPolicy//cw", 5},
+                                                             {"CiliumNetworkPolicy/default/a", 3},
+                                                             {"CiliumNetworkPolicy/default/held", 2},
+                                                             {"CiliumNetworkPolicy/ns2/b", 1}}));
+
+  auto code = [&](const std::string& key, uint32_t cookie) {
+    auto st = repo.reserveCookie(key, cookie);
+    return st.ok() ? 0 : st.error().code;
+  };
+  EXPECT_EQ(code("CiliumNetworkPolicy/ns2/b", 9), EEXIST);    // the key has another
+  EXPECT_EQ(code("CiliumNetworkPolicy/ns3/c", 2), EEXIST);    // the cookie belongs to another
+  EXPECT_EQ(code("CiliumNetworkPolicy/ns3/c", 0), EINVAL);
+  EXPECT_EQ(code("ns3/c", 9), EINVAL);
+  EXPECT_EQ(code("CiliumNetworkPolicy/ns3/", 9), EINVAL);
+  EXPECT_EQ(code("CiliumNetworkPolicy/a/b/c", 9), EINVAL);
+  EXPECT_EQ(repo.cookies().size(), 4u);  // nothing changed
+  EXPECT_EQ(repo.policyForCookie(9), "");
 }
 
 TEST(Repository, ImportReplaceRemove) {

@@ -46,9 +46,8 @@ class PolicyTransaction : public AgentFixture {
     startAgent();
   }
   // The endpoint's policy map entries as the kernel holds them, counters
-  // dropped; without_attribution also drops the policy name (after a restart
-  // with a held policy, its entries' cookies name no loaded policy).
-  std::string bpfPolicy(const std::string& pod, bool without_attribution = false) {
+  // dropped (each names the policy its cookie belongs to).
+  std::string bpfPolicy(const std::string& pod) {
     auto g = cli({"bpf", "policy", "get", pod, "-n", ns_, "-o", "json"});
     EXPECT_EQ(g.exit_code, 0) << g.err;
     auto j = nlohmann::json::parse(g.out, nullptr, false);
@@ -56,7 +55,6 @@ class PolicyTransaction : public AgentFixture {
     for (auto& e : j) {
       e.erase("packets");
       e.erase("bytes");
-      if (without_attribution) e.erase("policy");
     }
     return j.dump();
   }
@@ -224,8 +222,9 @@ TEST_F(HeldPolicy, AStoredPolicyThatNoLongerParsesIsHeldNotDropped) {
   createPod("web", "app=web");
   createPod("db", "app=db");
   ASSERT_EQ(importPolicy(fromDb(ns_, "web-from-db", "{port: \"80\", protocol: TCP}")).exit_code, 0);
-  const std::string maps = bpfPolicy("web", true);
+  const std::string maps = bpfPolicy("web");
   ASSERT_NE(maps, "[]");
+  ASSERT_NE(maps.find("\"policy\":\"" + ns_ + "/web-from-db\""), std::string::npos) << maps;
 
   restartWith(breakStoredPolicy);
   const std::string key = "CiliumNetworkPolicy/" + ns_ + "/web-from-db";
@@ -238,8 +237,9 @@ TEST_F(HeldPolicy, AStoredPolicyThatNoLongerParsesIsHeldNotDropped) {
   EXPECT_EQ(metric("membrane_policy_held"), 1);
   EXPECT_NE(readFileOrEmpty(dir_ + "/membraned.log").find("restoring policies: stored policy " + key),
             std::string::npos);
-  // The kernel keeps enforcing what it did.
-  EXPECT_EQ(bpfPolicy("web", true), maps);
+  // The kernel keeps enforcing what it did, and its entries still name the
+  // held policy (its cookie is kept in policy.json, not handed out again).
+  EXPECT_EQ(bpfPolicy("web"), maps);
 
   // Nothing that would realize an incomplete policy set goes in.
   auto c = cli({"endpoint", "create", "other", "-n", ns_, "--labels", "app=web"});
@@ -250,12 +250,12 @@ TEST_F(HeldPolicy, AStoredPolicyThatNoLongerParsesIsHeldNotDropped) {
   EXPECT_EQ(unrelated.exit_code, 1);
   EXPECT_NE(unrelated.err.find("not applied: stored policy " + key), std::string::npos) << unrelated.err;
   EXPECT_EQ(stateFile(), file);
-  EXPECT_EQ(bpfPolicy("web", true), maps);
+  EXPECT_EQ(bpfPolicy("web"), maps);
 
   // A restart while held holds it again (the stored text is kept as it was).
   restartWith([](std::string&) {});
   EXPECT_EQ(metric("membrane_policy_held"), 1);
-  EXPECT_EQ(bpfPolicy("web", true), maps);
+  EXPECT_EQ(bpfPolicy("web"), maps);
 
   // The fix: the same policy, corrected. Everything is realized again.
   auto fix = importPolicy(fromDb(ns_, "web-from-db", "{port: \"8080\", protocol: TCP}"));
