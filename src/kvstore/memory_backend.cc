@@ -169,12 +169,25 @@ size_t MemoryBackend::leaseCount() const {
   return leases_.size();
 }
 
-size_t MemoryBackend::openWatches() const {
-  MutexLock l(mu_);
+size_t MemoryBackend::countOpenWatches() const {
   size_t n = 0;
   for (const auto& weak : watches_)
     if (auto st = weak.lock(); st && !st->queue.closed()) n++;
   return n;
+}
+
+size_t MemoryBackend::openWatches() const {
+  MutexLock l(mu_);
+  return countOpenWatches();
+}
+
+bool MemoryBackend::waitOpenWatches(size_t n, Millis timeout) {
+  auto deadline = Clock::now() + timeout;
+  MutexLock l(mu_);
+  while (countOpenWatches() < n) {
+    if (changed_.wait_until(mu_, deadline) == std::cv_status::timeout) return countOpenWatches() >= n;
+  }
+  return true;
 }
 
 void MemoryBackend::breakWatches(const Error& why) {
@@ -332,6 +345,7 @@ Result<std::unique_ptr<Watch>> MemoryBackend::doWatch(const std::string& prefix,
   }
   if (!b.events.empty()) st->queue.push(b);
   watches_.push_back(st);
+  changed_.notify_all();
   return std::unique_ptr<Watch>(std::make_unique<MemoryWatch>(st));
 }
 
@@ -370,7 +384,18 @@ std::optional<std::string> FaultInjector::fired() const {
   return fired_;
 }
 
+void FaultInjector::setHook(std::function<void(const std::string&)> hook) {
+  MutexLock l(mu_);
+  hook_ = std::move(hook);
+}
+
 Status FaultInjector::check(const char* method) {
+  std::function<void(const std::string&)> hook;
+  {
+    MutexLock l(mu_);
+    hook = hook_;
+  }
+  if (hook) hook(method);
   MutexLock l(mu_);
   calls_.emplace_back(method);
   if (n_ == 0 || (!method_.empty() && method_ != method)) return okStatus();

@@ -23,6 +23,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -50,6 +51,8 @@ class MemoryBackend final : public Backend {
   size_t leaseCount() const;
   // Watches not yet finished (terminal item not delivered, not cancelled, not destroyed).
   size_t openWatches() const;
+  // Waits (real time, at most `timeout`) until at least `n` watches are open.
+  bool waitOpenWatches(size_t n, Millis timeout);
   // Ends every open watch with a Broken item carrying `why` (etcd down,
   // connection reset).
   void breakWatches(const Error& why);
@@ -98,9 +101,10 @@ class MemoryBackend final : public Backend {
   std::vector<const KeyValue*> range(const std::string& key, bool prefix) const REQUIRES(mu_);
   void endLease(LeaseId id) REQUIRES(mu_);
   void endWatches(const WatchBatch& terminal) REQUIRES(mu_);
+  size_t countOpenWatches() const REQUIRES(mu_);
 
   mutable Mutex mu_;
-  std::condition_variable_any changed_;  // with mu_: any deletion (lock waiters)
+  std::condition_variable_any changed_;  // with mu_: any write (lock waiters), a new watch
   std::map<std::string, KeyValue> data_ GUARDED_BY(mu_);
   int64_t revision_ GUARDED_BY(mu_) = 1;
   int64_t compact_revision_ GUARDED_BY(mu_) = 0;
@@ -125,7 +129,11 @@ class FaultInjector {
   std::vector<std::string> calls() const;
   // The method whose call failed, if the fault fired.
   std::optional<std::string> fired() const;
-  // For the wrapper: records the call, returns the injected error if it is the one.
+  // Runs before every call (on the caller's thread, outside the injector's
+  // lock), e.g. to hold a call until the test has changed the store.
+  void setHook(std::function<void(const std::string& method)> hook);
+  // For the wrapper: runs the hook, records the call, returns the injected
+  // error if it is the one.
   Status check(const char* method);
 
  private:
@@ -136,6 +144,7 @@ class FaultInjector {
   size_t matched_ GUARDED_BY(mu_) = 0;
   std::vector<std::string> calls_ GUARDED_BY(mu_);
   std::optional<std::string> fired_ GUARDED_BY(mu_);
+  std::function<void(const std::string&)> hook_ GUARDED_BY(mu_);
 };
 
 class FaultyBackend final : public Backend {
