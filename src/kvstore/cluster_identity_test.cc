@@ -1,0 +1,271 @@
+#include "src/kvstore/cluster_identity.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+#include "src/kvstore/memory_backend.h"
+
+namespace membrane::kvstore {
+namespace {
+
+using namespace std::chrono_literals;
+using labels::LabelSet;
+
+LabelSet set(std::string_view text) { return labels::parseLabels(text).value(); }
+
+TEST(LabelString, FormatsLikeCiliumAndRoundTrips) {
+  auto pod = labels::endpointLabels("covalent", set("app=frontend"));
+  const std::string s = formatLabelsForKVStore(pod);
+  EXPECT_EQ(s,
+            "k8s:app=frontend;k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=covalent;"
+            "k8s:io.cilium.k8s.policy.cluster=default;k8s:io.cilium.k8s.policy.serviceaccount=default;"
+            "k8s:io.kubernetes.pod.namespace=covalent;");
+  EXPECT_EQ(parseLabelsFromKVStore(s).value(), pod);
+  // Sorted by key, not by source: Cilium's order.
+  LabelSet mixed;
+  mixed.add("unspec", "b", "1");
+  mixed.add("k8s", "c", "");
+  mixed.add("reserved", "a", "");
+  EXPECT_EQ(formatLabelsForKVStore(mixed), "reserved:a=;unspec:b=1;k8s:c=;");
+  EXPECT_EQ(parseLabelsFromKVStore("reserved:a=;unspec:b=1;k8s:c=;").value(), mixed);
+}
+
+TEST(LabelString, RejectsEverythingNotCanonical) {
+  const char* bad[] = {"",
+                       "k8s:a=b",             // no trailing ';'
+                       "k8s:b=1;k8s:a=2;",    // unsorted
+                       "k8s:a=1;k8s:a=2;",    // repeated
+                       "a=b;",                // no source
+                       ":a=b;",               // empty source
+                       "k8s:ab;",             // no '='
+                       "k8s:=b;",             // no key
+                       ";",                   // empty label
+                       "{\"ID\":5}",          // JSON from another writer
+                       "k8s:a=b;;"};
+  for (const char* s : bad) EXPECT_FALSE(parseLabelsFromKVStore(s).ok()) << s;
+}
+
+struct Cluster {
+  MemoryBackend mem;
+  Clock::time_point clock{};
+  std::unique_ptr<ClusterIdentityAllocator> node(const std::string& ip, uint64_t seed = 1, uint32_t min_id = 256,
+                                                 uint32_t max_id = 65535) {
+    ClusterIdentityConfig c;
+    c.node_suffix = ip;
+    c.lease = mem.grantLease(60).value().id;
+    c.min_id = min_id;
+    c.max_id = max_id;
+    c.seed = seed;
+    c.backoff = 1ms;
+    c.gc_grace = 60s;
+    c.now = [this] { return clock; };
+    return ClusterIdentityAllocator::create(mem, c).value();
+  }
+  std::vector<std::string> keys(const std::string& prefix) {
+    std::vector<std::string> out;
+    ListResult l = mem.list(prefix).value();  // not a range-for over a temporary's member
+    for (const auto& kv : l.kvs) out.push_back(kv.key + "=" + kv.value);
+    return out;
+  }
+};
+
+TEST(ClusterIdentity, SameLabelsSameNumberAcrossNodesWithCiliumsKeys) {
+  Cluster c;
+  auto a = c.node("10.0.0.1", 1);
+  auto b = c.node("10.0.0.2", 2);
+  const LabelSet web = set("app=web");
+  uint32_t id = a->allocate(web).value();
+  EXPECT_GE(id, 256u);
+  EXPECT_EQ(b->allocate(web).value(), id);
+  EXPECT_EQ(a->allocate(web).value(), id);  // local reference: no store write
+  EXPECT_EQ(a->localRefs(web), 2u);
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/id/"),
+            std::vector<std::string>{fmt::format("cilium/state/identities/v1/id/{}=k8s:app=web;", id)});
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/value/"),
+            (std::vector<std::string>{fmt::format("cilium/state/identities/v1/value/k8s:app=web;/10.0.0.1={}", id),
+                                      fmt::format("cilium/state/identities/v1/value/k8s:app=web;/10.0.0.2={}", id)}));
+  EXPECT_TRUE(c.keys("cilium/state/identities/v1/locks/").empty());  // locks released
+  EXPECT_EQ(a->lookup(id).value(), std::optional<LabelSet>(web));
+  EXPECT_NE(b->allocate(set("app=db")).value(), id);
+}
+
+TEST(ClusterIdentity, RefusesNodeLocalAndReservedSets) {
+  Cluster c;
+  auto a = c.node("10.0.0.1");
+  EXPECT_EQ(a->allocate(LabelSet()).error().code, EINVAL);
+  EXPECT_EQ(a->allocate(labels::reservedLabels(labels::Reserved::Host)).error().code, EINVAL);
+  EXPECT_EQ(a->allocate(labels::cidrIdentityLabels("10.0.0.0/8")).error().code, EINVAL);
+  EXPECT_TRUE(c.keys("cilium/").empty());
+  ClusterIdentityConfig bad;
+  bad.node_suffix = "a/b";
+  bad.lease = 1;
+  EXPECT_EQ(ClusterIdentityAllocator::create(c.mem, bad).error().code, EINVAL);
+}
+
+TEST(ClusterIdentity, ExhaustsTheRange) {
+  Cluster c;
+  auto a = c.node("10.0.0.1", 7, 300, 302);
+  std::set<uint32_t> ids;
+  for (const char* l : {"a=1", "a=2", "a=3"}) ids.insert(a->allocate(set(l)).value());
+  EXPECT_EQ(ids, (std::set<uint32_t>{300, 301, 302}));
+  auto full = a->allocate(set("a=4"));
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code, ENOSPC);
+  EXPECT_EQ(full.error().message,
+            "allocate cluster identity for 'k8s:a=4;': all 3 identities in [300, 302] are taken");
+}
+
+// 8 threads on each of two nodes allocate the same 12 label sets in
+// different orders: one number per label set, one label set per number.
+TEST(ClusterIdentity, ConcurrentAllocationGivesOneNumberPerLabelSet) {
+  Cluster c;
+  auto a = c.node("10.0.0.1", 11, 256, 300);  // a small range: number collisions happen
+  auto b = c.node("10.0.0.2", 12, 256, 300);
+  constexpr int kSets = 12, kThreads = 8;
+  std::vector<LabelSet> sets;
+  for (int i = 0; i < kSets; i++) sets.push_back(set(fmt::format("app=a{}", i)));
+  std::vector<std::vector<uint32_t>> got(2 * kThreads, std::vector<uint32_t>(kSets));
+  std::vector<std::string> errors(2 * kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2 * kThreads; t++) {
+    threads.emplace_back([&, t] {
+      ClusterIdentityAllocator& node = t % 2 == 0 ? *a : *b;
+      for (int k = 0; k < kSets; k++) {
+        int i = (k * 5 + t) % kSets;  // each thread its own order
+        auto id = node.allocate(sets[i]);
+        if (!id.ok()) {
+          errors[t] = id.error().message;
+          return;
+        }
+        got[t][i] = *id;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (const auto& e : errors) ASSERT_EQ(e, "");
+  std::set<uint32_t> distinct;
+  for (int i = 0; i < kSets; i++) {
+    for (int t = 1; t < 2 * kThreads; t++) EXPECT_EQ(got[t][i], got[0][i]) << "label set " << i;
+    distinct.insert(got[0][i]);
+  }
+  EXPECT_EQ(distinct.size(), size_t(kSets));
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/id/").size(), size_t(kSets));
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/value/").size(), size_t(2 * kSets));
+  for (int i = 0; i < kSets; i++) {
+    EXPECT_EQ(a->localRefs(sets[i]), uint32_t(kThreads));
+    EXPECT_EQ(b->localRefs(sets[i]), uint32_t(kThreads));
+  }
+}
+
+TEST(ClusterIdentity, ReleaseThenGarbageCollectionAfterTheGrace) {
+  Cluster c;
+  auto a = c.node("10.0.0.1", 1);
+  auto b = c.node("10.0.0.2", 2);
+  const LabelSet web = set("app=web");
+  uint32_t id = a->allocate(web).value();
+  ASSERT_EQ(b->allocate(web).value(), id);
+  ASSERT_TRUE(a->release(web).ok());
+  EXPECT_EQ(a->release(web).error().code, ENOENT);
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/value/").size(), 1u);
+  auto g1 = a->runGc().value();
+  EXPECT_EQ(g1.in_use, 1u);
+  EXPECT_EQ(g1.deleted, 0u);
+
+  ASSERT_TRUE(b->release(web).ok());
+  EXPECT_TRUE(c.keys("cilium/state/identities/v1/value/").empty());
+  auto g2 = a->runGc().value();  // first seen unused: the grace starts
+  EXPECT_EQ(g2.pending, 1u);
+  c.clock += 59s;
+  EXPECT_EQ(a->runGc().value().pending, 1u);
+  c.clock += 1s;
+  auto g3 = a->runGc().value();
+  EXPECT_EQ(g3.deleted, 1u);
+  EXPECT_TRUE(c.keys("cilium/state/identities/v1/id/").empty());
+  EXPECT_EQ(a->lookup(id).value(), std::nullopt);
+  EXPECT_TRUE(c.keys("cilium/state/identities/v1/gclock/").empty());
+}
+
+TEST(ClusterIdentity, AnUnusedIdentityIsReusedDuringItsGraceAndThenKept) {
+  Cluster c;
+  auto a = c.node("10.0.0.1", 1);
+  auto b = c.node("10.0.0.2", 2);
+  const LabelSet web = set("app=web");
+  uint32_t id = a->allocate(web).value();
+  ASSERT_TRUE(a->release(web).ok());
+  EXPECT_EQ(b->runGc().value().pending, 1u);
+  EXPECT_EQ(b->allocate(web).value(), id);  // the unreferenced id/ key is reused, no second number
+  c.clock += 120s;
+  auto g = b->runGc().value();
+  EXPECT_EQ(g.deleted, 0u);
+  EXPECT_EQ(g.in_use, 1u);
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/id/").size(), 1u);
+}
+
+TEST(ClusterIdentity, ANodesReferencesGoWithItsLease) {
+  Cluster c;
+  auto a = c.node("10.0.0.1", 1);
+  const LabelSet web = set("app=web");
+  ASSERT_TRUE(a->allocate(web).ok());
+  c.mem.advance(61s);  // node a stopped renewing its lease
+  EXPECT_TRUE(c.keys("cilium/state/identities/v1/value/").empty());
+  auto gc = c.node("10.0.0.9", 9);
+  EXPECT_EQ(gc->runGc().value().pending, 1u);
+  c.clock += 60s;
+  EXPECT_EQ(gc->runGc().value().deleted, 1u);
+}
+
+// Foreign or malformed values under the prefix: skipped, counted, never an
+// identity, never garbage-collected, and their numbers never reused.
+TEST(ClusterIdentity, ForeignValuesAreSkippedAndCounted) {
+  Cluster c;
+  const std::string base = "cilium/state/identities/v1";
+  ASSERT_TRUE(c.mem.put(base + "/id/300", "garbage").ok());
+  ASSERT_TRUE(c.mem.put(base + "/id/301", "k8s:b=1;k8s:a=2;").ok());  // not canonical
+  ASSERT_TRUE(c.mem.put(base + "/id/abc", "k8s:a=1;").ok());
+  ASSERT_TRUE(c.mem.put(base + "/value/k8s:x=1;/10.9.9.9", "not-a-number").ok());
+  auto a = c.node("10.0.0.1", 3, 300, 302);
+  // The only free number is 302 (300 and 301 are held by foreign keys).
+  EXPECT_EQ(a->allocate(set("x=1")).value(), 302u);
+  // value/…/10.9.9.9 (1) + id/300, id/301, id/abc (3).
+  EXPECT_EQ(a->malformed(), 4u);
+  EXPECT_EQ(a->lastMalformed(), "key 'cilium/state/identities/v1/id/abc': 'abc' is not an identity number");
+  EXPECT_EQ(a->allocate(set("x=2")).error().code, ENOSPC);
+  EXPECT_EQ(a->lookup(300).error().code, EINVAL);
+  EXPECT_EQ(a->malformed(), 8u);  // x=2's look at id/ (3) + lookup (1)
+
+  c.clock += 3600s;
+  auto g = a->runGc().value();
+  EXPECT_EQ(g.skipped, 3u);
+  EXPECT_EQ(g.deleted, 0u);
+  EXPECT_EQ(g.in_use, 1u);
+  EXPECT_EQ(c.keys(base + "/id/").size(), 4u);
+}
+
+TEST(ClusterIdentity, AStoreFailureEndsTheCallAndLeavesNoLocalState) {
+  Cluster c;
+  FaultInjector f;
+  FaultyBackend b(c.mem, f);
+  ClusterIdentityConfig cfg;
+  cfg.node_suffix = "10.0.0.1";
+  cfg.lease = c.mem.grantLease(60).value().id;
+  auto a = ClusterIdentityAllocator::create(b, cfg).value();
+  f.failNth(1, ECONNREFUSED, "txn");
+  auto r = a->allocate(set("app=web"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ECONNREFUSED);
+  EXPECT_EQ(a->localRefs(set("app=web")), 0u);
+  EXPECT_TRUE(c.keys("cilium/state/identities/v1/locks/").empty());  // unlocked on the error path
+  EXPECT_TRUE(a->allocate(set("app=web")).ok());                      // a retry works
+  // A failed release keeps the entry (refs 0): the next allocate reuses the key.
+  f.failNth(1, EIO, "deleteRange");
+  EXPECT_EQ(a->release(set("app=web")).error().code, EIO);
+  EXPECT_EQ(c.keys("cilium/state/identities/v1/value/").size(), 1u);
+  EXPECT_TRUE(a->allocate(set("app=web")).ok());
+  EXPECT_EQ(a->localRefs(set("app=web")), 1u);
+}
+
+}  // namespace
+}  // namespace membrane::kvstore
