@@ -8,42 +8,14 @@
 #include <mutex>
 
 #include "src/kvstore/memory_backend.h"
+#include "src/kvstore/recording_handler.h"
 
 namespace membrane::kvstore {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Records every handler call as a line; waits for lines with a deadline.
-class Log : public ReflectorHandler {
- public:
-  void onUpsert(const KeyValue& kv) override { add(fmt::format("upsert {}={}", kv.key, kv.value)); }
-  void onDelete(const std::string& key) override { add("delete " + key); }
-  void onSynced(int64_t revision) override { add(fmt::format("synced {}", revision)); }
-
-  // Waits (at most 10 s) until `n` lines arrived; returns them all.
-  std::vector<std::string> waitFor(size_t n) {
-    std::unique_lock l(mu_);
-    cv_.wait_for(l, 10s, [&] { return lines_.size() >= n; });
-    return lines_;
-  }
-  std::vector<std::string> lines() {
-    std::lock_guard l(mu_);
-    return lines_;
-  }
-
- private:
-  void add(std::string line) {
-    {
-      std::lock_guard l(mu_);
-      lines_.push_back(std::move(line));
-    }
-    cv_.notify_all();
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::string> lines_;
-};
+using Log = RecordingHandler;
 
 // Holds every `list` call while closed, so a test can change the store
 // between a watch's end and the relist.
