@@ -156,6 +156,7 @@ struct EtcdBackend::Impl {
     return CurlEasy(curl_easy_init());
   }
   void give(CurlEasy h) {
+    if (!h) return;
     MutexLock l(mu);
     if (idle.size() < 16) idle.push_back(std::move(h));
   }
@@ -178,6 +179,12 @@ Result<std::string> EtcdBackend::call(const char* path, const std::string& body,
                                       const std::string& what) {
   CurlEasy h = impl_->take();
   if (!h) return Error(ENOMEM, what + ": curl_easy_init failed");
+  // The handle (and its kept-alive connection) goes back to the pool on every path.
+  struct GiveBack {
+    Impl& impl;
+    CurlEasy& h;
+    ~GiveBack() { impl.give(std::move(h)); }
+  } give_back{*impl_, h};
   const size_t n = endpoints_.size();
   const size_t first = current_.load() % n;
   std::vector<std::string> failures;
@@ -199,18 +206,22 @@ Result<std::string> EtcdBackend::call(const char* path, const std::string& body,
       }
       // Next call starts elsewhere: this endpoint failed or hung.
       current_.store(idx + 1);
-      impl_->give(std::move(h));
       failures.push_back(msg);
       return Error(errnoForCurl(rc), fmt::format("{}: {}", what, fmt::join(failures, "; ")));
     }
     long status = 0;
     curl_easy_getinfo(h.get(), CURLINFO_RESPONSE_CODE, &status);
-    current_.store(idx);
-    impl_->give(std::move(h));
+    current_.store(status == 503 ? idx + 1 : idx);
     if (status != 200) {
       int code = EIO;
       std::string msg = httpError(ep, status, response, &code);
-      return Error(code, fmt::format("{}: {}", what, msg));
+      // 503 = gRPC Unavailable (this member has no leader): another member may.
+      if (status == 503 && i + 1 < n) {
+        failures.push_back(msg);
+        continue;
+      }
+      failures.push_back(msg);
+      return Error(code, fmt::format("{}: {}", what, fmt::join(failures, "; ")));
     }
     return response;
   }

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "src/kvstore/etcd_backend.h"
 
 namespace membrane::kvstore::etcdjson {
@@ -118,6 +120,42 @@ TEST(EtcdJson, WatchMessages) {
   auto err = parseWatchMessage(R"({"error":{"grpc_code":14,"http_code":503,"message":"no leader"}})").value();
   EXPECT_EQ(err.kind, WatchMessage::Kind::Error);
   EXPECT_EQ(err.reason, "no leader");
+}
+
+// Whatever bytes arrive (truncated, mutated or random answers), the parsers
+// and the framer return values or errors: no exception, no crash.
+TEST(EtcdJson, ArbitraryBytesNeverThrow) {
+  const std::vector<std::string> seeds = {
+      R"({"result":{"header":{"revision":"5"},"events":[{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"5"}}]}})",
+      R"({"header":{"revision":"7"},"kvs":[{"key":"Zm9v","create_revision":"6","value":"MQ=="}],"more":true})",
+      R"({"header":{"revision":"6"},"responses":[{"response_range":{"kvs":[{"key":"Zm9v"}]}}]})",
+      R"({"result":{"ID":"1","TTL":"2"}})", R"({"error":"x","message":"y","code":5})"};
+  std::mt19937 rng(13);
+  for (int i = 0; i < 2000; i++) {
+    std::string s = seeds[i % seeds.size()];
+    int edits = 1 + int(rng() % 4);
+    for (int e = 0; e < edits && !s.empty(); e++) {
+      size_t at = rng() % s.size();
+      switch (rng() % 4) {
+        case 0: s[at] = static_cast<char>(rng() % 256); break;
+        case 1: s.erase(at, 1 + rng() % 8); break;
+        case 2: s.insert(at, 1, "{}[]\\\"0:,"[rng() % 10]); break;
+        case 3: s.resize(at); break;
+      }
+    }
+    EXPECT_NO_THROW({
+      (void)parseRange(s);
+      (void)parseTxn(s);
+      (void)parseWatchMessage(s);
+      (void)parseKeepAlive(s);
+      (void)parseLock(s);
+      (void)parseLeaseGrant(s);
+      (void)parseError(s);
+      JsonObjectFramer f;
+      std::vector<std::string> out;
+      (void)f.feed(s, out);
+    });
+  }
 }
 
 // The stream as etcd sends it, fed one byte at a time, then in uneven
