@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <set>
-#include <thread>
 
+#include "src/kvstore/allocation_race.h"
 #include "src/kvstore/memory_backend.h"
 
 namespace membrane::kvstore {
@@ -127,31 +127,7 @@ TEST(ClusterIdentity, ConcurrentAllocationGivesOneNumberPerLabelSet) {
   constexpr int kSets = 12, kThreads = 8;
   std::vector<LabelSet> sets;
   for (int i = 0; i < kSets; i++) sets.push_back(set(fmt::format("app=a{}", i)));
-  std::vector<std::vector<uint32_t>> got(2 * kThreads, std::vector<uint32_t>(kSets));
-  std::vector<std::string> errors(2 * kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 2 * kThreads; t++) {
-    threads.emplace_back([&, t] {
-      ClusterIdentityAllocator& node = t % 2 == 0 ? *a : *b;
-      for (int k = 0; k < kSets; k++) {
-        int i = (k * 5 + t) % kSets;  // each thread its own order
-        auto id = node.allocate(sets[i]);
-        if (!id.ok()) {
-          errors[t] = id.error().message;
-          return;
-        }
-        got[t][i] = *id;
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  for (const auto& e : errors) ASSERT_EQ(e, "");
-  std::set<uint32_t> distinct;
-  for (int i = 0; i < kSets; i++) {
-    for (int t = 1; t < 2 * kThreads; t++) EXPECT_EQ(got[t][i], got[0][i]) << "label set " << i;
-    distinct.insert(got[0][i]);
-  }
-  EXPECT_EQ(distinct.size(), size_t(kSets));
+  EXPECT_EQ(raceAllocations({a.get(), b.get()}, sets, kThreads), "");
   EXPECT_EQ(c.keys("cilium/state/identities/v1/id/").size(), size_t(kSets));
   EXPECT_EQ(c.keys("cilium/state/identities/v1/value/").size(), size_t(2 * kSets));
   for (int i = 0; i < kSets; i++) {

@@ -5,9 +5,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include <set>
-#include <thread>
 
+#include "src/kvstore/allocation_race.h"
 #include "src/kvstore/cluster_identity.h"
 #include "src/kvstore/etcd_backend.h"
 #include "src/kvstore/memory_backend.h"
@@ -220,30 +219,7 @@ TEST_F(EtcdTest, TwoAllocatorsRacingGetOneNumberPerLabelSet) {
   constexpr int kSets = 6, kThreads = 3;
   std::vector<labels::LabelSet> sets;
   for (int i = 0; i < kSets; i++) sets.push_back(labels::parseLabels(fmt::format("app=s{}", i)).value());
-  std::vector<std::vector<uint32_t>> got(2 * kThreads, std::vector<uint32_t>(kSets));
-  std::vector<std::string> errors(2 * kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 2 * kThreads; t++) {
-    threads.emplace_back([&, t] {
-      for (int k = 0; k < kSets; k++) {
-        int i = (k + t) % kSets;
-        auto id = (t % 2 == 0 ? *n1 : *n2).allocate(sets[i]);
-        if (!id.ok()) {
-          errors[t] = id.error().message;
-          return;
-        }
-        got[t][i] = *id;
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  for (const auto& e : errors) ASSERT_EQ(e, "");
-  std::set<uint32_t> distinct;
-  for (int i = 0; i < kSets; i++) {
-    for (int t = 1; t < 2 * kThreads; t++) EXPECT_EQ(got[t][i], got[0][i]) << "label set " << i;
-    distinct.insert(got[0][i]);
-  }
-  EXPECT_EQ(distinct.size(), size_t(kSets));
+  EXPECT_EQ(raceAllocations({n1.get(), n2.get()}, sets, kThreads), "");
   EXPECT_EQ(backend_->list(prefix_ + "identities/v1/id/").value().kvs.size(), size_t(kSets));
   EXPECT_EQ(backend_->list(prefix_ + "identities/v1/value/").value().kvs.size(), size_t(2 * kSets));
   EXPECT_TRUE(backend_->list(prefix_ + "identities/v1/locks/").value().kvs.empty());
