@@ -67,7 +67,7 @@ Result<std::unique_ptr<ClusterIdentityAllocator>> ClusterIdentityAllocator::crea
 }
 
 ClusterIdentityAllocator::ClusterIdentityAllocator(Backend& backend, ClusterIdentityConfig config)
-    : backend_(backend), config_(std::move(config)) {
+    : backend_(backend), config_(std::move(config)), lease_(config_.lease), lock_lease_(config_.lock_lease) {
   MutexLock l(mu_);
   rng_.seed(config_.seed != 0 ? config_.seed : (uint64_t(std::random_device{}()) << 32) | std::random_device{}());
 }
@@ -167,6 +167,79 @@ Status ClusterIdentityAllocator::release(const labels::LabelSet& set) {
   return okStatus();
 }
 
+void ClusterIdentityAllocator::setLease(LeaseId lease, LeaseId lock_lease) {
+  lease_.store(lease);
+  lock_lease_.store(lock_lease == kNoLease ? lease : lock_lease);
+}
+
+Result<SyncResult> ClusterIdentityAllocator::syncLocalKeys() {
+  std::vector<std::string> todo;
+  {
+    MutexLock l(mu_);
+    for (const auto& [s, e] : local_)
+      if (!e.busy) todo.push_back(s);
+  }
+  SyncResult out;
+  std::optional<Error> first_error;
+  for (const std::string& s : todo) {
+    uint32_t id = 0;
+    bool drop = false;
+    {
+      // Busy while synced: a release of this set waits, so the sync cannot
+      // re-create a key that release just deleted (Cilium #35451).
+      MutexLock l(mu_);
+      auto it = local_.find(s);
+      if (it == local_.end() || it->second.busy) continue;
+      it->second.busy = true;
+      id = it->second.id;
+      drop = it->second.refs == 0;  // a release whose delete failed earlier
+    }
+    auto done = drop ? deleteReference(s) : restoreReference(s, id);
+    {
+      MutexLock l(mu_);
+      if (drop && done.ok()) local_.erase(s);
+      else local_[s].busy = false;
+    }
+    settled_cv_.notify_all();
+    if (!done.ok()) {
+      out.failed++;
+      if (!first_error) first_error = done.error();
+      continue;
+    }
+    (drop ? out.released : out.written)++;
+  }
+  if (first_error && out.written + out.released == 0) return first_error->wrap("sync cluster identity references");
+  if (first_error) out.first_error = first_error->message;
+  return out;
+}
+
+Status ClusterIdentityAllocator::deleteReference(const std::string& labels) {
+  MB_TRY(backend_.del(valuePrefix(labels) + config_.node_suffix));
+  return okStatus();
+}
+
+Status ClusterIdentityAllocator::restoreReference(const std::string& labels, uint32_t id) {
+  // Our reference, if id/<id> still holds our labels.
+  const std::string ref = valuePrefix(labels) + config_.node_suffix;
+  Txn t;
+  t.compares.push_back({Compare::Target::Value, Compare::Op::Equal, idKey(id), false, 0, labels});
+  t.success.push_back(TxnOp::put(ref, std::to_string(id), lease_.load()));
+  t.failure.push_back(TxnOp::get(idKey(id)));
+  MB_ASSIGN(TxnResult r, backend_.txn(t));
+  if (r.succeeded) return okStatus();
+  if (!r.gets.empty() && r.gets.front())
+    return Error::exists(fmt::format("identity {} of '{}' now holds '{}'", id, labels, r.gets.front()->value));
+  // The id/ key vanished while in use here (etcd data loss, a foreign
+  // delete): re-create it (Cilium's master-key protection) with our reference.
+  Txn create;
+  create.compares.push_back({Compare::Target::CreateRevision, Compare::Op::Equal, idKey(id), false, 0, {}});
+  create.success.push_back(TxnOp::put(idKey(id), labels));
+  create.success.push_back(TxnOp::put(ref, std::to_string(id), lease_.load()));
+  MB_ASSIGN(TxnResult c, backend_.txn(create));
+  if (!c.succeeded) return Error::exists(fmt::format("identity {} of '{}' was re-created by another writer", id, labels));
+  return okStatus();
+}
+
 Result<std::optional<labels::LabelSet>> ClusterIdentityAllocator::lookup(uint32_t id) {
   MB_ASSIGN(auto kv, backend_.get(idKey(id), Consistency::Serializable));
   if (!kv) return std::optional<labels::LabelSet>();
@@ -181,7 +254,7 @@ Result<std::optional<labels::LabelSet>> ClusterIdentityAllocator::lookup(uint32_
 Result<uint32_t> ClusterIdentityAllocator::allocateInStore(const std::string& labels) {
   Millis delay = config_.backoff;
   for (int attempt = 1; attempt <= config_.max_attempts; attempt++) {
-    MB_ASSIGN(std::string owner, backend_.lock(fmt::format("{}/locks/{}", config_.base, labels), config_.lock_lease,
+    MB_ASSIGN(std::string owner, backend_.lock(fmt::format("{}/locks/{}", config_.base, labels), lock_lease_.load(),
                                                 config_.lock_timeout));
     auto outcome = this->attempt(labels, owner);
     // Best effort: a failed unlock leaves the key to the lock lease's end.
@@ -202,7 +275,7 @@ Result<ClusterIdentityAllocator::Outcome> ClusterIdentityAllocator::reference(co
   Txn t;
   t.compares.push_back({Compare::Target::Value, Compare::Op::Equal, idKey(id), false, 0, labels});
   t.compares.push_back({Compare::Target::CreateRevision, Compare::Op::Greater, owner, false, 0, {}});
-  t.success.push_back(TxnOp::put(valuePrefix(labels) + config_.node_suffix, std::to_string(id), config_.lease));
+  t.success.push_back(TxnOp::put(valuePrefix(labels) + config_.node_suffix, std::to_string(id), lease_.load()));
   MB_ASSIGN(TxnResult r, backend_.txn(t));
   if (r.succeeded) return Outcome{id, false};
   return Outcome{std::nullopt, true};
@@ -265,7 +338,7 @@ Result<ClusterIdentityAllocator::Outcome> ClusterIdentityAllocator::attempt(cons
   t.compares.push_back({Compare::Target::CreateRevision, Compare::Op::Equal, idKey(pick), false, 0, {}});
   t.compares.push_back({Compare::Target::CreateRevision, Compare::Op::Greater, owner, false, 0, {}});
   t.success.push_back(TxnOp::put(idKey(pick), labels));
-  t.success.push_back(TxnOp::put(vprefix + config_.node_suffix, std::to_string(pick), config_.lease));
+  t.success.push_back(TxnOp::put(vprefix + config_.node_suffix, std::to_string(pick), lease_.load()));
   MB_ASSIGN(TxnResult r, backend_.txn(t));
   if (r.succeeded) return Outcome{pick, false};
   return Outcome{std::nullopt, true};  // the number was taken meanwhile, or the lock lost
@@ -273,7 +346,7 @@ Result<ClusterIdentityAllocator::Outcome> ClusterIdentityAllocator::attempt(cons
 
 Result<GcResult> ClusterIdentityAllocator::runGc() {
   MutexLock gc(gc_mu_);
-  MB_ASSIGN(std::string owner, backend_.lock(config_.base + "/gclock", config_.lock_lease, config_.lock_timeout));
+  MB_ASSIGN(std::string owner, backend_.lock(config_.base + "/gclock", lock_lease_.load(), config_.lock_timeout));
   GcResult out;
   Status s = gcRound(owner, out);
   (void)backend_.unlock(owner);  // best effort: the lock lease ends it anyway

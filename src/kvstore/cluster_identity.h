@@ -92,6 +92,13 @@ struct ClusterIdentityConfig {
   uint64_t seed = 0;             // random number choice; 0 = from std::random_device
 };
 
+struct SyncResult {
+  size_t written = 0;   // references (and vanished id/ keys) written again
+  size_t released = 0;  // failed releases completed
+  size_t failed = 0;    // sets that could not be synced (see first_error)
+  std::string first_error;
+};
+
 struct GcResult {
   size_t deleted = 0;    // id/ keys deleted this round
   size_t pending = 0;    // unused, still in their grace period
@@ -113,6 +120,18 @@ class ClusterIdentityAllocator {
   // entry is kept (with no users) and the error returned: the key then goes
   // with the lease, or is reused by the next allocate of the set.
   Status release(const labels::LabelSet& labels);
+
+  // Cilium's syncLocalKeys: for every label set in local use, writes this
+  // node's reference again (with the current lease) and re-creates its id/
+  // key if it vanished (master-key protection); completes releases whose
+  // delete failed. Run after setLease() (the old lease expired while etcd was
+  // unreachable) or when etcd may have lost data. Each set is busy while it
+  // is synced, so a concurrent release cannot be undone (Cilium #35451). A
+  // set whose number now holds other labels is counted in `failed` (EEXIST):
+  // the caller re-allocates it. An error only if every set failed.
+  Result<SyncResult> syncLocalKeys();
+  // Replaces the leases for later writes (kNoLease lock_lease: `lease`).
+  void setLease(LeaseId lease, LeaseId lock_lease = kNoLease);
 
   // The label set of `id` as stored (nullopt: no such key). A malformed value
   // is an EINVAL error (and counted).
@@ -155,11 +174,15 @@ class ClusterIdentityAllocator {
   std::optional<uint32_t> parseIdNumber(std::string_view text, const std::string& where);
   void countMalformed(std::string what);
   Status gcRound(const std::string& owner, GcResult& out) REQUIRES(gc_mu_);
+  Status restoreReference(const std::string& labels, uint32_t id);
+  Status deleteReference(const std::string& labels);
   // Waits until no allocate/release of `labels` is in flight; returns the entry (may be null).
   LocalEntry* settled(const std::string& labels) REQUIRES(mu_);
 
   Backend& backend_;
   const ClusterIdentityConfig config_;
+  std::atomic<LeaseId> lease_;
+  std::atomic<LeaseId> lock_lease_;
 
   mutable Mutex mu_;
   std::condition_variable_any settled_cv_;  // with mu_: an entry stopped being busy

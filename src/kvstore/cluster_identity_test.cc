@@ -243,5 +243,46 @@ TEST(ClusterIdentity, AStoreFailureEndsTheCallAndLeavesNoLocalState) {
   EXPECT_EQ(a->localRefs(set("app=web")), 1u);
 }
 
+// etcd was unreachable longer than the lease: the node's references are
+// gone. With a new lease, syncLocalKeys writes them again, re-creates a
+// vanished id/ key, finishes a failed release and reports a number taken over.
+TEST(ClusterIdentity, SyncLocalKeysRestoresReferencesAfterALostLease) {
+  Cluster c;
+  FaultInjector f;
+  FaultyBackend b(c.mem, f);
+  ClusterIdentityConfig cfg;
+  cfg.node_suffix = "10.0.0.1";
+  cfg.lease = c.mem.grantLease(60).value().id;
+  cfg.seed = 5;
+  auto a = ClusterIdentityAllocator::create(b, cfg).value();
+  const std::string base = "cilium/state/identities/v1";
+  uint32_t web = a->allocate(set("app=web")).value();
+  uint32_t db = a->allocate(set("app=db")).value();
+  uint32_t old = a->allocate(set("app=old")).value();
+  ASSERT_TRUE(a->allocate(set("app=gone")).ok());
+  f.failNth(1, EIO, "deleteRange");
+  ASSERT_FALSE(a->release(set("app=gone")).ok());  // entry kept, key still there
+
+  c.mem.advance(61s);  // the lease ran out: every reference is gone
+  EXPECT_TRUE(c.keys(base + "/value/").empty());
+  ASSERT_TRUE(c.mem.del(fmt::format("{}/id/{}", base, db)).ok());           // lost id/ key
+  ASSERT_TRUE(c.mem.put(fmt::format("{}/id/{}", base, old), "k8s:x=y;").ok());  // taken over
+
+  a->setLease(c.mem.grantLease(60).value().id);
+  auto r = a->syncLocalKeys().value();
+  EXPECT_EQ(r.written, 2u);   // web, db (with its id/ key)
+  EXPECT_EQ(r.released, 1u);  // gone: its key went with the lease; the entry goes now
+  EXPECT_EQ(r.failed, 1u);    // old
+  EXPECT_EQ(r.first_error, fmt::format("identity {} of 'k8s:app=old;' now holds 'k8s:x=y;'", old));
+  EXPECT_EQ(c.keys(base + "/value/"),
+            (std::vector<std::string>{fmt::format("{}/value/k8s:app=db;/10.0.0.1={}", base, db),
+                                      fmt::format("{}/value/k8s:app=web;/10.0.0.1={}", base, web)}));
+  EXPECT_EQ(a->lookup(db).value(), std::optional<LabelSet>(set("app=db")));
+  EXPECT_EQ(a->localRefs(set("app=gone")), 0u);
+  // The references live on the new lease.
+  c.mem.advance(30s);
+  EXPECT_EQ(c.keys(base + "/value/").size(), 2u);
+}
+
 }  // namespace
 }  // namespace membrane::kvstore
