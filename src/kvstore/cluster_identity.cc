@@ -151,11 +151,13 @@ Status ClusterIdentityAllocator::release(const labels::LabelSet& set) {
   {
     MutexLock l(mu_);
     LocalEntry* e = settled(s);
-    if (e == nullptr || e->refs == 0)
+    if (e == nullptr)
       return Error::notFound(fmt::format("release cluster identity: this node holds no reference on '{}'", s));
-    if (--e->refs > 0) return okStatus();
+    // refs == 0: an earlier release whose delete failed; this one retries it.
+    if (e->refs > 0 && --e->refs > 0) return okStatus();
     e->busy = true;
   }
+  retryStaleUnlocks();
   auto deleted = backend_.del(valuePrefix(s) + config_.node_suffix);
   {
     MutexLock l(mu_);
@@ -172,7 +174,34 @@ void ClusterIdentityAllocator::setLease(LeaseId lease, LeaseId lock_lease) {
   lock_lease_.store(lock_lease == kNoLease ? lease : lock_lease);
 }
 
+Result<std::string> ClusterIdentityAllocator::lockFor(const std::string& name) {
+  MB_ASSIGN(std::string owner, backend_.lock(name, lock_lease_.load(), config_.lock_timeout));
+  // Held again (same lease, same owner key): no longer stale.
+  MutexLock l(mu_);
+  stale_owners_.erase(owner);
+  return owner;
+}
+
+void ClusterIdentityAllocator::unlockOrRemember(const std::string& owner) {
+  // A leaked lock blocks that label set on every other node until the lock
+  // lease ends (Cilium #9855): one immediate retry for a transient failure,
+  // then again before this allocator's next store call.
+  if (backend_.unlock(owner).ok() || backend_.unlock(owner).ok()) return;
+  MutexLock l(mu_);
+  stale_owners_.insert(owner);
+}
+
+void ClusterIdentityAllocator::retryStaleUnlocks() {
+  std::set<std::string> stale;
+  {
+    MutexLock l(mu_);
+    stale.swap(stale_owners_);
+  }
+  for (const auto& owner : stale) unlockOrRemember(owner);
+}
+
 Result<SyncResult> ClusterIdentityAllocator::syncLocalKeys() {
+  retryStaleUnlocks();
   std::vector<std::string> todo;
   {
     MutexLock l(mu_);
@@ -252,13 +281,12 @@ Result<std::optional<labels::LabelSet>> ClusterIdentityAllocator::lookup(uint32_
 }
 
 Result<uint32_t> ClusterIdentityAllocator::allocateInStore(const std::string& labels) {
+  retryStaleUnlocks();
   Millis delay = config_.backoff;
   for (int attempt = 1; attempt <= config_.max_attempts; attempt++) {
-    MB_ASSIGN(std::string owner, backend_.lock(fmt::format("{}/locks/{}", config_.base, labels), lock_lease_.load(),
-                                                config_.lock_timeout));
+    MB_ASSIGN(std::string owner, lockFor(fmt::format("{}/locks/{}", config_.base, labels)));
     auto outcome = this->attempt(labels, owner);
-    // Best effort: a failed unlock leaves the key to the lock lease's end.
-    (void)backend_.unlock(owner);
+    unlockOrRemember(owner);
     if (!outcome.ok()) return outcome.error();
     if (outcome->id) return *outcome->id;
     if (attempt < config_.max_attempts) {
@@ -346,10 +374,11 @@ Result<ClusterIdentityAllocator::Outcome> ClusterIdentityAllocator::attempt(cons
 
 Result<GcResult> ClusterIdentityAllocator::runGc() {
   MutexLock gc(gc_mu_);
-  MB_ASSIGN(std::string owner, backend_.lock(config_.base + "/gclock", lock_lease_.load(), config_.lock_timeout));
+  retryStaleUnlocks();
+  MB_ASSIGN(std::string owner, lockFor(config_.base + "/gclock"));
   GcResult out;
   Status s = gcRound(owner, out);
-  (void)backend_.unlock(owner);  // best effort: the lock lease ends it anyway
+  unlockOrRemember(owner);
   if (!s.ok()) return s.error().wrap("cluster identity GC");
   return out;
 }

@@ -55,6 +55,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -117,8 +118,9 @@ class ClusterIdentityAllocator {
   Result<uint32_t> allocate(const labels::LabelSet& labels);
   // Drops one local reference; the last one deletes this node's reference key.
   // ENOENT if this node holds no reference. If the delete fails the local
-  // entry is kept (with no users) and the error returned: the key then goes
-  // with the lease, or is reused by the next allocate of the set.
+  // entry is kept (with no users) and the error returned: calling release
+  // again retries the delete; an allocate of the set reuses the key; the
+  // key goes with the lease anyway.
   Status release(const labels::LabelSet& labels);
 
   // Cilium's syncLocalKeys: for every label set in local use, writes this
@@ -175,6 +177,11 @@ class ClusterIdentityAllocator {
   void countMalformed(std::string what);
   Status gcRound(const std::string& owner, GcResult& out) REQUIRES(gc_mu_);
   Status restoreReference(const std::string& labels, uint32_t id);
+  // lock()/unlock() with the lock lease; an owner key whose unlock failed is
+  // remembered and its unlock retried before the next store call.
+  Result<std::string> lockFor(const std::string& name);
+  void unlockOrRemember(const std::string& owner);
+  void retryStaleUnlocks();
   Status deleteReference(const std::string& labels);
   // Waits until no allocate/release of `labels` is in flight; returns the entry (may be null).
   LocalEntry* settled(const std::string& labels) REQUIRES(mu_);
@@ -189,6 +196,7 @@ class ClusterIdentityAllocator {
   std::map<std::string, LocalEntry> local_ GUARDED_BY(mu_);  // by label string
   std::mt19937_64 rng_ GUARDED_BY(mu_);
   std::string last_malformed_ GUARDED_BY(mu_);
+  std::set<std::string> stale_owners_ GUARDED_BY(mu_);  // lock keys whose unlock failed
   std::atomic<uint64_t> malformed_{0};
 
   Mutex gc_mu_;  // one GC round at a time (held across its store I/O: only GC waits on it)

@@ -284,5 +284,60 @@ TEST(ClusterIdentity, SyncLocalKeysRestoresReferencesAfterALostLease) {
   EXPECT_EQ(c.keys(base + "/value/").size(), 2u);
 }
 
+// Every store call of an allocation, of a second node's reference, of a
+// release and of a GC round fails in turn: the call reports the error, leaves
+// no lock behind and no half state (one id/ key with its references, or
+// none), and a retry settles to the same keys as a run without faults.
+TEST(ClusterIdentity, EveryFailedStoreCallLeavesAConsistentStore) {
+  const std::string base = "cilium/state/identities/v1";
+  auto scenario = [&](Cluster& c, Backend& b) -> std::vector<std::string> {
+    auto make = [&](const std::string& ip) {
+      ClusterIdentityConfig cfg;
+      cfg.node_suffix = ip;
+      cfg.lease = c.mem.grantLease(60).value().id;
+      cfg.seed = 3;
+      cfg.min_id = cfg.max_id = 300;  // one number: a retry cannot pick another
+      cfg.gc_grace = 1s;
+      cfg.now = [&c] { return c.clock; };
+      return ClusterIdentityAllocator::create(b, cfg).value();
+    };
+    auto n1 = make("10.0.0.1");
+    auto n2 = make("10.0.0.2");
+    const LabelSet web = set("app=web");
+    auto settle = [&](auto&& call) {
+      for (int i = 0; i < 3 && !call(); i++) {
+      }
+    };
+    settle([&] { return n1->allocate(web).ok(); });
+    settle([&] { return n2->allocate(web).ok(); });
+    settle([&] { return n1->release(web).ok(); });
+    settle([&] { return n2->release(web).ok(); });
+    settle([&] { return n1->runGc().ok(); });  // records the unused id
+    std::vector<std::string> mid = c.keys(base + "/");
+    c.clock += 1s;
+    settle([&] { return n1->runGc().ok(); });  // deletes it after the grace
+    EXPECT_TRUE(c.keys(base + "/locks/").empty());
+    EXPECT_TRUE(c.keys(base + "/gclock/").empty());
+    std::vector<std::string> end = c.keys(base + "/");
+    mid.insert(mid.end(), end.begin(), end.end());
+    return mid;
+  };
+  Cluster clean;
+  FaultInjector counter;
+  FaultyBackend counted(clean.mem, counter);
+  const auto want = scenario(clean, counted);
+  ASSERT_EQ(want, std::vector<std::string>{base + "/id/300=k8s:app=web;"});  // between the GC rounds only
+  const size_t calls = counter.calls().size();
+  ASSERT_EQ(calls, 20u);  // allocate 5 + reference 4 + releases 2 + GC rounds 4 and 5
+  for (size_t n = 1; n <= calls; n++) {
+    Cluster c;
+    FaultInjector f;
+    FaultyBackend b(c.mem, f);
+    f.failNth(n, EIO);
+    EXPECT_EQ(scenario(c, b), want) << "failing call " << n;
+    EXPECT_TRUE(f.fired().has_value()) << "failing call " << n;
+  }
+}
+
 }  // namespace
 }  // namespace membrane::kvstore
