@@ -229,7 +229,9 @@ class Backend {
   // holding the lock). The lock ends with unlock() or with the lease.
   // Mutual exclusion is between LEASES: two callers with the same lease share
   // one owner key and both "hold" the lock (callers serialise themselves).
-  // ETIMEDOUT when not acquired in time (no owner key left behind).
+  // ETIMEDOUT when not acquired in time; the owner key the wait created is
+  // removed (by etcd when it sees the request abandoned, shortly after).
+  // ENOENT when the lease does not exist.
   Result<std::string> lock(const std::string& name, LeaseId lease, Millis timeout);
   Status unlock(const std::string& owner_key);
 

@@ -81,7 +81,9 @@ Result<labels::LabelSet> parseLabelsFromKVStore(std::string_view text);
 struct ClusterIdentityConfig {
   std::string node_suffix;       // this node's IP: the last element of its reference keys (no '/')
   LeaseId lease = kNoLease;      // this node's references live on it (the agent keeps it alive)
-  LeaseId lock_lease = kNoLease; // for the locks; kNoLease: `lease`. Must differ between nodes.
+  // For the locks; kNoLease: `lease`. Must differ between nodes; keep its TTL
+  // short (Cilium: 25 s): a crashed node's lock blocks that label set until it ends.
+  LeaseId lock_lease = kNoLease;
   uint32_t min_id = identity::kMinAllocated;
   uint32_t max_id = identity::kMaxAllocated;
   std::string base = std::string(kIdentitiesBase);
