@@ -169,6 +169,8 @@ class Manager {
   Status removeAll();
 
   const ManagerConfig& config() const { return cfg_; }
+  // Every pod's gateway (host order): the pod CIDR's first address.
+  uint32_t gateway() const { return ipam_.gateway(); }
   // Every identity policy resolution selects from (allocated, reserved, CIDR);
   // valid until the next endpoint or policy change.
   std::vector<identity::IdentityRef> identityRefs() const { return allRefs(); }
