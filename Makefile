@@ -40,9 +40,13 @@ $(BUILD)/build.ninja: CMakeLists.txt
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Only the three programs (what `make demo` and `make install` run): a first
+# Only the programs (what `make demo` and `make install` run): a first
 # `make demo` skips the ~200 test and benchmark targets.
-BINARIES := membraned membrane membrane-proxy
+BINARIES := membraned membrane membrane-proxy membrane-cni
+# Where CNI runtimes look for plugins and network configurations (Debian's
+# containernetworking-plugins, podman and containerd's CRI plugin).
+CNI_BIN_DIR ?= /usr/lib/cni
+CNI_CONF_DIR ?= /etc/cni/net.d
 build-bins: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS) --target $(BINARIES)
 
@@ -133,9 +137,18 @@ install: build-bins
 	install -D -m 0644 examples/starwars/deathstar.py $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py
 	@if [ -f deploy/systemd/membraned.service ]; then \
 	  install -D -m 0644 deploy/systemd/membraned.service $(DESTDIR)/etc/systemd/system/membraned.service; fi
+	install -D -m 0755 $(BUILD)/bin/membrane-cni $(DESTDIR)$(CNI_BIN_DIR)/membrane-cni
+	@# The network configuration is the administrator's once installed: never overwritten (docs/cni.md).
+	@if [ -e $(DESTDIR)$(CNI_CONF_DIR)/10-membrane.conflist ]; then \
+	  echo "keeping $(DESTDIR)$(CNI_CONF_DIR)/10-membrane.conflist (the example is deploy/cni/10-membrane.conflist)"; \
+	else install -D -m 0644 deploy/cni/10-membrane.conflist $(DESTDIR)$(CNI_CONF_DIR)/10-membrane.conflist; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/membraned $(DESTDIR)$(PREFIX)/bin/membrane $(DESTDIR)$(PREFIX)/bin/membrane-proxy $(DESTDIR)$(PREFIX)/share/membrane/deathstar.py $(DESTDIR)/etc/systemd/system/membraned.service
+	rm -f $(DESTDIR)$(CNI_BIN_DIR)/membrane-cni
+	@# Removed only when unchanged from the example (an edited configuration is the administrator's).
+	@if cmp -s deploy/cni/10-membrane.conflist $(DESTDIR)$(CNI_CONF_DIR)/10-membrane.conflist; then \
+	  rm -f $(DESTDIR)$(CNI_CONF_DIR)/10-membrane.conflist; fi
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

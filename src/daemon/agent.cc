@@ -472,6 +472,10 @@ void Agent::registerRoutes() {
   api_->route("DELETE", "/v1/pods/{namespace}/{name}", bind(&Agent::deletePod));
   api_->route("GET", "/v1/deployments", bind(&Agent::listDeployments));
   api_->route("GET", "/v1/services", bind(&Agent::listServices));
+  api_->route("PUT", "/v1/cni/add", bind(&Agent::cniAdd));
+  api_->route("PUT", "/v1/cni/del", bind(&Agent::cniDel));
+  api_->route("PUT", "/v1/cni/check", bind(&Agent::cniCheck));
+  api_->route("PUT", "/v1/cni/gc", bind(&Agent::cniGc));
   api_->routeStream("GET", "/v1/monitor",
                     [this](const Request& r, std::shared_ptr<api::StreamWriter> w) { monitor(r, std::move(w)); });
 }

@@ -147,6 +147,11 @@ class Agent {
   api::Response tracePolicy(const api::Request& req) EXCLUDES(mu_);
   Status startHealth() EXCLUDES(mu_);
   api::Response putNamespace(const api::Request& req) EXCLUDES(mu_);
+  // membrane-cni's API (src/daemon/cni_handlers.cc; contract: src/cni/agent_api.h).
+  api::Response cniAdd(const api::Request& req) EXCLUDES(mu_);
+  api::Response cniDel(const api::Request& req) EXCLUDES(mu_);
+  api::Response cniCheck(const api::Request& req) EXCLUDES(mu_);
+  api::Response cniGc(const api::Request& req) EXCLUDES(mu_);
   // GET /v1/policy/wait: answers at once when realized, else registers a
   // waiter (holding no thread) that notifyPolicyWaiters() or its timeout completes.
   void waitPolicy(const api::Request& req, std::shared_ptr<api::PendingResponse> reply) EXCLUDES(mu_);

@@ -27,6 +27,11 @@ nlohmann::json labelList(const labels::LabelSet& ls) {
   for (const auto& l : ls) arr.push_back(l.toString());
   return arr;
 }
+
+nlohmann::json cniJson(const std::optional<CniAttachment>& cni) {
+  if (!cni) return nullptr;
+  return {{"container_id", cni->container_id}, {"ifname", cni->ifname}, {"network", cni->network}};
+}
 }  // namespace
 
 std::string_view toString(EndpointState s) { return kEndpointStates.toString(s); }
@@ -54,6 +59,7 @@ nlohmann::json toApiJson(const Endpoint& ep) {
         {"host_mac", macToString(ep.host_mac)}}},
       {"named_ports", namedPortsJson(ep.named_ports)},
       {"created", ep.created},
+      {"cni", cniJson(ep.cni)},
   };
 }
 
@@ -118,7 +124,10 @@ nlohmann::json toStateJson(const Endpoint& ep) {
           {"health", ep.health},
           {"audit_mode", ep.audit_mode ? nlohmann::json(*ep.audit_mode) : nlohmann::json()},
           {"named_ports", namedPortsJson(ep.named_ports)},
-          {"created", ep.created}};
+          {"created", ep.created},
+          // The runtime's namespace: netns_name is empty for these.
+          {"netns_path", ep.netns_path},
+          {"cni", cniJson(ep.cni)}};
 }
 
 Result<Endpoint> fromStateJson(const nlohmann::json& j) {
@@ -149,6 +158,16 @@ Result<Endpoint> fromStateJson(const nlohmann::json& j) {
     auto np = parseNamedPorts(j["named_ports"]);
     if (!np) return np.error();
     ep.named_ports = std::move(*np);
+  }
+  // Absent in files of agents before membrane-cni (membrane's own pods).
+  MB_ASSIGN(auto cni, state::field<nlohmann::json>(j, "", "cni", nullptr));
+  if (!cni.is_null()) {
+    CniAttachment a;
+    MB_ASSIGN(a.container_id, state::field<std::string>(cni, "cni", "container_id"));
+    MB_ASSIGN(a.ifname, state::field<std::string>(cni, "cni", "ifname"));
+    MB_ASSIGN(a.network, state::field<std::string>(cni, "cni", "network"));
+    ep.cni = std::move(a);
+    MB_ASSIGN(ep.netns_path, state::field<std::string>(j, "", "netns_path"));
   }
   ep.state = EndpointState::Restoring;
   return ep;

@@ -25,6 +25,17 @@ std::string_view toString(EndpointState s);
 // Cilium's word back to the state; EINVAL naming the known words otherwise.
 Result<EndpointState> parseEndpointState(std::string_view s);
 
+// A container that a runtime created and membrane-cni attached
+// (docs/cni.md): its network namespace is the runtime's (Endpoint::netns_path,
+// netns_name empty: never created or removed by membrane), and the endpoint
+// is found by (container_id, ifname).
+struct CniAttachment {
+  std::string container_id;  // CNI_CONTAINERID
+  std::string ifname;        // CNI_IFNAME, the pod side of the veth
+  std::string network;       // the CNI network name ("membrane")
+  bool operator==(const CniAttachment&) const = default;
+};
+
 struct Endpoint {
   uint32_t id = 0;
   std::string name;
@@ -54,6 +65,7 @@ struct Endpoint {
   // Container ports the pod declares ("http" -> 80/TCP): what named ports in
   // policies resolve to (ingress: this pod's; egress: each peer's). Fixed at creation.
   std::vector<policy::NamedPort> named_ports;
+  std::optional<CniAttachment> cni;   // set for a runtime's container (membrane-cni)
 };
 
 std::string macToString(const std::array<uint8_t, 6>& mac);

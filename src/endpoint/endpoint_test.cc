@@ -34,6 +34,43 @@ TEST(Endpoint, StateRoundTrip) {
   EXPECT_EQ(api["labels"][0], "k8s:class=xwing");
 }
 
+// A runtime's container (membrane-cni): the attachment and the runtime's
+// namespace path survive the state file; files without "cni" (agents before
+// it) are membrane's own pods.
+TEST(Endpoint, CniAttachmentSurvivesTheStateFile) {
+  Endpoint ep;
+  ep.id = 9;
+  ep.name = "web-1";
+  ep.ns = "default";
+  ep.ipv4 = (10u << 24) | (200u << 16) | 9;
+  ep.netns_path = "/run/netns/netns-4f1c";
+  ep.host_ifname = "lxc0123456789b";
+  ep.cni = CniAttachment{"c0ffee", "eth0", "membrane"};
+  nlohmann::json j = toStateJson(ep);
+  EXPECT_EQ(j["cni"].dump(), R"({"container_id":"c0ffee","ifname":"eth0","network":"membrane"})");
+  auto back = fromStateJson(j);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->cni, ep.cni);
+  EXPECT_EQ(back->netns_name, "");
+  EXPECT_EQ(back->netns_path, "/run/netns/netns-4f1c");
+  EXPECT_EQ(toApiJson(ep)["cni"], j["cni"]);
+
+  j["cni"].erase("ifname");
+  auto damaged = fromStateJson(j);
+  ASSERT_FALSE(damaged.ok());
+  EXPECT_EQ(damaged.error().message, "cni: missing field 'ifname'");
+
+  Endpoint own = ep;
+  own.cni.reset();
+  nlohmann::json old_file = toStateJson(own);
+  old_file.erase("cni");
+  old_file.erase("netns_path");
+  auto restored = fromStateJson(old_file);
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_FALSE(restored->cni.has_value());
+  EXPECT_TRUE(toApiJson(own)["cni"].is_null());
+}
+
 // Issue 10: endpoint states are an enum; the API (and the
 // cilium_endpoint_state label) spell them exactly as Cilium does.
 TEST(Endpoint, StatesRoundTripThroughCiliumsWords) {

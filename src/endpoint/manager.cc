@@ -301,12 +301,7 @@ Status Manager::setNamespaceLabels(const std::string& ns, const labels::LabelSet
 Status Manager::restoreOne(Endpoint ep, bool* transient) {
   ep.labels = ep.health ? labels::reservedLabels(labels::Reserved::Health) : labelsFor(ep.ns, ep.user_labels);
   MB_TRY_CTX(ipam_.reserve(ep.ipv4), "restore endpoint " + ep.name);
-  kernel::PodNetworkSpec spec;
-  spec.netns_name = ep.netns_name;
-  spec.host_ifname = ep.host_ifname;
-  spec.ipv4_be = htonl(ep.ipv4);
-  spec.gateway_be = htonl(ipam_.gateway());
-  auto net = net_.inspectPodNetwork(spec);
+  auto net = net_.inspectPodNetwork(podNetworkSpec(ep));
   if (!net) {
     *transient = net.error().code != ENOENT;
     ipam_.release(ep.ipv4);
@@ -437,6 +432,51 @@ Result<Endpoint> Manager::create(const std::string& name, const std::string& ns,
   return createEndpoint(name, ns, user_labels, false, named_ports);
 }
 
+Result<Endpoint> Manager::createForContainer(const std::string& name, const std::string& ns,
+                                             const labels::LabelSet& user_labels, const CniAttachment& cni,
+                                             const std::string& netns_path) {
+  const std::string what = fmt::format("create endpoint {}/{} for container {}", ns, name, cni.container_id);
+  MB_TRY_CTX(validateName("pod name", name), what);
+  MB_TRY_CTX(validateName("namespace", ns), what);
+  if (const Endpoint* ep = findByContainer(cni.container_id, cni.ifname))
+    return Error::exists(fmt::format("{}: the container already has {} (endpoint {} {}/{})", what, cni.ifname, ep->id,
+                                     ep->ns, ep->name));
+  Adoption adopt{cni, netns_path};
+  return createEndpoint(name, ns, user_labels, false, {}, &adopt);
+}
+
+const Endpoint* Manager::findByContainer(const std::string& container_id, const std::string& ifname) const {
+  for (const auto& [_, ep] : eps_)
+    if (ep.cni && ep.cni->container_id == container_id && ep.cni->ifname == ifname) return &ep;
+  return nullptr;
+}
+
+kernel::PodNetworkSpec Manager::podNetworkSpec(const Endpoint& ep) const {
+  kernel::PodNetworkSpec spec;
+  spec.netns_name = ep.netns_name;
+  spec.host_ifname = ep.host_ifname;
+  spec.ipv4_be = htonl(ep.ipv4);
+  spec.gateway_be = htonl(ipam_.gateway());
+  if (ep.cni) {
+    spec.adopt_netns_path = ep.netns_path;
+    spec.pod_ifname = ep.cni->ifname;
+  }
+  return spec;
+}
+
+Status Manager::checkNetwork(uint32_t id) {
+  const Endpoint* ep = find(id);
+  if (!ep) return Error::notFound(fmt::format("endpoint {} not found", id));
+  MB_ASSIGN(auto net, net_.inspectPodNetwork(podNetworkSpec(*ep)));
+  if (net.host_ifindex != ep->host_ifindex)
+    return Error::notFound(fmt::format("{} has ifindex {}, the endpoint was created with {}", ep->host_ifname,
+                                       net.host_ifindex, ep->host_ifindex));
+  if (net.pod_mac != ep->mac)
+    return Error::notFound(fmt::format("the pod interface's MAC is {}, the endpoint was created with {}",
+                                       macToString(net.pod_mac), macToString(ep->mac)));
+  return okStatus();
+}
+
 Result<Endpoint> Manager::ensureHealthEndpoint() {
   if (const auto* ep = healthEndpoint()) return *ep;
   return createEndpoint("membrane-health", "", labels::LabelSet(), true);
@@ -450,7 +490,7 @@ const Endpoint* Manager::healthEndpoint() const {
 
 Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::string& ns,
                                          const labels::LabelSet& user_labels, bool health,
-                                         const std::vector<policy::NamedPort>& named_ports) {
+                                         const std::vector<policy::NamedPort>& named_ports, const Adoption* adopt) {
   const std::string what = fmt::format("create endpoint {}/{}", ns, name);
   MB_TRY(heldError(what));
   if (findByName(ns, name))
@@ -475,6 +515,14 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.netns_name = health ? "membrane-health-" + cfg_.host_device : netnsNameFor(cfg_.host_device, ns, name);
   ep.netns_path = kernel::Netns::pathOf(ep.netns_name);
   ep.host_ifname = kernel::hostIfnameFor(ns, name, cfg_.bpf_root);
+  if (adopt) {
+    // The runtime's namespace: not named by membrane, never removed by it.
+    ep.cni = adopt->cni;
+    ep.netns_name.clear();
+    ep.netns_path = adopt->netns_path;
+    // ':' cannot occur in Kubernetes names: never the name of a pod's veth.
+    ep.host_ifname = kernel::hostIfnameFor("cni:" + adopt->cni.container_id, adopt->cni.ifname, cfg_.bpf_root);
+  }
 
   MB_ASSIGN(ep.ipv4, ipam_.allocate());
   undo.add([this, ip = ep.ipv4] { ipam_.release(ip); });
@@ -485,11 +533,7 @@ Result<Endpoint> Manager::createEndpoint(const std::string& name, const std::str
   ep.identity = ident->id;
   undo.add([this, id = ep.identity] { ids_.release(id); });
 
-  kernel::PodNetworkSpec spec;
-  spec.netns_name = ep.netns_name;
-  spec.host_ifname = ep.host_ifname;
-  spec.ipv4_be = htonl(ep.ipv4);
-  spec.gateway_be = htonl(ipam_.gateway());
+  kernel::PodNetworkSpec spec = podNetworkSpec(ep);
   auto net = runUnlocked(cfg_.unlocked, [&] { return net_.createPodNetwork(spec); });
   if (!net) return net.error().wrap(what);
   undo.add([this, spec] {

@@ -29,6 +29,7 @@
 namespace membrane::kernel {
 class DatapathMaps;
 class PodNetworks;
+struct PodNetworkSpec;
 }
 namespace membrane::metrics {
 class AgentMetrics;
@@ -93,6 +94,22 @@ class Manager {
   // ports in policies resolve against them.
   Result<Endpoint> create(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
                           const std::vector<policy::NamedPort>& named_ports = {});
+  // A container that a runtime created (membrane-cni ADD, docs/cni.md): as
+  // create(), but the veth's pod end is cni.ifname inside the runtime's
+  // namespace at netns_path, which is entered, never created or removed. All
+  // or nothing as create(). EEXIST when (container_id, ifname) already has an
+  // endpoint (nothing changes), when the name is taken in the namespace, or
+  // when cni.ifname exists in netns_path; ENOENT when netns_path does not
+  // exist; ENOSPC for an exhausted CIDR; EINVAL for bad names or labels.
+  Result<Endpoint> createForContainer(const std::string& name, const std::string& ns,
+                                      const labels::LabelSet& user_labels, const CniAttachment& cni,
+                                      const std::string& netns_path);
+  // The endpoint of a runtime's container interface, or nullptr.
+  const Endpoint* findByContainer(const std::string& container_id, const std::string& ifname) const;
+  // Checks the endpoint's pod network against the kernel (netns, veth up and
+  // paired, address, routes as created): ENOENT naming the first missing
+  // piece, or the kernel's error. Changes nothing.
+  Status checkNetwork(uint32_t id);
   // The node's health endpoint (like cilium-health's): labels {reserved:health},
   // identity 4, namespace "". Created once; restored like any endpoint.
   Result<Endpoint> ensureHealthEndpoint();
@@ -167,6 +184,8 @@ class Manager {
   Status removeAll();
 
   const ManagerConfig& config() const { return cfg_; }
+  // Every pod's gateway (host order): the pod CIDR's first address.
+  uint32_t gateway() const { return ipam_.gateway(); }
   // Every identity policy resolution selects from (allocated, reserved, CIDR);
   // valid until the next endpoint or policy change.
   std::vector<identity::IdentityRef> identityRefs() const { return allRefs(); }
@@ -174,8 +193,16 @@ class Manager {
   labels::LabelSet podLabels(const std::string& ns, const labels::LabelSet& user) const { return labelsFor(ns, user); }
 
  private:
+  // A runtime's container (createForContainer): where its pod network goes.
+  struct Adoption {
+    CniAttachment cni;
+    std::string netns_path;
+  };
   Result<Endpoint> createEndpoint(const std::string& name, const std::string& ns, const labels::LabelSet& user_labels,
-                                  bool health, const std::vector<policy::NamedPort>& named_ports = {});
+                                  bool health, const std::vector<policy::NamedPort>& named_ports = {},
+                                  const Adoption* adopt = nullptr);
+  // The pod network spec of an endpoint (its own netns, or the runtime's).
+  kernel::PodNetworkSpec podNetworkSpec(const Endpoint& ep) const;
   // Peers' named ports per identity (union over endpoints), plus `extra`'s
   // (an endpoint being created, not yet in eps_).
   std::map<uint32_t, std::vector<policy::NamedPort>> namedPortsByIdentity(const Endpoint* extra = nullptr) const;

@@ -545,5 +545,123 @@ TEST_F(ManagerFaultTest, TransientInspectFailureFailsTheStartAndKeepsTheMaps) {
   EXPECT_EQ(describe(w->maps.state()), maps_before);
 }
 
+// ---------------------------------------------------------------------------
+// Containers a runtime created (membrane-cni): the pod network goes into the
+// runtime's namespace, which membrane never creates or removes.
+
+constexpr const char* kRuntimeNetns = "/run/netns/netns-4f1c";
+
+Result<Endpoint> createContainer(World& w, const std::string& container_id = "c0ffee", const std::string& ifname = "eth0",
+                                 const std::string& netns = kRuntimeNetns, const std::string& name = "web-1") {
+  return w.mgr->createForContainer(name, "default", userLabels("app=web"), CniAttachment{container_id, ifname, "membrane"},
+                                   netns);
+}
+
+void runtimeNetns(World& w) {
+  basePods(w);
+  w.net.mutableState().runtime_netns.insert(kRuntimeNetns);
+}
+
+TEST_F(ManagerFaultTest, ContainerEndpointLivesInTheRuntimesNamespace) {
+  auto w = world(runtimeNetns);
+  auto ep = createContainer(*w);
+  ASSERT_TRUE(ep.ok()) << ep.error().message;
+  EXPECT_EQ(ep->netns_name, "");
+  EXPECT_EQ(ep->netns_path, kRuntimeNetns);
+  ASSERT_TRUE(ep->cni.has_value());
+  EXPECT_EQ(*ep->cni, (CniAttachment{"c0ffee", "eth0", "membrane"}));
+  EXPECT_EQ(ep->ipv4, 0x0a630004u);  // 10.99.0.4: after the gateway and the two pods
+  EXPECT_EQ(ep->labels.toString(),
+            "k8s:app=web,k8s:io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name=default,"
+            "k8s:io.cilium.k8s.policy.cluster=default,k8s:io.cilium.k8s.policy.serviceaccount=default,"
+            "k8s:io.kubernetes.pod.namespace=default");
+  const auto& pods = w->net.state().pods;
+  ASSERT_EQ(pods.count(kRuntimeNetns), 1u);
+  EXPECT_EQ(pods.at(kRuntimeNetns).spec.adopt_netns_path, kRuntimeNetns);
+  EXPECT_EQ(pods.at(kRuntimeNetns).spec.pod_ifname, "eth0");
+  EXPECT_EQ(pods.at(kRuntimeNetns).spec.host_ifname, ep->host_ifname);
+  EXPECT_EQ(w->mgr->findByContainer("c0ffee", "eth0"), w->mgr->find(ep->id));
+  EXPECT_EQ(w->mgr->findByContainer("c0ffee", "net1"), nullptr);
+  EXPECT_TRUE(w->mgr->checkNetwork(ep->id).ok());
+
+  // A restarted agent restores it from its state file, in the same namespace.
+  w->restart();
+  ASSERT_TRUE(w->mgr->init().ok());
+  const Endpoint* restored = w->mgr->findByContainer("c0ffee", "eth0");
+  ASSERT_NE(restored, nullptr);
+  EXPECT_EQ(restored->netns_path, kRuntimeNetns);
+  EXPECT_EQ(restored->host_ifname, ep->host_ifname);
+  EXPECT_EQ(restored->identity, ep->identity);
+
+  // Removing it takes the veth, never the runtime's namespace.
+  ASSERT_TRUE(w->mgr->remove(restored->id).ok());
+  EXPECT_EQ(w->net.state().pods.count(kRuntimeNetns), 0u);
+  EXPECT_EQ(w->net.state().runtime_netns.count(kRuntimeNetns), 1u);
+  EXPECT_EQ(w->mgr->findByContainer("c0ffee", "eth0"), nullptr);
+}
+
+TEST_F(ManagerFaultTest, BadContainerAddsChangeNothing) {
+  auto w = world([](World& w) {
+    runtimeNetns(w);
+    ASSERT_TRUE(createContainer(w).ok());
+    w.net.mutableState().runtime_netns.insert("/run/netns/other");
+    w.net.mutableState().runtime_links.insert({"/run/netns/other", "eth0"});
+  });
+  const Snapshot before = w->snapshot();
+  struct Case {
+    std::function<Result<Endpoint>(World&)> add;
+    int code;
+    std::string message;
+  };
+  const Case cases[] = {
+      {[](World& w) { return createContainer(w, "c0ffee", "eth0", kRuntimeNetns, "web-2"); }, EEXIST,
+       "create endpoint default/web-2 for container c0ffee: the container already has eth0 (endpoint 3 "
+       "default/web-1)"},
+      {[](World& w) { return createContainer(w, "c2", "eth0", "/run/netns/gone"); }, EEXIST,
+       "create endpoint default/web-1: an endpoint named web-1 already exists in namespace default (delete it first: "
+       "membrane endpoint delete web-1 -n default)"},
+      {[](World& w) { return createContainer(w, "c2", "eth0", "/run/netns/gone", "web-2"); }, ENOENT,
+       "create endpoint default/web-2: create pod network /run/netns/gone: open netns /run/netns/gone: "
+       "/run/netns/gone does not exist"},
+      {[](World& w) { return createContainer(w, "c3", "eth0", "/run/netns/other", "web-3"); }, EEXIST,
+       "create endpoint default/web-3: create pod network /run/netns/other: interface eth0 already exists in "
+       "/run/netns/other"},
+      {[](World& w) { return createContainer(w, "c4", "eth0", kRuntimeNetns, "Web_4"); }, EINVAL,
+       "create endpoint default/Web_4 for container c4: pod name 'Web_4' contains 'W' (Kubernetes names: lowercase "
+       "letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)"},
+  };
+  for (const auto& c : cases) {
+    auto r = c.add(*w);
+    ASSERT_FALSE(r.ok()) << c.message;
+    EXPECT_EQ(r.error().code, c.code) << r.error().message;
+    EXPECT_EQ(r.error().message, c.message);
+    expectSame(before, w->snapshot(), c.message);
+  }
+}
+
+TEST_F(ManagerFaultTest, CreateForContainerFailsAtEveryStepAndLeavesNothing) {
+  FaultCase c;
+  c.setup = runtimeNetns;
+  c.op = [](World& w) {
+    auto ep = createContainer(w);
+    return ep.ok() ? okStatus() : Status(ep.error());
+  };
+  c.context = "create endpoint default/web-1";
+  auto tolerated = everyFault(*this, WORLD, c);
+  EXPECT_EQ(joined(tolerated), "7:syncPolicy 8:syncPolicy 9:syncPolicy");
+}
+
+TEST_F(ManagerFaultTest, ContainerWhoseNamespaceWentWhileTheAgentWasDownIsNotRestored) {
+  auto w = world([](World& w) {
+    runtimeNetns(w);
+    ASSERT_TRUE(createContainer(w).ok());
+    w.restart();
+  });
+  w->net.mutableState().runtime_netns.erase(kRuntimeNetns);
+  ASSERT_TRUE(w->mgr->init().ok());
+  EXPECT_EQ(w->mgr->findByContainer("c0ffee", "eth0"), nullptr);
+  EXPECT_NE(w->mgr->findByName("default", "deathstar"), nullptr);
+}
+
 }  // namespace
 }  // namespace membrane::endpoint

@@ -474,7 +474,11 @@ std::string hostIfnameFor(const std::string& ns, const std::string& pod, const s
 }
 
 Status validatePodNetworkSpec(const PodNetworkSpec& spec) {
-  MB_TRY(Netns::validateName(spec.netns_name));
+  if (spec.adopt_netns_path.empty()) {
+    MB_TRY(Netns::validateName(spec.netns_name));
+  } else if (spec.adopt_netns_path[0] != '/') {
+    return Error::invalid("netns path \"" + spec.adopt_netns_path + "\" must be absolute");
+  }
   MB_TRY(validateIfname(spec.host_ifname));
   MB_TRY(validateIfname(spec.pod_ifname));
   if (spec.ipv4_be == 0) return Error::invalid("pod address must not be 0.0.0.0");
@@ -488,8 +492,41 @@ Status validatePodNetworkSpec(const PodNetworkSpec& spec) {
   return okStatus();
 }
 
+namespace {
+
+// The namespace a pod network lives in: created (membrane's own pods) or
+// opened by path (adopted). The rollback removes only a namespace made here.
+Result<Netns> podNamespace(const PodNetworkSpec& spec, Rollback& rollback) {
+  if (!spec.adopt_netns_path.empty()) {
+    MB_ASSIGN(Netns ns, Netns::openPath(spec.adopt_netns_path));
+    // The kernel would refuse the duplicate too (EEXIST on the veth), with a
+    // message that names neither the interface nor the namespace.
+    MB_ASSIGN(bool taken, ns.run([&]() -> Result<bool> {
+      MB_ASSIGN(NlSockPtr psk, openSocket());
+      auto link = getLink(psk.get(), spec.pod_ifname);
+      if (link.ok()) return true;
+      if (link.error().code == ENOENT) return false;
+      return link.error();
+    }));
+    if (taken)
+      return Error(EEXIST, "interface " + spec.pod_ifname + " already exists in " + spec.adopt_netns_path);
+    return ns;
+  }
+  MB_ASSIGN(Netns ns, Netns::create(spec.netns_name));
+  rollback.add([name = spec.netns_name] { return Netns::remove(name); });
+  MB_TRY(ns.run(preparePodNamespace));
+  return ns;
+}
+
+std::string podNetworkName(const PodNetworkSpec& spec) {
+  return spec.adopt_netns_path.empty() ? spec.netns_name : spec.adopt_netns_path;
+}
+
+}  // namespace
+
 Result<PodNetwork> createPodNetwork(const PodNetworkSpec& spec) {
-  const std::string ctx = "create pod network " + spec.netns_name;
+  const std::string where = podNetworkName(spec);
+  const std::string ctx = "create pod network " + where;
   MB_TRY_CTX(validatePodNetworkSpec(spec), ctx);
   MB_ASSIGN(NlSockPtr sk, withContext(openSocket(), ctx));
 
@@ -499,14 +536,14 @@ Result<PodNetwork> createPodNetwork(const PodNetworkSpec& spec) {
     return Error(EEXIST, ctx + ": host interface " + spec.host_ifname + " already exists: File exists");
 
   Rollback rollback;
-  MB_ASSIGN(Netns ns, withContext(Netns::create(spec.netns_name), ctx));
-  rollback.add([name = spec.netns_name] { return Netns::remove(name); });
-  if (Status st = ns.run(preparePodNamespace); !st.ok()) return rollback.fail(st.error().wrap(ctx));
+  auto opened = podNamespace(spec, rollback);
+  if (!opened.ok()) return rollback.fail(opened.error().wrap(ctx));
+  Netns ns = std::move(opened).value();
 
   // The pod end is born inside the pod namespace (IFLA_NET_NS_FD on the
   // peer), so its name never clashes with a host device (host eth0) and it is
   // never visible on the host, not even briefly.
-  const std::string veth_what = "create veth " + spec.host_ifname + "/" + spec.pod_ifname + " in " + spec.netns_name;
+  const std::string veth_what = "create veth " + spec.host_ifname + "/" + spec.pod_ifname + " in " + where;
   {
     LinkPtr veth(rtnl_link_veth_alloc());
     if (!veth) return rollback.fail(Error(ENOMEM, ctx + ": " + veth_what + ": out of memory"));
@@ -541,7 +578,7 @@ Result<PodNetwork> createPodNetwork(const PodNetworkSpec& spec) {
     return rollback.fail(st.error().wrap(ctx));
 
   auto pod = ns.run([&] { return configurePodSide(spec, out.host_mac); });
-  if (!pod.ok()) return rollback.fail(pod.error().wrap(ctx + ": configure " + spec.pod_ifname + " in " + spec.netns_name));
+  if (!pod.ok()) return rollback.fail(pod.error().wrap(ctx + ": configure " + spec.pod_ifname + " in " + where));
   out.pod_ifindex = pod->ifindex;
   out.pod_mac = pod->mac;
 
@@ -561,8 +598,8 @@ Result<PodNetwork> createPodNetwork(const PodNetworkSpec& spec) {
 }
 
 Status deletePodNetwork(const std::string& netns_name, const std::string& host_ifname, uint32_t ipv4_be) {
-  const std::string ctx = "delete pod network " + netns_name;
-  MB_TRY_CTX(Netns::validateName(netns_name), ctx);
+  const std::string ctx = "delete pod network " + (netns_name.empty() ? host_ifname : netns_name);
+  if (!netns_name.empty()) MB_TRY_CTX(Netns::validateName(netns_name), ctx);
   MB_TRY_CTX(validateIfname(host_ifname), ctx);
   MB_ASSIGN(NlSockPtr sk, withContext(openSocket(), ctx));
   auto link = getLink(sk.get(), host_ifname);
@@ -576,14 +613,16 @@ Status deletePodNetwork(const std::string& netns_name, const std::string& host_i
   } else if (link.error().code != ENOENT) {
     return link.error().wrap(ctx);
   }
-  MB_TRY_CTX(Netns::remove(netns_name), ctx);
+  if (!netns_name.empty()) MB_TRY_CTX(Netns::remove(netns_name), ctx);
   return okStatus();
 }
 
 Result<PodNetwork> inspectPodNetwork(const PodNetworkSpec& spec) {
-  const std::string ctx = "inspect pod network " + spec.netns_name;
+  const std::string ctx = "inspect pod network " + podNetworkName(spec);
   MB_TRY_CTX(validatePodNetworkSpec(spec), ctx);
-  MB_ASSIGN(Netns ns, withContext(Netns::open(spec.netns_name), ctx));
+  MB_ASSIGN(Netns ns, withContext(spec.adopt_netns_path.empty() ? Netns::open(spec.netns_name)
+                                                                 : Netns::openPath(spec.adopt_netns_path),
+                                  ctx));
   MB_ASSIGN(NlSockPtr sk, withContext(openSocket(), ctx));
   MB_ASSIGN(LinkPtr host, withContext(getLink(sk.get(), spec.host_ifname), ctx));
   const char* type = rtnl_link_get_type(host.get());

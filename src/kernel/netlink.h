@@ -38,6 +38,11 @@ using MacAddress = std::array<uint8_t, 6>;
 
 struct PodNetworkSpec {
   std::string netns_name;      // /var/run/netns/<netns_name>, created here
+  // Non-empty: the pod's namespace exists already and is not membrane's (a
+  // container runtime's, CNI_NETNS): it is entered by this absolute path,
+  // never created, prepared (lo, IPv6 defaults) or removed, and netns_name
+  // is not used. pod_ifname must not exist in it yet (EEXIST naming it).
+  std::string adopt_netns_path;
   std::string host_ifname;     // e.g. hostIfnameFor(...); at most 15 chars
   std::string pod_ifname = "eth0";
   uint32_t ipv4_be = 0;        // the pod's address (/32)
@@ -68,6 +73,9 @@ Result<PodNetwork> createPodNetwork(const PodNetworkSpec& spec);
 // Removes every trace of a pod network: the host /32 route (only if it still
 // points at host_ifname, so an address reused by another pod is left alone),
 // the veth pair and the namespace. Idempotent: absent pieces are fine.
+// netns_name "": an adopted namespace (PodNetworkSpec::adopt_netns_path),
+// which stays; the veth goes (and with it the pod end and its addresses and
+// routes), so a runtime's namespace that is already gone is fine too.
 Status deletePodNetwork(const std::string& netns_name, const std::string& host_ifname, uint32_t ipv4_be);
 
 // For restore after an agent restart: verifies that the pod network still

@@ -220,6 +220,62 @@ TEST_F(PodNetworkTest, ExistingNetnsIsRefusedAndNothingIsLeftBehind) {
   EXPECT_EQ(trim(inPod(s, "ip -o link show | wc -l").output), "1");  // only lo
 }
 
+// A container runtime's namespace (CNI_NETNS), adopted by path: the veth's
+// pod end is born there with the runtime's interface name; deleting the pod
+// network takes the veth, never the namespace; a taken name or a missing
+// namespace is refused and leaves nothing.
+TEST_F(PodNetworkTest, AdoptedNamespaceIsEnteredByPathAndNeverRemoved) {
+  MB_ASSERT_OK(ensureHostDevice(host_dev_, ipv4(gw_)));
+  PodNetworkSpec runtime = pod("rt", 30);  // only its name: the "runtime" namespace
+  auto rt = Netns::create(runtime.netns_name);
+  ASSERT_TRUE(rt.ok()) << rt.error().message;
+  PodNetworkSpec s = runtime;
+  s.netns_name.clear();
+  s.adopt_netns_path = Netns::pathOf(runtime.netns_name);
+  s.pod_ifname = "net1";
+  s.host_ifname = "lxt" + pid_ + "a";
+  pods_.push_back(s);
+
+  auto net = createPodNetwork(s);
+  ASSERT_TRUE(net.ok()) << net.error().message;
+  EXPECT_EQ(net->netns_path, s.adopt_netns_path);
+  const std::string ip = ipv4HostOrderToString(ntohl(s.ipv4_be));
+  EXPECT_EQ(inPod(runtime, "ip -4 -o addr show dev net1 | grep -c 'inet " + ip + "/32 scope global net1'").output,
+            "1\n");
+  EXPECT_EQ(trim(inPod(runtime, "ip -4 route show default").output), "default via " + gw_ + " dev net1");
+  EXPECT_EQ(trim(inPod(runtime, "cat /sys/class/net/net1/address").output), macString(net->pod_mac));
+  auto seen = inspectPodNetwork(s);
+  ASSERT_TRUE(seen.ok()) << seen.error().message;
+  EXPECT_EQ(seen->pod_mac, net->pod_mac);
+
+  PodNetworkSpec again = s;
+  again.host_ifname = "lxt" + pid_ + "b";
+  again.ipv4_be = ipv4(subnet_ + "31");
+  auto taken = createPodNetwork(again);
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.error().code, EEXIST);
+  EXPECT_EQ(taken.error().message, "create pod network " + s.adopt_netns_path + ": interface net1 already exists in " +
+                                       s.adopt_netns_path);
+  EXPECT_FALSE(linkExists(again.host_ifname));
+
+  PodNetworkSpec missing = again;
+  missing.adopt_netns_path = "/run/netns/mbt-" + pid_ + "-gone";
+  auto gone = createPodNetwork(missing);
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.error().code, ENOENT);
+  EXPECT_EQ(gone.error().message, "create pod network " + missing.adopt_netns_path + ": open netns " +
+                                      missing.adopt_netns_path + ": " + missing.adopt_netns_path + " does not exist");
+
+  MB_ASSERT_OK(deletePodNetwork("", s.host_ifname, s.ipv4_be));
+  EXPECT_FALSE(linkExists(s.host_ifname));
+  EXPECT_EQ(sh("ip -4 route show " + ip + "/32").output, "");
+  EXPECT_TRUE(Netns::exists(runtime.netns_name));
+  EXPECT_EQ(trim(inPod(runtime, "ip -o link show | wc -l").output), "1");  // only lo: net1 went with the veth
+  // Idempotent, also once the runtime removed its namespace.
+  MB_ASSERT_OK(Netns::remove(runtime.netns_name));
+  MB_ASSERT_OK(deletePodNetwork("", s.host_ifname, s.ipv4_be));
+}
+
 TEST_F(PodNetworkTest, ExistingHostInterfaceIsRefusedAndNoNetnsIsLeft) {
   MB_ASSERT_OK(ensureHostDevice(host_dev_, ipv4(gw_)));
   PodNetworkSpec s = pod("y", 21);

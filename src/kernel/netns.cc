@@ -127,7 +127,16 @@ Result<Netns> Netns::create(const std::string& name) {
 Result<Netns> Netns::open(const std::string& name) {
   const std::string ctx = "open netns " + name;
   MB_TRY_CTX(validateName(name), ctx);
-  const std::string path = pathOf(name);
+  return openFile(pathOf(name), name, ctx);
+}
+
+Result<Netns> Netns::openPath(const std::string& path) {
+  const std::string ctx = "open netns " + path;
+  if (path.empty() || path[0] != '/') return Error(EINVAL, ctx + ": not an absolute path");
+  return openFile(path, path, ctx);
+}
+
+Result<Netns> Netns::openFile(const std::string& path, const std::string& name, const std::string& ctx) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     if (errno == ENOENT) return Error(ENOENT, ctx + ": " + path + " does not exist");
@@ -139,7 +148,7 @@ Result<Netns> Netns::open(const std::string& name) {
   int type = ::ioctl(fd.get(), NS_GET_NSTYPE);
   if (type != CLONE_NEWNET)
     return Error(EINVAL, ctx + ": " + path + " is not a network namespace (stale file? remove it)");
-  return Netns(std::move(fd), name);
+  return Netns(std::move(fd), name, path);
 }
 
 Status Netns::remove(const std::string& name) {

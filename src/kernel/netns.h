@@ -36,6 +36,10 @@ class Netns {
   // Opens an existing named namespace. ENOENT if absent; EINVAL if the file
   // exists but is not a network namespace (e.g. a stale file whose mount is gone).
   static Result<Netns> open(const std::string& name);
+  // Opens an existing namespace by path, wherever it lives (a container
+  // runtime's: /run/netns/netns-<uuid>, /proc/<pid>/ns/net). Same errors as
+  // open(); EINVAL for a relative path. name() and path() are the path.
+  static Result<Netns> openPath(const std::string& path);
   // Detaches the bind mount and unlinks the file. OK if absent. The kernel
   // frees the namespace (and its devices) once no process/fd holds it any
   // more; that happens asynchronously.
@@ -52,7 +56,7 @@ class Netns {
 
   int fd() const { return fd_.get(); }
   const std::string& name() const { return name_; }
-  std::string path() const { return pathOf(name_); }
+  const std::string& path() const { return path_; }
 
   // Runs fn on a dedicated thread that has entered this namespace and returns
   // fn's result; blocks until it finishes. fn must return Result<T> or
@@ -71,11 +75,14 @@ class Netns {
   }
 
  private:
-  Netns(UniqueFd fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}
+  Netns(UniqueFd fd, std::string name, std::string path)
+      : fd_(std::move(fd)), name_(std::move(name)), path_(std::move(path)) {}
+  static Result<Netns> openFile(const std::string& path, const std::string& name, const std::string& ctx);
   Status runOnThread(const std::function<void()>& body) const;
 
   UniqueFd fd_;
   std::string name_;
+  std::string path_;
 };
 
 // For `membrane exec` only: moves the CALLING THREAD into the network

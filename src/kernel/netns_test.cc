@@ -98,6 +98,30 @@ TEST(Netns, OpenMissingAndStale) {
   EXPECT_FALSE(Netns::exists(stale));
 }
 
+// A namespace by path, as a container runtime passes it (CNI_NETNS): any
+// nsfs file, named or not; the path is its name.
+TEST(Netns, OpenByPath) {
+  auto self = Netns::openPath("/proc/self/ns/net");
+  ASSERT_TRUE(self.ok()) << self.error().message;
+  EXPECT_EQ(self->path(), "/proc/self/ns/net");
+  EXPECT_EQ(self->name(), "/proc/self/ns/net");
+  auto ran = self->run([]() -> Status { return okStatus(); });
+  EXPECT_TRUE(ran.ok()) << ran.error().message;
+
+  auto relative = Netns::openPath("run/netns/x");
+  ASSERT_FALSE(relative.ok());
+  EXPECT_EQ(relative.error().code, EINVAL);
+  EXPECT_EQ(relative.error().message, "open netns run/netns/x: not an absolute path");
+  const std::string gone = Netns::pathOf(uniqueName("gone"));
+  auto missing = Netns::openPath(gone);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ENOENT);
+  EXPECT_EQ(missing.error().message, "open netns " + gone + ": " + gone + " does not exist");
+  auto not_netns = Netns::openPath("/proc/self/ns/uts");
+  ASSERT_FALSE(not_netns.ok());
+  EXPECT_EQ(not_netns.error().code, EINVAL);
+}
+
 // The `membrane exec` path: a forked, single-threaded child enters the
 // namespace and execs; the parent never switches.
 TEST(Netns, EnterForExecSwitchesTheExecedProcess) {

@@ -11,7 +11,8 @@
 namespace membrane::kernel {
 
 bool FakePodNetworks::Pod::operator==(const Pod& o) const {
-  return spec.netns_name == o.spec.netns_name && spec.host_ifname == o.spec.host_ifname &&
+  return spec.netns_name == o.spec.netns_name && spec.adopt_netns_path == o.spec.adopt_netns_path &&
+         spec.host_ifname == o.spec.host_ifname &&
          spec.pod_ifname == o.spec.pod_ifname && spec.ipv4_be == o.spec.ipv4_be &&
          spec.gateway_be == o.spec.gateway_be && spec.mtu == o.spec.mtu && net.netns_path == o.net.netns_path &&
          net.host_ifindex == o.net.host_ifindex && net.pod_ifindex == o.net.pod_ifindex &&
@@ -44,11 +45,24 @@ Status FakePodNetworks::removeUnreachableRoute(uint32_t cidr_be, uint8_t prefix_
   return okStatus();
 }
 
+namespace {
+
+const std::string& keyOf(const PodNetworkSpec& spec) {
+  return spec.adopt_netns_path.empty() ? spec.netns_name : spec.adopt_netns_path;
+}
+
+}  // namespace
+
 Result<PodNetwork> FakePodNetworks::createPodNetwork(const PodNetworkSpec& spec) {
-  const std::string what = "create pod network " + spec.netns_name;
+  const std::string& key = keyOf(spec);
+  const std::string what = "create pod network " + key;
   MB_TRY_CTX(validatePodNetworkSpec(spec), what);
-  if (s_.pods.count(spec.netns_name))
-    return Error::fromErrno(EEXIST, fmt::format("{}: create namespace {}", what, spec.netns_name));
+  const bool adopted = !spec.adopt_netns_path.empty();
+  if (adopted && !s_.runtime_netns.count(key))
+    return Error(ENOENT, fmt::format("{}: open netns {}: {} does not exist", what, key, key));
+  if (adopted && (s_.pods.count(key) || s_.runtime_links.count({key, spec.pod_ifname})))
+    return Error(EEXIST, fmt::format("{}: interface {} already exists in {}", what, spec.pod_ifname, key));
+  if (s_.pods.count(key)) return Error::fromErrno(EEXIST, fmt::format("{}: create namespace {}", what, key));
   std::set<uint32_t> used;
   for (const auto& [_, p] : s_.pods) {
     if (p.spec.host_ifname == spec.host_ifname)
@@ -58,19 +72,21 @@ Result<PodNetwork> FakePodNetworks::createPodNetwork(const PodNetworkSpec& spec)
   uint32_t ifindex = 100;
   while (used.count(ifindex)) ++ifindex;
   PodNetwork net;
-  net.netns_path = Netns::pathOf(spec.netns_name);
+  net.netns_path = adopted ? key : Netns::pathOf(spec.netns_name);
   net.host_ifindex = ifindex;
   net.pod_ifindex = 2;
   net.host_mac = {0x02, 0xfe, 0, 0, static_cast<uint8_t>(ifindex >> 8), static_cast<uint8_t>(ifindex)};
   net.pod_mac = {0x02, 0xaa, 0, 0, static_cast<uint8_t>(ifindex >> 8), static_cast<uint8_t>(ifindex)};
-  s_.pods[spec.netns_name] = Pod{spec, net};
+  s_.pods[key] = Pod{spec, net};
   return net;
 }
 
 Result<PodNetwork> FakePodNetworks::inspectPodNetwork(const PodNetworkSpec& spec) {
-  const std::string what = "inspect pod network " + spec.netns_name;
-  auto it = s_.pods.find(spec.netns_name);
-  if (it == s_.pods.end()) return Error::notFound(fmt::format("{}: namespace {} not found", what, spec.netns_name));
+  const std::string& key = keyOf(spec);
+  const std::string what = "inspect pod network " + key;
+  auto it = s_.pods.find(key);
+  if (it == s_.pods.end() || (!spec.adopt_netns_path.empty() && !s_.runtime_netns.count(key)))
+    return Error::notFound(fmt::format("{}: namespace {} not found", what, key));
   if (it->second.spec.host_ifname != spec.host_ifname)
     return Error::notFound(fmt::format("{}: interface {} not found", what, spec.host_ifname));
   if (it->second.spec.ipv4_be != spec.ipv4_be)

@@ -1,6 +1,7 @@
 // FakePodNetworks: an in-memory PodNetworks for tests without root.
 //
-// Pod networks are records keyed by namespace name; host-side interfaces get
+// Pod networks are records keyed by namespace name (the path for an adopted
+// namespace, which must be in State::runtime_netns); host-side interfaces get
 // the lowest free ifindex (from 100) and MACs derived from it, so a rolled
 // back and retried creation gets the same values as a first-time one and
 // tests compare states whole. Follows netlink.h: EEXIST for a taken
@@ -30,7 +31,11 @@ class FakePodNetworks final : public PodNetworks {
   struct State {
     std::map<std::string, uint32_t> host_devices;             // name -> gateway_be
     std::set<std::pair<uint32_t, uint8_t>> unreachable_routes;  // (cidr_be, len)
-    std::map<std::string, Pod> pods;                           // by netns name
+    std::map<std::string, Pod> pods;                           // by netns name, or path when adopted
+    // Namespaces a container runtime made (PodNetworkSpec::adopt_netns_path
+    // targets) and interfaces already in them (path, ifname): tests add them.
+    std::set<std::string> runtime_netns;
+    std::set<std::pair<std::string, std::string>> runtime_links;
     bool operator==(const State&) const = default;
   };
 
