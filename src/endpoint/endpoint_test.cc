@@ -158,6 +158,11 @@ TEST(Endpoint, DamagedStateFilesNameTheFile) {
   EXPECT_EQ(message(readEndpointState(p3)), p3 + ": not valid JSON (truncated or damaged?): parse error at byte 1");
   const std::string p4 = write("4.json", "[]");
   EXPECT_EQ(message(readEndpointState(p4)), p4 + ": top level: expected an object, got a list");
+  // A number no double holds: nlohmann throws out_of_range, not parse_error
+  // (found by the CNI plugin's fuzz target); it escaped and ended the agent.
+  const std::string p5 = write("5.json", R"({"id": 4e4444444})");
+  EXPECT_EQ(message(readEndpointState(p5)),
+            p5 + ": not valid JSON (truncated or damaged?): number overflow parsing '4e4444444'");
 
   // namespaces.json
   auto none = readNamespaceState(dir + "/absent.json");

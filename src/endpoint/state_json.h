@@ -57,6 +57,12 @@ inline Result<Json> parseObject(std::string_view text) {
     j = Json::parse(text);
   } catch (const Json::parse_error& e) {
     return Error::invalid(fmt::format("not valid JSON (truncated or damaged?): parse error at byte {}", e.byte));
+  } catch (const Json::exception& e) {
+    // out_of_range (a number no double holds) is not a parse_error. Its
+    // what() starts with "[json.exception.out_of_range.406] ".
+    std::string_view what = e.what();
+    if (auto at = what.find("] "); at != std::string_view::npos) what.remove_prefix(at + 2);
+    return Error::invalid(fmt::format("not valid JSON (truncated or damaged?): {}", what));
   }
   if (!j.is_object()) return typeError("", "an object", j);
   return j;
