@@ -11,7 +11,7 @@ DEPS := build-essential cmake ninja-build pkg-config clang llvm libbpf-dev bpfto
         libelf-dev zlib1g-dev libnl-3-dev libnl-route-3-dev prometheus-cpp-dev \
         libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev \
         libre2-dev node-llhttp libgtest-dev libgmock-dev googletest iproute2 iptables \
-        iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev \
+        iputils-ping curl netcat-openbsd python3 python3-yaml prometheus iperf3 libclang-rt-14-dev lld \
         libcurl4-openssl-dev etcd-server etcd-client
 
 .PHONY: all deps lint build build-bins build-asan build-tsan test test-asan test-tsan test-unit test-sanitize demo demo-deps demo-stop install uninstall clean bench bench-convergence bench-l7 l7-vs-nginx

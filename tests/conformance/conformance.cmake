@@ -2,8 +2,7 @@
 # one membraned, 9 pods in namespaces x/y/z, every pair x port probed per case.
 membrane_test(NAME conformance_test
   SOURCES ${CMAKE_CURRENT_LIST_DIR}/conformance_test.cc ${CMAKE_CURRENT_LIST_DIR}/matrix.cc
-    ${CMAKE_CURRENT_LIST_DIR}/../integration/agent_fixture.cc
-  LIBS membrane_test_support nlohmann_json::nlohmann_json fmt::fmt
+  LIBS membrane_agent_fixture nlohmann_json::nlohmann_json fmt::fmt
   LABEL integration TIMEOUT 900)
 if(TARGET membraned AND TARGET membrane)
   add_dependencies(conformance_test membraned membrane)

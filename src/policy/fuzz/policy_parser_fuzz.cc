@@ -1,5 +1,5 @@
 // libFuzzer target for the policy parser (issue 3, "Bad input"). Built only
-// with -DMEMBRANE_FUZZ=ON (clang++ -fsanitize=fuzzer,address), see
+// with -DMEMBRANE_FUZZ=ON (clang, ASan; libFuzzer), see
 // src/policy/CMakeLists.txt. Seed corpus: src/policy/fuzz/corpus/.
 //   build/bin/policy_parser_fuzz -max_total_time=60 /tmp/new-corpus src/policy/fuzz/corpus
 #include <cstdio>
